@@ -1,0 +1,69 @@
+using Npgsql;
+using ShardKit.Tests.Harness;
+
+namespace ShardKit.Tests;
+
+/// <summary>
+/// Real shards for one test: a <see cref="ShardedDataSource"/> over the run's servers, a table of its own on every
+/// shard, and direct per-shard access to check where rows really landed.
+/// </summary>
+internal sealed class ShardTestContext : IAsyncDisposable
+{
+    private ShardTestContext(TestShardSet shards, ShardedDataSource source, string table)
+    {
+        Shards = shards;
+        Source = source;
+        Table = table;
+    }
+
+    public TestShardSet Shards { get; }
+
+    public ShardedDataSource Source { get; }
+
+    public string Table { get; }
+
+    /// <summary>Creates the context; <paramref name="ddl"/> gets the table name as {0} and runs on every shard.</summary>
+    public static async Task<ShardTestContext> CreateAsync(string ddl, Action<ShardedDataSourceBuilder>? configure = null, string stem = "t")
+    {
+        var shards = await Tests.Shards.GetAsync();
+        var builder = new ShardedDataSourceBuilder();
+        for (var i = 0; i < shards.Count; i++)
+        {
+            builder.AddShard(shards.Names[i], shards.ConnectionStrings[i]);
+        }
+
+        configure?.Invoke(builder);
+        var context = new ShardTestContext(shards, builder.Build(), Tests.Shards.UniqueTable(stem));
+        await context.OnEveryShardAsync(string.Format(System.Globalization.CultureInfo.InvariantCulture, ddl, context.Table));
+        return context;
+    }
+
+    public async Task OnEveryShardAsync(string sql)
+    {
+        foreach (var cs in Shards.ConnectionStrings)
+        {
+            await using var conn = new NpgsqlConnection(cs);
+            await conn.OpenAsync();
+            await using var cmd = new NpgsqlCommand(sql, conn);
+            await cmd.ExecuteNonQueryAsync();
+        }
+    }
+
+    /// <summary>Runs a query directly on one shard, bypassing ShardKit.</summary>
+    public async Task<List<T>> DirectAsync<T>(string shard, string sql)
+    {
+        await using var conn = new NpgsqlConnection(Shards.ConnectionStrings[Shards.Names.ToList().IndexOf(shard)]);
+        await conn.OpenAsync();
+        return (await Dapper.SqlMapper.QueryAsync<T>(conn, sql)).ToList();
+    }
+
+    /// <summary>The shard a server port belongs to.</summary>
+    public string ShardOfPort(int port) =>
+        Shards.Names[Shards.ConnectionStrings.ToList().FindIndex(cs => new NpgsqlConnectionStringBuilder(cs).Port == port)];
+
+    public async ValueTask DisposeAsync()
+    {
+        await OnEveryShardAsync($"drop table if exists {Table}");
+        await Source.DisposeAsync();
+    }
+}

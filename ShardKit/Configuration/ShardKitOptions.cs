@@ -1,0 +1,32 @@
+namespace ShardKit;
+
+/// <summary>
+/// ShardKit's settings as bound from configuration (a <c>ShardKit</c> section). Validated by
+/// <see cref="ShardKitOptionsValidator"/>; <see cref="ShardedDataSourceBuilder"/> produces the same map in code.
+/// </summary>
+public sealed class ShardKitOptions
+{
+    /// <summary>The default configuration section name.</summary>
+    public const string SectionName = "ShardKit";
+
+    /// <summary>The shards, in order (order matters for modulo placement and the default bucket spread).</summary>
+    public IList<ShardOptions> Shards { get; } = new List<ShardOptions>();
+
+    /// <summary>The placement strategy; <see cref="ShardingStrategyKind.Hash"/> by default.</summary>
+    public ShardingStrategyKind Strategy { get; set; } = ShardingStrategyKind.Hash;
+
+    /// <summary>Hash buckets (1 to <see cref="BucketMap.MaxBuckets"/>), at least one per shard; 1024 by default.</summary>
+    public int Buckets { get; set; } = 1024;
+
+    /// <summary>How range bounds and list keys written as text are parsed; integers by default.</summary>
+    public ShardKeyKind KeyType { get; set; } = ShardKeyKind.Integer;
+
+    /// <summary>Range sharding: the ranges, which must tile the keys with no gap or overlap.</summary>
+    public IList<ShardRangeOptions> Ranges { get; } = new List<ShardRangeOptions>();
+
+    /// <summary>List sharding: key (as text) to shard name.</summary>
+    public IDictionary<string, string> List { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>List sharding: the shard for keys not in <see cref="List"/>; none means such keys are an error.</summary>
+    public string? DefaultShard { get; set; }
+}

@@ -1,0 +1,44 @@
+namespace ShardKit;
+
+/// <summary>
+/// The frozen shard map: the shards in order and the strategy that places keys on them. Built and validated by
+/// <see cref="ShardedDataSourceBuilder"/> or from <see cref="ShardKitOptions"/>; never changes afterwards.
+/// </summary>
+public sealed class ShardMap
+{
+    private readonly Dictionary<string, int> _indexByName;
+
+    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy)
+    {
+        Shards = shards;
+        Strategy = strategy;
+        _indexByName = shards.ToDictionary(s => s.Name, s => s.Index, StringComparer.Ordinal);
+        ShardNames = shards.Select(s => s.Name).ToArray();
+    }
+
+    /// <summary>The shard names in configured order.</summary>
+    public IReadOnlyList<string> ShardNames { get; }
+
+    /// <summary>The placement strategy's name: hash, modulo, range, list or custom.</summary>
+    public string StrategyName => Strategy.Name;
+
+    /// <summary>The bucket map when the strategy is hash; otherwise null.</summary>
+    public BucketMap? Buckets => (Strategy as HashShardingStrategy)?.Buckets;
+
+    internal IReadOnlyList<ShardInfo> Shards { get; }
+
+    internal IShardingStrategy Strategy { get; }
+
+    /// <summary>The name of the shard that owns <paramref name="key"/>.</summary>
+    public string ShardFor(ShardKeyValue key) => ShardNames[Strategy.ShardOf(key)];
+
+    /// <summary>The hash bucket of <paramref name="key"/>; throws when the strategy is not hash.</summary>
+    public int BucketOf(ShardKeyValue key) => Strategy is HashShardingStrategy hash
+        ? hash.BucketOf(key)
+        : throw new InvalidOperationException($"Buckets exist only with hash sharding; this map uses {Strategy.Name}.");
+
+    internal int IndexOf(string shardName) => _indexByName.TryGetValue(shardName, out var index)
+        ? index
+        : throw new ShardRoutingException(
+            $"There is no shard named '{shardName}'; the configured shards are: {string.Join(", ", ShardNames)}.");
+}

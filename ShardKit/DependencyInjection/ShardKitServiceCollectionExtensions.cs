@@ -1,0 +1,33 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+
+namespace ShardKit;
+
+/// <summary>Registers ShardKit with a service collection.</summary>
+public static class ShardKitServiceCollectionExtensions
+{
+    /// <summary>
+    /// Binds <see cref="ShardKitOptions"/> from <paramref name="section"/> (usually <c>config.GetSection("ShardKit")</c>),
+    /// validates it on start, and registers a singleton <see cref="ShardedDataSource"/> and a transient
+    /// <see cref="ShardedConnection"/>.
+    /// </summary>
+    public static IServiceCollection AddShardKit(this IServiceCollection services, IConfiguration section)
+    {
+        ArgumentNullException.ThrowIfNull(section);
+        return services.AddShardKit(options => section.Bind(options));
+    }
+
+    /// <summary>Configures <see cref="ShardKitOptions"/> in code; otherwise as the configuration overload.</summary>
+    public static IServiceCollection AddShardKit(this IServiceCollection services, Action<ShardKitOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(configure);
+        services.AddOptions<ShardKitOptions>().Configure(configure).ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ShardKitOptions>, ShardKitOptionsValidator>());
+        services.TryAddSingleton(provider => ShardedDataSource.Create(provider.GetRequiredService<IOptions<ShardKitOptions>>().Value));
+        services.TryAddTransient(provider => provider.GetRequiredService<ShardedDataSource>().CreateConnection());
+        return services;
+    }
+}

@@ -1,0 +1,26 @@
+namespace ShardKit;
+
+/// <summary>Where one command goes: a single shard, or several shards each with its own share of the parameters.</summary>
+internal readonly struct Route
+{
+    private Route(int shard, RoutePart[]? parts)
+    {
+        Shard = shard;
+        Parts = parts;
+    }
+
+    /// <summary>The shard of a single-shard route; -1 for a split.</summary>
+    public int Shard { get; }
+
+    /// <summary>The per-shard parts of a split route (possibly empty: an empty key list reaches no shard).</summary>
+    public RoutePart[]? Parts { get; }
+
+    public bool IsSingle => Parts is null;
+
+    public static Route To(int shard) => new(shard, null);
+
+    public static Route Split(RoutePart[] parts) => new(-1, parts);
+}
+
+/// <summary>One shard's share of a split command: its shard and the parameters that carry only its keys.</summary>
+internal readonly record struct RoutePart(int Shard, object? Parameters);

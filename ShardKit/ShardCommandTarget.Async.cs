@@ -1,0 +1,174 @@
+using System.Data;
+using System.Runtime.CompilerServices;
+using Dapper;
+using Npgsql;
+
+namespace ShardKit;
+
+public abstract partial class ShardCommandTarget
+{
+    /// <summary>Runs a query on the shard that owns its key and maps the rows to <typeparamref name="T"/>.</summary>
+    public Task<IEnumerable<T>> QueryAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QueryAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Runs a query on the shard that owns its key; a list of keys is split and the shards run in parallel.</summary>
+    public async Task<IEnumerable<T>> QueryAsync<T>(CommandDefinition command)
+    {
+        var route = ResolveChecked(command, typeof(T));
+        if (route.IsSingle)
+        {
+            var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
+            return await connection.QueryAsync<T>(Bind(command, route.Shard, command.Parameters)).ConfigureAwait(false);
+        }
+
+        return await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
+    }
+
+    /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    public Task<T> QueryFirstAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QueryFirstAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    public Task<T> QueryFirstAsync<T>(CommandDefinition command) => QueryOneAsync<T>(command, orDefault: false, single: false);
+
+    /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    public Task<T?> QueryFirstOrDefaultAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QueryFirstOrDefaultAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    public Task<T?> QueryFirstOrDefaultAsync<T>(CommandDefinition command) => QueryOneAsync<T?>(command, orDefault: true, single: false);
+
+    /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    public Task<T> QuerySingleAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QuerySingleAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    public Task<T> QuerySingleAsync<T>(CommandDefinition command) => QueryOneAsync<T>(command, orDefault: false, single: true);
+
+    /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    public Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QuerySingleOrDefaultAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    public Task<T?> QuerySingleOrDefaultAsync<T>(CommandDefinition command) => QueryOneAsync<T?>(command, orDefault: true, single: true);
+
+    /// <summary>
+    /// Runs a statement on the key's shard and returns the affected rows. A list of keyed items runs each item on
+    /// its own shard (shards in parallel) and returns the total.
+    /// </summary>
+    public Task<int> ExecuteAsync(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        ExecuteAsync(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Runs a statement on the key's shard (or each item's shard, in parallel) and returns the affected rows.</summary>
+    public async Task<int> ExecuteAsync(CommandDefinition command)
+    {
+        var route = ResolveChecked(command, null);
+        if (route.IsSingle)
+        {
+            var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
+            return await connection.ExecuteAsync(Bind(command, route.Shard, command.Parameters)).ConfigureAwait(false);
+        }
+
+        var counts = await RunPartsAsync(route, command, static (c, cmd) => c.ExecuteAsync(cmd)).ConfigureAwait(false);
+        return counts.Sum();
+    }
+
+    /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    public Task<T?> ExecuteScalarAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        ExecuteScalarAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    public async Task<T?> ExecuteScalarAsync<T>(CommandDefinition command)
+    {
+        var route = ResolveChecked(command, null);
+        if (!route.IsSingle)
+        {
+            throw ScalarAcrossShards();
+        }
+
+        var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
+        return await connection.ExecuteScalarAsync<T>(Bind(command, route.Shard, command.Parameters)).ConfigureAwait(false);
+    }
+
+    /// <summary>Streams the rows of a query on the key's shard without buffering them; split keys stream shard by shard.</summary>
+    public IAsyncEnumerable<T> QueryUnbufferedAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QueryUnbufferedAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Streams the rows of a query on the key's shard without buffering them; split keys stream shard by shard.</summary>
+    public IAsyncEnumerable<T> QueryUnbufferedAsync<T>(CommandDefinition command)
+    {
+        // Resolve now, so a routing error surfaces at the call and not at the first MoveNextAsync.
+        var route = ResolveChecked(command, typeof(T));
+        return Stream(route, command, command.CancellationToken);
+
+        async IAsyncEnumerable<T> Stream(Route route, CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
+        {
+            var parts = route.IsSingle ? [new RoutePart(route.Shard, command.Parameters)] : route.Parts!;
+            foreach (var part in parts)
+            {
+                var connection = await Owner.OpenShardAsync(part.Shard, cancellationToken).ConfigureAwait(false);
+                var rows = connection.QueryUnbufferedAsync<T>(command.CommandText, part.Parameters, Owner.TransactionOn(part.Shard),
+                    command.CommandTimeout, command.CommandType);
+                await foreach (var row in rows.WithCancellation(cancellationToken).ConfigureAwait(false))
+                {
+                    yield return row;
+                }
+            }
+        }
+    }
+
+    private async Task<T> QueryOneAsync<T>(CommandDefinition command, bool orDefault, bool single)
+    {
+        var route = ResolveChecked(command, typeof(T));
+        if (!route.IsSingle)
+        {
+            return First(await QuerySplitAsync<T>(route, command).ConfigureAwait(false), orDefault, single);
+        }
+
+        var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
+        var bound = Bind(command, route.Shard, command.Parameters);
+        return (orDefault, single) switch
+        {
+            (false, false) => await connection.QueryFirstAsync<T>(bound).ConfigureAwait(false),
+            (true, false) => (await connection.QueryFirstOrDefaultAsync<T>(bound).ConfigureAwait(false))!,
+            (false, true) => await connection.QuerySingleAsync<T>(bound).ConfigureAwait(false),
+            (true, true) => (await connection.QuerySingleOrDefaultAsync<T>(bound).ConfigureAwait(false))!,
+        };
+    }
+
+    private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command)
+    {
+        var perShard = await RunPartsAsync(route, command, static (c, cmd) => c.QueryAsync<T>(cmd)).ConfigureAwait(false);
+        return perShard.SelectMany(rows => rows).ToList();
+    }
+
+    // Each part runs on its own shard's connection, all at once; results come back in shard order.
+    private async Task<TResult[]> RunPartsAsync<TResult>(Route route, CommandDefinition command,
+        Func<NpgsqlConnection, CommandDefinition, Task<TResult>> run)
+    {
+        var parts = route.Parts!;
+        var tasks = new Task<TResult>[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            var part = parts[i];
+            tasks[i] = RunPartAsync(part);
+        }
+
+        return await ShardTasks.WhenAllAsync(tasks, parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray())
+            .ConfigureAwait(false);
+
+        async Task<TResult> RunPartAsync(RoutePart part)
+        {
+            var connection = await Owner.OpenShardAsync(part.Shard, command.CancellationToken).ConfigureAwait(false);
+            return await run(connection, Bind(command, part.Shard, part.Parameters)).ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+using System.Data;
+using Dapper;
+using Npgsql;
+
+namespace ShardKit;
+
+public abstract partial class ShardCommandTarget
+{
+    /// <summary>Runs a query on the shard that owns its key and maps the rows to <typeparamref name="T"/>.</summary>
+    public IEnumerable<T> Query<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        Query<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Runs a query on the shard that owns its key; a list of keys is split and the shards run in parallel.</summary>
+    public IEnumerable<T> Query<T>(CommandDefinition command)
+    {
+        var route = ResolveChecked(command, typeof(T));
+        return route.IsSingle
+            ? Owner.OpenShard(route.Shard).Query<T>(Bind(command, route.Shard, command.Parameters))
+            : RunParts(route, command, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList();
+    }
+
+    /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    public T QueryFirst<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QueryFirst<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    public T QueryFirst<T>(CommandDefinition command) => QueryOne<T>(command, orDefault: false, single: false);
+
+    /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    public T? QueryFirstOrDefault<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QueryFirstOrDefault<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    public T? QueryFirstOrDefault<T>(CommandDefinition command) => QueryOne<T?>(command, orDefault: true, single: false);
+
+    /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    public T QuerySingle<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QuerySingle<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    public T QuerySingle<T>(CommandDefinition command) => QueryOne<T>(command, orDefault: false, single: true);
+
+    /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    public T? QuerySingleOrDefault<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        QuerySingleOrDefault<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    public T? QuerySingleOrDefault<T>(CommandDefinition command) => QueryOne<T?>(command, orDefault: true, single: true);
+
+    /// <summary>Runs a statement on the key's shard (or each item's shard, in parallel) and returns the affected rows.</summary>
+    public int Execute(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        Execute(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Runs a statement on the key's shard (or each item's shard, in parallel) and returns the affected rows.</summary>
+    public int Execute(CommandDefinition command)
+    {
+        var route = ResolveChecked(command, null);
+        return route.IsSingle
+            ? Owner.OpenShard(route.Shard).Execute(Bind(command, route.Shard, command.Parameters))
+            : RunParts(route, command, static (c, cmd) => c.Execute(cmd)).Sum();
+    }
+
+    /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    public T? ExecuteScalar<T>(string sql, object? param = null, IDbTransaction? transaction = null,
+        int? commandTimeout = null, CommandType? commandType = null) =>
+        ExecuteScalar<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
+
+    /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    public T? ExecuteScalar<T>(CommandDefinition command)
+    {
+        var route = ResolveChecked(command, null);
+        return route.IsSingle
+            ? Owner.OpenShard(route.Shard).ExecuteScalar<T>(Bind(command, route.Shard, command.Parameters))
+            : throw ScalarAcrossShards();
+    }
+
+    private T QueryOne<T>(CommandDefinition command, bool orDefault, bool single)
+    {
+        var route = ResolveChecked(command, typeof(T));
+        if (!route.IsSingle)
+        {
+            return First(RunParts(route, command, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList(), orDefault, single);
+        }
+
+        var connection = Owner.OpenShard(route.Shard);
+        var bound = Bind(command, route.Shard, command.Parameters);
+        return (orDefault, single) switch
+        {
+            (false, false) => connection.QueryFirst<T>(bound),
+            (true, false) => connection.QueryFirstOrDefault<T>(bound)!,
+            (false, true) => connection.QuerySingle<T>(bound),
+            (true, true) => connection.QuerySingleOrDefault<T>(bound)!,
+        };
+    }
+
+    // Synchronous callers still get the shards in parallel: one thread-pool worker per part.
+    private TResult[] RunParts<TResult>(Route route, CommandDefinition command, Func<NpgsqlConnection, CommandDefinition, TResult> run)
+    {
+        var parts = route.Parts!;
+        var results = new TResult[parts.Length];
+        var failures = new ShardFailure?[parts.Length];
+        Parallel.For(0, parts.Length, i =>
+        {
+            try
+            {
+                results[i] = run(Owner.OpenShard(parts[i].Shard), Bind(command, parts[i].Shard, parts[i].Parameters));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                failures[i] = new ShardFailure(Owner.DataSource.Map.ShardNames[parts[i].Shard], e);
+            }
+        });
+        var failed = failures.OfType<ShardFailure>().ToArray();
+        return failed.Length == 0 ? results : throw new ShardAggregateException(failed);
+    }
+}

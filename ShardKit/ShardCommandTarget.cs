@@ -1,0 +1,51 @@
+using System.Data;
+using Dapper;
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// The Dapper-shaped commands every routed target offers: <see cref="ShardedConnection"/> (routes by the shard key in
+/// the parameters) and the scopes <see cref="ShardedConnection.ForKey"/> and <see cref="ShardedConnection.OnShard"/>.
+/// Each call resolves its shard first, then runs Dapper on that shard's real <see cref="NpgsqlConnection"/>.
+/// </summary>
+public abstract partial class ShardCommandTarget
+{
+    private protected ShardCommandTarget()
+    {
+    }
+
+    private protected abstract ShardedConnection Owner { get; }
+
+    private protected abstract Route Resolve(object? parameters, Type? resultType);
+
+    private Route ResolveChecked(in CommandDefinition command, Type? resultType)
+    {
+        var route = Resolve(command.Parameters, resultType);
+        Owner.CheckAgainstTransaction(route, command.Transaction);
+        return route;
+    }
+
+    private CommandDefinition Bind(in CommandDefinition command, int shard, object? parameters) =>
+        new(command.CommandText, parameters, Owner.TransactionOn(shard), command.CommandTimeout, command.CommandType,
+            command.Flags, command.CancellationToken);
+
+    private static ShardRoutingException ScalarAcrossShards() => new(
+        "The keys of this command live on several shards, and one scalar cannot be combined from them without saying how. " +
+        "Use AllShards() or Shards(names) with a merge (for example Merge.Sum<long>()), or query per key.");
+
+    private static T First<T>(List<T> rows, bool orDefault, bool single)
+    {
+        if (rows.Count == 0)
+        {
+            return orDefault ? default! : throw new InvalidOperationException("Sequence contains no elements");
+        }
+
+        if (single && rows.Count > 1)
+        {
+            throw new InvalidOperationException("Sequence contains more than one element");
+        }
+
+        return rows[0];
+    }
+}

@@ -1,0 +1,100 @@
+using System.Data;
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// A transaction on one shard. While it is open, commands on its <see cref="ShardedConnection"/> go to its shard
+/// (commands with no key included) and a command whose key belongs elsewhere is refused before touching any database.
+/// Disposing it without <see cref="CommitAsync"/> rolls back.
+/// </summary>
+public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
+{
+    private readonly ShardedConnection _owner;
+
+    internal ShardTransaction(ShardedConnection owner, int shardIndex, NpgsqlTransaction inner)
+    {
+        _owner = owner;
+        ShardIndex = shardIndex;
+        Inner = inner;
+    }
+
+    /// <summary>The name of the shard this transaction runs on.</summary>
+    public string Shard => _owner.DataSource.Map.ShardNames[ShardIndex];
+
+    /// <summary>The shard's own connection.</summary>
+    public IDbConnection? Connection => Inner.Connection;
+
+    /// <inheritdoc />
+    public IsolationLevel IsolationLevel => Inner.IsolationLevel;
+
+    internal int ShardIndex { get; }
+
+    internal NpgsqlTransaction Inner { get; }
+
+    /// <summary>Commits the transaction on its shard.</summary>
+    public async Task CommitAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await Inner.CommitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _owner.OnTransactionEnded(this);
+        }
+    }
+
+    /// <summary>Rolls the transaction back on its shard.</summary>
+    public async Task RollbackAsync(CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            await Inner.RollbackAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _owner.OnTransactionEnded(this);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Commit()
+    {
+        try
+        {
+            Inner.Commit();
+        }
+        finally
+        {
+            _owner.OnTransactionEnded(this);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Rollback()
+    {
+        try
+        {
+            Inner.Rollback();
+        }
+        finally
+        {
+            _owner.OnTransactionEnded(this);
+        }
+    }
+
+    /// <summary>Rolls back unless committed, and releases the transaction.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _owner.OnTransactionEnded(this);
+        await Inner.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Rolls back unless committed, and releases the transaction.</summary>
+    public void Dispose()
+    {
+        _owner.OnTransactionEnded(this);
+        Inner.Dispose();
+    }
+}

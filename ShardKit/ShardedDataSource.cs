@@ -1,0 +1,78 @@
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// The entry point: the frozen <see cref="ShardMap"/> and one pooled <see cref="NpgsqlDataSource"/> per shard (named
+/// after the shard, so Npgsql's own metrics carry it). Thread-safe; create one per application and dispose it at exit.
+/// </summary>
+public sealed class ShardedDataSource : IAsyncDisposable, IDisposable
+{
+    private readonly NpgsqlDataSource[] _dataSources;
+    private int _disposed;
+
+    internal ShardedDataSource(ShardMap map, Action<NpgsqlDataSourceBuilder>? configureShard)
+    {
+        Map = map;
+        _dataSources = map.Shards.Select(shard =>
+        {
+            var builder = new NpgsqlDataSourceBuilder(shard.ConnectionString) { Name = shard.Name };
+            configureShard?.Invoke(builder);
+            return builder.Build();
+        }).ToArray();
+    }
+
+    /// <summary>Builds a data source from bound options; throws <see cref="ShardConfigurationException"/> listing every error.</summary>
+    public static ShardedDataSource Create(ShardKitOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new ShardedDataSource(ShardMapFactory.Create(options), null);
+    }
+
+    /// <summary>The shard map this data source routes by.</summary>
+    public ShardMap Map { get; }
+
+    /// <summary>The shard names in configured order.</summary>
+    public IReadOnlyList<string> ShardNames => Map.ShardNames;
+
+    /// <summary>A new connection; it opens per-shard connections lazily, from the shards' pools.</summary>
+    public ShardedConnection CreateConnection()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return new ShardedConnection(this);
+    }
+
+    /// <summary>The name of the shard that owns <paramref name="key"/>.</summary>
+    public string ShardFor(ShardKeyValue key) => Map.ShardFor(key);
+
+    /// <summary>The raw Npgsql data source of one shard, for work ShardKit does not cover.</summary>
+    public NpgsqlDataSource GetShardDataSource(string shardName) => _dataSources[Map.IndexOf(shardName)];
+
+    internal NpgsqlDataSource DataSourceAt(int index) => _dataSources[index];
+
+    internal int ShardCount => _dataSources.Length;
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            foreach (var source in _dataSources)
+            {
+                await source.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            foreach (var source in _dataSources)
+            {
+                source.Dispose();
+            }
+        }
+    }
+}

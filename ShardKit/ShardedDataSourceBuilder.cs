@@ -1,0 +1,87 @@
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// Builds a <see cref="ShardedDataSource"/>: list the shards, pick a strategy, <see cref="Build"/>. Every setting is
+/// validated at build time and then frozen; one <see cref="ShardConfigurationException"/> lists every problem.
+/// </summary>
+public sealed class ShardedDataSourceBuilder
+{
+    private readonly ShardKitOptions _options = new();
+    private readonly List<ShardRange> _ranges = [];
+    private readonly Dictionary<ShardKeyValue, string> _list = [];
+    private Func<ShardKeyValue, string>? _chooser;
+    private Action<NpgsqlDataSourceBuilder>? _configureShard;
+
+    /// <summary>Adds a shard. Order matters for modulo placement and the default spread of hash buckets.</summary>
+    public ShardedDataSourceBuilder AddShard(string name, string connectionString)
+    {
+        _options.Shards.Add(new ShardOptions { Name = name, ConnectionString = connectionString });
+        return this;
+    }
+
+    /// <summary>PostgreSQL-compatible hash placement over <paramref name="buckets"/> equal hash ranges (the default).</summary>
+    public ShardedDataSourceBuilder UseHashSharding(int buckets = 1024)
+    {
+        _options.Strategy = ShardingStrategyKind.Hash;
+        _options.Buckets = buckets;
+        return this;
+    }
+
+    /// <summary>Integer keys placed by non-negative <c>key mod shardCount</c> over the shards in the order added.</summary>
+    public ShardedDataSourceBuilder UseModuloSharding()
+    {
+        _options.Strategy = ShardingStrategyKind.Modulo;
+        return this;
+    }
+
+    /// <summary>Half-open ranges <c>[From, To)</c> per shard; gaps and overlaps are rejected by <see cref="Build"/>.</summary>
+    public ShardedDataSourceBuilder UseRangeSharding(params IEnumerable<ShardRange> ranges)
+    {
+        ArgumentNullException.ThrowIfNull(ranges);
+        _options.Strategy = ShardingStrategyKind.Range;
+        _ranges.Clear();
+        _ranges.AddRange(ranges);
+        return this;
+    }
+
+    /// <summary>A key-to-shard directory (a tenant per shard); unlisted keys go to <paramref name="defaultShard"/> or fail.</summary>
+    public ShardedDataSourceBuilder UseListSharding(IReadOnlyDictionary<ShardKeyValue, string> entries, string? defaultShard = null)
+    {
+        ArgumentNullException.ThrowIfNull(entries);
+        _options.Strategy = ShardingStrategyKind.List;
+        _list.Clear();
+        foreach (var (key, shard) in entries)
+        {
+            _list[key] = shard;
+        }
+
+        _options.DefaultShard = defaultShard;
+        return this;
+    }
+
+    /// <summary>Your own placement: a delegate from key to shard name, called for every routed command.</summary>
+    public ShardedDataSourceBuilder UseCustomSharding(Func<ShardKeyValue, string> chooser)
+    {
+        _options.Strategy = ShardingStrategyKind.Custom;
+        _chooser = chooser ?? throw new ArgumentNullException(nameof(chooser));
+        return this;
+    }
+
+    /// <summary>Adjusts each shard's <see cref="NpgsqlDataSourceBuilder"/> (type mappings, logging, pool settings).</summary>
+    public ShardedDataSourceBuilder ConfigureShardDataSource(Action<NpgsqlDataSourceBuilder> configure)
+    {
+        _configureShard += configure ?? throw new ArgumentNullException(nameof(configure));
+        return this;
+    }
+
+    /// <summary>Validates the settings and builds the data source, one pooled <see cref="NpgsqlDataSource"/> per shard.</summary>
+    public ShardedDataSource Build()
+    {
+        var map = ShardMapFactory.Create(_options, _chooser,
+            _options.Strategy == ShardingStrategyKind.Range ? _ranges.ToArray() : null,
+            _options.Strategy == ShardingStrategyKind.List ? new Dictionary<ShardKeyValue, string>(_list) : null);
+        return new ShardedDataSource(map, _configureShard);
+    }
+}
