@@ -6,6 +6,10 @@ namespace ShardKit.Tests;
 [SetUpFixture]
 public sealed class ShardsSetUp
 {
+    // Columns are snake_case, properties PascalCase, as in most PostgreSQL apps that use Dapper.
+    [OneTimeSetUp]
+    public void MapSnakeCaseColumns() => Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
+
     [OneTimeTearDown]
     public async Task StopShards() => await TestShards.ShutdownAsync();
 }
