@@ -10,8 +10,8 @@ namespace ShardKit.Routing;
 /// <c>((hashint8(key)::bigint + 2147483648) * bucketCount) &gt;&gt; 32 = b</c>.
 /// </summary>
 /// <remarks>
-/// For a power-of-two bucket count the ranges are exactly Citus's. For other counts Citus gives the remainder of
-/// 2^32 / n to its last shard, while here it is spread one hash at a time, so bounds may differ by a few hashes.
+/// For a power-of-two bucket count the ranges are exactly Citus's. For other counts Citus gives the whole remainder
+/// of 2^32 / n to its last shard, while here it is spread one hash at a time, so bounds differ by fewer than n hashes.
 /// </remarks>
 internal static class BucketMath
 {
