@@ -1,3 +1,5 @@
+using ShardKit.Routing;
+
 namespace ShardKit;
 
 /// <summary>

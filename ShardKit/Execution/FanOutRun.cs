@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+
+namespace ShardKit;
+
+/// <summary>
+/// The shared state of one multi-shard command: which shards, the cancellation that stops all of them, the slots
+/// that bound how many run at once, and the failures so far. The failure policy is applied here.
+/// </summary>
+internal sealed class FanOutRun : IDisposable
+{
+    private readonly CancellationTokenSource _all;
+    private readonly CancellationTokenSource? _overall;
+    private readonly ConcurrentDictionary<int, ShardFailure> _failures = new();
+
+    public FanOutRun(ShardedConnection connection, int[] shards, FanOutOptions options, CancellationToken callerToken)
+    {
+        options.Validate();
+        if (connection.CurrentTransaction is { } transaction)
+        {
+            throw new ShardRoutingException(
+                $"A fan-out cannot run inside the single-shard transaction on '{transaction.Shard}'; commit it first, " +
+                "or target that shard with OnShard(name).");
+        }
+
+        Connection = connection;
+        Shards = shards;
+        Options = options;
+        CallerToken = callerToken;
+        if (options.OverallTimeout is { } overall)
+        {
+            _overall = new CancellationTokenSource(overall);
+        }
+
+        _all = _overall is null
+            ? CancellationTokenSource.CreateLinkedTokenSource(callerToken)
+            : CancellationTokenSource.CreateLinkedTokenSource(callerToken, _overall.Token);
+        var width = Math.Min(options.MaxParallelism ?? shards.Length, shards.Length);
+        Buffered = width < shards.Length;
+        Slots = new SemaphoreSlim(width, width);
+    }
+
+    public ShardedConnection Connection { get; }
+
+    public int[] Shards { get; }
+
+    public FanOutOptions Options { get; }
+
+    public CancellationToken CallerToken { get; }
+
+    /// <summary>Cancelled by the caller, the overall timeout, or (complete results) the first failure.</summary>
+    public CancellationToken Token => _all.Token;
+
+    /// <summary>True when fewer slots than shards: each shard buffers its rows while it holds a slot.</summary>
+    public bool Buffered { get; }
+
+    public SemaphoreSlim Slots { get; }
+
+    public bool OverallTimedOut => _overall?.IsCancellationRequested == true;
+
+    public string NameOf(int shard) => Connection.DataSource.Map.ShardNames[shard];
+
+    public IReadOnlyList<ShardFailure> Failures =>
+        _failures.OrderBy(f => f.Key).Select(f => f.Value).ToArray();
+
+    /// <summary>
+    /// Records a shard's failure. Complete results: cancels every other shard and returns the exception to throw.
+    /// Partial results: returns null (the shard's stream just ends) unless every shard has now failed.
+    /// </summary>
+    public ShardAggregateException? Fail(int shard, Exception error)
+    {
+        _failures.TryAdd(shard, new ShardFailure(NameOf(shard), error));
+        if (Options.Policy == FanOutPolicy.CompleteResults)
+        {
+            _all.Cancel();
+            return new ShardAggregateException(Failures);
+        }
+
+        return _failures.Count == Shards.Length ? new ShardAggregateException(Failures) : null;
+    }
+
+    /// <summary>After a complete-results failure every other shard is cancelled: they rethrow the real failures.</summary>
+    public ShardAggregateException? FailedAlready =>
+        Options.Policy == FanOutPolicy.CompleteResults && !_failures.IsEmpty ? new ShardAggregateException(Failures) : null;
+
+    public void Dispose()
+    {
+        _all.Dispose();
+        _overall?.Dispose();
+        Slots.Dispose();
+    }
+}

@@ -1,0 +1,176 @@
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// One shard's rows in a fan-out. The query starts as soon as the stream is created (so every shard is in flight at
+/// once, whatever order the merge reads them in); failures and timeouts are turned into the run's policy; disposing
+/// early cancels the command on the server rather than draining its rows.
+/// </summary>
+internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
+{
+    private readonly FanOutRun _run;
+    private readonly int _shard;
+    private readonly CancellationTokenSource _cancel;
+    private readonly Task<bool> _first;
+    private IAsyncEnumerator<T>? _rows;
+    private List<T>? _buffer;
+    private int _bufferIndex = -1;
+    private bool _started;
+    private bool _finished;
+    private bool _holdsSlot;
+
+    public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
+    {
+        _run = run;
+        _shard = shard;
+        _cancel = CancellationTokenSource.CreateLinkedTokenSource(run.Token);
+        if (run.Options.PerShardTimeout is { } timeout)
+        {
+            _cancel.CancelAfter(timeout);
+        }
+
+        _first = StartAsync(query);
+    }
+
+    public string Shard => _run.NameOf(_shard);
+
+    public T Current => _buffer is not null ? _buffer[_bufferIndex] : _rows!.Current;
+
+    public async ValueTask<bool> MoveNextAsync()
+    {
+        if (_finished)
+        {
+            return false;
+        }
+
+        try
+        {
+            bool more;
+            if (!_started)
+            {
+                _started = true;
+                more = await _first.ConfigureAwait(false);
+            }
+            else if (_buffer is not null)
+            {
+                more = ++_bufferIndex < _buffer.Count;
+            }
+            else
+            {
+                more = await _rows!.MoveNextAsync().ConfigureAwait(false);
+            }
+
+            if (!more)
+            {
+                await FinishAsync().ConfigureAwait(false);
+            }
+
+            return more;
+        }
+        catch (Exception e) when (e is not ShardAggregateException)
+        {
+            await FinishAsync().ConfigureAwait(false);
+            if (_run.CallerToken.IsCancellationRequested)
+            {
+                throw new OperationCanceledException("The fan-out was cancelled by the caller.", e, _run.CallerToken);
+            }
+
+            if (_run.FailedAlready is { } earlier)
+            {
+                throw earlier;
+            }
+
+            var error = e is OperationCanceledException && _cancel.IsCancellationRequested
+                ? new ShardTimeoutException(Shard, _run.OverallTimedOut ? _run.Options.OverallTimeout!.Value : _run.Options.PerShardTimeout ?? TimeSpan.Zero, _run.OverallTimedOut)
+                : e;
+            throw _run.Fail(_shard, error) ?? (Exception)new EndOfShard();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_finished)
+        {
+            // Stopping early (a satisfied limit, a first match): cancel on the server instead of reading the rest.
+            await _cancel.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                if (!_started)
+                {
+                    await _first.ConfigureAwait(false);
+                }
+            }
+            catch (Exception)
+            {
+                // The shard's answer is no longer wanted; its failure does not matter now.
+            }
+
+            await FinishAsync().ConfigureAwait(false);
+        }
+
+        _cancel.Dispose();
+    }
+
+    private async Task<bool> StartAsync(Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
+    {
+        await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
+        await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
+        _holdsSlot = true;
+        var connection = await _run.Connection.OpenShardAsync(_shard, _cancel.Token).ConfigureAwait(false);
+        _rows = query(connection).GetAsyncEnumerator(_cancel.Token);
+        if (!_run.Buffered)
+        {
+            return await _rows.MoveNextAsync().ConfigureAwait(false);
+        }
+
+        // Fewer slots than shards: read this shard to the end, then free the slot for the next one.
+        var buffer = new List<T>();
+        while (await _rows.MoveNextAsync().ConfigureAwait(false))
+        {
+            buffer.Add(_rows.Current);
+        }
+
+        await _rows.DisposeAsync().ConfigureAwait(false);
+        _rows = null;
+        ReleaseSlot();
+        _buffer = buffer;
+        _bufferIndex = 0;
+        return buffer.Count > 0;
+    }
+
+    private async ValueTask FinishAsync()
+    {
+        if (_finished)
+        {
+            return;
+        }
+
+        _finished = true;
+        if (_rows is not null)
+        {
+            try
+            {
+                await _rows.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception) when (_cancel.IsCancellationRequested)
+            {
+                // Disposing a reader whose command was just cancelled may report the cancellation again.
+            }
+        }
+
+        ReleaseSlot();
+    }
+
+    private void ReleaseSlot()
+    {
+        if (_holdsSlot)
+        {
+            _holdsSlot = false;
+            _run.Slots.Release();
+        }
+    }
+
+    /// <summary>Partial results: a failed shard's stream ends here; the failure is in the run.</summary>
+    internal sealed class EndOfShard : Exception;
+}
