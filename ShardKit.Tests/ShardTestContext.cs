@@ -9,12 +9,16 @@ namespace ShardKit.Tests;
 /// </summary>
 internal sealed class ShardTestContext : IAsyncDisposable
 {
-    private ShardTestContext(TestShardSet shards, ShardedDataSource source, string table)
+    private ShardTestContext(TestShardSet shards, ShardedDataSource source, string table, IReadOnlyList<DelayProxy> proxies)
     {
         Shards = shards;
         Source = source;
         Table = table;
+        Proxies = proxies;
     }
+
+    /// <summary>One proxy per shard when the context was created with <c>proxied: true</c>; the data source goes through them.</summary>
+    public IReadOnlyList<DelayProxy> Proxies { get; }
 
     public TestShardSet Shards { get; }
 
@@ -23,17 +27,27 @@ internal sealed class ShardTestContext : IAsyncDisposable
     public string Table { get; }
 
     /// <summary>Creates the context; <paramref name="ddl"/> gets the table name as {0} and runs on every shard.</summary>
-    public static async Task<ShardTestContext> CreateAsync(string ddl, Action<ShardedDataSourceBuilder>? configure = null, string stem = "t")
+    public static async Task<ShardTestContext> CreateAsync(string ddl, Action<ShardedDataSourceBuilder>? configure = null, string stem = "t",
+        bool proxied = false, TimeSpan proxyDelay = default)
     {
         var shards = await Tests.Shards.GetAsync();
         var builder = new ShardedDataSourceBuilder();
+        var proxies = new List<DelayProxy>();
         for (var i = 0; i < shards.Count; i++)
         {
-            builder.AddShard(shards.Names[i], shards.ConnectionStrings[i]);
+            var cs = shards.ConnectionStrings[i];
+            if (proxied)
+            {
+                var proxy = DelayProxy.Start(cs, proxyDelay);
+                proxies.Add(proxy);
+                cs = proxy.Rewrite(cs) + ";Timeout=5;Cancellation Timeout=2000";
+            }
+
+            builder.AddShard(shards.Names[i], cs);
         }
 
         configure?.Invoke(builder);
-        var context = new ShardTestContext(shards, builder.Build(), Tests.Shards.UniqueTable(stem));
+        var context = new ShardTestContext(shards, builder.Build(), Tests.Shards.UniqueTable(stem), proxies);
         await context.OnEveryShardAsync(string.Format(System.Globalization.CultureInfo.InvariantCulture, ddl, context.Table));
         return context;
     }
@@ -65,5 +79,9 @@ internal sealed class ShardTestContext : IAsyncDisposable
     {
         await OnEveryShardAsync($"drop table if exists {Table}");
         await Source.DisposeAsync();
+        foreach (var proxy in Proxies)
+        {
+            await proxy.DisposeAsync();
+        }
     }
 }

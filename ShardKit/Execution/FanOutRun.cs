@@ -82,6 +82,62 @@ internal sealed class FanOutRun : IDisposable
     public ShardAggregateException? FailedAlready =>
         Options.Policy == FanOutPolicy.CompleteResults && !_failures.IsEmpty ? new ShardAggregateException(Failures) : null;
 
+    /// <summary>
+    /// Runs <paramref name="work"/> on every shard of the run at once (within the slots and timeouts) and returns the
+    /// results of the shards that succeeded, in shard order; failures follow the run's policy.
+    /// </summary>
+    public async Task<(int Shard, TResult Result)[]> RunEachAsync<TResult>(Func<Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
+    {
+        var tasks = Shards.Select(shard => RunOneAsync(shard, work)).ToArray();
+        var outcomes = await Task.WhenAll(tasks).ConfigureAwait(false);
+        CallerToken.ThrowIfCancellationRequested();
+        if (Options.Policy == FanOutPolicy.CompleteResults ? !_failures.IsEmpty : _failures.Count == Shards.Length)
+        {
+            throw new ShardAggregateException(Failures);
+        }
+
+        return outcomes.Where(o => o.Ok).Select(o => (o.Shard, o.Result!)).ToArray();
+    }
+
+    private async Task<(int Shard, bool Ok, TResult? Result)> RunOneAsync<TResult>(int shard,
+        Func<Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
+    {
+        await Task.Yield();
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Token);
+        if (Options.PerShardTimeout is { } timeout)
+        {
+            cancel.CancelAfter(timeout);
+        }
+
+        var holdsSlot = false;
+        try
+        {
+            await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
+            holdsSlot = true;
+            var connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
+            return (shard, true, await work(connection, cancel.Token).ConfigureAwait(false));
+        }
+        catch (Exception e) when (!CallerToken.IsCancellationRequested)
+        {
+            if (FailedAlready is null)
+            {
+                var error = e is OperationCanceledException && cancel.IsCancellationRequested
+                    ? new ShardTimeoutException(NameOf(shard), OverallTimedOut ? Options.OverallTimeout!.Value : Options.PerShardTimeout ?? TimeSpan.Zero, OverallTimedOut)
+                    : e;
+                Fail(shard, error);
+            }
+
+            return (shard, false, default);
+        }
+        finally
+        {
+            if (holdsSlot)
+            {
+                Slots.Release();
+            }
+        }
+    }
+
     public void Dispose()
     {
         _all.Dispose();

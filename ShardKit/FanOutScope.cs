@@ -1,0 +1,55 @@
+using System.Data;
+using Dapper;
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// A deliberate multi-shard target from <see cref="ShardedConnection.AllShards"/> or
+/// <see cref="ShardedConnection.Shards"/>. The same SQL and parameters go to every targeted shard at once (bounded by
+/// <see cref="FanOutOptions.MaxParallelism"/>); reads are merged by a merge plan, writes report
+/// affected rows per shard.
+/// </summary>
+public sealed partial class FanOutScope
+{
+    private readonly ShardedConnection _connection;
+    private readonly int[] _shards;
+
+    internal FanOutScope(ShardedConnection connection, int[] shards, FanOutOptions options)
+    {
+        _connection = connection;
+        _shards = shards;
+        Options = options;
+    }
+
+    /// <summary>How this fan-out runs.</summary>
+    public FanOutOptions Options { get; }
+
+    /// <summary>The names of the targeted shards.</summary>
+    public IReadOnlyList<string> ShardNames => _shards.Select(s => _connection.DataSource.Map.ShardNames[s]).ToArray();
+
+    /// <summary>The same targets with other options (parallelism, timeouts, policy).</summary>
+    public FanOutScope WithOptions(FanOutOptions options) =>
+        new(_connection, _shards, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>
+    /// Runs a statement on every targeted shard in parallel (DDL, migrations, cross-shard updates) and reports the
+    /// affected rows per shard and in total.
+    /// </summary>
+    public async Task<BroadcastResult> ExecuteAsync(string sql, object? param = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default)
+    {
+        using var run = new FanOutRun(_connection, _shards, Options, cancellationToken);
+        var results = await run.RunEachAsync((connection, token) => connection.ExecuteAsync(
+            new CommandDefinition(sql, param, null, commandTimeout, commandType, CommandFlags.Buffered, token))).ConfigureAwait(false);
+        return new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures);
+    }
+
+    /// <summary>Runs a statement on every targeted shard in parallel and reports the affected rows.</summary>
+    public BroadcastResult Execute(string sql, object? param = null, int? commandTimeout = null, CommandType? commandType = null) =>
+        ExecuteAsync(sql, param, commandTimeout, commandType).GetAwaiter().GetResult();
+
+    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, string sql, object? param, int? commandTimeout, CommandType? commandType) =>
+        _shards.Select(shard => new ShardRowStream<T>(run, shard,
+            connection => connection.QueryUnbufferedAsync<T>(sql, param, null, commandTimeout, commandType))).ToArray();
+}
