@@ -1,5 +1,11 @@
-using ShardKit.Tests.Harness;
+using BenchmarkDotNet.Running;
+using ShardKit.Benchmarks;
 
-var shards = await TestShards.GetAsync();
-Console.WriteLine($"{shards.Count} shards from {shards.Source}");
-await TestShards.ShutdownAsync();
+// No arguments: the short tour on local shards. Any arguments: BenchmarkDotNet (e.g. -- --filter '*').
+if (args.Length == 0)
+{
+    return await Tour.RunAsync();
+}
+
+BenchmarkSwitcher.FromAssembly(typeof(Tour).Assembly).Run(args);
+return 0;

@@ -1,0 +1,75 @@
+using Npgsql;
+using ShardKit.Tests.Harness;
+
+namespace ShardKit.Benchmarks;
+
+/// <summary>Real shards for a benchmark: the test harness's servers, optionally behind delay proxies.</summary>
+internal sealed class BenchmarkShards : IAsyncDisposable
+{
+    private readonly List<DelayProxy> _proxies = [];
+
+    private BenchmarkShards(ShardedDataSource source, IReadOnlyList<string> connectionStrings)
+    {
+        Source = source;
+        ConnectionStrings = connectionStrings;
+    }
+
+    public ShardedDataSource Source { get; }
+
+    /// <summary>The connection strings ShardKit uses (through the proxies when there are any).</summary>
+    public IReadOnlyList<string> ConnectionStrings { get; }
+
+    public static async Task<BenchmarkShards> StartAsync(int count = 4, TimeSpan delay = default, Action<ShardedDataSourceBuilder>? configure = null)
+    {
+        Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
+        var shards = await TestShards.GetAsync();
+        if (shards.Count < count)
+        {
+            throw new InvalidOperationException($"The benchmark needs {count} shards; set SHARDKIT_TEST_SHARD_COUNT={count}.");
+        }
+
+        var builder = new ShardedDataSourceBuilder();
+        var proxies = new List<DelayProxy>();
+        var strings = new List<string>();
+        for (var i = 0; i < count; i++)
+        {
+            // Shard i of a larger-than-available count reuses a server under another database name would change
+            // placement; here every shard is its own server.
+            var cs = shards.ConnectionStrings[i];
+            if (delay > TimeSpan.Zero)
+            {
+                var proxy = DelayProxy.Start(cs, delay);
+                proxies.Add(proxy);
+                cs = proxy.Rewrite(cs);
+            }
+
+            strings.Add(cs);
+            builder.AddShard($"s{i}", cs);
+        }
+
+        configure?.Invoke(builder);
+        var result = new BenchmarkShards(builder.Build(), strings);
+        result._proxies.AddRange(proxies);
+        return result;
+    }
+
+    public async Task OnEveryShardAsync(string sql)
+    {
+        foreach (var cs in ConnectionStrings)
+        {
+            await using var conn = new NpgsqlConnection(cs);
+            await conn.OpenAsync();
+            await using var cmd = new NpgsqlCommand(sql, conn);
+            await cmd.ExecuteNonQueryAsync();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Source.DisposeAsync();
+        foreach (var proxy in _proxies)
+        {
+            await proxy.DisposeAsync();
+        }
+    }
+}
