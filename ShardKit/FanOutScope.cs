@@ -39,7 +39,8 @@ public sealed partial class FanOutScope
     public async Task<BroadcastResult> ExecuteAsync(string sql, object? param = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
-        using var run = new FanOutRun(_connection, _shards, Options, cancellationToken);
+        using var activity = ShardKitTelemetry.StartFanOut("Execute", _shards.Length, "affected-rows");
+        using var run = new FanOutRun(_connection, _shards, Options, cancellationToken) { Operation = "Execute" };
         var results = await run.RunEachAsync((connection, token) => connection.ExecuteAsync(
             new CommandDefinition(sql, param, null, commandTimeout, commandType, CommandFlags.Buffered, token))).ConfigureAwait(false);
         return new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures);

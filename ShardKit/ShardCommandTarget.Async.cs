@@ -16,13 +16,10 @@ public abstract partial class ShardCommandTarget
     public async Task<IEnumerable<T>> QueryAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, typeof(T));
-        if (route.IsSingle)
-        {
-            var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
-            return await connection.QueryAsync<T>(Bind(command, route.Shard, command.Parameters)).ConfigureAwait(false);
-        }
-
-        return await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
+        return route.IsSingle
+            ? await Owner.RunOnShardAsync(route.Shard, "Query", isWrite: false, Bind(command, route.Shard, command.Parameters),
+                static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
+            : await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
     }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
@@ -71,11 +68,11 @@ public abstract partial class ShardCommandTarget
         var route = ResolveChecked(command, null);
         if (route.IsSingle)
         {
-            var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
-            return await connection.ExecuteAsync(Bind(command, route.Shard, command.Parameters)).ConfigureAwait(false);
+            return await Owner.RunOnShardAsync(route.Shard, "Execute", isWrite: true, Bind(command, route.Shard, command.Parameters),
+                static (c, cmd) => c.ExecuteAsync(cmd), command.CancellationToken).ConfigureAwait(false);
         }
 
-        var counts = await RunPartsAsync(route, command, static (c, cmd) => c.ExecuteAsync(cmd)).ConfigureAwait(false);
+        var counts = await RunPartsAsync(route, command, "Execute", isWrite: true, static (c, cmd) => c.ExecuteAsync(cmd)).ConfigureAwait(false);
         return counts.Sum();
     }
 
@@ -93,8 +90,8 @@ public abstract partial class ShardCommandTarget
             throw ScalarAcrossShards();
         }
 
-        var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
-        return await connection.ExecuteScalarAsync<T>(Bind(command, route.Shard, command.Parameters)).ConfigureAwait(false);
+        return await Owner.RunOnShardAsync(route.Shard, "ExecuteScalar", isWrite: false, Bind(command, route.Shard, command.Parameters),
+            static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Streams the rows of a query on the key's shard without buffering them; split keys stream shard by shard.</summary>
@@ -114,6 +111,7 @@ public abstract partial class ShardCommandTarget
             var parts = route.IsSingle ? [new RoutePart(route.Shard, command.Parameters)] : route.Parts!;
             foreach (var part in parts)
             {
+                Owner.DataSource.BreakerAt(part.Shard).ThrowIfOpen();
                 var connection = await Owner.OpenShardAsync(part.Shard, cancellationToken).ConfigureAwait(false);
                 var rows = connection.QueryUnbufferedAsync<T>(command.CommandText, part.Parameters, Owner.TransactionOn(part.Shard),
                     command.CommandTimeout, command.CommandType);
@@ -133,25 +131,25 @@ public abstract partial class ShardCommandTarget
             return First(await QuerySplitAsync<T>(route, command).ConfigureAwait(false), orDefault, single);
         }
 
-        var connection = await Owner.OpenShardAsync(route.Shard, command.CancellationToken).ConfigureAwait(false);
         var bound = Bind(command, route.Shard, command.Parameters);
+        var token = command.CancellationToken;
         return (orDefault, single) switch
         {
-            (false, false) => await connection.QueryFirstAsync<T>(bound).ConfigureAwait(false),
-            (true, false) => (await connection.QueryFirstOrDefaultAsync<T>(bound).ConfigureAwait(false))!,
-            (false, true) => await connection.QuerySingleAsync<T>(bound).ConfigureAwait(false),
-            (true, true) => (await connection.QuerySingleOrDefaultAsync<T>(bound).ConfigureAwait(false))!,
+            (false, false) => await Owner.RunOnShardAsync(route.Shard, "QueryFirst", false, bound, static (c, cmd) => c.QueryFirstAsync<T>(cmd), token).ConfigureAwait(false),
+            (true, false) => (await Owner.RunOnShardAsync(route.Shard, "QueryFirstOrDefault", false, bound, static (c, cmd) => c.QueryFirstOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
+            (false, true) => await Owner.RunOnShardAsync(route.Shard, "QuerySingle", false, bound, static (c, cmd) => c.QuerySingleAsync<T>(cmd), token).ConfigureAwait(false),
+            (true, true) => (await Owner.RunOnShardAsync(route.Shard, "QuerySingleOrDefault", false, bound, static (c, cmd) => c.QuerySingleOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
         };
     }
 
     private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command)
     {
-        var perShard = await RunPartsAsync(route, command, static (c, cmd) => c.QueryAsync<T>(cmd)).ConfigureAwait(false);
+        var perShard = await RunPartsAsync(route, command, "Query", isWrite: false, static (c, cmd) => c.QueryAsync<T>(cmd)).ConfigureAwait(false);
         return perShard.SelectMany(rows => rows).ToList();
     }
 
     // Each part runs on its own shard's connection, all at once; results come back in shard order.
-    private async Task<TResult[]> RunPartsAsync<TResult>(Route route, CommandDefinition command,
+    private async Task<TResult[]> RunPartsAsync<TResult>(Route route, CommandDefinition command, string operation, bool isWrite,
         Func<NpgsqlConnection, CommandDefinition, Task<TResult>> run)
     {
         var parts = route.Parts!;
@@ -165,10 +163,7 @@ public abstract partial class ShardCommandTarget
         return await ShardTasks.WhenAllAsync(tasks, parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray())
             .ConfigureAwait(false);
 
-        async Task<TResult> RunPartAsync(RoutePart part)
-        {
-            var connection = await Owner.OpenShardAsync(part.Shard, command.CancellationToken).ConfigureAwait(false);
-            return await run(connection, Bind(command, part.Shard, part.Parameters)).ConfigureAwait(false);
-        }
+        Task<TResult> RunPartAsync(RoutePart part) =>
+            Owner.RunOnShardAsync(part.Shard, operation, isWrite, Bind(command, part.Shard, part.Parameters), run, command.CancellationToken);
     }
 }

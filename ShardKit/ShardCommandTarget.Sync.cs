@@ -16,8 +16,8 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, typeof(T));
         return route.IsSingle
-            ? Owner.OpenShard(route.Shard).Query<T>(Bind(command, route.Shard, command.Parameters))
-            : RunParts(route, command, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList();
+            ? Owner.RunOnShard(route.Shard, "Query", false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Query<T>(cmd))
+            : RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList();
     }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
@@ -62,8 +62,8 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, null);
         return route.IsSingle
-            ? Owner.OpenShard(route.Shard).Execute(Bind(command, route.Shard, command.Parameters))
-            : RunParts(route, command, static (c, cmd) => c.Execute(cmd)).Sum();
+            ? Owner.RunOnShard(route.Shard, "Execute", true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
+            : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd)).Sum();
     }
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
@@ -76,7 +76,7 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, null);
         return route.IsSingle
-            ? Owner.OpenShard(route.Shard).ExecuteScalar<T>(Bind(command, route.Shard, command.Parameters))
+            ? Owner.RunOnShard(route.Shard, "ExecuteScalar", false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalar<T>(cmd))
             : throw ScalarAcrossShards();
     }
 
@@ -85,22 +85,22 @@ public abstract partial class ShardCommandTarget
         var route = ResolveChecked(command, typeof(T));
         if (!route.IsSingle)
         {
-            return First(RunParts(route, command, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList(), orDefault, single);
+            return First(RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList(), orDefault, single);
         }
 
-        var connection = Owner.OpenShard(route.Shard);
         var bound = Bind(command, route.Shard, command.Parameters);
         return (orDefault, single) switch
         {
-            (false, false) => connection.QueryFirst<T>(bound),
-            (true, false) => connection.QueryFirstOrDefault<T>(bound)!,
-            (false, true) => connection.QuerySingle<T>(bound),
-            (true, true) => connection.QuerySingleOrDefault<T>(bound)!,
+            (false, false) => Owner.RunOnShard(route.Shard, "QueryFirst", false, bound, static (c, cmd) => c.QueryFirst<T>(cmd)),
+            (true, false) => Owner.RunOnShard(route.Shard, "QueryFirstOrDefault", false, bound, static (c, cmd) => c.QueryFirstOrDefault<T>(cmd))!,
+            (false, true) => Owner.RunOnShard(route.Shard, "QuerySingle", false, bound, static (c, cmd) => c.QuerySingle<T>(cmd)),
+            (true, true) => Owner.RunOnShard(route.Shard, "QuerySingleOrDefault", false, bound, static (c, cmd) => c.QuerySingleOrDefault<T>(cmd))!,
         };
     }
 
     // Synchronous callers still get the shards in parallel: one thread-pool worker per part.
-    private TResult[] RunParts<TResult>(Route route, CommandDefinition command, Func<NpgsqlConnection, CommandDefinition, TResult> run)
+    private TResult[] RunParts<TResult>(Route route, CommandDefinition command, string operation, bool isWrite,
+        Func<NpgsqlConnection, CommandDefinition, TResult> run)
     {
         var parts = route.Parts!;
         var results = new TResult[parts.Length];
@@ -109,7 +109,7 @@ public abstract partial class ShardCommandTarget
         {
             try
             {
-                results[i] = run(Owner.OpenShard(parts[i].Shard), Bind(command, parts[i].Shard, parts[i].Parameters));
+                results[i] = Owner.RunOnShard(parts[i].Shard, operation, isWrite, Bind(command, parts[i].Shard, parts[i].Parameters), run);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {

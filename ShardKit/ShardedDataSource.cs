@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace ShardKit;
@@ -9,24 +10,47 @@ namespace ShardKit;
 public sealed class ShardedDataSource : IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource[] _dataSources;
+    private readonly ShardCircuitBreaker[] _breakers;
     private int _disposed;
 
-    internal ShardedDataSource(ShardMap map, Action<NpgsqlDataSourceBuilder>? configureShard)
+    internal ShardedDataSource(ShardMap map, DataSourceSettings settings)
     {
         Map = map;
+        Settings = settings;
+        Logger = settings.LoggerFactory.CreateLogger("ShardKit");
         _dataSources = map.Shards.Select(shard =>
         {
             var builder = new NpgsqlDataSourceBuilder(shard.ConnectionString) { Name = shard.Name };
-            configureShard?.Invoke(builder);
+            builder.UseLoggerFactory(settings.LoggerFactory);
+            settings.ConfigureShard?.Invoke(builder);
             return builder.Build();
         }).ToArray();
+        _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
     }
 
+    internal DataSourceSettings Settings { get; }
+
+    internal ILogger Logger { get; }
+
+    internal ShardCircuitBreaker BreakerAt(int index) => _breakers[index];
+
+    /// <summary>The circuit breaker state of a shard: closed while it answers, open after repeated connection failures.</summary>
+    public CircuitState GetCircuitState(string shardName) => _breakers[Map.IndexOf(shardName)].State;
+
     /// <summary>Builds a data source from bound options; throws <see cref="ShardConfigurationException"/> listing every error.</summary>
-    public static ShardedDataSource Create(ShardKitOptions options)
+    public static ShardedDataSource Create(ShardKitOptions options) => Create(options, null);
+
+    /// <summary>Builds a data source from bound options, logging through <paramref name="loggerFactory"/>.</summary>
+    public static ShardedDataSource Create(ShardKitOptions options, ILoggerFactory? loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new ShardedDataSource(ShardMapFactory.Create(options), null);
+        var settings = new DataSourceSettings
+        {
+            LoggerFactory = loggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
+            Retries = options.Retries,
+            CircuitBreaker = options.CircuitBreaker,
+        };
+        return new ShardedDataSource(ShardMapFactory.Create(options), settings);
     }
 
     /// <summary>The shard map this data source routes by.</summary>

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace ShardKit;
@@ -12,7 +13,7 @@ public sealed class ShardedDataSourceBuilder
     private readonly List<ShardRange> _ranges = [];
     private readonly Dictionary<ShardKeyValue, string> _list = [];
     private Func<ShardKeyValue, string>? _chooser;
-    private Action<NpgsqlDataSourceBuilder>? _configureShard;
+    private DataSourceSettings _settings = new();
 
     /// <summary>Adds a shard. Order matters for modulo placement and the default spread of hash buckets.</summary>
     public ShardedDataSourceBuilder AddShard(string name, string connectionString)
@@ -72,7 +73,36 @@ public sealed class ShardedDataSourceBuilder
     /// <summary>Adjusts each shard's <see cref="NpgsqlDataSourceBuilder"/> (type mappings, logging, pool settings).</summary>
     public ShardedDataSourceBuilder ConfigureShardDataSource(Action<NpgsqlDataSourceBuilder> configure)
     {
-        _configureShard += configure ?? throw new ArgumentNullException(nameof(configure));
+        ArgumentNullException.ThrowIfNull(configure);
+        _settings = _settings with { ConfigureShard = _settings.ConfigureShard + configure };
+        return this;
+    }
+
+    /// <summary>Logs through <paramref name="loggerFactory"/> (ShardKit's own events and each shard's Npgsql logging).</summary>
+    public ShardedDataSourceBuilder UseLoggerFactory(ILoggerFactory loggerFactory)
+    {
+        _settings = _settings with { LoggerFactory = loggerFactory ?? throw new ArgumentNullException(nameof(loggerFactory)) };
+        return this;
+    }
+
+    /// <summary>The clock for circuit breakers and retry delays; tests pass a fake one.</summary>
+    public ShardedDataSourceBuilder UseTimeProvider(TimeProvider timeProvider)
+    {
+        _settings = _settings with { Time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider)) };
+        return this;
+    }
+
+    /// <summary>How transient failures are retried (default: reads twice, writes never).</summary>
+    public ShardedDataSourceBuilder UseRetries(ShardRetryOptions retries)
+    {
+        _settings = _settings with { Retries = retries ?? throw new ArgumentNullException(nameof(retries)) };
+        return this;
+    }
+
+    /// <summary>When a shard counts as down and for how long commands to it fail fast.</summary>
+    public ShardedDataSourceBuilder UseCircuitBreaker(CircuitBreakerOptions options)
+    {
+        _settings = _settings with { CircuitBreaker = options ?? throw new ArgumentNullException(nameof(options)) };
         return this;
     }
 
@@ -82,6 +112,6 @@ public sealed class ShardedDataSourceBuilder
         var map = ShardMapFactory.Create(_options, _chooser,
             _options.Strategy == ShardingStrategyKind.Range ? _ranges.ToArray() : null,
             _options.Strategy == ShardingStrategyKind.List ? new Dictionary<ShardKeyValue, string>(_list) : null);
-        return new ShardedDataSource(map, _configureShard);
+        return new ShardedDataSource(map, _settings);
     }
 }

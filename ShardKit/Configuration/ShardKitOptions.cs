@@ -29,4 +29,10 @@ public sealed class ShardKitOptions
 
     /// <summary>List sharding: the shard for keys not in <see cref="List"/>; none means such keys are an error.</summary>
     public string? DefaultShard { get; set; }
+
+    /// <summary>Retries of transient failures; reads only unless <see cref="ShardRetryOptions.RetryWrites"/>.</summary>
+    public ShardRetryOptions Retries { get; set; } = ShardRetryOptions.Default;
+
+    /// <summary>The per-shard circuit breaker.</summary>
+    public CircuitBreakerOptions CircuitBreaker { get; set; } = CircuitBreakerOptions.Default;
 }

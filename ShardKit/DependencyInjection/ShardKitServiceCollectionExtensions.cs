@@ -26,7 +26,8 @@ public static class ShardKitServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(configure);
         services.AddOptions<ShardKitOptions>().Configure(configure).ValidateOnStart();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ShardKitOptions>, ShardKitOptionsValidator>());
-        services.TryAddSingleton(provider => ShardedDataSource.Create(provider.GetRequiredService<IOptions<ShardKitOptions>>().Value));
+        services.TryAddSingleton(provider => ShardedDataSource.Create(
+            provider.GetRequiredService<IOptions<ShardKitOptions>>().Value, provider.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()));
         services.TryAddTransient(provider => provider.GetRequiredService<ShardedDataSource>().CreateConnection());
         return services;
     }

@@ -34,12 +34,16 @@ internal sealed class FanOutRun : IDisposable
         _all = _overall is null
             ? CancellationTokenSource.CreateLinkedTokenSource(callerToken)
             : CancellationTokenSource.CreateLinkedTokenSource(callerToken, _overall.Token);
+        ShardKitTelemetry.FanOutWidth.Record(shards.Length);
         var width = Math.Min(options.MaxParallelism ?? shards.Length, shards.Length);
         Buffered = width < shards.Length;
         Slots = new SemaphoreSlim(width, width);
     }
 
     public ShardedConnection Connection { get; }
+
+    /// <summary>The command's name in telemetry and logs (Query, Execute, ExecuteScalar, …).</summary>
+    public string Operation { get; init; } = "Query";
 
     public int[] Shards { get; }
 
@@ -69,6 +73,8 @@ internal sealed class FanOutRun : IDisposable
     public ShardAggregateException? Fail(int shard, Exception error)
     {
         _failures.TryAdd(shard, new ShardFailure(NameOf(shard), error));
+        ShardKitTelemetry.Failures.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, NameOf(shard)));
+        ShardKitLog.FanOutShardFailed(Connection.DataSource.Logger, Operation, NameOf(shard), Options.Policy, error.GetType().Name);
         if (Options.Policy == FanOutPolicy.CompleteResults)
         {
             _all.Cancel();
@@ -110,15 +116,23 @@ internal sealed class FanOutRun : IDisposable
         }
 
         var holdsSlot = false;
+        var breaker = Connection.DataSource.BreakerAt(shard);
+        using var activity = ShardKitTelemetry.StartCommand(Operation, NameOf(shard));
         try
         {
+            // An open breaker fails this shard at once: partial results list it without waiting for a timeout.
+            breaker.ThrowIfOpen();
             await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
             holdsSlot = true;
             var connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
-            return (shard, true, await work(connection, cancel.Token).ConfigureAwait(false));
+            var result = await work(connection, cancel.Token).ConfigureAwait(false);
+            breaker.OnSuccess();
+            return (shard, true, result);
         }
         catch (Exception e) when (!CallerToken.IsCancellationRequested)
         {
+            breaker.OnFailure(e);
+            ShardKitTelemetry.RecordError(activity, e);
             if (FailedAlready is null)
             {
                 var error = e is OperationCanceledException && cancel.IsCancellationRequested

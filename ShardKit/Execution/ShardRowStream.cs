@@ -19,6 +19,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private bool _started;
     private bool _finished;
     private bool _holdsSlot;
+    private System.Diagnostics.Activity? _activity;
 
     public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
     {
@@ -63,6 +64,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
             if (!more)
             {
+                _run.Connection.DataSource.BreakerAt(_shard).OnSuccess();
                 await FinishAsync().ConfigureAwait(false);
             }
 
@@ -71,6 +73,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         catch (Exception e) when (e is not ShardAggregateException)
         {
             await FinishAsync().ConfigureAwait(false);
+            _run.Connection.DataSource.BreakerAt(_shard).OnFailure(e);
+            ShardKitTelemetry.RecordError(_activity, e);
             if (_run.CallerToken.IsCancellationRequested)
             {
                 throw new OperationCanceledException("The fan-out was cancelled by the caller.", e, _run.CallerToken);
@@ -115,6 +119,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private async Task<bool> StartAsync(Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
     {
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
+        _activity = ShardKitTelemetry.StartCommand(_run.Operation, Shard);
+        _run.Connection.DataSource.BreakerAt(_shard).ThrowIfOpen();
         await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
         _holdsSlot = true;
         var connection = await _run.Connection.OpenShardAsync(_shard, _cancel.Token).ConfigureAwait(false);
@@ -147,6 +153,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
 
         _finished = true;
+        _activity?.Dispose();
         if (_rows is not null)
         {
             try

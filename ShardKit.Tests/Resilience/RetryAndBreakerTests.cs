@@ -1,0 +1,110 @@
+using Microsoft.Extensions.Time.Testing;
+using Npgsql;
+
+namespace ShardKit.Tests.Resilience;
+
+public sealed class RetryAndBreakerTests
+{
+    public sealed class Row
+    {
+        [ShardKey] public long CustomerId { get; init; }
+    }
+
+    private static async Task<ShardTestContext> ProxiedAsync(Action<ShardedDataSourceBuilder> configure) =>
+        await ShardTestContext.CreateAsync("create table {0} (customer_id bigint)", configure, proxied: true);
+
+    [Test]
+    public async Task A_read_is_retried_through_a_cut_and_succeeds_once_the_shard_is_back()
+    {
+        await using var ctx = await ProxiedAsync(b => b.UseRetries(new ShardRetryOptions { MaxRetries = 5, BaseDelay = TimeSpan.FromMilliseconds(100) }));
+        await using var db = ctx.Source.CreateConnection();
+        var shard = ctx.Source.ShardFor(1L);
+        var proxy = ctx.Proxies[int.Parse(shard[1..], System.Globalization.CultureInfo.InvariantCulture)];
+        Assert.That(await db.QuerySingleAsync<long>("select @CustomerId::bigint", new Row { CustomerId = 1 }), Is.EqualTo(1));
+
+        proxy.Cut();
+        var restore = Task.Delay(150).ContinueWith(_ => proxy.Restore(), TaskScheduler.Default);
+        var value = await db.QuerySingleAsync<long>("select @CustomerId::bigint", new Row { CustomerId = 1 });
+        await restore;
+
+        Assert.That(value, Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task A_write_is_not_retried_unless_marked_idempotent()
+    {
+        await using var ctx = await ProxiedAsync(b => b.UseRetries(new ShardRetryOptions { MaxRetries = 5, BaseDelay = TimeSpan.FromMilliseconds(100) }));
+        await using var db = ctx.Source.CreateConnection();
+        var shard = ctx.Source.ShardFor(1L);
+        var proxy = ctx.Proxies[int.Parse(shard[1..], System.Globalization.CultureInfo.InvariantCulture)];
+        await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId)", new Row { CustomerId = 1 });
+
+        proxy.Cut();
+        var restore = Task.Delay(150).ContinueWith(_ => proxy.Restore(), TaskScheduler.Default);
+        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId)", new Row { CustomerId = 1 }));
+        await restore;
+
+        db.Retries = db.Retries with { RetryWrites = true };
+        proxy.Cut();
+        restore = Task.Delay(150).ContinueWith(_ => proxy.Restore(), TaskScheduler.Default);
+        Assert.That(await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId)", new Row { CustomerId = 1 }), Is.EqualTo(1));
+        await restore;
+    }
+
+    [Test]
+    public async Task The_breaker_opens_fails_fast_probes_after_the_break_and_closes()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var ctx = await ProxiedAsync(b => b
+            .UseRetries(ShardRetryOptions.None)
+            .UseTimeProvider(time)
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 2, BreakDuration = TimeSpan.FromSeconds(30) }));
+        await using var db = ctx.Source.CreateConnection();
+        var proxy = ctx.Proxies[2];
+        proxy.Cut();
+
+        for (var i = 0; i < 2; i++)
+        {
+            Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s2").ExecuteScalarAsync<int>("select 1"));
+        }
+
+        Assert.That(ctx.Source.GetCircuitState("s2"), Is.EqualTo(CircuitState.Open));
+        var fast = Assert.ThrowsAsync<ShardUnavailableException>(() => db.OnShard("s2").ExecuteScalarAsync<int>("select 1"));
+        Assert.That(fast!.Message, Does.Contain("'s2'"));
+
+        var partial = await db.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults }).ExecuteAsync("select 1");
+        Assert.That(partial.Failures.Single().Error, Is.InstanceOf<ShardUnavailableException>(), "an open shard is listed as failed at once");
+
+        proxy.Restore();
+        time.Advance(TimeSpan.FromSeconds(31));
+        Assert.That(ctx.Source.GetCircuitState("s2"), Is.EqualTo(CircuitState.HalfOpen));
+        Assert.That(await db.OnShard("s2").ExecuteScalarAsync<int>("select 1"), Is.EqualTo(1));
+        Assert.That(ctx.Source.GetCircuitState("s2"), Is.EqualTo(CircuitState.Closed));
+    }
+
+    [Test]
+    public async Task A_failed_probe_opens_the_breaker_again()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var ctx = await ProxiedAsync(b => b
+            .UseRetries(ShardRetryOptions.None)
+            .UseTimeProvider(time)
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromSeconds(10) }));
+        await using var db = ctx.Source.CreateConnection();
+        ctx.Proxies[0].Cut();
+        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+        time.Advance(TimeSpan.FromSeconds(11));
+        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+        Assert.That(ctx.Source.GetCircuitState("s0"), Is.EqualTo(CircuitState.Open));
+        ctx.Proxies[0].Restore();
+    }
+
+    [Test]
+    public async Task Sql_errors_do_not_count_against_the_breaker()
+    {
+        await using var ctx = await ProxiedAsync(b => b.UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1 }));
+        await using var db = ctx.Source.CreateConnection();
+        Assert.ThrowsAsync<PostgresException>(() => db.OnShard("s1").ExecuteAsync("select * from no_such_table"));
+        Assert.That(ctx.Source.GetCircuitState("s1"), Is.EqualTo(CircuitState.Closed));
+    }
+}

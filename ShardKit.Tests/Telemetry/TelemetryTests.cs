@@ -1,0 +1,111 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace ShardKit.Tests.Telemetry;
+
+[NonParallelizable] // listeners are process-wide: other tests' commands would show up in the captures
+public sealed class TelemetryTests
+{
+    public sealed class Row
+    {
+        [ShardKey] public long CustomerId { get; init; }
+        public string Secret { get; init; } = "";
+    }
+
+    private sealed class Capture : IDisposable
+    {
+        private readonly ActivityListener _activities;
+        private readonly MeterListener _meters = new();
+
+        public Capture()
+        {
+            _activities = new ActivityListener
+            {
+                ShouldListenTo = s => s.Name == "ShardKit",
+                Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+                ActivityStopped = a => Activities.Add(a),
+            };
+            ActivitySource.AddActivityListener(_activities);
+            _meters.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == "ShardKit")
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _meters.SetMeasurementEventCallback<double>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
+            _meters.SetMeasurementEventCallback<int>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
+            _meters.SetMeasurementEventCallback<long>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
+            _meters.Start();
+        }
+
+        public ConcurrentBag<Activity> Activities { get; } = [];
+
+        public ConcurrentBag<(string Name, double Value, KeyValuePair<string, object?>[] Tags)> Measurements { get; } = [];
+
+        public IEnumerable<string> AllText() =>
+            Activities.SelectMany(a => a.TagObjects.Select(t => $"{t.Key}={t.Value}").Append(a.DisplayName))
+                .Concat(Measurements.SelectMany(m => m.Tags.Select(t => $"{t.Key}={t.Value}")));
+
+        public void Dispose()
+        {
+            _activities.Dispose();
+            _meters.Dispose();
+        }
+    }
+
+    [Test]
+    public async Task A_routed_command_emits_a_span_with_database_tags_and_a_duration_measurement()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint, secret text)");
+        await using var db = ctx.Source.CreateConnection();
+        using var capture = new Capture();
+
+        await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Secret)", new Row { CustomerId = 77, Secret = "tops3cret-value" });
+
+        var span = capture.Activities.Single(a => a.DisplayName == "ShardKit Execute");
+        Assert.That(span.Kind, Is.EqualTo(ActivityKind.Client));
+        Assert.That(span.GetTagItem("db.system.name"), Is.EqualTo("postgresql"));
+        Assert.That(span.GetTagItem("db.operation.name"), Is.EqualTo("Execute"));
+        Assert.That(span.GetTagItem("shardkit.shard"), Is.EqualTo(ctx.Source.ShardFor(77L)));
+        Assert.That(capture.Measurements.Where(m => m.Name == "shardkit.operation.duration"), Is.Not.Empty);
+        Assert.That(capture.AllText(), Has.None.Contains("tops3cret-value").And.None.Contains("77"));
+    }
+
+    [Test]
+    public async Task A_fan_out_emits_a_parent_span_with_one_child_per_shard_and_its_width()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint)");
+        await using var db = ctx.Source.CreateConnection();
+        using var capture = new Capture();
+
+        await db.AllShards().ExecuteAsync($"delete from {ctx.Table} where customer_id = @Id", new { Id = 123456789L });
+
+        var parent = capture.Activities.Single(a => a.DisplayName == "ShardKit fan-out Execute");
+        var children = capture.Activities.Where(a => a.ParentSpanId == parent.SpanId).ToList();
+        Assert.That(parent.GetTagItem("shardkit.shard_count"), Is.EqualTo(ctx.Shards.Count));
+        Assert.That(children.Select(c => c.GetTagItem("shardkit.shard")), Is.EquivalentTo(ctx.Shards.Names));
+        Assert.That(capture.Measurements.Where(m => m.Name == "shardkit.fanout.width").Select(m => m.Value), Has.Member((double)ctx.Shards.Count));
+        Assert.That(capture.AllText(), Has.None.Contains("123456789"));
+    }
+
+    [Test]
+    public async Task Nothing_captured_contains_a_connection_password()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint)",
+            configure: null);
+        using var capture = new Capture();
+        var builder = new ShardedDataSourceBuilder();
+        for (var i = 0; i < ctx.Shards.Count; i++)
+        {
+            builder.AddShard(ctx.Shards.Names[i], ctx.Shards.ConnectionStrings[i] + ";Password=hunter2-pw");
+        }
+
+        await using var source = builder.Build();
+        await using var db = source.CreateConnection();
+        await db.ForKey(1L).ExecuteAsync("select 1");
+        await db.AllShards().ExecuteAsync("select 1");
+        Assert.That(capture.AllText(), Has.None.Contains("hunter2-pw"));
+    }
+}

@@ -1,0 +1,22 @@
+using Microsoft.Extensions.Logging;
+
+namespace ShardKit;
+
+/// <summary>ShardKit's log messages, source-generated; every event id lives here. Never a parameter value or password.</summary>
+internal static partial class ShardKitLog
+{
+    [LoggerMessage(EventId = 1001, Level = LogLevel.Warning, Message = "Command {Operation} failed on shard {Shard}: {ErrorType}")]
+    public static partial void CommandFailed(ILogger logger, string operation, string shard, string errorType, Exception error);
+
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Retrying {Operation} on shard {Shard} after a transient failure (retry {Retry} of {MaxRetries}, in {DelayMs} ms)")]
+    public static partial void Retrying(ILogger logger, string operation, string shard, int retry, int maxRetries, long delayMs);
+
+    [LoggerMessage(EventId = 1101, Level = LogLevel.Warning, Message = "Shard {Shard} is unavailable after {Failures} consecutive connection failures; failing fast for {BreakSeconds} s")]
+    public static partial void CircuitOpened(ILogger logger, string shard, int failures, double breakSeconds);
+
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Information, Message = "Shard {Shard} answered its probe; commands flow again")]
+    public static partial void CircuitClosed(ILogger logger, string shard);
+
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Fan-out {Operation} failed on shard {Shard} ({Policy}): {ErrorType}")]
+    public static partial void FanOutShardFailed(ILogger logger, string operation, string shard, FanOutPolicy policy, string errorType);
+}

@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Reflection;
+
+namespace ShardKit;
+
+/// <summary>
+/// ShardKit's <see cref="ActivitySource"/> and <see cref="Meter"/>, both named <c>ShardKit</c>. Tags follow
+/// OpenTelemetry's database conventions plus <c>shardkit.*</c> for sharding; never parameter values or passwords.
+/// With no listener attached, starting an activity returns null and recording a measurement is a flag check.
+/// </summary>
+internal static class ShardKitTelemetry
+{
+    public static readonly string Version =
+        typeof(ShardKitTelemetry).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
+
+    public static readonly ActivitySource Source = new(ShardKitInfo.Name, Version);
+
+    public static readonly Meter Meter = new(ShardKitInfo.Name, Version);
+
+    public static readonly Histogram<double> OperationDuration = Meter.CreateHistogram<double>(
+        "shardkit.operation.duration", unit: "s", description: "Duration of one command on one shard.");
+
+    public static readonly Histogram<int> FanOutWidth = Meter.CreateHistogram<int>(
+        "shardkit.fanout.width", unit: "{shard}", description: "Shards targeted by one multi-shard command.");
+
+    public static readonly Counter<long> RowsMerged = Meter.CreateCounter<long>(
+        "shardkit.merge.rows", unit: "{row}", description: "Rows returned by multi-shard merges.");
+
+    public static readonly Counter<long> Failures = Meter.CreateCounter<long>(
+        "shardkit.shard.failures", unit: "{failure}", description: "Commands that failed on a shard.");
+
+    public static readonly Counter<long> Retries = Meter.CreateCounter<long>(
+        "shardkit.shard.retries", unit: "{retry}", description: "Retries of transient failures on a shard.");
+
+    public static readonly Counter<long> DistributedOutcomes = Meter.CreateCounter<long>(
+        "shardkit.distributed_transaction.outcomes", unit: "{transaction}", description: "Distributed transactions by outcome.");
+
+    public const string SystemName = "db.system.name";
+    public const string OperationName = "db.operation.name";
+    public const string ShardTag = "shardkit.shard";
+    public const string ShardCountTag = "shardkit.shard_count";
+    public const string MergeTag = "shardkit.merge";
+    public const string RowsTag = "shardkit.rows";
+    public const string OutcomeTag = "shardkit.outcome";
+    public const string ErrorTypeTag = "error.type";
+
+    /// <summary>Starts a client activity for a command, or returns null when nobody listens.</summary>
+    public static Activity? StartCommand(string operation, string shard)
+    {
+        var activity = Source.StartActivity("ShardKit " + operation, ActivityKind.Client);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(SystemName, "postgresql");
+            activity.SetTag(OperationName, operation);
+            activity.SetTag(ShardTag, shard);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Starts the parent activity of a fan-out, or returns null when nobody listens.</summary>
+    public static Activity? StartFanOut(string operation, int shardCount, string merge)
+    {
+        var activity = Source.StartActivity("ShardKit fan-out " + operation, ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(SystemName, "postgresql");
+            activity.SetTag(OperationName, operation);
+            activity.SetTag(ShardCountTag, shardCount);
+            activity.SetTag(MergeTag, merge);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Marks an activity failed with the error's type name only (messages may carry values).</summary>
+    public static void RecordError(Activity? activity, Exception error)
+    {
+        if (activity is not null)
+        {
+            activity.SetStatus(ActivityStatusCode.Error);
+            activity.SetTag(ErrorTypeTag, error.GetType().FullName);
+        }
+    }
+}
