@@ -7,7 +7,7 @@ namespace ShardKit;
 /// The entry point: the frozen <see cref="ShardMap"/> and one pooled <see cref="NpgsqlDataSource"/> per shard (named
 /// after the shard, so Npgsql's own metrics carry it). Thread-safe; create one per application and dispose it at exit.
 /// </summary>
-public sealed class ShardedDataSource : IAsyncDisposable, IDisposable
+public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource[] _dataSources;
     private readonly ShardCircuitBreaker[] _breakers;
