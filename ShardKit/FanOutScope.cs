@@ -48,9 +48,10 @@ public sealed partial class FanOutScope
 
     /// <summary>Runs a statement on every targeted shard in parallel and reports the affected rows.</summary>
     public BroadcastResult Execute(string sql, object? param = null, int? commandTimeout = null, CommandType? commandType = null) =>
-        ExecuteAsync(sql, param, commandTimeout, commandType).GetAwaiter().GetResult();
+        Wait(ExecuteAsync(sql, param, commandTimeout, commandType));
 
-    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, string sql, object? param, int? commandTimeout, CommandType? commandType) =>
+    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command) =>
         _shards.Select(shard => new ShardRowStream<T>(run, shard,
-            connection => connection.QueryUnbufferedAsync<T>(sql, param, null, commandTimeout, commandType))).ToArray();
+            connection => connection.QueryUnbufferedAsync<T>(command.CommandText, command.Parameters, null, command.CommandTimeout,
+                command.CommandType))).ToArray();
 }

@@ -1,0 +1,199 @@
+using System.Data;
+using System.Runtime.CompilerServices;
+using Dapper;
+using ShardKit.Merging;
+
+namespace ShardKit;
+
+public sealed partial class FanOutScope
+{
+    /// <summary>
+    /// Runs a query on every targeted shard in parallel and merges the rows as <paramref name="merge"/> says
+    /// (arrival order when null). With partial results the result lists the shards that failed.
+    /// </summary>
+    public Task<FanOutResult<T>> QueryAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default) =>
+        QueryAsync(Command(sql, param, commandTimeout, commandType, cancellationToken), merge);
+
+    /// <summary>Runs a query on every targeted shard in parallel and merges the rows.</summary>
+    public async Task<FanOutResult<T>> QueryAsync<T>(CommandDefinition command, MergePlan<T>? merge)
+    {
+        var (rows, failures) = await CollectAsync(command, merge ?? Merge.Concat<T>(), "Query").ConfigureAwait(false);
+        return new FanOutResult<T>(rows.ConvertAll(r => r.Row), failures);
+    }
+
+    /// <summary>Like <see cref="QueryAsync{T}(string, object?, MergePlan{T}?, int?, CommandType?, CancellationToken)"/>, each row tagged with its shard's name.</summary>
+    public async Task<FanOutResult<ShardRow<T>>> QueryWithShardAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null,
+        int? commandTimeout = null, CommandType? commandType = null, CancellationToken cancellationToken = default)
+    {
+        var (rows, failures) = await CollectAsync(Command(sql, param, commandTimeout, commandType, cancellationToken),
+            merge ?? Merge.Concat<T>(), "Query").ConfigureAwait(false);
+        return new FanOutResult<ShardRow<T>>(rows, failures);
+    }
+
+    /// <summary>
+    /// Streams the merged rows without buffering them: memory stays proportional to the number of shards. Pass a
+    /// cancellation token with <c>WithCancellation</c>; stopping early cancels the shards' queries on the servers.
+    /// </summary>
+    public FanOutStream<T> QueryUnbufferedAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
+        CommandType? commandType = null) =>
+        QueryUnbufferedAsync(Command(sql, param, commandTimeout, commandType, default), merge);
+
+    /// <summary>Streams the merged rows without buffering them.</summary>
+    public FanOutStream<T> QueryUnbufferedAsync<T>(CommandDefinition command, MergePlan<T>? merge)
+    {
+        var plan = merge ?? Merge.Concat<T>();
+        return new FanOutStream<T>((report, token) => RunAsync(command, plan, "Query", report, token));
+    }
+
+    /// <summary>
+    /// The first row: with no plan, the first row any shard returns (the others are cancelled at once); with an
+    /// ordered plan, the first row of the merged order. Throws when no shard has a row.
+    /// </summary>
+    public async Task<T> QueryFirstAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default)
+    {
+        var rows = await FirstRowsAsync(Command(sql, param, commandTimeout, commandType, cancellationToken), merge, 1).ConfigureAwait(false);
+        return rows.Count > 0 ? rows[0] : throw NoRows();
+    }
+
+    /// <summary>The first row (see <see cref="QueryFirstAsync{T}"/>), or default when no shard has a row.</summary>
+    public async Task<T?> QueryFirstOrDefaultAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default)
+    {
+        var rows = await FirstRowsAsync(Command(sql, param, commandTimeout, commandType, cancellationToken), merge, 1).ConfigureAwait(false);
+        return rows.Count > 0 ? rows[0] : default;
+    }
+
+    /// <summary>The only row across every shard; throws when there is none or more than one.</summary>
+    public async Task<T> QuerySingleAsync<T>(string sql, object? param = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default)
+    {
+        var rows = await FirstRowsAsync<T>(Command(sql, param, commandTimeout, commandType, cancellationToken), null, 2).ConfigureAwait(false);
+        return rows.Count switch
+        {
+            1 => rows[0],
+            0 => throw NoRows(),
+            _ => throw MoreThanOne(),
+        };
+    }
+
+    /// <summary>The only row across every shard, or default when there is none; throws when there is more than one.</summary>
+    public async Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? param = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default)
+    {
+        var rows = await FirstRowsAsync<T>(Command(sql, param, commandTimeout, commandType, cancellationToken), null, 2).ConfigureAwait(false);
+        return rows.Count switch
+        {
+            1 => rows[0],
+            0 => default,
+            _ => throw MoreThanOne(),
+        };
+    }
+
+    /// <summary>
+    /// Runs a scalar query on every targeted shard in parallel and combines the first row of each as
+    /// <paramref name="merge"/> says: <c>ExecuteScalarAsync("select count(*) from orders", Merge.Count())</c>.
+    /// </summary>
+    public Task<T> ExecuteScalarAsync<T>(string sql, ScalarMerge<T> merge, object? param = null, int? commandTimeout = null,
+        CommandType? commandType = null, CancellationToken cancellationToken = default) =>
+        ExecuteScalarAsync(Command(sql, param, commandTimeout, commandType, cancellationToken), merge);
+
+    /// <summary>Runs a scalar query on every targeted shard in parallel and combines the results.</summary>
+    public async Task<T> ExecuteScalarAsync<T>(CommandDefinition command, ScalarMerge<T> merge)
+    {
+        ArgumentNullException.ThrowIfNull(merge);
+        using var activity = ShardKitTelemetry.StartFanOut("ExecuteScalar", _shards.Length, merge.Kind);
+        using var run = new FanOutRun(_connection, _shards, Options, command.CancellationToken) { Operation = "ExecuteScalar" };
+        var results = await run.RunEachAsync(async (connection, token) =>
+        {
+            var reader = await connection.ExecuteReaderAsync(Rebind(command, token)).ConfigureAwait(false);
+            await using var _ = reader.ConfigureAwait(false);
+            if (!await reader.ReadAsync(token).ConfigureAwait(false))
+            {
+                return null;
+            }
+
+            var values = new object?[reader.FieldCount];
+            for (var i = 0; i < values.Length; i++)
+            {
+                values[i] = await reader.IsDBNullAsync(i, token).ConfigureAwait(false) ? null : reader.GetValue(i);
+            }
+
+            return values;
+        }).ConfigureAwait(false);
+
+        var rows = results.Select(r => r.Result).OfType<object?[]>().ToList();
+        if (rows.FirstOrDefault(r => r.Length < merge.Columns) is { } narrow)
+        {
+            throw new ShardKitException(
+                $"Merge '{merge.Kind}' needs {merge.Columns} columns from each shard but the query returned {narrow.Length}; " +
+                (merge.Kind == "avg" ? "select the sum and the count: select sum(x), count(x) from …" : "select the value to combine."));
+        }
+
+        activity?.SetTag(ShardKitTelemetry.RowsTag, rows.Count);
+        return merge.Combine(rows);
+    }
+
+    private async Task<List<T>> FirstRowsAsync<T>(CommandDefinition command, MergePlan<T>? merge, int count)
+    {
+        var plan = merge is null ? (count == 1 ? Merge.First<T>() : Merge.Concat<T>().Take(count)) : merge.Take(count);
+        var (rows, _) = await CollectAsync(command, plan, count == 1 ? "QueryFirst" : "QuerySingle").ConfigureAwait(false);
+        return rows.ConvertAll(r => r.Row);
+    }
+
+    private async Task<(List<ShardRow<T>> Rows, IReadOnlyList<ShardFailure> Failures)> CollectAsync<T>(CommandDefinition command,
+        MergePlan<T> plan, string operation)
+    {
+        IReadOnlyList<ShardFailure> failures = [];
+        var rows = new List<ShardRow<T>>();
+        await foreach (var row in RunAsync(command, plan, operation, f => failures = f, default).ConfigureAwait(false))
+        {
+            rows.Add(row);
+        }
+
+        return (rows, failures);
+    }
+
+    /// <summary>Starts every shard's query at once, merges their streams, and cancels whatever is still running at the end.</summary>
+    private async IAsyncEnumerable<ShardRow<T>> RunAsync<T>(CommandDefinition command, MergePlan<T> plan, string operation,
+        Action<IReadOnlyList<ShardFailure>> reportFailures, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(command.CancellationToken, cancellationToken);
+        using var activity = ShardKitTelemetry.StartFanOut(operation, _shards.Length, plan.Kind);
+        using var run = new FanOutRun(_connection, _shards, Options, cancel.Token) { Operation = operation };
+        var streams = OpenStreams<T>(run, command);
+        var sources = streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
+        long merged = 0;
+        try
+        {
+            await foreach (var row in plan.MergeAsync(sources, run.Token).ConfigureAwait(false))
+            {
+                merged++;
+                yield return row;
+            }
+        }
+        finally
+        {
+            foreach (var stream in streams)
+            {
+                await stream.DisposeAsync().ConfigureAwait(false);
+            }
+
+            reportFailures(run.Failures);
+            ShardKitTelemetry.RowsMerged.Add(merged);
+            activity?.SetTag(ShardKitTelemetry.RowsTag, merged);
+        }
+    }
+
+    private static CommandDefinition Command(string sql, object? param, int? commandTimeout, CommandType? commandType,
+        CancellationToken cancellationToken) =>
+        new(sql, param, null, commandTimeout, commandType, CommandFlags.Buffered, cancellationToken);
+
+    private static CommandDefinition Rebind(CommandDefinition command, CancellationToken token) =>
+        new(command.CommandText, command.Parameters, null, command.CommandTimeout, command.CommandType, command.Flags, token);
+
+    private static InvalidOperationException NoRows() => new("The query returned no row on any shard.");
+
+    private static InvalidOperationException MoreThanOne() => new("The query returned more than one row across the shards.");
+}

@@ -1,0 +1,40 @@
+namespace ShardKit.Merging;
+
+/// <summary>
+/// Compares rows by one key, the way PostgreSQL's <c>ORDER BY</c> does by default: NULL sorts after every value
+/// ascending (and so first descending), text compares ordinally (as <c>COLLATE "C"</c>).
+/// </summary>
+internal sealed class MergeKeyComparer<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending) : IComparer<T>
+{
+    private readonly IComparer<TKey> _comparer = comparer ?? DefaultComparer();
+
+    public int Compare(T? x, T? y)
+    {
+        var a = key(x!);
+        var b = key(y!);
+        int result;
+        if (a is null)
+        {
+            result = b is null ? 0 : 1;
+        }
+        else
+        {
+            result = b is null ? -1 : _comparer.Compare(a, b);
+        }
+
+        return descending ? -result : result;
+    }
+
+    private static IComparer<TKey> DefaultComparer() =>
+        typeof(TKey) == typeof(string) ? (IComparer<TKey>)StringComparer.Ordinal : Comparer<TKey>.Default;
+}
+
+/// <summary>Compares by a first comparer, then by the next on ties (ORDER BY a, b).</summary>
+internal sealed class ThenComparer<T>(IComparer<T> first, IComparer<T> then) : IComparer<T>
+{
+    public int Compare(T? x, T? y)
+    {
+        var result = first.Compare(x, y);
+        return result != 0 ? result : then.Compare(x, y);
+    }
+}

@@ -1,0 +1,214 @@
+using System.Runtime.CompilerServices;
+using ShardKit.Merging;
+
+namespace ShardKit;
+
+/// <summary>
+/// How the rows of a multi-shard read become one result, as if one database had answered. Start from
+/// <see cref="Merge"/>; every method returns a new plan, so plans are immutable and can be kept in static fields.
+/// Stages run in this order: merge the shards (arrival order, or an ordered k-way merge), combine groups,
+/// drop duplicates, drop rows up to the keyset cursor, skip, take.
+/// </summary>
+public sealed class MergePlan<T>
+{
+    internal static readonly MergePlan<T> Concat = new("concat");
+
+    private MergePlan(string kind) => Kind = kind;
+
+    /// <summary>The merge as telemetry names it: concat, ordered, first, grouped.</summary>
+    public string Kind { get; private init; }
+
+    /// <summary>The order the shards' rows are merged by; null for arrival order.</summary>
+    internal IComparer<T>? Order { get; private init; }
+
+    internal RowGrouping<T>? Grouping { get; private init; }
+
+    internal IEqualityComparer<T>? DistinctComparer { get; private init; }
+
+    internal bool HasCursor { get; private init; }
+
+    internal T? Cursor { get; private init; }
+
+    /// <summary>Rows discarded from the front of the merged result.</summary>
+    public int SkipCount { get; private init; }
+
+    /// <summary>The most rows returned; null for all.</summary>
+    public int? TakeCount { get; private init; }
+
+    /// <summary>
+    /// The LIMIT each shard needs for this plan to be exact: skip + take (a shard may hold every one of the
+    /// merged rows). Pass it to the SQL (<c>limit @ShardLimit</c>); null when the plan takes everything.
+    /// </summary>
+    public int? ShardLimit => TakeCount is { } take ? checked(SkipCount + take) : null;
+
+    internal bool IsDistinct => DistinctComparer is not null;
+
+    internal static MergePlan<T> Ordered(IComparer<T> order) => new("ordered") { Order = order };
+
+    internal static MergePlan<T> Grouped(RowGrouping<T> grouping) => new("grouped") { Grouping = grouping };
+
+    internal static MergePlan<T> FirstMatch() => new("first") { TakeCount = 1 };
+
+    /// <summary>Breaks ties of the order so far by another key, ascending (ORDER BY a, b).</summary>
+    public MergePlan<T> ThenBy<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => Then(key, comparer, descending: false);
+
+    /// <summary>Breaks ties of the order so far by another key, descending (ORDER BY a, b DESC).</summary>
+    public MergePlan<T> ThenByDescending<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => Then(key, comparer, descending: true);
+
+    /// <summary>
+    /// Orders the result by a key, ascending. On a grouped plan this sorts the combined groups; otherwise it makes
+    /// the merge a k-way merge, and each shard's query must return its rows in this order.
+    /// </summary>
+    public MergePlan<T> OrderBy<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => By(key, comparer, descending: false);
+
+    /// <summary>Orders the result by a key, descending; see <see cref="OrderBy{TKey}"/>.</summary>
+    public MergePlan<T> OrderByDescending<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => By(key, comparer, descending: true);
+
+    /// <summary>Discards the first <paramref name="count"/> merged rows (each shard must return skip + take rows).</summary>
+    public MergePlan<T> Skip(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        return With(p => p.SkipCount = checked(SkipCount + count));
+    }
+
+    /// <summary>Returns at most <paramref name="count"/> rows, and stops (cancelling the shards' queries) once it has them.</summary>
+    public MergePlan<T> Take(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        return With(p => p.TakeCount = TakeCount is { } take ? Math.Min(take, count) : count);
+    }
+
+    /// <summary>
+    /// Keyset pagination: only rows strictly after <paramref name="lastRow"/> in the plan's order. The recommended way
+    /// to page deeply: each shard filters with the same cursor in SQL (<c>where (created_at, id) &lt; (@At, @Id)</c>)
+    /// and returns only a page, instead of skip + take rows that grow with every page.
+    /// </summary>
+    public MergePlan<T> After(T lastRow)
+    {
+        if (Order is null)
+        {
+            throw new InvalidOperationException("After(row) needs an ordered plan: start from Merge.OrderBy(...) so there is an order to continue.");
+        }
+
+        return With(p => (p.HasCursor, p.Cursor) = (true, lastRow));
+    }
+
+    /// <summary>Drops rows equal to an earlier row (memory grows with the number of distinct rows).</summary>
+    public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? EqualityComparer<T>.Default);
+
+    /// <summary>Runs the plan over the shards' row streams.</summary>
+    internal async IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        if (TakeCount == 0)
+        {
+            yield break;
+        }
+
+        var seen = DistinctComparer is null ? null : new HashSet<T>(DistinctComparer);
+        var skipped = 0;
+        var taken = 0;
+        await foreach (var row in Rows(sources, cancellationToken).ConfigureAwait(false))
+        {
+            if ((HasCursor && Order!.Compare(row.Row, Cursor) <= 0) || (seen is not null && !seen.Add(row.Row)))
+            {
+                continue;
+            }
+
+            if (skipped < SkipCount)
+            {
+                skipped++;
+                continue;
+            }
+
+            yield return row;
+            if (++taken == TakeCount)
+            {
+                yield break;
+            }
+        }
+    }
+
+    private IAsyncEnumerable<ShardRow<T>> Rows(MergeSource<T>[] sources, CancellationToken cancellationToken)
+    {
+        if (Grouping is not null)
+        {
+            return GroupedAsync(sources, cancellationToken);
+        }
+
+        return Order is null
+            ? ArrivalMerge.MergeAsync(sources, cancellationToken)
+            : OrderedMerge.MergeAsync(sources, Order, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<ShardRow<T>> GroupedAsync(MergeSource<T>[] sources,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var groups = await Grouping!.CombineAsync(ArrivalMerge.MergeAsync(sources, cancellationToken), cancellationToken).ConfigureAwait(false);
+        IEnumerable<ShardRow<T>> result = groups;
+        if (Order is not null)
+        {
+            var order = Order;
+            result = groups.Order(Comparer<ShardRow<T>>.Create((a, b) => order.Compare(a.Row, b.Row))); // stable
+        }
+
+        foreach (var row in result)
+        {
+            yield return row;
+        }
+    }
+
+    private MergePlan<T> By<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (Order is not null)
+        {
+            throw new InvalidOperationException("The plan is already ordered; add further keys with ThenBy or ThenByDescending.");
+        }
+
+        var order = new MergeKeyComparer<T, TKey>(key, comparer, descending);
+        return With(p => (p.Order, p.Kind) = (order, Grouping is null ? "ordered" : Kind));
+    }
+
+    private MergePlan<T> Then<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (Order is null)
+        {
+            throw new InvalidOperationException("ThenBy needs an order to break ties of; start with OrderBy or OrderByDescending.");
+        }
+
+        var then = new ThenComparer<T>(Order, new MergeKeyComparer<T, TKey>(key, comparer, descending));
+        return With(p => p.Order = then);
+    }
+
+    private MergePlan<T> With(Action<Builder> change)
+    {
+        var builder = new Builder(this);
+        change(builder);
+        return builder.Build();
+    }
+
+    /// <summary>A mutable copy, so each method above changes one thing and the plan itself stays immutable.</summary>
+    private sealed class Builder(MergePlan<T> from)
+    {
+        public string Kind = from.Kind;
+        public IComparer<T>? Order = from.Order;
+        public IEqualityComparer<T>? DistinctComparer = from.DistinctComparer;
+        public bool HasCursor = from.HasCursor;
+        public T? Cursor = from.Cursor;
+        public int SkipCount = from.SkipCount;
+        public int? TakeCount = from.TakeCount;
+
+        public MergePlan<T> Build() => new(Kind)
+        {
+            Order = Order,
+            Grouping = from.Grouping,
+            DistinctComparer = DistinctComparer,
+            HasCursor = HasCursor,
+            Cursor = Cursor,
+            SkipCount = SkipCount,
+            TakeCount = TakeCount,
+        };
+    }
+}
