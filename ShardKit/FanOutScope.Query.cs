@@ -175,10 +175,8 @@ public sealed partial class FanOutScope
         }
         finally
         {
-            foreach (var stream in streams)
-            {
-                await stream.DisposeAsync().ConfigureAwait(false);
-            }
+            // In parallel: each stream stopped early may need a round trip to cancel its query.
+            await Task.WhenAll(streams.Select(s => s.DisposeAsync().AsTask())).ConfigureAwait(false);
 
             reportFailures(run.Failures);
             ShardKitTelemetry.RowsMerged.Add(merged);

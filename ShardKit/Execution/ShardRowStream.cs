@@ -20,6 +20,12 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private bool _finished;
     private bool _holdsSlot;
     private System.Diagnostics.Activity? _activity;
+    private NpgsqlConnection? _connection;
+    private Task<bool>? _inFlight;
+    private volatile bool _stopping;
+
+    /// <summary>How long an early stop lets a reader drain rows already on their way before cancelling on the server.</summary>
+    private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(50);
 
     public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
     {
@@ -38,7 +44,21 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
     public T Current => _buffer is not null ? _buffer[_bufferIndex] : _rows!.Current;
 
-    public async ValueTask<bool> MoveNextAsync()
+    public ValueTask<bool> MoveNextAsync()
+    {
+        var next = MoveNextCoreAsync();
+        if (next.IsCompleted)
+        {
+            return next;
+        }
+
+        // Remembered so an early stop can wait for a read still in flight (an arrival-order merge keeps one per shard).
+        var inFlight = next.AsTask();
+        _inFlight = inFlight;
+        return new ValueTask<bool>(inFlight);
+    }
+
+    private async ValueTask<bool> MoveNextCoreAsync()
     {
         if (_finished)
         {
@@ -73,6 +93,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         catch (Exception e) when (e is not ShardAggregateException)
         {
             await FinishAsync().ConfigureAwait(false);
+            if (_stopping)
+            {
+                return false; // cancelled by an early stop: not a failure of the shard
+            }
+
             _run.Connection.DataSource.BreakerAt(_shard).OnFailure(e);
             ShardKitTelemetry.RecordError(_activity, e);
             if (_run.CallerToken.IsCancellationRequested)
@@ -97,6 +122,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         if (!_finished)
         {
             // Stopping early (a satisfied limit, a first match): cancel on the server instead of reading the rest.
+            _stopping = true;
             await _cancel.CancelAsync().ConfigureAwait(false);
             try
             {
@@ -104,16 +130,78 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                 {
                     await _first.ConfigureAwait(false);
                 }
+                else if (_inFlight is { IsCompleted: false } inFlight)
+                {
+                    await inFlight.ConfigureAwait(false);
+                }
             }
             catch (Exception)
             {
                 // The shard's answer is no longer wanted; its failure does not matter now.
             }
 
-            await FinishAsync().ConfigureAwait(false);
+            await StopEarlyAsync().ConfigureAwait(false);
         }
 
         _cancel.Dispose();
+    }
+
+    /// <summary>
+    /// Npgsql drains a reader's remaining rows on dispose and only cancels a read in progress, so a reader abandoned
+    /// mid-stream would read a large result to its end. Rows already sent (a pushed-down LIMIT) drain at once; past a
+    /// short grace the query is cancelled on the server from a second pooled connection.
+    /// </summary>
+    private async ValueTask StopEarlyAsync()
+    {
+        if (_rows is null || _finished)
+        {
+            await FinishAsync().ConfigureAwait(false);
+            return;
+        }
+
+        var rows = _rows;
+        _rows = null;
+        var drain = DrainAsync(rows);
+        if (await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
+        {
+            await CancelOnServerAsync(connection.ProcessID).ConfigureAwait(false);
+        }
+
+        await drain.ConfigureAwait(false);
+        await FinishAsync().ConfigureAwait(false);
+    }
+
+    private static async Task DrainAsync(IAsyncEnumerator<T> rows)
+    {
+        try
+        {
+            await rows.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The query was cancelled on purpose, or the shard failed: neither matters once its rows are unwanted.
+        }
+    }
+
+    private async Task CancelOnServerAsync(int processId)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            var side = await _run.Connection.DataSource.DataSourceAt(_shard).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
+            await using (side.ConfigureAwait(false))
+            {
+                var command = new NpgsqlCommand("select pg_cancel_backend($1)", side) { Parameters = { new() { Value = processId } } };
+                await using (command.ConfigureAwait(false))
+                {
+                    await command.ExecuteScalarAsync(timeout.Token).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception)
+        {
+            // Best effort: without the cancel the reader simply drains to the end.
+        }
     }
 
     private async Task<bool> StartAsync(Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
@@ -124,6 +212,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
         _holdsSlot = true;
         var connection = await _run.Connection.OpenShardAsync(_shard, _cancel.Token).ConfigureAwait(false);
+        _connection = connection;
         _rows = query(connection).GetAsyncEnumerator(_cancel.Token);
         if (!_run.Buffered)
         {

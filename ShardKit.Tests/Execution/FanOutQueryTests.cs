@@ -1,0 +1,169 @@
+using Npgsql;
+
+namespace ShardKit.Tests.Execution;
+
+/// <summary>Multi-shard reads under failure, timeouts, cancellation and early stops, on real shards.</summary>
+public sealed class FanOutQueryTests
+{
+    private const string Ddl = "create table {0} (id bigint)";
+
+    [Test]
+    public async Task A_shard_cut_mid_query_fails_a_complete_results_read_and_names_the_shard()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, proxied: true);
+        await using var db = ctx.Source.CreateConnection();
+        var running = db.AllShards().QueryAsync<int>("select g from generate_series(1, 3) g, pg_sleep(1.5)", null, Merge.OrderBy<int, int>(g => g));
+        await Task.Delay(300);
+        ctx.Proxies[1].Cut();
+
+        var error = Assert.ThrowsAsync<ShardAggregateException>(async () => await running);
+        Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
+        ctx.Proxies[1].Restore();
+    }
+
+    [Test]
+    public async Task A_shard_cut_mid_query_leaves_the_other_shards_rows_under_partial_results()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, proxied: true);
+        await using var db = ctx.Source.CreateConnection();
+        var partial = db.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults });
+        var running = partial.QueryAsync<int>("select inet_server_port() from pg_sleep(1.5)");
+        await Task.Delay(300);
+        ctx.Proxies[2].Cut();
+
+        var result = await running;
+        Assert.That(result.IsComplete, Is.False);
+        Assert.That(result.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s2" }));
+        Assert.That(result.Select(ctx.ShardOfPort), Is.EquivalentTo(new[] { "s0", "s1", "s3" }));
+        ctx.Proxies[2].Restore();
+    }
+
+    [Test]
+    public async Task A_cut_shard_ends_its_part_of_a_partial_stream_and_is_listed_afterwards()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, proxied: true);
+        await using var db = ctx.Source.CreateConnection();
+        ctx.Proxies[0].Cut();
+        var stream = db.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults })
+            .QueryUnbufferedAsync<int>("select g from generate_series(1, 100) g order by g", null, Merge.OrderBy<int, int>(g => g));
+        var count = 0;
+        await foreach (var _ in stream)
+        {
+            count++;
+        }
+
+        Assert.That(count, Is.EqualTo(300));
+        Assert.That(stream.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s0" }));
+        Assert.That(stream.Failures[0].Error, Is.InstanceOf<NpgsqlException>());
+        ctx.Proxies[0].Restore();
+    }
+
+    [Test]
+    public async Task A_slow_shard_past_its_timeout_is_a_timeout_failure_of_a_partial_read()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var slowPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[3]).Port;
+        var options = new FanOutOptions { PerShardTimeout = TimeSpan.FromMilliseconds(400), Policy = FanOutPolicy.PartialResults };
+
+        var result = await db.AllShards(options).QueryAsync<int>(
+            $"select 1 from pg_sleep(case when inet_server_port() = {slowPort} then 10 else 0 end)");
+
+        Assert.That(result, Has.Count.EqualTo(3));
+        Assert.That(result.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s3" }));
+        Assert.That(result.Failures[0].Error, Is.InstanceOf<ShardTimeoutException>());
+    }
+
+    [Test]
+    public async Task The_first_match_returns_at_once_and_cancels_the_shards_still_searching()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var fastPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[2]).Port;
+        var marker = "first_" + Guid.NewGuid().ToString("N");
+
+        var found = await db.AllShards().QueryFirstAsync<int>(
+            $"select inet_server_port() from pg_sleep(case when inet_server_port() = {fastPort} then 0 else 30 end) /* {marker} */");
+
+        Assert.That(found, Is.EqualTo(fastPort));
+        await AssertGoneAsync(ctx, marker);
+    }
+
+    [Test]
+    public async Task Cancelling_a_stream_stops_the_queries_on_the_servers()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var marker = "stream_" + Guid.NewGuid().ToString("N");
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+
+        Assert.That(async () =>
+        {
+            await foreach (var _ in db.AllShards().QueryUnbufferedAsync<int>($"select 1 from pg_sleep(30) /* {marker} */").WithCancellation(cts.Token))
+            {
+            }
+        }, Throws.InstanceOf<OperationCanceledException>());
+
+        await AssertGoneAsync(ctx, marker);
+    }
+
+    [Test]
+    public async Task Stopping_a_stream_early_cancels_the_rest_of_the_shards_rows()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var marker = "early_" + Guid.NewGuid().ToString("N");
+        var sql = $"select generate_series(1, 100000000) /* {marker} */"; // in the select list: streamed, not materialized first
+
+        await foreach (var _ in db.AllShards().QueryUnbufferedAsync<int>(sql))
+        {
+            break;
+        }
+
+        await AssertGoneAsync(ctx, marker);
+        Assert.That(await db.AllShards().ExecuteScalarAsync("select count(*) from pg_class", Merge.Count()), Is.Positive,
+            "the connection is usable after an early stop");
+    }
+
+    [Test]
+    public async Task An_ordered_stream_of_a_million_rows_holds_memory_proportional_to_the_shards_not_the_rows()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var before = GC.GetTotalMemory(forceFullCollection: true);
+        long peak = 0, count = 0, previous = long.MinValue;
+        var perShard = 1_000_000 / ctx.Shards.Count;
+        await foreach (var value in db.AllShards().QueryUnbufferedAsync<long>($"select g::bigint from generate_series(1, {perShard}) g order by g", null,
+                           Merge.OrderBy<long, long>(v => v)))
+        {
+            Assert.That(value, Is.GreaterThanOrEqualTo(previous));
+            previous = value;
+            if (++count % 250_000 == 0)
+            {
+                peak = Math.Max(peak, GC.GetTotalMemory(forceFullCollection: true) - before);
+            }
+        }
+
+        Assert.That(count, Is.EqualTo(perShard * ctx.Shards.Count));
+        Assert.That(peak, Is.LessThan(64L * 1024 * 1024), $"live memory grew by {peak / 1024 / 1024} MB while streaming");
+    }
+
+    private static async Task AssertGoneAsync(ShardTestContext ctx, string marker)
+    {
+        foreach (var shard in ctx.Shards.Names)
+        {
+            long running = -1;
+            for (var i = 0; i < 50 && running != 0; i++)
+            {
+                running = (await ctx.DirectAsync<long>(shard,
+                    $"select count(*) from pg_stat_activity where query like '%{marker}%' and state = 'active' and pid <> pg_backend_pid()"))[0];
+                if (running != 0)
+                {
+                    await Task.Delay(100);
+                }
+            }
+
+            Assert.That(running, Is.Zero, $"the query still runs on {shard}");
+        }
+    }
+}
