@@ -92,7 +92,11 @@ internal sealed class FanOutRun : IDisposable
     /// Runs <paramref name="work"/> on every shard of the run at once (within the slots and timeouts) and returns the
     /// results of the shards that succeeded, in shard order; failures follow the run's policy.
     /// </summary>
-    public async Task<(int Shard, TResult Result)[]> RunEachAsync<TResult>(Func<Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
+    public Task<(int Shard, TResult Result)[]> RunEachAsync<TResult>(Func<Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work) =>
+        RunEachAsync<TResult>((_, connection, token) => work(connection, token));
+
+    /// <summary>Like the overload above, for work that differs by shard (it receives the shard's index).</summary>
+    public async Task<(int Shard, TResult Result)[]> RunEachAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
     {
         var tasks = Shards.Select(shard => RunOneAsync(shard, work)).ToArray();
         var outcomes = await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -106,7 +110,7 @@ internal sealed class FanOutRun : IDisposable
     }
 
     private async Task<(int Shard, bool Ok, TResult? Result)> RunOneAsync<TResult>(int shard,
-        Func<Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
+        Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
     {
         await Task.Yield();
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Token);
@@ -125,7 +129,7 @@ internal sealed class FanOutRun : IDisposable
             await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
             holdsSlot = true;
             var connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
-            var result = await work(connection, cancel.Token).ConfigureAwait(false);
+            var result = await work(shard, connection, cancel.Token).ConfigureAwait(false);
             breaker.OnSuccess();
             return (shard, true, result);
         }
