@@ -20,14 +20,14 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private bool _finished;
     private bool _holdsSlot;
     private System.Diagnostics.Activity? _activity;
-    private NpgsqlConnection? _connection;
     private Task<bool>? _inFlight;
+    private NpgsqlConnection? _connection;
     private volatile bool _stopping;
 
-    /// <summary>How long an early stop lets a reader drain rows already on their way before cancelling on the server.</summary>
-    private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(50);
+    /// <summary>How long an early stop reads on before cancelling the rest of the query on the server.</summary>
+    private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
 
-    public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
+    public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         _run = run;
         _shard = shard;
@@ -121,23 +121,21 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     {
         if (!_finished)
         {
-            // Stopping early (a satisfied limit, a first match): cancel on the server instead of reading the rest.
+            // Stopping early (a satisfied limit, a first match). A read still waiting for the server is cancelled
+            // (Npgsql sends a cancel request); an idle reader is not, since its rest may already be here.
             _stopping = true;
-            await _cancel.CancelAsync().ConfigureAwait(false);
-            try
+            var waiting = !_started ? _first : _inFlight is { IsCompleted: false } inFlight ? inFlight : null;
+            if (waiting is not null)
             {
-                if (!_started)
+                await _cancel.CancelAsync().ConfigureAwait(false);
+                try
                 {
-                    await _first.ConfigureAwait(false);
+                    await waiting.ConfigureAwait(false);
                 }
-                else if (_inFlight is { IsCompleted: false } inFlight)
+                catch (Exception)
                 {
-                    await inFlight.ConfigureAwait(false);
+                    // The shard's answer is no longer wanted; its failure does not matter now.
                 }
-            }
-            catch (Exception)
-            {
-                // The shard's answer is no longer wanted; its failure does not matter now.
             }
 
             await StopEarlyAsync().ConfigureAwait(false);
@@ -147,27 +145,23 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     }
 
     /// <summary>
-    /// Npgsql drains a reader's remaining rows on dispose and only cancels a read in progress, so a reader abandoned
-    /// mid-stream would read a large result to its end. Rows already sent (a pushed-down LIMIT) drain at once; past a
-    /// short grace the query is cancelled on the server from a second pooled connection.
+    /// Npgsql reads a reader's remaining rows when it is disposed. Rows already here (a pushed-down LIMIT) are cheapest
+    /// read to the end; when the rest is large or slow, the query is cancelled on the server after a short grace
+    /// (from a second pooled connection, which costs no new socket once the pool is warm).
     /// </summary>
     private async ValueTask StopEarlyAsync()
     {
-        if (_rows is null || _finished)
+        if (_rows is not null && !_finished)
         {
-            await FinishAsync().ConfigureAwait(false);
-            return;
+            var drain = DrainAsync(_rows);
+            if (await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
+            {
+                await CancelOnServerAsync(connection.ProcessID).ConfigureAwait(false);
+            }
+
+            await drain.ConfigureAwait(false);
         }
 
-        var rows = _rows;
-        _rows = null;
-        var drain = DrainAsync(rows);
-        if (await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
-        {
-            await CancelOnServerAsync(connection.ProcessID).ConfigureAwait(false);
-        }
-
-        await drain.ConfigureAwait(false);
         await FinishAsync().ConfigureAwait(false);
     }
 
@@ -175,11 +169,13 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     {
         try
         {
-            await rows.DisposeAsync().ConfigureAwait(false);
+            while (await rows.MoveNextAsync().ConfigureAwait(false))
+            {
+            }
         }
         catch (Exception)
         {
-            // The query was cancelled on purpose, or the shard failed: neither matters once its rows are unwanted.
+            // Cancelled on purpose, or the shard failed: its rows are unwanted either way.
         }
     }
 
@@ -200,11 +196,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
         catch (Exception)
         {
-            // Best effort: without the cancel the reader simply drains to the end.
+            // Best effort: without the cancel the reader simply reads on to the end.
         }
     }
 
-    private async Task<bool> StartAsync(Func<NpgsqlConnection, IAsyncEnumerable<T>> query)
+    private async Task<bool> StartAsync(Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
         _activity = ShardKitTelemetry.StartCommand(_run.Operation, Shard);
@@ -213,7 +209,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         _holdsSlot = true;
         var connection = await _run.Connection.OpenShardAsync(_shard, _cancel.Token).ConfigureAwait(false);
         _connection = connection;
-        _rows = query(connection).GetAsyncEnumerator(_cancel.Token);
+        _rows = query(connection, _cancel.Token).GetAsyncEnumerator();
         if (!_run.Buffered)
         {
             return await _rows.MoveNextAsync().ConfigureAwait(false);
@@ -249,7 +245,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             {
                 await _rows.DisposeAsync().ConfigureAwait(false);
             }
-            catch (Exception) when (_cancel.IsCancellationRequested)
+            catch (Exception) when (_cancel.IsCancellationRequested || _stopping)
             {
                 // Disposing a reader whose command was just cancelled may report the cancellation again.
             }
