@@ -112,11 +112,20 @@ public sealed partial class ShardIdGenerator : IAsyncDisposable, IDisposable
 
     private static long Milliseconds(TimeProvider time) => time.GetUtcNow().ToUnixTimeMilliseconds() - ShardId.EpochUnixMilliseconds;
 
-    private ShardIdLeaseException LeaseEnded(long leaseEnd) => new(_lost
-        ? $"Worker {Worker} was taken over by another process after its lease ended at {ShardId.Epoch.AddMilliseconds(leaseEnd):O}, " +
-          "so this generator makes no more ids. Dispose it and create a new one; renewals failed before: check the " +
-          $"connection to the first shard and that RenewInterval ({_options.RenewInterval}) is well below LeaseDuration."
-        : $"Worker {Worker}'s lease ended at {ShardId.Epoch.AddMilliseconds(leaseEnd):O} and has not been renewed, so this " +
-          "generator stamps no later ids (another process may take the worker over). Check the connection to the first " +
-          "shard; ids resume when RenewLeaseAsync succeeds.");
+    private Exception LeaseEnded(long leaseEnd)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            return new ObjectDisposedException(nameof(ShardIdGenerator), "This generator was disposed and its worker released; create a new one.");
+        }
+
+        var end = ShardId.Epoch.AddMilliseconds(leaseEnd);
+        return new ShardIdLeaseException(_lost
+            ? $"Worker {Worker} was taken over by another process after its lease ended at {end:O}, so this generator " +
+              "makes no more ids. Dispose it and create a new one; renewals failed before: check the connection to the " +
+              $"first shard and that RenewInterval ({_options.RenewInterval}) is well below LeaseDuration."
+            : $"Worker {Worker}'s lease ended at {end:O} and has not been renewed, so this generator stamps no later ids " +
+              "(another process may take the worker over). Check the connection to the first shard; ids resume when " +
+              "RenewLeaseAsync succeeds.");
+    }
 }
