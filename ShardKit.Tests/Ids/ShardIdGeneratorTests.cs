@@ -24,7 +24,7 @@ public sealed class ShardIdGeneratorTests
         }
 
         var order = new Order { CustomerId = 1_234_567 };
-        var id = generator.NextId(order);
+        var id = generator.NextIdFor(order);
         Assert.That(ShardId.BucketOf(id), Is.EqualTo(ctx.Source.Map.BucketOf(order.CustomerId)));
         await using var db = ctx.Source.CreateConnection();
         Assert.That(db.ForId(id).Shard, Is.EqualTo(ctx.Source.ShardFor(order.CustomerId)));

@@ -51,12 +51,12 @@ public sealed class ShardIdSqlTests
 
         for (var key = 0L; key < 12; key++)
         {
-            var id = await db.ExecuteScalarAsync<long>($"insert into {ctx.Table} (k) values (@k) returning id", new { k = key });
+            var id = await db.ForKey(key).ExecuteScalarAsync<long>($"insert into {ctx.Table} (k) values (@k) returning id", new { k = key });
             Assert.That(ShardId.BucketOf(id), Is.EqualTo((int)(key % ctx.Shards.Count)));
             Assert.That(await db.ForId(id).ExecuteScalarAsync<long>($"select k from {ctx.Table} where id = @id", new { id }), Is.EqualTo(key));
         }
 
-        var explicitId = await db.ExecuteScalarAsync<long>($"insert into {ctx.Table} (id, k) values (12345, @k) returning id", new { k = 99L });
+        var explicitId = await db.ForKey(99L).ExecuteScalarAsync<long>($"insert into {ctx.Table} (id, k) values (12345, @k) returning id", new { k = 99L });
         Assert.That(explicitId, Is.EqualTo(12345));
     }
 

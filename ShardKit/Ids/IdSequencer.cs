@@ -61,8 +61,10 @@ internal sealed class IdSequencer
         ref var slot = ref _slots[bucket];
         while (true)
         {
-            var now = Now();
+            // The slot before the clock: whoever wrote the slot read the clock earlier, so a stale reading here can
+            // never look like the clock stepping back.
             var last = Volatile.Read(ref slot);
+            var now = Now();
             var next = Math.Max(now << SequenceBits, last + 1);
             var ms = next >> SequenceBits;
             if (ms - now > _maxRunAhead || ms > LeaseEnd)

@@ -77,8 +77,11 @@ public sealed partial class ShardIdGenerator : IAsyncDisposable, IDisposable
     /// <summary>A new id for a row whose shard key is <paramref name="key"/>.</summary>
     public long NextId(ShardKeyValue key) => _sequencer.Next(_hash is not null ? _hash.BucketOf(key) : _map.Strategy.ShardOf(key));
 
-    /// <summary>A new id for <paramref name="entity"/>, placed by its <c>[ShardKey]</c> property.</summary>
-    public long NextId<T>(T entity) => NextId(ShardKeyAccessor<T>.Read(entity));
+    /// <summary>
+    /// A new id for <paramref name="entity"/>, placed by its <c>[ShardKey]</c> property. (Named apart from
+    /// <see cref="NextId(ShardKeyValue)"/> so that <c>NextId(42L)</c> never binds to an entity.)
+    /// </summary>
+    public long NextIdFor<T>(T entity) => NextId(ShardKeyAccessor<T>.Read(entity));
 
     /// <summary>
     /// A new id carrying <paramref name="bucket"/> (with strategies other than hash, a shard index); throws

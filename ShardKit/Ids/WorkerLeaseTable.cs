@@ -37,14 +37,17 @@ internal sealed class WorkerLeaseTable(NpgsqlDataSource coordinator, string tabl
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Leases the worker idle longest among those whose lease ended before <paramref name="now"/>; null when none.</summary>
+    /// <summary>
+    /// Leases the worker idle longest among those released or whose lease ended before <paramref name="now"/>; null
+    /// when none. Returns the last millisecond its previous holder may have stamped.
+    /// </summary>
     public async Task<(int Worker, long PreviousEnd)?> AcquireAsync(Guid owner, string holder, long now, long end, CancellationToken cancellationToken)
     {
         var command = coordinator.CreateCommand(
             $"""
              with candidate as (
                  select worker, expires_at from {table}
-                 where expires_at < $1
+                 where owner is null or expires_at < $1
                  order by expires_at, worker
                  limit 1
                  for update skip locked)
