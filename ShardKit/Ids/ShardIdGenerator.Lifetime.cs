@@ -35,6 +35,8 @@ public sealed partial class ShardIdGenerator
         _renewTimer.Dispose();
         try
         {
+            // A renewal still running would otherwise find the worker released and report it lost.
+            BackgroundRenewal.GetAwaiter().GetResult();
             _table.Release(Worker, _owner, StopIssuing());
         }
         catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)

@@ -56,6 +56,13 @@ public sealed partial class ShardIdGenerator : IAsyncDisposable, IDisposable
         ArgumentNullException.ThrowIfNull(dataSource);
         options ??= new ShardIdGeneratorOptions();
         options.Validate();
+        if (dataSource.Map.Buckets is null && dataSource.ShardCount > BucketMap.MaxBuckets)
+        {
+            throw new ShardConfigurationException(
+                $"Ids carry the shard index in 12 bits, but this {dataSource.Map.StrategyName} map has {dataSource.ShardCount} shards; " +
+                $"use at most {BucketMap.MaxBuckets}.");
+        }
+
         var table = new WorkerLeaseTable(dataSource.DataSourceAt(0), options.WorkerTable);
         await table.EnsureAsync(cancellationToken).ConfigureAwait(false);
 

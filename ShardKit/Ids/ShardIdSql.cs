@@ -40,7 +40,7 @@ public static class ShardIdSql
         ThrowIfNotPlain(keyColumn, nameof(keyColumn), SqlNames.IsValidColumn(keyColumn));
 
         await InstallAsync(dataSource, cancellationToken).ConfigureAwait(false);
-        var function = SqlNames.SchemaPrefix(table) + SqlNames.Unqualified(table) + "_shardkit_id";
+        var function = table + "_shardkit_id";
         for (var shard = 0; shard < dataSource.ShardCount; shard++)
         {
             var source = dataSource.DataSourceAt(shard);

@@ -11,12 +11,6 @@ internal static partial class SqlNames
     /// <summary>True for a single identifier (no schema).</summary>
     public static bool IsValidColumn(string? name) => name is not null && ColumnPattern().IsMatch(name);
 
-    /// <summary>The last part of a possibly schema-qualified name.</summary>
-    public static string Unqualified(string name) => name[(name.LastIndexOf('.') + 1)..];
-
-    /// <summary>The schema prefix with its dot (<c>"app."</c>), or empty.</summary>
-    public static string SchemaPrefix(string name) => name[..(name.LastIndexOf('.') + 1)];
-
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]{0,62}(\\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")]
     private static partial Regex Pattern();
 
