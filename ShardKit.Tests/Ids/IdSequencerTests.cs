@@ -155,8 +155,8 @@ public sealed class IdSequencerTests
     [Test]
     public void Threads_racing_on_a_few_buckets_never_share_an_id()
     {
-        // The clock moves 100 µs per read, so threads meet in the same millisecond and spill into the next ones.
-        var sequencer = Sequencer(new ManualClock(T0, TimeSpan.FromTicks(1000)));
+        // The clock moves 10 µs per read: ~25 ids per bucket and millisecond, so buckets fill their milliseconds and run ahead.
+        var sequencer = Sequencer(new ManualClock(T0, TimeSpan.FromTicks(100)));
         const int Threads = 8, PerThread = 50_000;
         var ids = new long[Threads][];
 

@@ -1,5 +1,6 @@
 using Npgsql;
 using ShardKit.Ids;
+using ShardKit.Routing;
 
 namespace ShardKit.Tests.Ids;
 
@@ -42,11 +43,31 @@ public sealed class ShardIdSqlTests
         }
     }
 
+    [TestCase(1)]
+    [TestCase(3)]
+    [TestCase(1000)]
+    [TestCase(1024)]
+    [TestCase(4096)]
+    public async Task The_server_cuts_the_hash_space_exactly_as_ShardKit_at_every_bucket_edge(int buckets)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("select '{0}'", stem: "ide");
+        await ShardIdSql.InstallAsync(ctx.Source);
+        var edges = Enumerable.Range(0, buckets).SelectMany(b => BucketMath.HashRangeOf(b, buckets) is var (low, high) ? new[] { low, high } : []).ToArray();
+
+        await using var connection = await ctx.Source.GetShardDataSource("s0").OpenConnectionAsync();
+        var server = (await Dapper.SqlMapper.QueryAsync<int>(connection, "select shardkit_bucket(h, @buckets) from unnest(@edges) with ordinality u(h, n) order by n",
+            new { edges, buckets })).ToArray();
+
+        Assert.That(server, Is.EqualTo(edges.Select(h => BucketMath.BucketOf(h, buckets))));
+        Assert.That(server, Is.EqualTo(Enumerable.Range(0, buckets).SelectMany(b => new[] { b, b })), "low and high of each bucket");
+    }
+
     [Test]
     public async Task With_modulo_sharding_each_shard_stamps_its_own_index_and_an_explicit_id_is_kept()
     {
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (id bigint primary key, k bigint not null)", b => b.UseModuloSharding(), stem: "idm");
         await ShardIdSql.InstallIdTriggerAsync(ctx.Source, ctx.Table, "id", "k");
+        await ShardIdSql.InstallIdTriggerAsync(ctx.Source, ctx.Table, "id", "k"); // installing twice is harmless
         await using var db = ctx.Source.CreateConnection();
 
         for (var key = 0L; key < 12; key++)
