@@ -11,7 +11,9 @@ namespace ShardKit.Ids;
 /// <remarks>
 /// Database ids set bit 9 (<see cref="ShardIdSource.Database"/>), so they never meet application ids. Each shard's
 /// sequence gives 512 ids per millisecond; two database ids of one bucket could only repeat if one shard made 512
-/// ids in a single millisecond, or its clock stepped back while it kept making ids for that bucket.
+/// ids in a single millisecond, its clock stepped back while it kept making ids for that bucket, or two shards made
+/// ids for one bucket at once (only possible while a bucket moves between shards). Functions and the sequence go
+/// into the first schema of the connection's <c>search_path</c>.
 /// </remarks>
 public static class ShardIdSql
 {
