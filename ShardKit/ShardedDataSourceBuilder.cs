@@ -85,7 +85,7 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
-    /// <summary>The clock for circuit breakers and retry delays; tests pass a fake one.</summary>
+    /// <summary>The clock for circuit breakers, retry delays and id generators; tests pass a fake one.</summary>
     public ShardedDataSourceBuilder UseTimeProvider(TimeProvider timeProvider)
     {
         _settings = _settings with { Time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider)) };

@@ -19,4 +19,16 @@ internal static partial class ShardKitLog
 
     [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Fan-out {Operation} failed on shard {Shard} ({Policy}): {ErrorType}")]
     public static partial void FanOutShardFailed(ILogger logger, string operation, string shard, FanOutPolicy policy, string errorType);
+
+    [LoggerMessage(EventId = 1501, Level = LogLevel.Information, Message = "Id generator leased worker {Worker} from {Table} for {Holder}")]
+    public static partial void IdWorkerLeased(ILogger logger, int worker, string table, string holder);
+
+    [LoggerMessage(EventId = 1502, Level = LogLevel.Warning, Message = "Id generator could not renew the lease of worker {Worker} in {Table}; it ends at {LeaseEnd:O}")]
+    public static partial void IdLeaseRenewalFailed(ILogger logger, int worker, string table, DateTimeOffset leaseEnd, Exception error);
+
+    [LoggerMessage(EventId = 1503, Level = LogLevel.Error, Message = "Id generator lost worker {Worker} in {Table} to another process; it makes no ids past its old lease")]
+    public static partial void IdLeaseLost(ILogger logger, int worker, string table);
+
+    [LoggerMessage(EventId = 1504, Level = LogLevel.Warning, Message = "Id generator could not release worker {Worker} in {Table}; the lease will run out by itself")]
+    public static partial void IdLeaseReleaseFailed(ILogger logger, int worker, string table, Exception error);
 }
