@@ -23,6 +23,45 @@ public static partial class Tour
             await connection.QueryAsync<BenchOrder>(sql, new { CustomerId = 42L });
         });
         ratios.Add(new Ratio("routed point query", "raw Dapper on the owning shard", routed, "lower is better; 1.00 = no overhead"));
+
+        // Remote shards: the same servers behind proxies adding 2 ms each way.
+        await using (var remote = await BenchmarkShards.StartAsync(4, TimeSpan.FromMilliseconds(2)))
+        {
+            var direct = remote.Source.Map.ShardNames.Select(remote.Source.GetShardDataSource).ToArray();
+            var plan = NewestFirst.Take(50);
+            const string newest = "select * from tour_orders order by created_at desc, id desc limit @Take";
+            Func<Task> fanOut = async () =>
+            {
+                await using var db = remote.Source.CreateConnection();
+                await db.AllShards().QueryAsync(newest, new { Take = plan.ShardLimit }, plan);
+            };
+            Func<Task> loop = async () =>
+            {
+                var rows = new List<BenchOrder>();
+                foreach (var shard in direct)
+                {
+                    await using var connection = await shard.OpenConnectionAsync();
+                    rows.AddRange(await connection.QueryAsync<BenchOrder>(newest, new { Take = 50 }));
+                }
+
+                _ = rows.OrderByDescending(o => o.CreatedAt).ThenByDescending(o => o.Id).Take(50).ToList();
+            };
+            Func<Task> one = async () =>
+            {
+                await using var connection = await direct[0].OpenConnectionAsync();
+                await connection.QueryAsync<BenchOrder>(newest, new { Take = 50 });
+            };
+            var vsLoop = await TimeAsync("Measuring fan-out over 4 shards (2 ms away) vs a sequential loop", 60, fanOut, loop);
+            ratios.Add(new Ratio("fan-out, newest 50 of 4 shards", "sequential loop over the shards", vsLoop, "lower is better"));
+            var vsOne = await TimeAsync("Measuring the same fan-out vs the read on one shard", 60, fanOut, one);
+            ratios.Add(new Ratio("fan-out, newest 50 of 4 shards", "the same read on one shard", vsOne, "target at most 1.3"));
+        }
+
+        var merge = new OrderedMergeBenchmarks();
+        merge.Setup();
+        var merged = await TimeAsync("Measuring k-way merge of 1,000,000 rows vs concat + sort", 3,
+            async () => await merge.KWayMergeAsync(), () => Task.FromResult(merge.ConcatAndSort()));
+        ratios.Add(new Ratio("ordered merge, 1M rows, 4 shards", "concat + LINQ OrderBy", merged, "time; memory stays O(shards)"));
         return ratios;
     }
 
@@ -33,7 +72,7 @@ public static partial class Tour
         {
             var a = new List<double>();
             var b = new List<double>();
-            for (var i = 0; i < 20; i++)
+            for (var i = 0; i < Math.Min(20, iterations); i++)
             {
                 await candidate();
                 await baseline();

@@ -1,8 +1,56 @@
+using ShardKit.Ids;
+
 namespace ShardKit.Benchmarks;
 
 public static partial class Tour
 {
-    private static Task ShowFanOutAsync(ShardedConnection db) => Task.CompletedTask;
+    private static readonly MergePlan<BenchOrder> NewestFirst =
+        Merge.OrderByDescending<BenchOrder, DateTime>(o => o.CreatedAt).ThenByDescending(o => o.Id);
 
-    private static Task ShowDistributedTransactionAsync(ShardedConnection db) => Task.CompletedTask;
+    private sealed record DayTotal(DateTime Day, long Orders, decimal Total);
+
+    private static async Task ShowFanOutAsync(ShardedConnection db)
+    {
+        var plan = NewestFirst.Take(5);
+        var newest = await Step("Fan-out: the 5 newest orders across every shard", async () =>
+            await db.AllShards().QueryWithShardAsync("select * from tour_orders order by created_at desc, id desc limit @ShardLimit",
+                new { plan.ShardLimit }, plan));
+        foreach (var row in newest)
+        {
+            Console.WriteLine($"    {row.Row.CreatedAt:yyyy-MM-dd HH:mm}  order {row.Row.Id,6}  {row.Row.Total,8:0.00}  from {row.Shard}");
+        }
+
+        var all = db.AllShards();
+        var count = await all.ExecuteScalarAsync("select count(*) from tour_orders", Merge.Count());
+        var average = await all.ExecuteScalarAsync("select sum(total), count(total) from tour_orders", Merge.Average());
+        Console.WriteLine($"    count {count} (sum of per-shard counts), average {average:0.00} (total sum / total count, not a mean of means)");
+
+        var days = Merge.GroupBy<DayTotal, DateTime>(d => d.Day, (a, b) => a with { Orders = a.Orders + b.Orders, Total = a.Total + b.Total })
+            .OrderByDescending(d => d.Total).Take(3);
+        var top = await all.QueryAsync(
+            "select date_trunc('day', created_at) as day, count(*) as orders, sum(total) as total from tour_orders group by 1", null, days);
+        Console.WriteLine("    busiest days (per-shard GROUP BY combined): " +
+                          string.Join(", ", top.Select(d => $"{d.Day:MM-dd} {d.Total:0} over {d.Orders} orders")));
+
+        try
+        {
+            await all.QueryAsync("select * from tour_orders order by created_at asc limit 10", null, NewestFirst.Take(10));
+        }
+        catch (ShardMergeOrderException e)
+        {
+            Console.WriteLine($"    an ORDER BY that contradicts the merge is caught: shard {e.Shard}, row {e.RowIndex}");
+        }
+    }
+
+    private static async Task ShowIdsAsync(ShardedDataSource source, ShardedConnection db)
+    {
+        await using var ids = await Step("Shard-aware ids: leasing a worker number from PostgreSQL", () => ShardIdGenerator.CreateAsync(source));
+        var customer = 1234L;
+        var id = ids.NextId(customer);
+        var parts = ShardId.Decode(id);
+        Console.WriteLine($"    worker {ids.Worker}: id {id} = {parts.Timestamp:HH:mm:ss.fff} | bucket {parts.Bucket} | sequence {parts.Sequence}");
+        await db.ExecuteAsync("insert into tour_orders values (@CustomerId, @Id, 9.99, now())", new BenchOrder { CustomerId = customer, Id = id });
+        var found = await db.ForId(id).QuerySingleAsync<BenchOrder>("select * from tour_orders where id = @Id", new { Id = id });
+        Console.WriteLine($"    found again by its id alone on {source.ShardForId(id)} (customer {found.CustomerId}), no lookup table");
+    }
 }

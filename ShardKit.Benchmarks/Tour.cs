@@ -33,7 +33,7 @@ public static partial class Tour
                 Console.WriteLine($"    {loaded}");
                 await ShowRoutingAsync(db);
                 await ShowFanOutAsync(db);
-                await ShowDistributedTransactionAsync(db);
+                await ShowIdsAsync(source, db);
             }
 
             var ratios = await MeasureRatiosAsync(shards, set);

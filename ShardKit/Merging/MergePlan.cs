@@ -97,49 +97,52 @@ public sealed class MergePlan<T>
     public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? EqualityComparer<T>.Default);
 
     /// <summary>Runs the plan over the shards' row streams.</summary>
-    internal async IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    internal IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources, CancellationToken cancellationToken = default) =>
+        Order is not null && Grouping is null ? OrderedAsync(sources, cancellationToken) : StagedAsync(Rows(sources, cancellationToken), cancellationToken);
+
+    /// <summary>The ordered merge with the later stages inline: one asynchronous layer per row, not one per stage.</summary>
+    private async IAsyncEnumerable<ShardRow<T>> OrderedAsync(MergeSource<T>[] sources,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        if (TakeCount == 0)
+        var stages = new Stages(this);
+        var merge = new OrderedMerge<T>(sources, Order!);
+        while (!stages.Done && await merge.MoveNextAsync().ConfigureAwait(false))
+        {
+            if (stages.Admit(merge.Current.Row))
+            {
+                yield return merge.Current;
+                if ((stages.Taken & 0x3FF) == 0)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                }
+            }
+        }
+    }
+
+    private async IAsyncEnumerable<ShardRow<T>> StagedAsync(IAsyncEnumerable<ShardRow<T>> rows,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var stages = new Stages(this);
+        if (stages.Done)
         {
             yield break;
         }
 
-        var seen = DistinctComparer is null ? null : new HashSet<T>(DistinctComparer);
-        var skipped = 0;
-        var taken = 0;
-        await foreach (var row in Rows(sources, cancellationToken).ConfigureAwait(false))
+        await foreach (var row in rows.WithCancellation(cancellationToken).ConfigureAwait(false))
         {
-            if ((HasCursor && Order!.Compare(row.Row, Cursor) <= 0) || (seen is not null && !seen.Add(row.Row)))
+            if (stages.Admit(row.Row))
             {
-                continue;
-            }
-
-            if (skipped < SkipCount)
-            {
-                skipped++;
-                continue;
-            }
-
-            yield return row;
-            if (++taken == TakeCount)
-            {
-                yield break;
+                yield return row;
+                if (stages.Done)
+                {
+                    yield break;
+                }
             }
         }
     }
 
-    private IAsyncEnumerable<ShardRow<T>> Rows(MergeSource<T>[] sources, CancellationToken cancellationToken)
-    {
-        if (Grouping is not null)
-        {
-            return GroupedAsync(sources, cancellationToken);
-        }
-
-        return Order is null
-            ? ArrivalMerge.MergeAsync(sources, cancellationToken)
-            : OrderedMerge.MergeAsync(sources, Order, cancellationToken);
-    }
+    private IAsyncEnumerable<ShardRow<T>> Rows(MergeSource<T>[] sources, CancellationToken cancellationToken) =>
+        Grouping is not null ? GroupedAsync(sources, cancellationToken) : ArrivalMerge.MergeAsync(sources, cancellationToken);
 
     private async IAsyncEnumerable<ShardRow<T>> GroupedAsync(MergeSource<T>[] sources,
         [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -187,6 +190,36 @@ public sealed class MergePlan<T>
         var builder = new Builder(this);
         change(builder);
         return builder.Build();
+    }
+
+    /// <summary>The stages after the merge (distinct, cursor, skip, take) for one run of the plan.</summary>
+    private sealed class Stages(MergePlan<T> plan)
+    {
+        private readonly HashSet<T>? _seen = plan.DistinctComparer is null ? null : new HashSet<T>(plan.DistinctComparer);
+        private int _skipped;
+
+        public int Taken { get; private set; }
+
+        /// <summary>True once the plan's Take is satisfied: stop reading (and so cancel the shards).</summary>
+        public bool Done => Taken == plan.TakeCount;
+
+        /// <summary>Whether the next merged row belongs in the result.</summary>
+        public bool Admit(T row)
+        {
+            if ((plan.HasCursor && plan.Order!.Compare(row, plan.Cursor) <= 0) || (_seen is not null && !_seen.Add(row)))
+            {
+                return false;
+            }
+
+            if (_skipped < plan.SkipCount)
+            {
+                _skipped++;
+                return false;
+            }
+
+            Taken++;
+            return true;
+        }
     }
 
     /// <summary>A mutable copy, so each method above changes one thing and the plan itself stays immutable.</summary>
