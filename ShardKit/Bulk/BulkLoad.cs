@@ -1,0 +1,257 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>Names shared by every bulk load.</summary>
+internal static class BulkLoad
+{
+    /// <summary>The operation name in telemetry and logs.</summary>
+    public const string Operation = "BulkInsert";
+}
+
+/// <summary>
+/// One bulk load: a producer reads the input and routes rows into one bounded channel per shard; one consumer per
+/// shard streams its channel into a binary COPY inside a transaction. The first failure cancels every side and rolls
+/// every shard back; when all COPYs completed, the commit step (<see cref="IBulkCommitStep"/>) commits them.
+/// </summary>
+internal sealed class BulkLoad<T> : IDisposable
+{
+    private readonly ShardedConnection _connection;
+    private readonly string _table;
+    private readonly BulkInsertOptions _options;
+    private readonly CancellationToken _callerToken;
+    private readonly CancellationTokenSource _cancel;
+    private readonly ConcurrentDictionary<int, ShardFailure> _shardFailures = new();
+    private BulkRowError? _inputError;
+
+    private BulkLoad(ShardedConnection connection, string table, BulkInsertOptions options, CancellationToken cancellationToken)
+    {
+        _connection = connection;
+        _table = table;
+        _options = options;
+        _callerToken = cancellationToken;
+        _cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+    }
+
+    private string[] Names => [.. _connection.DataSource.Map.ShardNames];
+
+    public static async Task<BulkInsertResult> RunAsync(ShardedConnection connection, string table, BulkInsertOptions? options,
+        Func<BulkRouter<T>, CancellationToken, Task> produce, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(table);
+        options ??= BulkInsertOptions.Default;
+        options.Validate();
+        var commit = BulkCommitSteps.For(options, connection);
+        ShardKeyAccessor<T>.EnsureKey();
+        if (connection.CurrentTransaction is { } transaction)
+        {
+            throw new ShardRoutingException(
+                $"A bulk load writes to every shard and cannot run inside the single-shard transaction on '{transaction.Shard}'; commit it first.");
+        }
+
+        using var load = new BulkLoad<T>(connection, table, options, cancellationToken);
+        return await load.RunAsync(produce, commit).ConfigureAwait(false);
+    }
+
+    private async Task<BulkInsertResult> RunAsync(Func<BulkRouter<T>, CancellationToken, Task> produce, IBulkCommitStep commit)
+    {
+        var names = Names;
+        using var activity = ShardKitTelemetry.StartBulkInsert(_table, names.Length);
+        try
+        {
+            var plan = await PlanAsync().ConfigureAwait(false);
+            var channels = names.Select(_ => Channel.CreateBounded<RowBatch<T>>(new BoundedChannelOptions(_options.ChannelCapacity)
+            {
+                SingleReader = true,
+                SingleWriter = true,
+                FullMode = BoundedChannelFullMode.Wait,
+            })).ToArray();
+            var copies = names.Select((_, shard) => new ShardCopy<T>(_connection, shard, plan)).ToArray();
+            var router = new BulkRouter<T>(_connection.DataSource.Map.Strategy, channels, _options.BatchSize);
+            var token = _cancel.Token;
+            var running = copies.Select((copy, shard) => GuardAsync(shard, copy.RunAsync(channels[shard].Reader, token)))
+                .Append(GuardAsync(-1, Task.Run(() => ProduceAsync(produce, router, token), CancellationToken.None)))
+                .ToArray();
+            await Task.WhenAll(running).ConfigureAwait(false);
+
+            if (_inputError is not null || !_shardFailures.IsEmpty || _callerToken.IsCancellationRequested)
+            {
+                await RollBackAsync(copies).ConfigureAwait(false);
+                _callerToken.ThrowIfCancellationRequested();
+                throw FailedBeforeCommit(names);
+            }
+
+            var result = await CommitAsync(commit, copies).ConfigureAwait(false);
+            activity?.SetTag(ShardKitTelemetry.RowsTag, result.Total);
+            ShardKitLog.BulkInsertCompleted(_connection.DataSource.Logger, _table, result.Total, names.Length);
+            return result;
+        }
+        catch (Exception e)
+        {
+            ShardKitTelemetry.RecordError(activity, e);
+            throw;
+        }
+    }
+
+    // The table is read on the first shard: a missing column or table fails here, before any row is read.
+    private async Task<BulkPlan<T>> PlanAsync()
+    {
+        IReadOnlyList<TableColumn> columns;
+        try
+        {
+            var first = await _connection.OpenShardAsync(0, _callerToken).ConfigureAwait(false);
+            columns = await TableCatalog.ReadAsync(first, _table, _callerToken).ConfigureAwait(false);
+        }
+        catch (PostgresException e)
+        {
+            throw new BulkInsertException(
+                $"Bulk insert into {_table}: the table could not be read on shard '{Names[0]}' ({e.MessageText}); create it on every shard first.",
+                e, new BulkFault(null, null, [new ShardFailure(Names[0], e)]), [], Names, []);
+        }
+
+        try
+        {
+            return BulkPlan<T>.Create(_table, columns, _options.Columns);
+        }
+        catch (BulkRowError e)
+        {
+            throw new BulkInsertException(e.Message + " No row was written.", e.InnerException, new BulkFault(null, e.Property, []), [], Names, []);
+        }
+    }
+
+    private static async Task ProduceAsync(Func<BulkRouter<T>, CancellationToken, Task> produce, BulkRouter<T> router, CancellationToken token)
+    {
+        try
+        {
+            await produce(router, token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not BulkRowError and not OperationCanceledException)
+        {
+            // The input's own enumerator failed; the row it was reading is the one at fault.
+            throw new BulkRowError($"Reading row {router.RowsRead} of the input failed: {e.Message}", router.RowsRead, property: null, e);
+        }
+    }
+
+    // Records the first real failure and stops every other side; failures caused by that stop are not recorded.
+    private async Task GuardAsync(int shard, Task work)
+    {
+        try
+        {
+            await work.ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // every failure is recorded and reported together once all sides stopped
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            if (_cancel.IsCancellationRequested)
+            {
+                return;
+            }
+
+            if (e is BulkRowError input)
+            {
+                Interlocked.CompareExchange(ref _inputError, input, null);
+            }
+            else if (shard >= 0)
+            {
+                _shardFailures.TryAdd(shard, new ShardFailure(Names[shard], e));
+                _connection.DataSource.BreakerAt(shard).OnFailure(e);
+                ShardKitTelemetry.Failures.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, Names[shard]));
+            }
+
+            await _cancel.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    private BulkInsertException FailedBeforeCommit(string[] names)
+    {
+        const string nothingKept = " No shard kept any row of this load: every shard rolled back.";
+        ShardKitLog.BulkInsertFailed(_connection.DataSource.Logger, _table, (_inputError?.InnerException ?? (Exception?)_inputError ?? _shardFailures.Values.First().Error).GetType().Name);
+        if (_inputError is { } input)
+        {
+            return new BulkInsertException(input.Message + nothingKept, input.InnerException,
+                new BulkFault(input.RowIndex, input.Property, []), [], names, []);
+        }
+
+        var failures = _shardFailures.OrderBy(f => f.Key).Select(f => f.Value).ToArray();
+        return new BulkInsertException(
+            $"Bulk insert into {_table} failed on {failures.Length} shard(s): " +
+            string.Join("; ", failures.Select(f => $"{f.Shard}: {f.Error.Message}")) + "." + nothingKept,
+            failures[0].Error, new BulkFault(null, null, failures), [], names, []);
+    }
+
+    private async Task<BulkInsertResult> CommitAsync(IBulkCommitStep commit, ShardCopy<T>[] copies)
+    {
+        var targets = copies.Where(c => c.Transaction is not null).Select(c => new ShardCommitTarget(c.Shard, c.Name, c.Transaction!)).ToArray();
+        var outcome = await commit.CommitAsync(targets).ConfigureAwait(false);
+        await DisposeTransactionsAsync(copies).ConfigureAwait(false);
+        if (!outcome.Succeeded)
+        {
+            throw FailedInCommit(outcome);
+        }
+
+        foreach (var copy in copies.Where(c => c.Transaction is not null))
+        {
+            _connection.DataSource.BreakerAt(copy.Shard).OnSuccess();
+            ShardKitTelemetry.BulkRows.Add(copy.Rows, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, copy.Name));
+        }
+
+        return new BulkInsertResult(copies.ToDictionary(c => c.Name, c => c.Rows));
+    }
+
+    private BulkInsertException FailedInCommit(BulkCommitOutcome outcome)
+    {
+        var failed = outcome.RolledBack.Concat(outcome.InDoubt).ToArray();
+        var rolledBack = Names.Except(outcome.Committed).Except(outcome.InDoubt.Select(f => f.Shard)).ToArray();
+        ShardKitLog.BulkInsertCommitIncomplete(_connection.DataSource.Logger, _table,
+            string.Join(",", failed.Select(f => f.Shard)), string.Join(",", outcome.Committed));
+        var message = $"Bulk insert into {_table}: every COPY succeeded but the commit failed on " +
+            string.Join("; ", failed.Select(f => $"{f.Shard}: {f.Error.Message}")) + ". " +
+            $"Committed (they keep their rows): {List(outcome.Committed)}. Rolled back: {List(rolledBack)}. " +
+            $"In doubt (check them): {List(outcome.InDoubt.Select(f => f.Shard))}.";
+        return new BulkInsertException(message, failed[0].Error, new BulkFault(null, null, failed),
+            outcome.Committed, rolledBack, outcome.InDoubt.Select(f => f.Shard).ToArray());
+
+        static string List(IEnumerable<string> shards) => shards.Any() ? string.Join(", ", shards) : "none";
+    }
+
+    private static async Task RollBackAsync(ShardCopy<T>[] copies)
+    {
+        await Task.WhenAll(copies.Where(c => c.Transaction is not null).Select(async c =>
+        {
+            try
+            {
+                await c.Transaction!.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // a broken connection has rolled back already: the server ends its transaction
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        })).ConfigureAwait(false);
+        await DisposeTransactionsAsync(copies).ConfigureAwait(false);
+    }
+
+    private static async Task DisposeTransactionsAsync(ShardCopy<T>[] copies)
+    {
+        foreach (var copy in copies)
+        {
+            if (copy.Transaction is not null)
+            {
+                try
+                {
+                    await copy.Transaction.DisposeAsync().ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // the outcome is decided; a broken connection is replaced on its next use
+                catch (Exception)
+#pragma warning restore CA1031
+                {
+                }
+            }
+        }
+    }
+
+    public void Dispose() => _cancel.Dispose();
+}
