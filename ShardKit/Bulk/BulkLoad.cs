@@ -104,10 +104,12 @@ internal sealed class BulkLoad<T> : IDisposable
             var first = await _connection.OpenShardAsync(0, _callerToken).ConfigureAwait(false);
             columns = await TableCatalog.ReadAsync(first, _table, _callerToken).ConfigureAwait(false);
         }
-        catch (PostgresException e)
+        catch (NpgsqlException e)
         {
-            throw new BulkInsertException(
-                $"Bulk insert into {_table}: the table could not be read on shard '{Names[0]}' ({e.MessageText}); create it on every shard first.",
+            var reason = e is PostgresException pg
+                ? $"the table could not be read on shard '{Names[0]}' ({pg.MessageText}); create it on every shard first."
+                : $"shard '{Names[0]}' could not be reached to read the table's columns ({e.Message}).";
+            throw new BulkInsertException($"Bulk insert into {_table}: {reason} No row was written.",
                 e, new BulkFault(null, null, [new ShardFailure(Names[0], e)]), [], Names, []);
         }
 
