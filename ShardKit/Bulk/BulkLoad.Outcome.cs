@@ -6,7 +6,10 @@ internal sealed partial class BulkLoad<T>
     private BulkInsertException FailedBeforeCommit(string[] names)
     {
         const string nothingKept = " No shard kept any row of this load: every shard rolled back.";
-        ShardKitLog.BulkInsertFailed(_connection.DataSource.Logger, _table, (_inputError?.InnerException ?? (Exception?)_inputError ?? _shardFailures.Values.First().Error).GetType().Name);
+        var errorType = _inputError is not null
+            ? "input: " + (_inputError.InnerException?.GetType().Name ?? "invalid row")
+            : _shardFailures.Values.First().Error.GetType().Name;
+        ShardKitLog.BulkInsertFailed(_connection.DataSource.Logger, _table, errorType);
         if (_inputError is { } input)
         {
             return new BulkInsertException(input.Message + nothingKept, input.InnerException,
