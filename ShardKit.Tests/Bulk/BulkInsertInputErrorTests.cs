@@ -85,6 +85,22 @@ public sealed class BulkInsertInputErrorTests
     }
 
     [Test]
+    public async Task A_key_the_map_cannot_place_names_its_row_and_property()
+    {
+        var tenants = new Dictionary<ShardKeyValue, string> { ["acme"] = "s0", ["globex"] = "s1", ["initech"] = "s2", ["umbrella"] = "s3" };
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (tenant text, id bigint)", b => b.UseListSharding(tenants), stem: "bulk");
+        await using var db = ctx.Source.CreateConnection();
+        var names = tenants.Keys.Select(k => k.String).ToArray();
+        var rows = Enumerable.Range(0, 5000).Select(i => new Tenanted { Tenant = i == 4242 ? "hooli" : names[i % 4], Id = i });
+
+        var error = Assert.ThrowsAsync<BulkInsertException>(async () => await db.BulkInsertAsync(ctx.Table, rows, SmallBatches));
+
+        Assert.That((error!.RowIndex, error.Property), Is.EqualTo(((long?)4242, "Tenant")));
+        Assert.That(error.InnerException, Is.InstanceOf<ShardRoutingException>());
+        Assert.That(await BulkChecks.TotalAsync(ctx), Is.Zero);
+    }
+
+    [Test]
     public async Task A_property_with_no_column_is_named_before_any_row_is_read()
     {
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint, id bigint)", stem: "bulk");
