@@ -78,6 +78,28 @@ public sealed class BulkInsertColumnTests
         Assert.That(await BulkChecks.TotalAsync(ctx), Is.Zero);
     }
 
+    public sealed class Twice
+    {
+        [ShardKey] public long CustomerId { get; init; }
+
+        public long Id { get; init; }
+
+        [ShardColumn("id")] public long LegacyId { get; init; }
+    }
+
+    [Test]
+    public async Task Two_properties_mapped_to_one_column_are_a_configuration_error_naming_both()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint, id bigint)", stem: "bulk");
+        await using var db = ctx.Source.CreateConnection();
+
+        var error = Assert.ThrowsAsync<ShardConfigurationException>(async () =>
+            await db.BulkInsertAsync(ctx.Table, new[] { new Twice { CustomerId = 1, Id = 1, LegacyId = 1 } }));
+
+        Assert.That(error!.Message, Does.Contain("Id and LegacyId").And.Contain("'id'"));
+        Assert.That(await BulkChecks.TotalAsync(ctx), Is.Zero);
+    }
+
     private static IEnumerable<Renamed> Rows(int count) => Enumerable.Range(0, count).Select(i => new Renamed
     {
         CustomerId = i % 37,
