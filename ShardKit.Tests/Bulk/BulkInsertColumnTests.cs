@@ -100,6 +100,28 @@ public sealed class BulkInsertColumnTests
         Assert.That(await BulkChecks.TotalAsync(ctx), Is.Zero);
     }
 
+    public sealed class FieldKeyed
+    {
+#pragma warning disable CA1051 // a public field key is what this test is about
+        [ShardKey("cust")] public long CustomerId;
+#pragma warning restore CA1051
+
+        public long Id { get; init; }
+    }
+
+    [Test]
+    public async Task A_shard_key_declared_as_a_field_is_loaded_into_its_column()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, stem: "bulk");
+        await using var db = ctx.Source.CreateConnection();
+
+        await db.BulkInsertAsync(ctx.Table, Enumerable.Range(0, 200).Select(i => new FieldKeyed { CustomerId = i % 13, Id = i }));
+
+        var back = await ReadAllAsync(ctx);
+        Assert.That(back.Select(b => b.Cust), Is.EquivalentTo(Enumerable.Range(0, 200).Select(i => (long)(i % 13))));
+        Assert.That(back.All(b => ctx.Source.ShardFor(b.Cust) == ctx.Shards.Names[b.Shard]), Is.True);
+    }
+
     private static IEnumerable<Renamed> Rows(int count) => Enumerable.Range(0, count).Select(i => new Renamed
     {
         CustomerId = i % 37,

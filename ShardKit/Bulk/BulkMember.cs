@@ -7,17 +7,18 @@ namespace ShardKit;
 internal sealed class BulkMember<T>
 {
     private readonly ConcurrentDictionary<BulkConversion, BulkValueWriter<T>> _writers = new();
-    private readonly PropertyInfo _property;
+    private readonly MemberInfo _member;
 
-    public BulkMember(PropertyInfo property, string column)
+    public BulkMember(MemberInfo member, string column)
     {
-        _property = property;
+        _member = member;
         Column = column;
-        BareType = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+        var type = member is PropertyInfo p ? p.PropertyType : ((FieldInfo)member).FieldType;
+        BareType = Nullable.GetUnderlyingType(type) ?? type;
     }
 
-    /// <summary>The property's name, for messages.</summary>
-    public string Property => _property.Name;
+    /// <summary>The property's (or key field's) name, for messages.</summary>
+    public string Property => _member.Name;
 
     /// <summary>The column it is loaded into.</summary>
     public string Column { get; }
@@ -29,7 +30,7 @@ internal sealed class BulkMember<T>
     public BulkValueWriter<T> WriterFor(string typeName, out BulkConversion conversion)
     {
         conversion = ConversionFor(typeName);
-        return _writers.GetOrAdd(conversion, static (c, p) => BulkWriterCompiler.Compile<T>(p, c), _property);
+        return _writers.GetOrAdd(conversion, static (c, m) => BulkWriterCompiler.Compile<T>(m, c), _member);
     }
 
     // Enums: the name into text columns, the value into integer ones, as they are otherwise (a mapped PostgreSQL enum).

@@ -4,8 +4,8 @@ using System.Reflection;
 namespace ShardKit;
 
 /// <summary>
-/// The columns of <typeparamref name="T"/>, found once per closed type: every public readable instance property that
-/// is not <see cref="NotMappedAttribute"/>, named by <see cref="ShardKeyAttribute.Column"/> (the key),
+/// The columns of <typeparamref name="T"/>, found once per closed type: every public readable instance property (and a
+/// public <c>[ShardKey]</c> field) that is not <see cref="NotMappedAttribute"/>, named by <see cref="ShardKeyAttribute.Column"/> (the key),
 /// <see cref="ShardColumnAttribute"/>, <see cref="ColumnAttribute"/>, else its name in snake_case.
 /// </summary>
 internal static class BulkRowMap<T>
@@ -32,9 +32,13 @@ internal static class BulkRowMap<T>
 
     private static BulkMember<T>[] Find()
     {
+        // A [ShardKey] field is loaded too: leaving the key's column out would place rows on a shard with no key.
         var members = typeof(T).GetProperties(BindingFlags.Instance | BindingFlags.Public)
-            .Where(p => p.GetMethod is { IsPublic: true } && p.GetIndexParameters().Length == 0 && !p.IsDefined(typeof(NotMappedAttribute), inherit: true))
-            .Select(p => new BulkMember<T>(p, ColumnOf(p)))
+            .Where(p => p.GetMethod is { IsPublic: true } && p.GetIndexParameters().Length == 0)
+            .Cast<MemberInfo>()
+            .Concat(typeof(T).GetFields(BindingFlags.Instance | BindingFlags.Public).Where(f => f.IsDefined(typeof(ShardKeyAttribute), inherit: true)))
+            .Where(m => !m.IsDefined(typeof(NotMappedAttribute), inherit: true))
+            .Select(m => new BulkMember<T>(m, ColumnOf(m)))
             .ToArray();
         if (members.Length == 0)
         {
@@ -53,9 +57,9 @@ internal static class BulkRowMap<T>
         return members;
     }
 
-    private static string ColumnOf(PropertyInfo property) =>
-        property.GetCustomAttribute<ShardKeyAttribute>(inherit: true)?.Column
-        ?? property.GetCustomAttribute<ShardColumnAttribute>(inherit: true)?.Name
-        ?? property.GetCustomAttribute<ColumnAttribute>(inherit: true)?.Name
-        ?? SnakeCase.From(property.Name);
+    private static string ColumnOf(MemberInfo member) =>
+        member.GetCustomAttribute<ShardKeyAttribute>(inherit: true)?.Column
+        ?? member.GetCustomAttribute<ShardColumnAttribute>(inherit: true)?.Name
+        ?? member.GetCustomAttribute<ColumnAttribute>(inherit: true)?.Name
+        ?? SnakeCase.From(member.Name);
 }

@@ -18,13 +18,14 @@ internal static class BulkWriterCompiler
     private static readonly MethodInfo WriteNullAsync = typeof(NpgsqlBinaryImporter)
         .GetMethod(nameof(NpgsqlBinaryImporter.WriteNullAsync), [typeof(CancellationToken)])!;
 
-    public static BulkValueWriter<T> Compile<T>(PropertyInfo property, BulkConversion conversion)
+    public static BulkValueWriter<T> Compile<T>(MemberInfo member, BulkConversion conversion)
     {
+        var memberType = member is PropertyInfo p ? p.PropertyType : ((FieldInfo)member).FieldType;
         var importer = Expression.Parameter(typeof(NpgsqlBinaryImporter), "importer");
         var row = Expression.Parameter(typeof(T), "row");
         var dataTypeName = Expression.Parameter(typeof(string), "dataTypeName");
         var cancellation = Expression.Parameter(typeof(CancellationToken), "cancellationToken");
-        var value = Expression.Variable(property.PropertyType, "value");
+        var value = Expression.Variable(memberType, "value");
 
         Expression Write(Expression bare)
         {
@@ -33,12 +34,12 @@ internal static class BulkWriterCompiler
         }
 
         var writeNull = Expression.Call(importer, WriteNullAsync, cancellation);
-        Expression body = Nullable.GetUnderlyingType(property.PropertyType) is not null
+        Expression body = Nullable.GetUnderlyingType(memberType) is not null
             ? Expression.Condition(Expression.Property(value, "HasValue"), Write(Expression.Property(value, "Value")), writeNull)
-            : !property.PropertyType.IsValueType
+            : !memberType.IsValueType
                 ? Expression.Condition(Expression.ReferenceEqual(value, Expression.Constant(null)), writeNull, Write(value))
                 : Write(value);
-        var block = Expression.Block([value], Expression.Assign(value, Expression.Property(row, property)), body);
+        var block = Expression.Block([value], Expression.Assign(value, Expression.MakeMemberAccess(row, member)), body);
         return Expression.Lambda<BulkValueWriter<T>>(block, importer, row, dataTypeName, cancellation).Compile();
     }
 
