@@ -38,14 +38,23 @@ internal static class ShardKeyAccessor<T>
     /// <summary>The key of <paramref name="entity"/>; throws when the type has no key or the key is null.</summary>
     public static ShardKeyValue Read(T entity)
     {
-        if (Reader is null)
-        {
-            throw DefinitionError ?? new ShardRoutingException(
-                $"{typeof(T).Name} has no [ShardKey]; add [ShardKey] to the property that places it, or target shards " +
-                "explicitly with ForKey(key), OnShard(name) or AllShards().");
-        }
-
-        var key = Reader(entity);
+        var key = ReadOrNone(entity);
         return key.Kind != ShardKeyKind.None ? key : throw Member!.NullKey();
     }
+
+    /// <summary>The key of <paramref name="entity"/>, kind None when it is null; throws when the type has no key.</summary>
+    public static ShardKeyValue ReadOrNone(T entity) => Reader is not null ? Reader(entity) : throw NoKey();
+
+    /// <summary>Throws when <typeparamref name="T"/> has no usable <c>[ShardKey]</c>.</summary>
+    public static void EnsureKey()
+    {
+        if (Reader is null)
+        {
+            throw NoKey();
+        }
+    }
+
+    private static ShardKitException NoKey() => DefinitionError ?? new ShardRoutingException(
+        $"{typeof(T).Name} has no [ShardKey]; add [ShardKey] to the property that places it, or target shards " +
+        "explicitly with ForKey(key), OnShard(name) or AllShards().");
 }

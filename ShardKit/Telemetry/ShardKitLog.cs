@@ -20,6 +20,15 @@ internal static partial class ShardKitLog
     [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Fan-out {Operation} failed on shard {Shard} ({Policy}): {ErrorType}")]
     public static partial void FanOutShardFailed(ILogger logger, string operation, string shard, FanOutPolicy policy, string errorType);
 
+    [LoggerMessage(EventId = 1401, Level = LogLevel.Warning, Message = "Bulk insert into {Table} failed before commit ({ErrorType}); every shard rolled back")]
+    public static partial void BulkInsertFailed(ILogger logger, string table, string errorType);
+
+    [LoggerMessage(EventId = 1402, Level = LogLevel.Error, Message = "Bulk insert into {Table}: every COPY succeeded but the commit failed on {FailedShards}; committed on {CommittedShards}")]
+    public static partial void BulkInsertCommitIncomplete(ILogger logger, string table, string failedShards, string committedShards);
+
+    [LoggerMessage(EventId = 1403, Level = LogLevel.Debug, Message = "Bulk insert into {Table} wrote {Rows} rows across {ShardCount} shards")]
+    public static partial void BulkInsertCompleted(ILogger logger, string table, long rows, int shardCount);
+
     [LoggerMessage(EventId = 1501, Level = LogLevel.Information, Message = "Id generator leased worker {Worker} from {Table} for {Holder}")]
     public static partial void IdWorkerLeased(ILogger logger, int worker, string table, string holder);
 

@@ -36,6 +36,9 @@ internal static class ShardKitTelemetry
     public static readonly Counter<long> DistributedOutcomes = Meter.CreateCounter<long>(
         "shardkit.distributed_transaction.outcomes", unit: "{transaction}", description: "Distributed transactions by outcome.");
 
+    public static readonly Counter<long> BulkRows = Meter.CreateCounter<long>(
+        "shardkit.bulk.rows", unit: "{row}", description: "Rows committed by bulk loads, per shard.");
+
     public const string SystemName = "db.system.name";
     public const string OperationName = "db.operation.name";
     public const string ShardTag = "shardkit.shard";
@@ -44,6 +47,7 @@ internal static class ShardKitTelemetry
     public const string RowsTag = "shardkit.rows";
     public const string OutcomeTag = "shardkit.outcome";
     public const string ErrorTypeTag = "error.type";
+    public const string CollectionTag = "db.collection.name";
 
     /// <summary>Starts a client activity for a command, or returns null when nobody listens.</summary>
     public static Activity? StartCommand(string operation, string shard)
@@ -69,6 +73,21 @@ internal static class ShardKitTelemetry
             activity.SetTag(OperationName, operation);
             activity.SetTag(ShardCountTag, shardCount);
             activity.SetTag(MergeTag, merge);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Starts the parent activity of a bulk load, or returns null when nobody listens.</summary>
+    public static Activity? StartBulkInsert(string table, int shardCount)
+    {
+        var activity = Source.StartActivity("ShardKit bulk insert", ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(SystemName, "postgresql");
+            activity.SetTag(OperationName, BulkLoad.Operation);
+            activity.SetTag(CollectionTag, table);
+            activity.SetTag(ShardCountTag, shardCount);
         }
 
         return activity;

@@ -1,0 +1,120 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Logging;
+
+namespace ShardKit.Tests.Bulk;
+
+[NonParallelizable] // listeners are process-wide: other tests' loads would show up in the captures
+public sealed class BulkInsertTelemetryTests
+{
+    [Test]
+    public async Task A_load_emits_a_parent_span_one_span_per_shard_with_its_rows_and_a_row_counter()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(BulkOrder.Ddl, stem: "bulk");
+        using var capture = new Capture();
+        await using var source = Rebuild(ctx, capture);
+        await using var db = source.CreateConnection();
+
+        var result = await db.BulkInsertAsync(ctx.Table, BulkOrder.Many(5000));
+
+        var parent = capture.Activities.Single(a => a.DisplayName == "ShardKit bulk insert");
+        Assert.That(parent.GetTagItem("db.collection.name"), Is.EqualTo(ctx.Table));
+        Assert.That(parent.GetTagItem("db.operation.name"), Is.EqualTo("BulkInsert"));
+        Assert.That(parent.GetTagItem("shardkit.rows"), Is.EqualTo(5000L));
+        var children = capture.Activities.Where(a => a.ParentSpanId == parent.SpanId).ToList();
+        Assert.That(children.Select(c => c.GetTagItem("shardkit.shard")), Is.EquivalentTo(ctx.Shards.Names));
+        foreach (var child in children)
+        {
+            Assert.That(child.GetTagItem("shardkit.rows"), Is.EqualTo(result.RowsPerShard[(string)child.GetTagItem("shardkit.shard")!]));
+        }
+
+        var counted = capture.Measurements.Where(m => m.Name == "shardkit.bulk.rows").ToList();
+        Assert.That(counted.Sum(m => m.Value), Is.EqualTo(5000));
+        Assert.That(counted.Select(m => m.Tags.Single(t => t.Key == "shardkit.shard").Value), Is.EquivalentTo(ctx.Shards.Names));
+        Assert.That(capture.Logs.Select(l => l.EventId), Has.Member(1403));
+    }
+
+    [Test]
+    public async Task A_failed_load_marks_its_span_failed_counts_no_rows_and_logs_a_warning()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (tenant text, id bigint)", stem: "bulk");
+        using var capture = new Capture();
+        await using var source = Rebuild(ctx, capture);
+        await using var db = source.CreateConnection();
+        var rows = Enumerable.Range(0, 3000).Select(i => new BulkInsertInputErrorTests.Tenanted { Tenant = i == 2000 ? null : "t" + i, Id = i });
+
+        Assert.ThrowsAsync<BulkInsertException>(async () => await db.BulkInsertAsync(ctx.Table, rows));
+
+        var parent = capture.Activities.Single(a => a.DisplayName == "ShardKit bulk insert");
+        Assert.That(parent.Status, Is.EqualTo(ActivityStatusCode.Error));
+        Assert.That(parent.GetTagItem("error.type"), Is.EqualTo(typeof(BulkInsertException).FullName));
+        Assert.That(capture.Measurements.Where(m => m.Name == "shardkit.bulk.rows"), Is.Empty);
+        var warning = capture.Logs.Single(l => l.EventId == 1401);
+        Assert.That(warning.Level, Is.EqualTo(LogLevel.Warning));
+        Assert.That(warning.Message, Does.Contain(ctx.Table).And.Not.Contain("t1999"));
+    }
+
+    private static ShardedDataSource Rebuild(ShardTestContext ctx, Capture capture)
+    {
+        var builder = new ShardedDataSourceBuilder().UseLoggerFactory(capture);
+        for (var i = 0; i < ctx.Shards.Count; i++)
+        {
+            builder.AddShard(ctx.Shards.Names[i], ctx.Shards.ConnectionStrings[i]);
+        }
+
+        return builder.Build();
+    }
+
+    private sealed class Capture : ILoggerFactory, ILogger
+    {
+        private readonly ActivityListener _activities;
+        private readonly MeterListener _meters = new();
+
+        public Capture()
+        {
+            _activities = new ActivityListener
+            {
+                ShouldListenTo = s => s.Name == "ShardKit",
+                Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+                ActivityStopped = a => Activities.Add(a),
+            };
+            ActivitySource.AddActivityListener(_activities);
+            _meters.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == "ShardKit")
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _meters.SetMeasurementEventCallback<long>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
+            _meters.Start();
+        }
+
+        public ConcurrentBag<Activity> Activities { get; } = [];
+
+        public ConcurrentBag<(string Name, long Value, KeyValuePair<string, object?>[] Tags)> Measurements { get; } = [];
+
+        public ConcurrentBag<(int EventId, LogLevel Level, string Message)> Logs { get; } = [];
+
+        public ILogger CreateLogger(string categoryName) => this;
+
+        public void AddProvider(ILoggerProvider provider)
+        {
+        }
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Logs.Add((eventId.Id, logLevel, formatter(state, exception)));
+
+        public void Dispose()
+        {
+            _activities.Dispose();
+            _meters.Dispose();
+        }
+    }
+}

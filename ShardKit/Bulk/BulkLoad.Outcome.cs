@@ -1,0 +1,96 @@
+namespace ShardKit;
+
+/// <summary>The end of a load: commit through the commit step, or roll every shard back, and the error that says which.</summary>
+internal sealed partial class BulkLoad<T>
+{
+    private BulkInsertException FailedBeforeCommit(string[] names)
+    {
+        const string nothingKept = " No shard kept any row of this load: every shard rolled back.";
+        var errorType = _inputError is not null
+            ? "input: " + (_inputError.InnerException?.GetType().Name ?? "invalid row")
+            : _shardFailures.Values.First().Error.GetType().Name;
+        ShardKitLog.BulkInsertFailed(_connection.DataSource.Logger, _table, errorType);
+        if (_inputError is { } input)
+        {
+            return new BulkInsertException(input.Message + nothingKept, input.InnerException,
+                new BulkFault(input.RowIndex, input.Property, []), [], names, []);
+        }
+
+        var failures = _shardFailures.OrderBy(f => f.Key).Select(f => f.Value).ToArray();
+        return new BulkInsertException(
+            $"Bulk insert into {_table} failed on {failures.Length} shard(s): " +
+            string.Join("; ", failures.Select(f => $"{f.Shard}: {f.Error.Message}")) + "." + nothingKept,
+            failures[0].Error, new BulkFault(null, null, failures), [], names, []);
+    }
+
+    private async Task<BulkInsertResult> CommitAsync(IBulkCommitStep commit, ShardCopy<T>[] copies)
+    {
+        var targets = copies.Where(c => c.Transaction is not null).Select(c => new ShardCommitTarget(c.Shard, c.Name, c.Transaction!)).ToArray();
+        var outcome = await commit.CommitAsync(targets).ConfigureAwait(false);
+        await DisposeTransactionsAsync(copies).ConfigureAwait(false);
+        if (!outcome.Succeeded)
+        {
+            throw FailedInCommit(outcome);
+        }
+
+        foreach (var copy in copies.Where(c => c.Transaction is not null))
+        {
+            _connection.DataSource.BreakerAt(copy.Shard).OnSuccess();
+            ShardKitTelemetry.BulkRows.Add(copy.Rows, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, copy.Name));
+        }
+
+        return new BulkInsertResult(copies.ToDictionary(c => c.Name, c => c.Rows));
+    }
+
+    private BulkInsertException FailedInCommit(BulkCommitOutcome outcome)
+    {
+        var failed = outcome.RolledBack.Concat(outcome.InDoubt).ToArray();
+        var rolledBack = Names.Except(outcome.Committed).Except(outcome.InDoubt.Select(f => f.Shard)).ToArray();
+        ShardKitLog.BulkInsertCommitIncomplete(_connection.DataSource.Logger, _table,
+            string.Join(",", failed.Select(f => f.Shard)), string.Join(",", outcome.Committed));
+        var message = $"Bulk insert into {_table}: every COPY succeeded but the commit failed on " +
+            string.Join("; ", failed.Select(f => $"{f.Shard}: {f.Error.Message}")) + ". " +
+            $"Committed (they keep their rows): {List(outcome.Committed)}. Rolled back: {List(rolledBack)}. " +
+            $"In doubt (check them): {List(outcome.InDoubt.Select(f => f.Shard))}.";
+        return new BulkInsertException(message, failed[0].Error, new BulkFault(null, null, failed),
+            outcome.Committed, rolledBack, outcome.InDoubt.Select(f => f.Shard).ToArray());
+
+        static string List(IEnumerable<string> shards) => shards.Any() ? string.Join(", ", shards) : "none";
+    }
+
+    private static async Task RollBackAsync(ShardCopy<T>[] copies)
+    {
+        await Task.WhenAll(copies.Where(c => c.Transaction is not null).Select(async c =>
+        {
+            try
+            {
+                await c.Transaction!.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // a broken connection has rolled back already: the server ends its transaction
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        })).ConfigureAwait(false);
+        await DisposeTransactionsAsync(copies).ConfigureAwait(false);
+    }
+
+    private static async Task DisposeTransactionsAsync(ShardCopy<T>[] copies)
+    {
+        foreach (var copy in copies)
+        {
+            if (copy.Transaction is not null)
+            {
+                try
+                {
+                    await copy.Transaction.DisposeAsync().ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // the outcome is decided; a broken connection is replaced on its next use
+                catch (Exception)
+#pragma warning restore CA1031
+                {
+                }
+            }
+        }
+    }
+}
