@@ -38,10 +38,17 @@ public sealed class ReadmeTests
 
         var all = await db.AllShards().ExecuteAsync("update orders set total = total * 1.1");
 
+        var plan = Merge.OrderByDescending<Order, long>(o => o.Id).Take(10);
+        var newest = await db.AllShards().QueryAsync(
+            "select * from orders order by id desc limit @ShardLimit", new { plan.ShardLimit }, plan);
+        long count = await db.AllShards().ExecuteScalarAsync("select count(*) from orders", Merge.Count());
+
         Assert.That(mine.Single().Total, Is.EqualTo(9.90m));
         Assert.That(some.Single().Id, Is.EqualTo(1));
         Assert.That(all.Total, Is.EqualTo(1));
         Assert.That(all.AffectedRows[shards.ShardFor(42L)], Is.EqualTo(1));
+        Assert.That(newest.Single().Total, Is.EqualTo(10.89m));
+        Assert.That(count, Is.EqualTo(1));
         await db.AllShards().ExecuteAsync("drop table orders");
     }
 }
