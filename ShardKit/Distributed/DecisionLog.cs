@@ -18,12 +18,19 @@ internal static class DecisionLog
         "create table if not exists " + Table + " (gid text primary key, outcome text not null check (outcome in ('commit', 'abort')), " +
         "shards text[] not null, created_at timestamptz not null default now())";
 
-    /// <summary>Records the commit decision; returns the outcome that holds (<c>abort</c> when recovery got there first).</summary>
+    // A decision must survive a crash the moment it is acknowledged, even where the server runs with
+    // synchronous_commit = off: this statement's own transaction raises it to on (stricter levels are kept).
+    private const string InsertSql =
+        "insert into " + Table + " (gid, outcome, shards) select $1, $2, $3 from (select set_config('synchronous_commit', " +
+        "case when current_setting('synchronous_commit') in ('off', 'local') then 'on' else current_setting('synchronous_commit') end, true)) durable " +
+        "on conflict (gid) do nothing";
+
+    /// <summary>Records a decision; returns the outcome that holds (<c>abort</c> when recovery got there first).</summary>
     public static Task<string> RecordAsync(NpgsqlConnection connection, string gid, string outcome, string[] shards, CancellationToken cancellationToken) =>
         WithTableAsync(connection, async () =>
         {
             var insert = new NpgsqlCommand(
-                "insert into " + Table + " (gid, outcome, shards) values ($1, $2, $3) on conflict (gid) do nothing", connection);
+                InsertSql, connection);
             await using (insert.ConfigureAwait(false))
             {
                 insert.Parameters.Add(new() { Value = gid });

@@ -124,9 +124,24 @@ public sealed partial class DistributedTransaction
         try
         {
             await StepAsync(DistributedStep.PrepareShard, name).ConfigureAwait(false);
-            var command = new NpgsqlCommand(PreparedSql("prepare transaction", gid), _participants[shard]);
-            await using var commandScope = command.ConfigureAwait(false);
-            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            // PostgreSQL answers PREPARE in a transaction that already failed with a silent ROLLBACK, not an error: the
+            // same round trip asks whether the prepared transaction really exists.
+            var batch = new NpgsqlBatch(_participants[shard])
+            {
+                BatchCommands =
+                {
+                    new NpgsqlBatchCommand(PreparedSql("prepare transaction", gid)),
+                    new NpgsqlBatchCommand("select count(*) from pg_prepared_xacts where gid = $1") { Parameters = { new() { Value = gid } } },
+                },
+            };
+            await using var batchScope = batch.ConfigureAwait(false);
+            if (await batch.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not 1L)
+            {
+                return new ShardFailure(name, new ShardKitException(
+                    $"The transaction on shard '{name}' had already failed (a command in it raised an error), so PostgreSQL rolled " +
+                    "it back instead of preparing it. Nothing was committed anywhere; fix the failing command and run the transaction again."));
+            }
+
             prepared[slot] = true;
             return null;
         }
