@@ -143,6 +143,17 @@ internal sealed class DistributedShards : IAsyncDisposable
         return rows.ToList();
     }
 
+    public async Task RollBackLeftoversAsync()
+    {
+        foreach (var entry in await PreparedAsync())
+        {
+            var shard = Array.FindIndex(Names, n => entry.StartsWith(n + ":", StringComparison.Ordinal));
+            await using var conn = new NpgsqlConnection(Direct[shard]);
+            await conn.OpenAsync();
+            await conn.ExecuteAsync($"rollback prepared '{entry[(Names[shard].Length + 1)..]}'");
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await Source.DisposeAsync();
@@ -153,6 +164,8 @@ internal sealed class DistributedShards : IAsyncDisposable
                 await proxy.DisposeAsync();
             }
 
+            // A failed test may leave its transactions prepared; they would hold locks on the shared servers.
+            await RollBackLeftoversAsync();
             await OnEveryShardAsync($"drop table if exists {Table}");
         }
     }
