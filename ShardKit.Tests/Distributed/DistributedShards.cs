@@ -91,8 +91,7 @@ internal sealed class DistributedShards : IAsyncDisposable
     {
         foreach (var cs in Direct)
         {
-            await using var conn = new NpgsqlConnection(cs);
-            await conn.OpenAsync();
+            await using var conn = await OpenDirectAsync(cs);
             await conn.ExecuteAsync(sql);
         }
     }
@@ -103,8 +102,7 @@ internal sealed class DistributedShards : IAsyncDisposable
         var counts = new long[Direct.Count];
         for (var i = 0; i < Direct.Count; i++)
         {
-            await using var conn = new NpgsqlConnection(Direct[i]);
-            await conn.OpenAsync();
+            await using var conn = await OpenDirectAsync(Direct[i]);
             counts[i] = await conn.ExecuteScalarAsync<long>($"select count(*) from {Table} where {where}");
         }
 
@@ -117,8 +115,7 @@ internal sealed class DistributedShards : IAsyncDisposable
         var found = new List<string>();
         for (var i = 0; i < Direct.Count; i++)
         {
-            await using var conn = new NpgsqlConnection(Direct[i]);
-            await conn.OpenAsync();
+            await using var conn = await OpenDirectAsync(Direct[i]);
             var gids = await conn.QueryAsync<string>("select gid from pg_prepared_xacts where gid like any(@Patterns)",
                 new { Patterns = Names.Select(n => $"shardkit:{n}:%").ToArray() });
             found.AddRange(gids.Select(g => $"{Names[i]}:{g}"));
@@ -130,8 +127,7 @@ internal sealed class DistributedShards : IAsyncDisposable
     /// <summary>Decision rows of these shards' transactions on server <paramref name="coordinator"/>.</summary>
     public async Task<List<(string Gid, string Outcome)>> DecisionsAsync(int coordinator = 0)
     {
-        await using var conn = new NpgsqlConnection(Direct[coordinator]);
-        await conn.OpenAsync();
+        await using var conn = await OpenDirectAsync(Direct[coordinator]);
         var exists = await conn.ExecuteScalarAsync<bool>("select to_regclass('shardkit_2pc_decisions') is not null");
         if (!exists)
         {
@@ -143,13 +139,20 @@ internal sealed class DistributedShards : IAsyncDisposable
         return rows.ToList();
     }
 
+    // Unpooled: a pooled connection would outlive a server the fault trials stop and restart.
+    private static async Task<NpgsqlConnection> OpenDirectAsync(string connectionString)
+    {
+        var conn = new NpgsqlConnection(connectionString + ";Pooling=false");
+        await conn.OpenAsync();
+        return conn;
+    }
+
     public async Task RollBackLeftoversAsync()
     {
         foreach (var entry in await PreparedAsync())
         {
             var shard = Array.FindIndex(Names, n => entry.StartsWith(n + ":", StringComparison.Ordinal));
-            await using var conn = new NpgsqlConnection(Direct[shard]);
-            await conn.OpenAsync();
+            await using var conn = await OpenDirectAsync(Direct[shard]);
             await conn.ExecuteAsync($"rollback prepared '{entry[(Names[shard].Length + 1)..]}'");
         }
     }
