@@ -12,15 +12,25 @@ internal sealed record DistributedSettings(int CoordinatorIndex, TimeSpan AbortP
             return Default;
         }
 
+        var errors = Validate(options, map.ShardNames);
+        return errors.Count > 0
+            ? throw new ShardConfigurationException(errors)
+            : new DistributedSettings(options.CoordinatorShard is { } name ? map.IndexOf(name) : 0,
+                options.AbortPreparedAfter, options.AbortDecisionRetention);
+    }
+
+    /// <summary>Every problem with <paramref name="options"/>, for the builder and the options validator alike.</summary>
+    public static List<string> Validate(DistributedTransactionOptions options, IReadOnlyList<string> shardNames)
+    {
         var errors = new List<string>();
-        var coordinator = 0;
-        if (options.CoordinatorShard is { } name && !map.ShardNames.Contains(name))
+        if (options.CoordinatorShard is { } name && !shardNames.Contains(name))
         {
-            errors.Add($"The distributed transaction coordinator '{name}' is not a configured shard; use one of: {string.Join(", ", map.ShardNames)}.");
+            errors.Add($"The distributed transaction coordinator '{name}' is not a configured shard; use one of: {string.Join(", ", shardNames)}.");
         }
-        else if (options.CoordinatorShard is { } found)
+
+        if ((options.CoordinatorShard ?? shardNames.FirstOrDefault() ?? "").Length > GlobalTransactionId.MaxCoordinatorLength)
         {
-            coordinator = map.IndexOf(found);
+            errors.Add($"The coordinator shard's name is longer than {GlobalTransactionId.MaxCoordinatorLength} characters; it must fit in a PostgreSQL prepared transaction id.");
         }
 
         if (options.AbortPreparedAfter < TimeSpan.Zero)
@@ -33,8 +43,6 @@ internal sealed record DistributedSettings(int CoordinatorIndex, TimeSpan AbortP
             errors.Add("DistributedTransactionOptions.AbortDecisionRetention must be at least AbortPreparedAfter.");
         }
 
-        return errors.Count > 0
-            ? throw new ShardConfigurationException(errors)
-            : new DistributedSettings(coordinator, options.AbortPreparedAfter, options.AbortDecisionRetention);
+        return errors;
     }
 }

@@ -92,7 +92,8 @@ public sealed partial class DistributedTransaction
             throw new ShardAggregateException([new ShardFailure(coordinatorName, decisionError is not null
                 ? new ShardKitException(
                     $"Distributed transaction {gid} was rolled back: its commit decision could not be written to the coordinator shard " +
-                    $"'{coordinatorName}' ({decisionError.Message}). Nothing was committed; retry once the coordinator answers.", decisionError)
+                    $"'{coordinatorName}' ({decisionError.Message}). Nothing was committed; fix the cause (the role needs INSERT on " +
+                    $"{DecisionLog.Table}, and CREATE the first time unless the table exists) and retry.", decisionError)
                 : new ShardKitException(
                     $"Distributed transaction {gid} was rolled back: recovery found it prepared for longer than " +
                     $"AbortPreparedAfter ({DataSource.Distributed.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
@@ -155,35 +156,37 @@ public sealed partial class DistributedTransaction
         }
     }
 
-    // Writes the commit decision. When the write's result is unknown (the coordinator's connection broke), an abort is
-    // written in its place on a fresh connection: the primary key lets only one of the two exist, so reading back
-    // whichever did land gives the true outcome. If even that fails, the outcome is in doubt until recovery.
+    // Writes the commit decision. Writing it is idempotent (the primary key keeps one row per id and the row that is
+    // there is read back), so a write whose result is unknown (the connection broke) is simply tried again on a fresh
+    // connection. Only a first attempt the server itself refused proves nothing was decided; if no attempt gets an
+    // answer, the outcome is in doubt until recovery reads the log.
     private async Task<(string Outcome, Exception? Error)> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
     {
-        try
+        Exception? first = null;
+        for (var attempt = 0; attempt < 3; attempt++)
         {
-            var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            await using var connectionScope = connection.ConfigureAwait(false);
-            return (await DecisionLog.RecordAsync(connection, gid, DecisionLog.Commit, names, cancellationToken).ConfigureAwait(false), null);
-        }
-        catch (Exception first) when (first is not OutOfMemoryException)
-        {
+            var token = attempt == 0 ? cancellationToken : CancellationToken.None;
             try
             {
-                var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
+                var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync(token).ConfigureAwait(false);
                 await using var connectionScope = connection.ConfigureAwait(false);
-                var outcome = await DecisionLog.RecordAsync(connection, gid, DecisionLog.Abort, names, CancellationToken.None).ConfigureAwait(false);
-                return (outcome, outcome == DecisionLog.Abort ? first : null);
+                return (await DecisionLog.RecordAsync(connection, gid, DecisionLog.Commit, names, token).ConfigureAwait(false), null);
+            }
+            catch (PostgresException e) when (attempt == 0 && !ShardErrors.IsConnectionFailure(e))
+            {
+                return (DecisionLog.Abort, e);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                _state = (int)State.InDoubt;
-                ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
-                var coordinatorName = DataSource.Map.ShardNames[coordinator];
-                ShardKitLog.DistributedInDoubt(DataSource.Logger, gid, coordinatorName, first);
-                throw new DistributedTransactionInDoubtException(gid, names, coordinatorName, first);
+                first ??= e;
             }
         }
+
+        _state = (int)State.InDoubt;
+        ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
+        var coordinatorName = DataSource.Map.ShardNames[coordinator];
+        ShardKitLog.DistributedInDoubt(DataSource.Logger, gid, coordinatorName, first!);
+        throw new DistributedTransactionInDoubtException(gid, names, coordinatorName, first);
     }
 
     // Returns the shard's name when the commit is left to recovery.
