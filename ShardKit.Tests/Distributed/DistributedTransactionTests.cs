@@ -168,4 +168,23 @@ public sealed class DistributedTransactionTests
         Assert.That(error!.Message, Does.Contain("'nope'").And.Contain("a"));
         await other.Source.RecoverAsync();
     }
+
+    [Test]
+    public async Task A_connection_lost_inside_the_transaction_is_reported_and_commit_rolls_back_everywhere()
+    {
+        await using var s = await DistributedShards.SharedAsync(2, proxied: true);
+        await using var db = s.Source.CreateConnection();
+        db.Retries = ShardRetryOptions.None;
+        await using var tx = await db.BeginDistributedTransactionAsync();
+        await db.ExecuteAsync(Insert(s), new[] { new Row { CustomerId = s.KeyOn(0), Id = 1 }, new Row { CustomerId = s.KeyOn(1), Id = 2 } });
+        Abandon.Crash(s); // resets every open connection, then accepts new ones
+
+        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.ExecuteAsync(Insert(s), new Row { CustomerId = s.KeyOn(1), Id = 3 }));
+        var lost = Assert.ThrowsAsync<ShardKitException>(() => db.ExecuteAsync(Insert(s), new Row { CustomerId = s.KeyOn(1), Id = 4 }));
+        Assert.That(lost!.Message, Does.Contain($"'{s.Names[1]}'").And.Contain("lost inside the distributed transaction"));
+        Assert.ThrowsAsync<ShardAggregateException>(() => tx.CommitAsync());
+
+        Assert.That(await s.CountsAsync(), Is.All.Zero);
+        Assert.That(await s.PreparedAsync(), Is.Empty);
+    }
 }
