@@ -82,7 +82,7 @@ internal static class TransactionRecovery
                 }
 
                 var commit = outcome == DecisionLog.Commit;
-                await Task.WhenAll(holders.Select(h => Attempt(source, h.Shard, failures, async connection =>
+                var finished = await Task.WhenAll(holders.Select(h => Attempt(source, h.Shard, failures, async connection =>
                 {
                     var command = new NpgsqlCommand(DistributedTransaction.PreparedSql(commit ? "commit prepared" : "rollback prepared", gid), connection);
                     await using var commandScope = command.ConfigureAwait(false);
@@ -97,6 +97,10 @@ internal static class TransactionRecovery
 
                     return true;
                 }, cancellationToken))).ConfigureAwait(false);
+                if (!finished.Any(done => done))
+                {
+                    continue; // every holder failed; reported in Failures and left for the next run
+                }
 
                 var shardList = string.Join(", ", holders.Select(h => map.ShardNames[h.Shard]));
                 if (commit)
