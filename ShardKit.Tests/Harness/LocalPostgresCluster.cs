@@ -41,13 +41,13 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
         var root = Path.Combine(Path.GetTempPath(), FolderPrefix + Environment.ProcessId.ToString(CultureInfo.InvariantCulture)
             + "-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(root);
+        // Owner first, so a concurrent start's cleanup sees at once that this folder is alive.
+        await File.WriteAllTextAsync(Path.Combine(root, OwnerFile), Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
         // The servers run as the postgres user when we are root: it must be able to create its data folders here.
         if (!OperatingSystem.IsWindows())
         {
             File.SetUnixFileMode(root, (UnixFileMode)0b111_111_111);
         }
-
-        await File.WriteAllTextAsync(Path.Combine(root, OwnerFile), Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
 
         var cluster = new LocalPostgresCluster(binaries, root, extraSettings);
         try
@@ -155,10 +155,13 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
     {
         foreach (var folder in Directory.EnumerateDirectories(Path.GetTempPath(), FolderPrefix + "*"))
         {
+            // The folder name carries its owner's pid too: a folder another start just created has no owner file yet.
             var ownerPath = Path.Combine(folder, OwnerFile);
-            if (File.Exists(ownerPath)
-                && int.TryParse(File.ReadAllText(ownerPath).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var owner)
-                && IsAlive(owner))
+            var namedOwner = Path.GetFileName(folder)[FolderPrefix.Length..].Split('-')[0];
+            if ((File.Exists(ownerPath)
+                 && int.TryParse(File.ReadAllText(ownerPath).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var owner)
+                 && IsAlive(owner))
+                || (int.TryParse(namedOwner, NumberStyles.Integer, CultureInfo.InvariantCulture, out var named) && IsAlive(named)))
             {
                 continue;
             }

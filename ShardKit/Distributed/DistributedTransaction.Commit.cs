@@ -66,12 +66,12 @@ public sealed partial class DistributedTransaction
         await StepAsync(DistributedStep.BeforePrepare, null).ConfigureAwait(false);
 
         // Phase 1. Every shard is asked even when one fails early, so each ends prepared or rolled back, never open.
-        var prepared = new bool[shards.Length];
-        var failures = await Task.WhenAll(shards.Select((shard, i) => PrepareAsync(shard, gid, prepared, i, cancellationToken))).ConfigureAwait(false);
+        var failures = await Task.WhenAll(shards.Select(shard => PrepareAsync(shard, gid, cancellationToken))).ConfigureAwait(false);
         if (failures.Any(f => f is not null))
         {
             var failed = failures.OfType<ShardFailure>().ToArray();
-            await RollbackPreparedAsync(shards.Where((_, i) => prepared[i]), gid).ConfigureAwait(false);
+            // A failed shard may still have prepared (its answer was lost), so every shard is asked; "does not exist" is fine.
+            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
             _state = (int)State.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             ShardKitLog.DistributedPrepareFailed(DataSource.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
@@ -119,7 +119,7 @@ public sealed partial class DistributedTransaction
         return new DistributedCommitResult(gid, names, pendingNames);
     }
 
-    private async Task<ShardFailure?> PrepareAsync(int shard, string gid, bool[] prepared, int slot, CancellationToken cancellationToken)
+    private async Task<ShardFailure?> PrepareAsync(int shard, string gid, CancellationToken cancellationToken)
     {
         var name = DataSource.Map.ShardNames[shard];
         try
@@ -143,7 +143,6 @@ public sealed partial class DistributedTransaction
                     "it back instead of preparing it. Nothing was committed anywhere; fix the failing command and run the transaction again."));
             }
 
-            prepared[slot] = true;
             return null;
         }
         catch (PostgresException e) when (PreparedTransactionsUnavailableException.Matches(e))

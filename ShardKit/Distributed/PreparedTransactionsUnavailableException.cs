@@ -29,11 +29,13 @@ public sealed class PreparedTransactionsUnavailableException : ShardKitException
 
     /// <summary>True when <paramref name="error"/> is PostgreSQL refusing a prepare for lack of prepared-transaction slots.</summary>
     internal static bool Matches(PostgresException error) =>
-        error.SqlState == PostgresErrorCodes.ObjectNotInPrerequisiteState && error.MessageText.Contains("prepared transactions are disabled", StringComparison.Ordinal)
-        || error.MessageText.Contains("maximum number of prepared transactions reached", StringComparison.Ordinal);
+        error.SqlState is PostgresErrorCodes.ObjectNotInPrerequisiteState or PostgresErrorCodes.OutOfMemory
+        // The hint names the setting in every server language: "Set max_prepared_transactions to a nonzero value." or
+        // "Increase max_prepared_transactions (currently 10)."
+        && (error.Hint ?? "").Contains("max_prepared_transactions", StringComparison.Ordinal);
 
     private static string Describe(string shard, PostgresException? error) =>
-        error is not null && error.MessageText.Contains("maximum number", StringComparison.Ordinal)
+        error?.SqlState == PostgresErrorCodes.OutOfMemory
             ? $"Shard '{shard}' has no free prepared-transaction slot: all max_prepared_transactions are in use. Raise " +
               "max_prepared_transactions on that server (it must be at least the number of distributed transactions committing at " +
               "once, restart required), and run ShardedDataSource.RecoverAsync in case old prepared transactions are left over."
