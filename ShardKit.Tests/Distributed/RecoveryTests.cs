@@ -37,6 +37,36 @@ public sealed class RecoveryTests
     }
 
     [Test]
+    public async Task A_shard_lost_after_the_decision_is_reported_pending_not_thrown_and_recovery_applies_it()
+    {
+        await using var s = await DistributedShards.SharedAsync(3, proxied: true);
+        s.Source.OnDistributedStep = (step, _) =>
+        {
+            if (step == DistributedStep.AfterDecision)
+            {
+                s.Proxies[2].Cut();
+            }
+
+            return Task.CompletedTask;
+        };
+        await using var db = s.Source.CreateConnection();
+        await using var tx = await db.BeginDistributedTransactionAsync();
+        await InsertOnEveryShard(s, 1)(db);
+
+        var result = await tx.CommitAsync();
+
+        Assert.That(result.IsComplete, Is.False);
+        Assert.That(result.PendingShards, Is.EqualTo(new[] { s.Names[2] }));
+        Assert.That(await s.CountsAsync(), Is.EqualTo(new long[] { 1, 1, 0 }), "committed where reachable; the rest waits, prepared");
+
+        s.Proxies[2].Restore();
+        await using var app = Restarted(s, TimeSpan.FromHours(1));
+        var report = await app.Source.RecoverAsync();
+        Assert.That(report.Committed, Is.EqualTo(1));
+        Assert.That(await s.CountsAsync(), Is.All.EqualTo(1));
+    }
+
+    [Test]
     public async Task An_undecided_transaction_is_left_alone_while_young_and_rolled_back_once_old()
     {
         await using var s = await DistributedShards.SharedAsync(2, proxied: true);
@@ -157,10 +187,12 @@ public sealed class RecoveryTests
         var service = (DistributedRecoveryService)provider.GetServices<IHostedService>().Single();
 
         await service.StartAsync(CancellationToken.None);
-        while (service.Runs == 0)
+        for (var wait = 0; service.Runs == 0 && wait < 1500; wait++)
         {
             await Task.Delay(20);
         }
+
+        Assert.That(service.Runs, Is.GreaterThanOrEqualTo(1), "the first run starts with the host");
 
         await service.StopAsync(CancellationToken.None);
         Assert.That(await s.CountsAsync(), Is.All.EqualTo(1));
