@@ -187,4 +187,29 @@ public sealed class DistributedTransactionTests
         Assert.That(await s.CountsAsync(), Is.All.Zero);
         Assert.That(await s.PreparedAsync(), Is.Empty);
     }
+
+    [Test]
+    public async Task Cancelling_before_the_decision_rolls_back_everywhere()
+    {
+        await using var s = await DistributedShards.SharedAsync(2);
+        using var cancel = new CancellationTokenSource();
+        s.Source.OnDistributedStep = (step, _) =>
+        {
+            if (step == DistributedStep.BeforeDecision)
+            {
+                cancel.Cancel();
+            }
+
+            return Task.CompletedTask;
+        };
+        await using var db = s.Source.CreateConnection();
+        await using var tx = await db.BeginDistributedTransactionAsync();
+        await db.ExecuteAsync(Insert(s), new[] { new Row { CustomerId = s.KeyOn(0), Id = 1 }, new Row { CustomerId = s.KeyOn(1), Id = 2 } });
+
+        Assert.ThrowsAsync(Is.InstanceOf<OperationCanceledException>(), () => tx.CommitAsync(cancel.Token));
+
+        Assert.That(await s.CountsAsync(), Is.All.Zero);
+        Assert.That(await s.PreparedAsync(), Is.Empty);
+        Assert.That(await s.DecisionsAsync(), Is.Empty);
+    }
 }

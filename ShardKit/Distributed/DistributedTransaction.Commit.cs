@@ -11,7 +11,8 @@ public sealed partial class DistributedTransaction
     /// transaction is committed: <c>COMMIT PREPARED</c> runs on each shard (in parallel), and a shard that cannot be
     /// reached is listed in <see cref="DistributedCommitResult.PendingShards"/> for recovery to finish, never thrown.
     /// If the decision itself cannot be confirmed, <see cref="DistributedTransactionInDoubtException"/> says so.
-    /// <paramref name="cancellationToken"/> is honored until the decision is written, not after.
+    /// <paramref name="cancellationToken"/> is honored until the decision starts being written (a cancelled commit rolls
+    /// back everywhere), not after.
     /// </summary>
     public async Task<DistributedCommitResult> CommitAsync(CancellationToken cancellationToken = default)
     {
@@ -79,9 +80,17 @@ public sealed partial class DistributedTransaction
         }
 
         await StepAsync(DistributedStep.BeforeDecision, null).ConfigureAwait(false);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            _state = (int)State.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            cancellationToken.ThrowIfCancellationRequested();
+        }
 
-        // The decision. Once the commit row is durable the transaction is committed, whatever happens next.
-        var (outcome, decisionError) = await DecideAsync(gid, names, coordinator, activity, cancellationToken).ConfigureAwait(false);
+        // The decision. Once the commit row is durable the transaction is committed, whatever happens next, so from
+        // here on cancellation is no longer honored: the caller gets a definite answer.
+        var (outcome, decisionError) = await DecideAsync(gid, names, coordinator, activity).ConfigureAwait(false);
         if (outcome != DecisionLog.Commit)
         {
             await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
@@ -159,17 +168,16 @@ public sealed partial class DistributedTransaction
     // there is read back), so a write whose result is unknown (the connection broke) is simply tried again on a fresh
     // connection. Only a first attempt the server itself refused proves nothing was decided; if no attempt gets an
     // answer, the outcome is in doubt until recovery reads the log.
-    private async Task<(string Outcome, Exception? Error)> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
+    private async Task<(string Outcome, Exception? Error)> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
     {
         Exception? first = null;
         for (var attempt = 0; attempt < 3; attempt++)
         {
-            var token = attempt == 0 ? cancellationToken : CancellationToken.None;
             try
             {
-                var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync(token).ConfigureAwait(false);
+                var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync().ConfigureAwait(false);
                 await using var connectionScope = connection.ConfigureAwait(false);
-                return (await DecisionLog.RecordAsync(connection, gid, DecisionLog.Commit, names, token).ConfigureAwait(false), null);
+                return (await DecisionLog.RecordAsync(connection, gid, DecisionLog.Commit, names, CancellationToken.None).ConfigureAwait(false), null);
             }
             catch (PostgresException e) when (attempt == 0 && !ShardErrors.IsConnectionFailure(e))
             {
