@@ -30,7 +30,8 @@ public sealed partial class ShardedConnection
         // Without transactions a cancelled shard would stop at an arbitrary item: every shard runs its whole group instead.
         var options = transactionPerShard ? FanOutOptions.Default : new FanOutOptions { Policy = FanOutPolicy.PartialResults };
         using var run = new FanOutRun(this, groups.Keys.Order().ToArray(), options, cancellationToken) { Operation = "ExecuteBatch" };
-        var barrier = transactionPerShard ? new CommitBarrier(groups.Count) : null;
+        // Inside a distributed transaction the shards' connections are enlisted already: the batch commits with it.
+        var barrier = transactionPerShard && _distributed is null ? new CommitBarrier(groups.Count) : null;
         var results = await run.RunEachAsync((shard, connection, token) =>
             RunGroupAsync(connection, sql, groups[shard], barrier, commandTimeout, token)).ConfigureAwait(false);
         return run.Failures.Count == 0

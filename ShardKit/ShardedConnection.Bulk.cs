@@ -23,7 +23,7 @@ public sealed partial class ShardedConnection
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        return BulkLoad<T>.RunAsync(this, table, options, (router, token) => BulkInput.ProduceAsync(rows, router, token), cancellationToken);
+        return LoadAsync<T>(table, options, (router, token) => BulkInput.ProduceAsync(rows, router, token), cancellationToken);
     }
 
     /// <summary>
@@ -40,7 +40,25 @@ public sealed partial class ShardedConnection
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        return BulkLoad<T>.RunAsync(this, table, options, (router, token) => BulkInput.ProduceAsync(rows, router, token), cancellationToken);
+        return LoadAsync<T>(table, options, (router, token) => BulkInput.ProduceAsync(rows, router, token), cancellationToken);
+    }
+
+    private async Task<BulkInsertResult> LoadAsync<T>(string table, BulkInsertOptions? options,
+        Func<BulkRouter<T>, CancellationToken, Task> produce, CancellationToken cancellationToken)
+    {
+        if (options?.AllOrNothing != true || _distributed is not null)
+        {
+            return await BulkLoad<T>.RunAsync(this, table, options, produce, cancellationToken).ConfigureAwait(false);
+        }
+
+        var transaction = await BeginDistributedTransactionAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (transaction.ConfigureAwait(false))
+        {
+            // A failure anywhere leaves the transaction uncommitted, and disposing it rolls back every shard.
+            var result = await BulkLoad<T>.RunAsync(this, table, options, produce, cancellationToken).ConfigureAwait(false);
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            return result;
+        }
     }
 }
 #pragma warning restore RS0026

@@ -27,7 +27,7 @@ public sealed partial class ShardedConnection
     {
         var breaker = DataSource.BreakerAt(shard);
         var retries = Retries;
-        var maxRetries = _transaction is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
+        var maxRetries = _transaction is null && _distributed is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
         for (var attempt = 0; ; attempt++)
         {
             breaker.ThrowIfOpen();
@@ -59,7 +59,7 @@ public sealed partial class ShardedConnection
     {
         var breaker = DataSource.BreakerAt(shard);
         var retries = Retries;
-        var maxRetries = _transaction is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
+        var maxRetries = _transaction is null && _distributed is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
         for (var attempt = 0; ; attempt++)
         {
             breaker.ThrowIfOpen();

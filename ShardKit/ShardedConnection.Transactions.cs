@@ -74,6 +74,12 @@ public sealed partial class ShardedConnection
 
     private void ThrowIfInTransaction()
     {
+        if (_distributed is not null)
+        {
+            throw new InvalidOperationException(
+                "A distributed transaction is already open on this connection; commit or roll it back before starting another.");
+        }
+
         if (_transaction is not null)
         {
             throw new InvalidOperationException(

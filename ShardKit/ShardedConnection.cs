@@ -43,19 +43,23 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var connection = _connections[shard];
-        if (connection is { State: ConnectionState.Open })
+        if (connection is not { State: ConnectionState.Open })
         {
-            return connection;
+            ThrowIfTransactionLost(shard);
+            if (connection is not null)
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+            }
+
+            connection = await DataSource.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            _connections[shard] = connection;
         }
 
-        ThrowIfTransactionLost(shard);
-        if (connection is not null)
+        if (_distributed is { IsActive: true } distributed)
         {
-            await connection.DisposeAsync().ConfigureAwait(false);
+            await distributed.EnlistAsync(shard, connection, cancellationToken).ConfigureAwait(false);
         }
 
-        connection = await DataSource.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        _connections[shard] = connection;
         return connection;
     }
 
@@ -63,15 +67,15 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var connection = _connections[shard];
-        if (connection is { State: ConnectionState.Open })
+        if (connection is not { State: ConnectionState.Open })
         {
-            return connection;
+            ThrowIfTransactionLost(shard);
+            connection?.Dispose();
+            connection = DataSource.DataSourceAt(shard).OpenConnection();
+            _connections[shard] = connection;
         }
 
-        ThrowIfTransactionLost(shard);
-        connection?.Dispose();
-        connection = DataSource.DataSourceAt(shard).OpenConnection();
-        _connections[shard] = connection;
+        _distributed?.EnlistIfActive(shard, connection);
         return connection;
     }
 
@@ -87,6 +91,11 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
         if (_transaction is not null)
         {
             await _transaction.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_distributed is not null)
+        {
+            await _distributed.DisposeAsync().ConfigureAwait(false);
         }
 
         foreach (var connection in _connections)
@@ -108,6 +117,7 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
 
         _disposed = true;
         _transaction?.Dispose();
+        _distributed?.Dispose();
         foreach (var connection in _connections)
         {
             connection?.Dispose();
@@ -116,6 +126,13 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
 
     private void ThrowIfTransactionLost(int shard)
     {
+        if (_distributed is { IsActive: true } distributed && distributed.Touches(shard) && _connections[shard] is not null)
+        {
+            throw new ShardKitException(
+                $"The connection to shard '{DataSource.Map.ShardNames[shard]}' was lost inside the distributed transaction; its work " +
+                "there is gone. Roll the transaction back (or dispose it) and start again.");
+        }
+
         if (_transaction is not null && _transaction.ShardIndex == shard && _connections[shard] is not null)
         {
             throw new ShardRoutingException(

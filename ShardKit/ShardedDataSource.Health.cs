@@ -22,7 +22,7 @@ public sealed partial class ShardedDataSource
             var connection = await _dataSources[shard.Index].OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
             await using var _ = connection.ConfigureAwait(false);
             var command = new NpgsqlCommand(
-                "select pg_is_in_recovery(), (select count(*) from pg_prepared_xacts where gid like 'shardkit:%')", connection);
+                "select pg_is_in_recovery(), (select count(*) from pg_prepared_xacts where gid like '" + GlobalTransactionId.Prefix + "%')", connection);
             await using var __ = command.ConfigureAwait(false);
             var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             await using var ___ = reader.ConfigureAwait(false);

@@ -17,6 +17,7 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
     {
         Map = map;
         Settings = settings;
+        Distributed = DistributedSettings.From(settings.Distributed, map);
         Logger = settings.LoggerFactory.CreateLogger("ShardKit");
         _dataSources = map.Shards.Select(shard =>
         {
@@ -31,6 +32,11 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
     internal DataSourceSettings Settings { get; }
 
     internal ILogger Logger { get; }
+
+    internal DistributedSettings Distributed { get; }
+
+    /// <summary>Test hook: awaited at each step of a two-phase commit, with the shard for per-shard steps.</summary>
+    internal Func<DistributedStep, string?, Task>? OnDistributedStep { get; set; }
 
     internal ShardCircuitBreaker BreakerAt(int index) => _breakers[index];
 
@@ -49,6 +55,7 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
             LoggerFactory = loggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
             Retries = options.Retries,
             CircuitBreaker = options.CircuitBreaker,
+            Distributed = options.DistributedTransactions,
         };
         return new ShardedDataSource(ShardMapFactory.Create(options), settings);
     }

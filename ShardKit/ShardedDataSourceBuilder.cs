@@ -106,6 +106,19 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
+    /// <summary>
+    /// Configures distributed transactions (<see cref="ShardedConnection.BeginDistributedTransactionAsync"/>): which
+    /// shard keeps the decision log and when recovery may roll back. Without this call the first shard coordinates.
+    /// </summary>
+    public ShardedDataSourceBuilder UseDistributedTransactions(Action<DistributedTransactionOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        var options = new DistributedTransactionOptions();
+        configure(options);
+        _settings = _settings with { Distributed = options };
+        return this;
+    }
+
     /// <summary>Validates the settings and builds the data source, one pooled <see cref="NpgsqlDataSource"/> per shard.</summary>
     public ShardedDataSource Build()
     {

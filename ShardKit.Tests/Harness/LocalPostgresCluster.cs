@@ -16,13 +16,15 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
 
     private readonly PostgresBinaries _binaries;
     private readonly string _root;
+    private readonly string[] _extraSettings;
     private readonly List<(string DataDir, int Port)> _servers = [];
     private int _disposed;
 
-    private LocalPostgresCluster(PostgresBinaries binaries, string root)
+    private LocalPostgresCluster(PostgresBinaries binaries, string root, string[] extraSettings)
     {
         _binaries = binaries;
         _root = root;
+        _extraSettings = extraSettings;
     }
 
     public IReadOnlyList<string> ConnectionStrings =>
@@ -31,22 +33,23 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
     public static string ConnectionStringFor(int port) =>
         $"Host=127.0.0.1;Port={port};Username=postgres;Database=postgres;Include Error Detail=true";
 
-    public static async Task<LocalPostgresCluster> StartAsync(PostgresBinaries binaries, int count)
+    /// <summary>Starts <paramref name="count"/> servers; <paramref name="extraSettings"/> (<c>name=value</c>) override the defaults.</summary>
+    public static async Task<LocalPostgresCluster> StartAsync(PostgresBinaries binaries, int count, params string[] extraSettings)
     {
         CleanFoldersOfDeadRuns();
 
         var root = Path.Combine(Path.GetTempPath(), FolderPrefix + Environment.ProcessId.ToString(CultureInfo.InvariantCulture)
             + "-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(root);
+        // Owner first, so a concurrent start's cleanup sees at once that this folder is alive.
+        await File.WriteAllTextAsync(Path.Combine(root, OwnerFile), Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
         // The servers run as the postgres user when we are root: it must be able to create its data folders here.
         if (!OperatingSystem.IsWindows())
         {
             File.SetUnixFileMode(root, (UnixFileMode)0b111_111_111);
         }
 
-        await File.WriteAllTextAsync(Path.Combine(root, OwnerFile), Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
-
-        var cluster = new LocalPostgresCluster(binaries, root);
+        var cluster = new LocalPostgresCluster(binaries, root, extraSettings);
         try
         {
             var started = await Task.WhenAll(Enumerable.Range(0, count).Select(i => cluster.StartServerAsync($"s{i}")));
@@ -76,21 +79,7 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
         for (var attempt = 0; attempt < 4; attempt++)
         {
             var port = FreePort.Next();
-            var options = string.Join(' ',
-                $"-p {port}",
-                "-c listen_addresses=127.0.0.1",
-                "-c unix_socket_directories=''",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
-                "-c max_connections=200",
-                "-c max_prepared_transactions=100",
-                "-c shared_buffers=32MB",
-                "-c max_wal_size=1GB",
-                "-c log_min_messages=warning");
-            (code, output) = await ProcessRunner.RunAsync(_binaries.PgCtl,
-                ["start", "-D", dataDir, "-w", "-t", "60", "-l", Path.Combine(_root, name + ".log"), "-o", options],
-                asPostgresUser: true, CommandTimeout);
+            (code, output) = await PgCtlStartAsync(name, dataDir, port);
             if (code == 0)
             {
                 return (dataDir, port);
@@ -101,6 +90,49 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
         }
 
         throw last!;
+    }
+
+    private Task<(int, string)> PgCtlStartAsync(string name, string dataDir, int port)
+    {
+        var options = string.Join(' ', new[]
+        {
+            $"-p {port}",
+            "-c listen_addresses=127.0.0.1",
+            "-c unix_socket_directories=''",
+            "-c fsync=off",
+            "-c synchronous_commit=off",
+            "-c full_page_writes=off",
+            "-c max_connections=200",
+            "-c max_prepared_transactions=100",
+            "-c shared_buffers=32MB",
+            "-c max_wal_size=1GB",
+            "-c log_min_messages=warning",
+        }.Concat(_extraSettings.Select(setting => "-c " + setting)));
+        return ProcessRunner.RunAsync(_binaries.PgCtl,
+            ["start", "-D", dataDir, "-w", "-t", "60", "-l", Path.Combine(_root, name + ".log"), "-o", options],
+            asPostgresUser: true, CommandTimeout);
+    }
+
+    /// <summary>Stops server <paramref name="index"/> hard (<c>pg_ctl stop -m immediate</c>, like a power cut).</summary>
+    public async Task StopAsync(int index)
+    {
+        var (code, output) = await ProcessRunner.RunAsync(_binaries.PgCtl,
+            ["stop", "-D", _servers[index].DataDir, "-m", "immediate", "-w", "-t", "20"], asPostgresUser: true, CommandTimeout);
+        if (code != 0)
+        {
+            throw new InvalidOperationException($"pg_ctl could not stop local shard {index} (exit {code}):\n{output}");
+        }
+    }
+
+    /// <summary>Starts server <paramref name="index"/> again on its port after <see cref="StopAsync"/> (crash recovery runs).</summary>
+    public async Task RestartAsync(int index)
+    {
+        var (dataDir, port) = _servers[index];
+        var (code, output) = await PgCtlStartAsync(Path.GetFileName(dataDir), dataDir, port);
+        if (code != 0)
+        {
+            throw new InvalidOperationException($"pg_ctl could not restart local shard {index} on port {port} (exit {code}):\n{output}");
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -123,10 +155,13 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
     {
         foreach (var folder in Directory.EnumerateDirectories(Path.GetTempPath(), FolderPrefix + "*"))
         {
+            // The folder name carries its owner's pid too: a folder another start just created has no owner file yet.
             var ownerPath = Path.Combine(folder, OwnerFile);
-            if (File.Exists(ownerPath)
-                && int.TryParse(File.ReadAllText(ownerPath).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var owner)
-                && IsAlive(owner))
+            var namedOwner = Path.GetFileName(folder)[FolderPrefix.Length..].Split('-')[0];
+            if ((File.Exists(ownerPath)
+                 && int.TryParse(File.ReadAllText(ownerPath).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var owner)
+                 && IsAlive(owner))
+                || (int.TryParse(namedOwner, NumberStyles.Integer, CultureInfo.InvariantCulture, out var named) && IsAlive(named)))
             {
                 continue;
             }

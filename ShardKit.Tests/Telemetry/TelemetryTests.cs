@@ -108,4 +108,32 @@ public sealed class TelemetryTests
         await db.AllShards().ExecuteAsync("select 1");
         Assert.That(capture.AllText(), Has.None.Contains("hunter2-pw"));
     }
+
+    [Test]
+    public async Task Distributed_transactions_count_their_outcome_and_emit_a_span_tagged_with_it()
+    {
+        await using var s = await Distributed.DistributedShards.SharedAsync(2);
+        await using var db = s.Source.CreateConnection();
+        using var capture = new Capture();
+        var rows = new[] { new Distributed.DistributedShards.Row { CustomerId = s.KeyOn(0), Id = 1 }, new Distributed.DistributedShards.Row { CustomerId = s.KeyOn(1), Id = 1 } };
+
+        await using (var tx = await db.BeginDistributedTransactionAsync())
+        {
+            await db.ExecuteAsync($"insert into {s.Table} values (@CustomerId, @Id)", rows);
+            await tx.CommitAsync();
+        }
+
+        await using (var tx = await db.BeginDistributedTransactionAsync())
+        {
+            await db.ExecuteAsync($"insert into {s.Table} values (@CustomerId, @Id)", rows);
+            await tx.RollbackAsync();
+        }
+
+        var outcomes = capture.Measurements.Where(m => m.Name == "shardkit.distributed_transaction.outcomes")
+            .Select(m => m.Tags.Single(t => t.Key == "shardkit.outcome").Value).ToArray();
+        Assert.That(outcomes, Is.EquivalentTo(new[] { "committed", "rolled_back" }));
+        var commit = capture.Activities.Single(a => a.DisplayName == "ShardKit distributed commit");
+        Assert.That(commit.GetTagItem("shardkit.outcome"), Is.EqualTo("committed"));
+        Assert.That(commit.GetTagItem("shardkit.shard_count"), Is.EqualTo(2));
+    }
 }

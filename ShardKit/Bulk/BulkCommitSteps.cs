@@ -5,15 +5,10 @@ internal static class BulkCommitSteps
 {
     public static IBulkCommitStep For(BulkInsertOptions options, ShardedConnection connection)
     {
-        _ = connection; // a two-phase step needs the data source (its decision log); the current step does not
-        if (options.AllOrNothing)
-        {
-            // Pending: the PREPARE TRANSACTION-based distributed transaction; swap it in here.
-            throw new NotSupportedException(
-                "BulkInsertOptions.AllOrNothing needs two-phase commit across shards, which ShardKit does not offer yet. " +
-                "Leave it off: every shard then commits together, only after every shard's COPY succeeded.");
-        }
-
+        // All-or-nothing loads run inside a distributed transaction (see ShardedConnection.Bulk.cs): their COPYs open
+        // no transaction of their own, so this step has nothing to commit and the distributed commit does the rest.
+        _ = options;
+        _ = connection;
         return CommitAfterAllCopies.Instance;
     }
 }

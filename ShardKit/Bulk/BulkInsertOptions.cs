@@ -24,10 +24,13 @@ public sealed record BulkInsertOptions
     public int ChannelCapacity { get; init; } = 4;
 
     /// <summary>
-    /// Reserved for an all-or-nothing load across shards through two-phase commit (<c>PREPARE TRANSACTION</c>),
-    /// which is not available yet: setting it throws <see cref="NotSupportedException"/>. Without it every shard's
-    /// COPY runs in its own transaction and all of them commit together only after every COPY succeeded; a shard
-    /// lost during that short commit step is reported by <see cref="BulkInsertException.CommittedShards"/>.
+    /// Makes the load all-or-nothing across shards even when a shard or the app fails during the commit: the load
+    /// runs in a distributed transaction and commits with two-phase commit (a decision logged on the coordinator,
+    /// finished by <see cref="ShardedDataSource.RecoverAsync"/> after a crash). It needs
+    /// <c>max_prepared_transactions</c> on every shard. Without it every shard's COPY runs in its own transaction
+    /// and all of them commit together only after every COPY succeeded; a shard lost during that short commit step
+    /// is reported by <see cref="BulkInsertException.CommittedShards"/>. A load started inside an open distributed
+    /// transaction always joins it, and commits with it.
     /// </summary>
     public bool AllOrNothing { get; init; }
 

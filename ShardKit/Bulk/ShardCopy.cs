@@ -44,7 +44,12 @@ internal sealed class ShardCopy<T>
         {
             _connection.DataSource.BreakerAt(Shard).ThrowIfOpen();
             var connection = await _connection.OpenShardAsync(Shard, cancellationToken).ConfigureAwait(false);
-            Transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            if (_connection.CurrentDistributedTransaction is null)
+            {
+                // Inside a distributed transaction the connection is already enlisted; the COPY is part of it.
+                Transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             importer = await connection.BeginBinaryImportAsync(_plan.CopySql, cancellationToken).ConfigureAwait(false);
             await foreach (var batch in batches.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {

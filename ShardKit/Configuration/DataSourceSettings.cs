@@ -16,4 +16,6 @@ internal sealed record DataSourceSettings
     public ShardRetryOptions Retries { get; init; } = ShardRetryOptions.Default;
 
     public CircuitBreakerOptions CircuitBreaker { get; init; } = CircuitBreakerOptions.Default;
+
+    public DistributedTransactionOptions? Distributed { get; init; }
 }

@@ -35,4 +35,7 @@ public sealed class ShardKitOptions
 
     /// <summary>The per-shard circuit breaker.</summary>
     public CircuitBreakerOptions CircuitBreaker { get; set; } = CircuitBreakerOptions.Default;
+
+    /// <summary>Distributed (two-phase commit) transactions: the coordinator shard and recovery thresholds.</summary>
+    public DistributedTransactionOptions DistributedTransactions { get; set; } = new();
 }

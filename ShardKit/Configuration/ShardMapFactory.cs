@@ -22,6 +22,11 @@ internal static class ShardMapFactory
         var errors = new List<string>();
         // A custom delegate cannot come from configuration; its presence is checked by the builder.
         TryCreate(options, options.Strategy == ShardingStrategyKind.Custom ? _ => "" : null, null, null, errors);
+        if (options.DistributedTransactions is { } distributed)
+        {
+            errors.AddRange(DistributedSettings.Validate(distributed, options.Shards.Select(s => s.Name).ToArray()));
+        }
+
         return errors;
     }
 

@@ -31,4 +31,18 @@ public static class ShardKitServiceCollectionExtensions
         services.TryAddTransient(provider => provider.GetRequiredService<ShardedDataSource>().CreateConnection());
         return services;
     }
+
+    /// <summary>
+    /// Adds a hosted service that runs <see cref="ShardedDataSource.RecoverAsync"/> when the host starts and then every
+    /// <paramref name="interval"/> (one minute by default), finishing distributed transactions a crash left prepared.
+    /// Needs a registered <see cref="ShardedDataSource"/> (<c>AddShardKit</c>). Several app instances may all run it.
+    /// </summary>
+    public static IServiceCollection AddShardKitRecovery(this IServiceCollection services, TimeSpan? interval = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        var every = interval ?? TimeSpan.FromMinutes(1);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(every, TimeSpan.Zero, nameof(interval));
+        services.AddHostedService(provider => new DistributedRecoveryService(provider.GetRequiredService<ShardedDataSource>(), every));
+        return services;
+    }
 }

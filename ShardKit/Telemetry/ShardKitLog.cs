@@ -20,6 +20,39 @@ internal static partial class ShardKitLog
     [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Fan-out {Operation} failed on shard {Shard} ({Policy}): {ErrorType}")]
     public static partial void FanOutShardFailed(ILogger logger, string operation, string shard, FanOutPolicy policy, string errorType);
 
+    [LoggerMessage(EventId = 1301, Level = LogLevel.Debug, Message = "Distributed transaction {GlobalId} committed on {ShardCount} shards")]
+    public static partial void DistributedCommitted(ILogger logger, string globalId, int shardCount);
+
+    [LoggerMessage(EventId = 1302, Level = LogLevel.Warning, Message = "Distributed transaction {GlobalId} is committed but COMMIT PREPARED did not complete on {PendingShards}; recovery will apply it there")]
+    public static partial void DistributedCommitPending(ILogger logger, string globalId, string pendingShards);
+
+    [LoggerMessage(EventId = 1303, Level = LogLevel.Warning, Message = "Distributed transaction {GlobalId} failed to prepare on {FailedShards}; rolled back everywhere")]
+    public static partial void DistributedPrepareFailed(ILogger logger, string globalId, string failedShards);
+
+    [LoggerMessage(EventId = 1304, Level = LogLevel.Error, Message = "Distributed transaction {GlobalId} is in doubt: its decision could not be recorded on coordinator {Coordinator}; recovery will finish it")]
+    public static partial void DistributedInDoubt(ILogger logger, string globalId, string coordinator, Exception error);
+
+    [LoggerMessage(EventId = 1305, Level = LogLevel.Warning, Message = "Could not finish prepared transaction {GlobalId} on shard {Shard} ({ErrorType}); recovery will")]
+    public static partial void PreparedLeftForRecovery(ILogger logger, string globalId, string shard, string errorType);
+
+    [LoggerMessage(EventId = 1306, Level = LogLevel.Warning, Message = "Distributed transaction {GlobalId} was rolled back by recovery before its commit decision was written")]
+    public static partial void DistributedAbortedByRecovery(ILogger logger, string globalId);
+
+    [LoggerMessage(EventId = 1310, Level = LogLevel.Information, Message = "Recovery committed {GlobalId} on {Shards}")]
+    public static partial void RecoveryCommitted(ILogger logger, string globalId, string shards);
+
+    [LoggerMessage(EventId = 1311, Level = LogLevel.Information, Message = "Recovery rolled back {GlobalId} on {Shards} (no commit decision)")]
+    public static partial void RecoveryRolledBack(ILogger logger, string globalId, string shards);
+
+    [LoggerMessage(EventId = 1312, Level = LogLevel.Warning, Message = "Recovery could not reach shard {Shard}: {ErrorType}")]
+    public static partial void RecoveryShardFailed(ILogger logger, string shard, string errorType, Exception error);
+
+    [LoggerMessage(EventId = 1313, Level = LogLevel.Information, Message = "Recovery run: {Committed} committed, {RolledBack} rolled back, {Skipped} skipped, {Cleaned} decisions cleaned")]
+    public static partial void RecoveryRun(ILogger logger, int committed, int rolledBack, int skipped, int cleaned);
+
+    [LoggerMessage(EventId = 1314, Level = LogLevel.Error, Message = "The background recovery run failed; it runs again at the next interval")]
+    public static partial void RecoveryServiceFailed(ILogger logger, Exception error);
+
     [LoggerMessage(EventId = 1401, Level = LogLevel.Warning, Message = "Bulk insert into {Table} failed before commit ({ErrorType}); every shard rolled back")]
     public static partial void BulkInsertFailed(ILogger logger, string table, string errorType);
 

@@ -93,6 +93,27 @@ internal static class ShardKitTelemetry
         return activity;
     }
 
+    /// <summary>Starts the activity of a distributed commit, rollback or recovery run, or returns null when nobody listens.</summary>
+    public static Activity? StartDistributed(string operation, int shardCount)
+    {
+        var activity = Source.StartActivity("ShardKit distributed " + operation, ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(SystemName, "postgresql");
+            activity.SetTag(OperationName, operation);
+            activity.SetTag(ShardCountTag, shardCount);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Counts one distributed transaction's outcome (committed, rolled_back, in_doubt) and tags its activity.</summary>
+    public static void RecordOutcome(Activity? activity, string outcome)
+    {
+        DistributedOutcomes.Add(1, new KeyValuePair<string, object?>(OutcomeTag, outcome));
+        activity?.SetTag(OutcomeTag, outcome);
+    }
+
     /// <summary>Marks an activity failed with the error's type name only (messages may carry values).</summary>
     public static void RecordError(Activity? activity, Exception error)
     {

@@ -1,0 +1,48 @@
+namespace ShardKit;
+
+/// <summary>The validated, frozen form of <see cref="DistributedTransactionOptions"/>.</summary>
+internal sealed record DistributedSettings(int CoordinatorIndex, TimeSpan AbortPreparedAfter, TimeSpan AbortDecisionRetention)
+{
+    public static DistributedSettings Default { get; } = new(0, TimeSpan.FromMinutes(1), TimeSpan.FromDays(1));
+
+    public static DistributedSettings From(DistributedTransactionOptions? options, ShardMap map)
+    {
+        if (options is null)
+        {
+            return Default;
+        }
+
+        var errors = Validate(options, map.ShardNames);
+        return errors.Count > 0
+            ? throw new ShardConfigurationException(errors)
+            : new DistributedSettings(options.CoordinatorShard is { } name ? map.IndexOf(name) : 0,
+                options.AbortPreparedAfter, options.AbortDecisionRetention);
+    }
+
+    /// <summary>Every problem with <paramref name="options"/>, for the builder and the options validator alike.</summary>
+    public static List<string> Validate(DistributedTransactionOptions options, IReadOnlyList<string> shardNames)
+    {
+        var errors = new List<string>();
+        if (options.CoordinatorShard is { } name && !shardNames.Contains(name))
+        {
+            errors.Add($"The distributed transaction coordinator '{name}' is not a configured shard; use one of: {string.Join(", ", shardNames)}.");
+        }
+
+        if ((options.CoordinatorShard ?? shardNames.FirstOrDefault() ?? "").Length > GlobalTransactionId.MaxCoordinatorLength)
+        {
+            errors.Add($"The coordinator shard's name is longer than {GlobalTransactionId.MaxCoordinatorLength} characters; it must fit in a PostgreSQL prepared transaction id.");
+        }
+
+        if (options.AbortPreparedAfter < TimeSpan.Zero)
+        {
+            errors.Add("DistributedTransactionOptions.AbortPreparedAfter cannot be negative.");
+        }
+
+        if (options.AbortDecisionRetention < options.AbortPreparedAfter)
+        {
+            errors.Add("DistributedTransactionOptions.AbortDecisionRetention must be at least AbortPreparedAfter.");
+        }
+
+        return errors;
+    }
+}

@@ -1,0 +1,268 @@
+using Npgsql;
+
+namespace ShardKit;
+
+public sealed partial class DistributedTransaction
+{
+    /// <summary>
+    /// Commits on every shard touched, atomically. One shard: a plain <c>COMMIT</c>. Several: <c>PREPARE TRANSACTION</c>
+    /// on each (in parallel); if any fails, everything is rolled back and a <see cref="ShardAggregateException"/> names
+    /// the shard. Then the commit decision is written to the coordinator's decision log, and from that moment the
+    /// transaction is committed: <c>COMMIT PREPARED</c> runs on each shard (in parallel), and a shard that cannot be
+    /// reached is listed in <see cref="DistributedCommitResult.PendingShards"/> for recovery to finish, never thrown.
+    /// If the decision itself cannot be confirmed, <see cref="DistributedTransactionInDoubtException"/> says so.
+    /// <paramref name="cancellationToken"/> is honored until the decision starts being written (a cancelled commit rolls
+    /// back everywhere), not after.
+    /// </summary>
+    public async Task<DistributedCommitResult> CommitAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfNotActive();
+        _state = (int)State.Committing;
+        var shards = TouchedShards();
+        using var activity = ShardKitTelemetry.StartDistributed("commit", shards.Length);
+        try
+        {
+            switch (shards.Length)
+            {
+                case 0:
+                    _state = (int)State.Committed;
+                    return new DistributedCommitResult(null, [], []);
+                case 1:
+                    await CommitSingleAsync(shards[0], activity, cancellationToken).ConfigureAwait(false);
+                    return new DistributedCommitResult(null, NamesOf(shards), []);
+                default:
+                    return await CommitTwoPhaseAsync(shards, activity, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _owner.OnDistributedEnded(this);
+        }
+    }
+
+    private async Task CommitSingleAsync(int shard, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _transactions[shard]!.CommitAsync(cancellationToken).ConfigureAwait(false);
+            _state = (int)State.Committed;
+            ShardKitTelemetry.RecordOutcome(activity, "committed");
+        }
+        catch (Exception e)
+        {
+            // The server refused (rolled back), or the connection broke while COMMIT was in flight (unknown, as with any
+            // single-server commit).
+            _state = (int)(e is PostgresException ? State.RolledBack : State.InDoubt);
+            ShardKitTelemetry.RecordOutcome(activity, e is PostgresException ? "rolled_back" : "in_doubt");
+            throw;
+        }
+    }
+
+    private async Task<DistributedCommitResult> CommitTwoPhaseAsync(int[] shards, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
+    {
+        var names = NamesOf(shards);
+        var coordinator = DataSource.Distributed.CoordinatorIndex;
+        var gid = GlobalTransactionId.New(DataSource.Map.ShardNames[coordinator]);
+        GlobalId = gid;
+        await StepAsync(DistributedStep.BeforePrepare, null).ConfigureAwait(false);
+
+        // Phase 1. Every shard is asked even when one fails early, so each ends prepared or rolled back, never open.
+        var failures = await Task.WhenAll(shards.Select(shard => PrepareAsync(shard, gid, cancellationToken))).ConfigureAwait(false);
+        if (failures.Any(f => f is not null))
+        {
+            var failed = failures.OfType<ShardFailure>().ToArray();
+            // A failed shard may still have prepared (its answer was lost), so every shard is asked; "does not exist" is fine.
+            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            _state = (int)State.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            ShardKitLog.DistributedPrepareFailed(DataSource.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
+            throw new ShardAggregateException(failed);
+        }
+
+        await StepAsync(DistributedStep.BeforeDecision, null).ConfigureAwait(false);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            _state = (int)State.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
+        // The decision. Once the commit row is durable the transaction is committed, whatever happens next, so from
+        // here on cancellation is no longer honored: the caller gets a definite answer.
+        var (outcome, decisionError) = await DecideAsync(gid, names, coordinator, activity).ConfigureAwait(false);
+        if (outcome != DecisionLog.Commit)
+        {
+            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            _state = (int)State.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            ShardKitLog.DistributedAbortedByRecovery(DataSource.Logger, gid);
+            var coordinatorName = DataSource.Map.ShardNames[coordinator];
+            throw new ShardAggregateException([new ShardFailure(coordinatorName, decisionError is not null
+                ? new ShardKitException(
+                    $"Distributed transaction {gid} was rolled back: its commit decision could not be written to the coordinator shard " +
+                    $"'{coordinatorName}' ({decisionError.Message}). Nothing was committed; fix the cause (the role needs INSERT on " +
+                    $"{DecisionLog.Table}, and CREATE the first time unless the table exists) and retry.", decisionError)
+                : new ShardKitException(
+                    $"Distributed transaction {gid} was rolled back: recovery found it prepared for longer than " +
+                    $"AbortPreparedAfter ({DataSource.Distributed.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
+                    "retry, and raise DistributedTransactionOptions.AbortPreparedAfter if commits can legitimately take that long."))]);
+        }
+
+        _state = (int)State.Committed;
+        ShardKitTelemetry.RecordOutcome(activity, "committed");
+        await StepAsync(DistributedStep.AfterDecision, null).ConfigureAwait(false);
+
+        // Phase 2. Past the decision nothing throws: a shard that cannot commit now is finished by recovery.
+        var pending = await Task.WhenAll(shards.Select(shard => CommitPreparedAsync(shard, gid))).ConfigureAwait(false);
+        var pendingNames = pending.OfType<string>().ToArray();
+        if (pendingNames.Length > 0)
+        {
+            ShardKitLog.DistributedCommitPending(DataSource.Logger, gid, string.Join(", ", pendingNames));
+        }
+        else
+        {
+            ShardKitLog.DistributedCommitted(DataSource.Logger, gid, shards.Length);
+        }
+
+        return new DistributedCommitResult(gid, names, pendingNames);
+    }
+
+    private async Task<ShardFailure?> PrepareAsync(int shard, string gid, CancellationToken cancellationToken)
+    {
+        var name = DataSource.Map.ShardNames[shard];
+        try
+        {
+            await StepAsync(DistributedStep.PrepareShard, name).ConfigureAwait(false);
+            // PostgreSQL answers PREPARE in a transaction that already failed with a silent ROLLBACK, not an error: the
+            // same round trip asks whether the prepared transaction really exists.
+            var batch = new NpgsqlBatch(_participants[shard])
+            {
+                BatchCommands =
+                {
+                    new NpgsqlBatchCommand(PreparedSql("prepare transaction", gid)),
+                    new NpgsqlBatchCommand("select count(*) from pg_prepared_xacts where gid = $1") { Parameters = { new() { Value = gid } } },
+                },
+            };
+            await using var batchScope = batch.ConfigureAwait(false);
+            if (await batch.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not 1L)
+            {
+                return new ShardFailure(name, new ShardKitException(
+                    $"The transaction on shard '{name}' had already failed (a command in it raised an error), so PostgreSQL rolled " +
+                    "it back instead of preparing it. Nothing was committed anywhere; fix the failing command and run the transaction again."));
+            }
+
+            return null;
+        }
+        catch (PostgresException e) when (PreparedTransactionsUnavailableException.Matches(e))
+        {
+            return new ShardFailure(name, new PreparedTransactionsUnavailableException(name, e));
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return new ShardFailure(name, e);
+        }
+    }
+
+    // Writes the commit decision. Writing it is idempotent (the primary key keeps one row per id and the row that is
+    // there is read back), so a write whose result is unknown (the connection broke) is simply tried again on a fresh
+    // connection. Only a first attempt the server itself refused proves nothing was decided; if no attempt gets an
+    // answer, the outcome is in doubt until recovery reads the log.
+    private async Task<(string Outcome, Exception? Error)> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
+    {
+        Exception? first = null;
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            try
+            {
+                var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync().ConfigureAwait(false);
+                await using var connectionScope = connection.ConfigureAwait(false);
+                return (await DecisionLog.RecordAsync(connection, gid, DecisionLog.Commit, names, CancellationToken.None).ConfigureAwait(false), null);
+            }
+            catch (PostgresException e) when (attempt == 0 && !ShardErrors.IsConnectionFailure(e))
+            {
+                return (DecisionLog.Abort, e);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                first ??= e;
+            }
+        }
+
+        _state = (int)State.InDoubt;
+        ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
+        var coordinatorName = DataSource.Map.ShardNames[coordinator];
+        ShardKitLog.DistributedInDoubt(DataSource.Logger, gid, coordinatorName, first!);
+        throw new DistributedTransactionInDoubtException(gid, names, coordinatorName, first);
+    }
+
+    // Returns the shard's name when the commit is left to recovery.
+    private async Task<string?> CommitPreparedAsync(int shard, string gid)
+    {
+        var name = DataSource.Map.ShardNames[shard];
+        try
+        {
+            await StepAsync(DistributedStep.CommitPreparedShard, name).ConfigureAwait(false);
+            await FinishPreparedAsync(shard, "commit prepared", gid).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            ShardKitLog.PreparedLeftForRecovery(DataSource.Logger, gid, name, e.GetType().Name);
+            return name;
+        }
+    }
+
+    private async Task RollbackPreparedAsync(IEnumerable<int> shards, string gid)
+    {
+        await Task.WhenAll(shards.Select(async shard =>
+        {
+            try
+            {
+                await FinishPreparedAsync(shard, "rollback prepared", gid).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // No commit decision exists, so recovery rolls it back once it is older than AbortPreparedAfter.
+                ShardKitLog.PreparedLeftForRecovery(DataSource.Logger, gid, DataSource.Map.ShardNames[shard], e.GetType().Name);
+            }
+        })).ConfigureAwait(false);
+    }
+
+    // COMMIT/ROLLBACK PREPARED on the shard's own connection when it still works, else on a fresh one: a prepared
+    // transaction belongs to no session. "Does not exist" means someone (recovery) already finished it the same way.
+    private async Task FinishPreparedAsync(int shard, string verb, string gid)
+    {
+        var connection = _participants[shard];
+        var owned = connection is not { State: System.Data.ConnectionState.Open };
+        if (owned)
+        {
+            connection = await DataSource.DataSourceAt(shard).OpenConnectionAsync().ConfigureAwait(false);
+        }
+
+        try
+        {
+            var command = new NpgsqlCommand(PreparedSql(verb, gid), connection);
+            await using var commandScope = command.ConfigureAwait(false);
+            await command.ExecuteNonQueryAsync().ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedObject)
+        {
+            // Already finished by recovery.
+        }
+        finally
+        {
+            if (owned)
+            {
+                await connection!.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    internal static string PreparedSql(string verb, string gid) => verb + " '" + gid.Replace("'", "''", StringComparison.Ordinal) + "'";
+
+    private Task StepAsync(DistributedStep step, string? shard) =>
+        DataSource.OnDistributedStep is { } hook ? hook(step, shard) : Task.CompletedTask;
+
+    private string[] NamesOf(int[] shards) => shards.Select(i => DataSource.Map.ShardNames[i]).ToArray();
+}

@@ -1,0 +1,160 @@
+using System.Data;
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// A transaction over any number of shards, committed atomically with PostgreSQL two-phase commit. While it is open,
+/// commands on its <see cref="ShardedConnection"/> route by key as usual; each shard a command reaches starts its own
+/// transaction there on first use. <see cref="CommitAsync"/> commits a single shard plainly and several with
+/// <c>PREPARE TRANSACTION</c>, a decision logged on the coordinator shard, and <c>COMMIT PREPARED</c>. Disposing it
+/// without a commit rolls back everywhere.
+/// </summary>
+public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposable
+{
+    private readonly ShardedConnection _owner;
+    private readonly NpgsqlTransaction?[] _transactions;
+    private readonly NpgsqlConnection?[] _participants;
+    private volatile int _state;
+
+    internal DistributedTransaction(ShardedConnection owner, IsolationLevel isolationLevel)
+    {
+        _owner = owner;
+        IsolationLevel = isolationLevel;
+        _transactions = new NpgsqlTransaction?[owner.DataSource.ShardCount];
+        _participants = new NpgsqlConnection?[owner.DataSource.ShardCount];
+    }
+
+    private enum State
+    {
+        Active,
+        Committing,
+        Committed,
+        RolledBack,
+        InDoubt,
+    }
+
+    /// <summary>The isolation level of each shard's transaction.</summary>
+    public IsolationLevel IsolationLevel { get; }
+
+    /// <summary>The shards this transaction has written or read so far, in shard order.</summary>
+    public IReadOnlyList<string> Shards => TouchedShards().Select(i => _owner.DataSource.Map.ShardNames[i]).ToArray();
+
+    /// <summary>The global id of the two-phase commit once it has started (<c>shardkit:…</c>); null before.</summary>
+    public string? GlobalId { get; private set; }
+
+    /// <summary>True while commands may still join the transaction.</summary>
+    internal bool IsActive => _state == (int)State.Active;
+
+    private ShardedDataSource DataSource => _owner.DataSource;
+
+    /// <summary>Starts this transaction on <paramref name="shard"/> the first time a command reaches it.</summary>
+    internal ValueTask EnlistAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken) =>
+        _transactions[shard] is not null ? ValueTask.CompletedTask : BeginOnAsync(shard, connection, cancellationToken);
+
+    /// <summary>The synchronous twin of <see cref="EnlistAsync"/>.</summary>
+    internal void EnlistIfActive(int shard, NpgsqlConnection connection)
+    {
+        if (IsActive && _transactions[shard] is null)
+        {
+            _transactions[shard] = connection.BeginTransaction(IsolationLevel);
+            _participants[shard] = connection;
+        }
+    }
+
+    /// <summary>True when this transaction has started on <paramref name="shard"/>.</summary>
+    internal bool Touches(int shard) => _transactions[shard] is not null;
+
+    /// <summary>Rolls back on every shard it touched.</summary>
+    public async Task RollbackAsync(CancellationToken cancellationToken = default)
+    {
+        ThrowIfNotActive();
+        _state = (int)State.RolledBack;
+        using var activity = ShardKitTelemetry.StartDistributed("rollback", TouchedShards().Length);
+        try
+        {
+            await Task.WhenAll(TouchedShards().Select(shard => RollbackOnAsync(shard, cancellationToken))).ConfigureAwait(false);
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+        }
+        finally
+        {
+            _owner.OnDistributedEnded(this);
+        }
+    }
+
+    /// <summary>Rolls back unless committed, and releases the transaction.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (IsActive)
+        {
+            await RollbackAsync().ConfigureAwait(false);
+        }
+
+        _owner.OnDistributedEnded(this);
+    }
+
+    /// <summary>Rolls back unless committed, and releases the transaction.</summary>
+    public void Dispose()
+    {
+        if (IsActive)
+        {
+            _state = (int)State.RolledBack;
+            foreach (var shard in TouchedShards())
+            {
+                try
+                {
+                    _transactions[shard]!.Dispose();
+                }
+                catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException)
+                {
+                    // A broken connection's transaction is already gone on the server.
+                }
+            }
+
+            ShardKitTelemetry.RecordOutcome(null, "rolled_back");
+        }
+
+        _owner.OnDistributedEnded(this);
+    }
+
+    private async ValueTask BeginOnAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        _transactions[shard] = await connection.BeginTransactionAsync(IsolationLevel, cancellationToken).ConfigureAwait(false);
+        _participants[shard] = connection;
+    }
+
+    private async Task RollbackOnAsync(int shard, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _transactions[shard]!.RollbackAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException)
+        {
+            // The connection broke, so the server has already rolled this shard's transaction back.
+        }
+    }
+
+    private int[] TouchedShards()
+    {
+        var touched = new List<int>(2);
+        for (var i = 0; i < _transactions.Length; i++)
+        {
+            if (_transactions[i] is not null)
+            {
+                touched.Add(i);
+            }
+        }
+
+        return touched.ToArray();
+    }
+
+    private void ThrowIfNotActive()
+    {
+        if (!IsActive)
+        {
+            throw new InvalidOperationException(
+                $"This distributed transaction is already {(State)_state switch { State.Committing => "committing", State.Committed => "committed", State.RolledBack => "rolled back", _ => "finished (in doubt)" }}; start a new one.");
+        }
+    }
+}
