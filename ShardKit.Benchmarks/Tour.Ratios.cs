@@ -57,6 +57,21 @@ public static partial class Tour
             ratios.Add(new Ratio("fan-out, newest 50 of 4 shards", "the same read on one shard", vsOne, "target at most 1.3"));
         }
 
+        var bulk = new BulkLoadBenchmarks();
+        await bulk.SetupAsync();
+        var copies = await TimeAsync("Measuring bulk load into 4 shards vs one raw COPY (100,000 rows)", 3,
+            async () => { await bulk.ShardKitCopyAsync(); bulk.IterationCleanup(); },
+            async () => { await bulk.RawCopyAsync(); bulk.IterationCleanup(); });
+        ratios.Add(new Ratio("bulk load, 100k rows, 4 shards", "one raw binary COPY into one server", copies, "time; below 1.25 = at least 0.8x the rows/s"));
+        await bulk.CleanupAsync();
+
+        var commits = new DistributedCommitBenchmarks();
+        await commits.SetupAsync();
+        var twoPhase = await TimeAsync("Measuring a two-shard distributed commit vs a one-shard commit", 100,
+            async () => await commits.ShardKitTwoShardsAsync(), commits.RawDapperOneShardAsync);
+        ratios.Add(new Ratio("distributed commit, 2 shards (2PC)", "Npgsql transaction on one shard", twoPhase, "target at most 2.5"));
+        await commits.CleanupAsync();
+
         var merge = new OrderedMergeBenchmarks();
         merge.Setup();
         var merged = await TimeAsync("Measuring k-way merge of 1,000,000 rows vs concat + sort", 3,

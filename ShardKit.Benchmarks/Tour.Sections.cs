@@ -53,4 +53,45 @@ public static partial class Tour
         var found = await db.ForId(id).QuerySingleAsync<BenchOrder>("select * from tour_orders where id = @Id", new { Id = id });
         Console.WriteLine($"    found again by its id alone on {source.ShardForId(id)} (customer {found.CustomerId}), no lookup table");
     }
+
+    private static async Task ShowDistributedTransactionAsync(ShardedDataSource source, ShardedConnection db)
+    {
+        // Two customers on different shards: a transfer that must happen on both or on neither.
+        var (from, to) = TwoCustomersOnDifferentShards(source);
+        var result = await Step($"Distributed transaction: orders for customers {from} ({source.ShardFor(from)}) and {to} ({source.ShardFor(to)})", async () =>
+        {
+            await using var transaction = await db.BeginDistributedTransactionAsync();
+            await db.ExecuteAsync("insert into tour_orders values (@CustomerId, @Id, @Total, now())",
+                new[] { new BenchOrder { CustomerId = from, Id = 900_001, Total = -25 }, new BenchOrder { CustomerId = to, Id = 900_002, Total = 25 } });
+            return await transaction.CommitAsync();
+        });
+        Console.WriteLine($"    {result.GlobalId}: two-phase commit on {string.Join(" and ", result.Shards)}, complete = {result.IsComplete}");
+
+        await using (var transaction = await db.BeginDistributedTransactionAsync())
+        {
+            await db.ExecuteAsync("insert into tour_orders values (@CustomerId, @Id, @Total, now())",
+                new[] { new BenchOrder { CustomerId = from, Id = 900_003, Total = -5 }, new BenchOrder { CustomerId = to, Id = 900_004, Total = 5 } });
+            // Disposed without commit: rolled back on both shards.
+        }
+
+        var kept = await db.AllShards().ExecuteScalarAsync("select count(*) from tour_orders where id between 900001 and 900004", Merge.Count());
+        var recovery = await source.RecoverAsync();
+        Console.WriteLine($"    {kept} rows kept (the committed pair; the abandoned pair rolled back everywhere); " +
+                          $"recovery found {recovery.Committed + recovery.RolledBack} in-doubt transactions");
+    }
+
+    private static async Task ShowBulkLoadAsync(ShardedConnection db)
+    {
+        var rows = SampleOrders(200_000).Select(o => new BenchOrder { CustomerId = o.CustomerId, Id = o.Id + 1_000_000, Total = o.Total, CreatedAt = o.CreatedAt });
+        var result = await Step("Bulk load: 200,000 orders streamed with binary COPY to every shard at once", () => db.BulkInsertAsync("tour_orders", rows));
+        Console.WriteLine($"    {result.Total} rows: {string.Join(", ", result.RowsPerShard.Select(p => $"{p.Key} {p.Value}"))}; " +
+                          "each shard's COPY committed only after every shard's succeeded");
+    }
+
+    private static (long From, long To) TwoCustomersOnDifferentShards(ShardedDataSource source)
+    {
+        const long from = 42;
+        var to = Enumerable.Range(43, 1000).Select(i => (long)i).First(c => source.ShardFor(c) != source.ShardFor(from));
+        return (from, to);
+    }
 }

@@ -34,6 +34,8 @@ public static partial class Tour
                 await ShowRoutingAsync(db);
                 await ShowFanOutAsync(db);
                 await ShowIdsAsync(source, db);
+                await ShowDistributedTransactionAsync(source, db);
+                await ShowBulkLoadAsync(db);
             }
 
             var ratios = await MeasureRatiosAsync(shards, set);
