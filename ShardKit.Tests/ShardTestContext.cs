@@ -71,6 +71,29 @@ internal sealed class ShardTestContext : IAsyncDisposable
         return (await Dapper.SqlMapper.QueryAsync<T>(conn, sql)).ToList();
     }
 
+    /// <summary>
+    /// Waits (up to 5 s) until no shard runs a query containing <paramref name="marker"/>, and fails naming the shard
+    /// where one still runs: proof that a cancellation reached the servers.
+    /// </summary>
+    public async Task AssertNotRunningAsync(string marker)
+    {
+        foreach (var shard in Shards.Names)
+        {
+            long running = -1;
+            for (var i = 0; i < 50 && running != 0; i++)
+            {
+                running = (await DirectAsync<long>(shard,
+                    $"select count(*) from pg_stat_activity where query like '%{marker}%' and state = 'active' and pid <> pg_backend_pid()"))[0];
+                if (running != 0)
+                {
+                    await Task.Delay(100);
+                }
+            }
+
+            Assert.That(running, Is.Zero, $"the query still runs on {shard}");
+        }
+    }
+
     /// <summary>The shard a server port belongs to.</summary>
     public string ShardOfPort(int port) =>
         Shards.Names[Shards.ConnectionStrings.ToList().FindIndex(cs => new NpgsqlConnectionStringBuilder(cs).Port == port)];

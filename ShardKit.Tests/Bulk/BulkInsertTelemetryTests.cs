@@ -1,7 +1,6 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
+using ShardKit.Tests.Telemetry;
 
 namespace ShardKit.Tests.Bulk;
 
@@ -12,7 +11,7 @@ public sealed class BulkInsertTelemetryTests
     public async Task A_load_emits_a_parent_span_one_span_per_shard_with_its_rows_and_a_row_counter()
     {
         await using var ctx = await ShardTestContext.CreateAsync(BulkOrder.Ddl, stem: "bulk");
-        using var capture = new Capture();
+        using var capture = new TelemetryCapture();
         await using var source = Rebuild(ctx, capture);
         await using var db = source.CreateConnection();
 
@@ -39,7 +38,7 @@ public sealed class BulkInsertTelemetryTests
     public async Task A_failed_load_marks_its_span_failed_counts_no_rows_and_logs_a_warning()
     {
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (tenant text, id bigint)", stem: "bulk");
-        using var capture = new Capture();
+        using var capture = new TelemetryCapture();
         await using var source = Rebuild(ctx, capture);
         await using var db = source.CreateConnection();
         var rows = Enumerable.Range(0, 3000).Select(i => new BulkInsertInputErrorTests.Tenanted { Tenant = i == 2000 ? null : "t" + i, Id = i });
@@ -55,7 +54,7 @@ public sealed class BulkInsertTelemetryTests
         Assert.That(warning.Message, Does.Contain(ctx.Table).And.Not.Contain("t1999"));
     }
 
-    private static ShardedDataSource Rebuild(ShardTestContext ctx, Capture capture)
+    private static ShardedDataSource Rebuild(ShardTestContext ctx, TelemetryCapture capture)
     {
         var builder = new ShardedDataSourceBuilder().UseLoggerFactory(capture);
         for (var i = 0; i < ctx.Shards.Count; i++)
@@ -64,57 +63,5 @@ public sealed class BulkInsertTelemetryTests
         }
 
         return builder.Build();
-    }
-
-    private sealed class Capture : ILoggerFactory, ILogger
-    {
-        private readonly ActivityListener _activities;
-        private readonly MeterListener _meters = new();
-
-        public Capture()
-        {
-            _activities = new ActivityListener
-            {
-                ShouldListenTo = s => s.Name == "ShardKit",
-                Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-                ActivityStopped = a => Activities.Add(a),
-            };
-            ActivitySource.AddActivityListener(_activities);
-            _meters.InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == "ShardKit")
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            };
-            _meters.SetMeasurementEventCallback<long>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
-            _meters.Start();
-        }
-
-        public ConcurrentBag<Activity> Activities { get; } = [];
-
-        public ConcurrentBag<(string Name, long Value, KeyValuePair<string, object?>[] Tags)> Measurements { get; } = [];
-
-        public ConcurrentBag<(int EventId, LogLevel Level, string Message)> Logs { get; } = [];
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            Logs.Add((eventId.Id, logLevel, formatter(state, exception)));
-
-        public void Dispose()
-        {
-            _activities.Dispose();
-            _meters.Dispose();
-        }
     }
 }

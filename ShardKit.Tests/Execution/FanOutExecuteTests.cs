@@ -134,12 +134,7 @@ public sealed class FanOutExecuteTests
         Assert.That(async () => await db.AllShards().ExecuteAsync($"select pg_sleep(30) /* {marker} */", cancellationToken: cts.Token),
             Throws.InstanceOf<OperationCanceledException>());
 
-        foreach (var shard in ctx.Shards.Names)
-        {
-            var stillRunning = await WaitForZeroAsync(() => ctx.DirectAsync<long>(shard,
-                $"select count(*) from pg_stat_activity where query like '%{marker}%' and state = 'active' and pid <> pg_backend_pid()"));
-            Assert.That(stillRunning, Is.Zero, $"the query still runs on {shard}");
-        }
+        await ctx.AssertNotRunningAsync(marker);
     }
 
     [Test]
@@ -165,22 +160,5 @@ public sealed class FanOutExecuteTests
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new FanOutOptions { MaxParallelism = 0 }.Validate());
         Assert.Throws<ArgumentOutOfRangeException>(() => new FanOutOptions { PerShardTimeout = TimeSpan.Zero }.Validate());
-    }
-
-    private static async Task<long> WaitForZeroAsync(Func<Task<List<long>>> count)
-    {
-        long last = -1;
-        for (var i = 0; i < 50; i++)
-        {
-            last = (await count())[0];
-            if (last == 0)
-            {
-                return 0;
-            }
-
-            await Task.Delay(100);
-        }
-
-        return last;
     }
 }

@@ -86,7 +86,7 @@ public sealed class FanOutQueryTests
             $"select inet_server_port() from pg_sleep(case when inet_server_port() = {fastPort} then 0 else 30 end) /* {marker} */");
 
         Assert.That(found, Is.EqualTo(fastPort));
-        await AssertGoneAsync(ctx, marker);
+        await ctx.AssertNotRunningAsync(marker);
     }
 
     [Test]
@@ -104,7 +104,7 @@ public sealed class FanOutQueryTests
             }
         }, Throws.InstanceOf<OperationCanceledException>());
 
-        await AssertGoneAsync(ctx, marker);
+        await ctx.AssertNotRunningAsync(marker);
     }
 
     [Test]
@@ -120,7 +120,7 @@ public sealed class FanOutQueryTests
             break;
         }
 
-        await AssertGoneAsync(ctx, marker);
+        await ctx.AssertNotRunningAsync(marker);
         Assert.That(await db.AllShards().ExecuteScalarAsync("select count(*) from pg_class", Merge.Count()), Is.Positive,
             "the connection is usable after an early stop");
     }
@@ -146,24 +146,5 @@ public sealed class FanOutQueryTests
 
         Assert.That(count, Is.EqualTo(perShard * ctx.Shards.Count));
         Assert.That(peak, Is.LessThan(64L * 1024 * 1024), $"live memory grew by {peak / 1024 / 1024} MB while streaming");
-    }
-
-    private static async Task AssertGoneAsync(ShardTestContext ctx, string marker)
-    {
-        foreach (var shard in ctx.Shards.Names)
-        {
-            long running = -1;
-            for (var i = 0; i < 50 && running != 0; i++)
-            {
-                running = (await ctx.DirectAsync<long>(shard,
-                    $"select count(*) from pg_stat_activity where query like '%{marker}%' and state = 'active' and pid <> pg_backend_pid()"))[0];
-                if (running != 0)
-                {
-                    await Task.Delay(100);
-                }
-            }
-
-            Assert.That(running, Is.Zero, $"the query still runs on {shard}");
-        }
     }
 }

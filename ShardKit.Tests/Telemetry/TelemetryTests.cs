@@ -1,6 +1,4 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 
 namespace ShardKit.Tests.Telemetry;
 
@@ -13,54 +11,12 @@ public sealed class TelemetryTests
         public string Secret { get; init; } = "";
     }
 
-    private sealed class Capture : IDisposable
-    {
-        private readonly ActivityListener _activities;
-        private readonly MeterListener _meters = new();
-
-        public Capture()
-        {
-            _activities = new ActivityListener
-            {
-                ShouldListenTo = s => s.Name == "ShardKit",
-                Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-                ActivityStopped = a => Activities.Add(a),
-            };
-            ActivitySource.AddActivityListener(_activities);
-            _meters.InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == "ShardKit")
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            };
-            _meters.SetMeasurementEventCallback<double>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
-            _meters.SetMeasurementEventCallback<int>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
-            _meters.SetMeasurementEventCallback<long>((i, v, tags, _) => Measurements.Add((i.Name, v, tags.ToArray())));
-            _meters.Start();
-        }
-
-        public ConcurrentBag<Activity> Activities { get; } = [];
-
-        public ConcurrentBag<(string Name, double Value, KeyValuePair<string, object?>[] Tags)> Measurements { get; } = [];
-
-        public IEnumerable<string> AllText() =>
-            Activities.SelectMany(a => a.TagObjects.Select(t => $"{t.Key}={t.Value}").Append(a.DisplayName))
-                .Concat(Measurements.SelectMany(m => m.Tags.Select(t => $"{t.Key}={t.Value}")));
-
-        public void Dispose()
-        {
-            _activities.Dispose();
-            _meters.Dispose();
-        }
-    }
-
     [Test]
     public async Task A_routed_command_emits_a_span_with_database_tags_and_a_duration_measurement()
     {
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint, secret text)");
         await using var db = ctx.Source.CreateConnection();
-        using var capture = new Capture();
+        using var capture = new TelemetryCapture();
 
         await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Secret)", new Row { CustomerId = 77, Secret = "tops3cret-value" });
 
@@ -78,7 +34,7 @@ public sealed class TelemetryTests
     {
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint)");
         await using var db = ctx.Source.CreateConnection();
-        using var capture = new Capture();
+        using var capture = new TelemetryCapture();
 
         await db.AllShards().ExecuteAsync($"delete from {ctx.Table} where customer_id = @Id", new { Id = 123456789L });
 
@@ -95,7 +51,7 @@ public sealed class TelemetryTests
     {
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint)",
             configure: null);
-        using var capture = new Capture();
+        using var capture = new TelemetryCapture();
         var builder = new ShardedDataSourceBuilder();
         for (var i = 0; i < ctx.Shards.Count; i++)
         {
@@ -114,7 +70,7 @@ public sealed class TelemetryTests
     {
         await using var s = await Distributed.DistributedShards.SharedAsync(2);
         await using var db = s.Source.CreateConnection();
-        using var capture = new Capture();
+        using var capture = new TelemetryCapture();
         var rows = new[] { new Distributed.DistributedShards.Row { CustomerId = s.KeyOn(0), Id = 1 }, new Distributed.DistributedShards.Row { CustomerId = s.KeyOn(1), Id = 1 } };
 
         await using (var tx = await db.BeginDistributedTransactionAsync())
