@@ -9,6 +9,8 @@ namespace ShardKit.Benchmarks;
 /// (what an unsharded app pays). Against it: ShardKit's distributed transaction over two shards, one row each
 /// (two-phase commit: prepare both in parallel, log the decision, commit both in parallel), and the same API when
 /// both rows share a shard (plain commit, no two-phase cost). Target: two shards at most 2.5× the baseline.
+/// <see cref="DelayMs"/> puts each shard behind a proxy adding that one-way delay: at 0 the servers share the
+/// benchmark's two cores and CPU decides; at 1 ms round trips decide, as between real servers.
 /// </summary>
 [MemoryDiagnoser]
 public class DistributedCommitBenchmarks
@@ -18,10 +20,13 @@ public class DistributedCommitBenchmarks
     private NpgsqlDataSource _first = null!;
     private long _id;
 
+    [Params(0, 1)]
+    public int DelayMs { get; set; }
+
     [GlobalSetup]
     public async Task SetupAsync()
     {
-        _shards = await BenchmarkShards.StartAsync(2, configure: b => b.UseModuloSharding());
+        _shards = await BenchmarkShards.StartAsync(2, TimeSpan.FromMilliseconds(DelayMs), b => b.UseModuloSharding());
         await _shards.OnEveryShardAsync("drop table if exists bench_2pc; create table bench_2pc (customer_id bigint, id bigint, total numeric)");
         _first = _shards.Source.GetShardDataSource("s0");
         await RawDapperOneShardAsync();

@@ -134,29 +134,29 @@ public sealed partial class DistributedTransaction
         try
         {
             await StepAsync(DistributedStep.PrepareShard, name).ConfigureAwait(false);
-            // PostgreSQL answers PREPARE in a transaction that already failed with a silent ROLLBACK, not an error: the
-            // same round trip asks whether the prepared transaction really exists.
+            // PostgreSQL answers PREPARE in a transaction that already failed with a silent ROLLBACK, not an error. A
+            // trivial statement just before it, in the same round trip, raises "current transaction is aborted" instead.
             var batch = new NpgsqlBatch(_participants[shard])
             {
                 BatchCommands =
                 {
+                    new NpgsqlBatchCommand("select 1"),
                     new NpgsqlBatchCommand(PreparedSql("prepare transaction", gid)),
-                    new NpgsqlBatchCommand("select count(*) from pg_prepared_xacts where gid = $1") { Parameters = { new() { Value = gid } } },
                 },
             };
             await using var batchScope = batch.ConfigureAwait(false);
-            if (await batch.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not 1L)
-            {
-                return new ShardFailure(name, new ShardKitException(
-                    $"The transaction on shard '{name}' had already failed (a command in it raised an error), so PostgreSQL rolled " +
-                    "it back instead of preparing it. Nothing was committed anywhere; fix the failing command and run the transaction again."));
-            }
-
+            await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             return null;
         }
         catch (PostgresException e) when (PreparedTransactionsUnavailableException.Matches(e))
         {
             return new ShardFailure(name, new PreparedTransactionsUnavailableException(name, e));
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InFailedSqlTransaction)
+        {
+            return new ShardFailure(name, new ShardKitException(
+                $"The transaction on shard '{name}' had already failed (a command in it raised an error), so it cannot be " +
+                "prepared. Nothing was committed anywhere; fix the failing command and run the transaction again.", e));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
