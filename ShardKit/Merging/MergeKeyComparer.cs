@@ -6,7 +6,8 @@ namespace ShardKit.Merging;
 /// </summary>
 internal sealed class MergeKeyComparer<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending) : IComparer<T>
 {
-    private readonly IComparer<TKey> _comparer = comparer ?? DefaultComparer();
+    // Null means the default order, called directly below so the JIT can inline it for value-type keys.
+    private readonly IComparer<TKey>? _comparer = comparer ?? (typeof(TKey) == typeof(string) ? (IComparer<TKey>)StringComparer.Ordinal : null);
 
     public int Compare(T? x, T? y)
     {
@@ -17,16 +18,17 @@ internal sealed class MergeKeyComparer<T, TKey>(Func<T, TKey> key, IComparer<TKe
         {
             result = b is null ? 0 : 1;
         }
+        else if (b is null)
+        {
+            result = -1;
+        }
         else
         {
-            result = b is null ? -1 : _comparer.Compare(a, b);
+            result = _comparer is null ? Comparer<TKey>.Default.Compare(a, b) : _comparer.Compare(a, b);
         }
 
         return descending ? -result : result;
     }
-
-    private static IComparer<TKey> DefaultComparer() =>
-        typeof(TKey) == typeof(string) ? (IComparer<TKey>)StringComparer.Ordinal : Comparer<TKey>.Default;
 }
 
 /// <summary>Compares by a first comparer, then by the next on ties (ORDER BY a, b).</summary>

@@ -9,7 +9,7 @@ namespace ShardKit;
 /// Stages run in this order: merge the shards (arrival order, or an ordered k-way merge), combine groups,
 /// drop duplicates, drop rows up to the keyset cursor, skip, take.
 /// </summary>
-public sealed class MergePlan<T>
+public sealed partial class MergePlan<T>
 {
     internal static readonly MergePlan<T> Concat = new("concat");
 
@@ -98,26 +98,7 @@ public sealed class MergePlan<T>
 
     /// <summary>Runs the plan over the shards' row streams.</summary>
     internal IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources, CancellationToken cancellationToken = default) =>
-        Order is not null && Grouping is null ? OrderedAsync(sources, cancellationToken) : StagedAsync(Rows(sources, cancellationToken), cancellationToken);
-
-    /// <summary>The ordered merge with the later stages inline: one asynchronous layer per row, not one per stage.</summary>
-    private async IAsyncEnumerable<ShardRow<T>> OrderedAsync(MergeSource<T>[] sources,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var stages = new Stages(this);
-        var merge = new OrderedMerge<T>(sources, Order!);
-        while (!stages.Done && await merge.MoveNextAsync().ConfigureAwait(false))
-        {
-            if (stages.Admit(merge.Current.Row))
-            {
-                yield return merge.Current;
-                if ((stages.Taken & 0x3FF) == 0)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                }
-            }
-        }
-    }
+        Order is not null && Grouping is null ? new OrderedRows(this, sources, cancellationToken) : StagedAsync(Rows(sources, cancellationToken), cancellationToken);
 
     private async IAsyncEnumerable<ShardRow<T>> StagedAsync(IAsyncEnumerable<ShardRow<T>> rows,
         [EnumeratorCancellation] CancellationToken cancellationToken)

@@ -1,8 +1,8 @@
 namespace ShardKit.Merging;
 
 /// <summary>
-/// The k-way merge of shard streams that are each already sorted: a binary heap holds one row per shard, so memory
-/// is proportional to the number of shards, never to the rows. Every row is checked against the previous row of its
+/// The k-way merge of shard streams that are each already sorted: a tournament (loser) tree holds one row per shard,
+/// so memory is proportional to the number of shards, never to the rows, and each row costs log2(shards) comparisons. Every row is checked against the previous row of its
 /// shard; a shard out of order raises <see cref="ShardMergeOrderException"/> instead of a silently wrong result.
 /// Ties between shards go to the shard listed first, so the output is deterministic. A hand-written cursor rather
 /// than an async iterator: rows already buffered come through without any asynchronous machinery.
@@ -13,8 +13,9 @@ internal sealed class OrderedMerge<T>
     private readonly IComparer<T> _order;
     private readonly T[] _heads;
     private readonly long[] _counts;
-    private readonly int[] _heap;
-    private int _size = -1; // -1: not started
+    private readonly bool[] _ended;
+    private readonly int[] _losers; // [0] is the winner; [1..k) the loser of each match; leaves are k..2k
+    private bool _started;
     private int _top = -1; // the shard whose row was returned last, to advance on the next call
 
     public OrderedMerge(MergeSource<T>[] sources, IComparer<T> order)
@@ -23,14 +24,15 @@ internal sealed class OrderedMerge<T>
         _order = order;
         _heads = new T[sources.Length];
         _counts = new long[sources.Length];
-        _heap = new int[sources.Length];
+        _ended = new bool[sources.Length];
+        _losers = new int[sources.Length];
     }
 
-    public ShardRow<T> Current => new(_sources[_heap[0]].Shard, _heads[_heap[0]]);
+    public ShardRow<T> Current => new(_sources[_losers[0]].Shard, _heads[_losers[0]]);
 
     public ValueTask<bool> MoveNextAsync()
     {
-        if (_size < 0)
+        if (!_started)
         {
             return StartAsync();
         }
@@ -57,95 +59,96 @@ internal sealed class OrderedMerge<T>
 
     private async ValueTask<bool> StartAsync()
     {
-        _size = 0;
+        _started = true;
         // Every shard is already running; wait for each one's first row in turn.
         for (var i = 0; i < _sources.Length; i++)
         {
             if (await _sources[i].AdvanceAsync().ConfigureAwait(false))
             {
                 _heads[i] = _sources[i].Rows.Current;
-                Push(i);
+            }
+            else
+            {
+                _ended[i] = true;
             }
         }
 
+        _losers[0] = Play(1);
         return Emit();
     }
 
     private bool Emit()
     {
-        if (_size == 0)
+        _top = _losers[0];
+        if (_ended[_top])
         {
             _top = -1;
             return false;
         }
 
-        _top = _heap[0];
         _counts[_top]++;
         return true;
     }
 
-    /// <summary>The shard at the top of the heap moved on: re-place it with its new row, or drop it when it ended.</summary>
+    /// <summary>The shard of the last row moved on: check its order, then replay its matches up to the root.</summary>
     private void Advanced(bool more)
     {
         var shard = _top;
         if (!more)
         {
-            _heap[0] = _heap[--_size];
-            SiftDown();
-            return;
+            _ended[shard] = true;
         }
-
-        var row = _sources[shard].Rows.Current;
-        if (_order.Compare(_heads[shard], row) > 0)
+        else
         {
-            throw new ShardMergeOrderException(_sources[shard].Shard, _counts[shard]);
-        }
-
-        _heads[shard] = row;
-        SiftDown();
-    }
-
-    private void Push(int shard)
-    {
-        var i = _size++;
-        _heap[i] = shard;
-        while (i > 0)
-        {
-            var parent = (i - 1) / 2;
-            if (Less(_heap[parent], _heap[i]))
+            var row = _sources[shard].Rows.Current;
+            if (_order.Compare(_heads[shard], row) > 0)
             {
-                break;
+                throw new ShardMergeOrderException(_sources[shard].Shard, _counts[shard]);
             }
 
-            (_heap[parent], _heap[i]) = (_heap[i], _heap[parent]);
-            i = parent;
+            _heads[shard] = row;
         }
-    }
 
-    private void SiftDown()
-    {
-        var i = 0;
-        while (true)
+        var winner = shard;
+        for (var node = (shard + _sources.Length) / 2; node > 0; node /= 2)
         {
-            var left = (2 * i) + 1;
-            if (left >= _size)
+            if (Beats(_losers[node], winner))
             {
-                return;
+                (_losers[node], winner) = (winner, _losers[node]);
             }
-
-            var child = left + 1 < _size && Less(_heap[left + 1], _heap[left]) ? left + 1 : left;
-            if (Less(_heap[i], _heap[child]))
-            {
-                return;
-            }
-
-            (_heap[i], _heap[child]) = (_heap[child], _heap[i]);
-            i = child;
         }
+
+        _losers[0] = winner;
     }
 
-    private bool Less(int a, int b)
+    /// <summary>Plays the matches below <paramref name="node"/>, keeping each loser, and returns the winner.</summary>
+    private int Play(int node)
     {
+        if (node >= _sources.Length)
+        {
+            return node - _sources.Length;
+        }
+
+        var a = Play(2 * node);
+        var b = Play((2 * node) + 1);
+        if (Beats(a, b))
+        {
+            _losers[node] = b;
+            return a;
+        }
+
+        _losers[node] = a;
+        return b;
+    }
+
+    /// <summary>Whether shard a's row comes first; an ended shard never does, and ties go to the shard listed first.</summary>
+    private bool Beats(int a, int b)
+    {
+        if (_ended[a] || _ended[b])
+        {
+            return !_ended[a];
+        }
+
         var result = _order.Compare(_heads[a], _heads[b]);
         return result < 0 || (result == 0 && a < b);
     }
