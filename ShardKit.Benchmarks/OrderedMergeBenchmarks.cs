@@ -23,8 +23,10 @@ public class OrderedMergeBenchmarks
     public void Setup()
     {
         var random = new Random(3);
+        // Each shard's rows are created in the order the shard streams them, as a data reader materializes rows.
         _shards = Enumerable.Range(0, Shards)
-            .Select(_ => Enumerable.Range(0, Rows / Shards).Select(i => new Row(random.Next(0, 10_000_000), i)).OrderBy(r => r.At).ThenBy(r => r.Id).ToArray())
+            .Select(_ => Enumerable.Range(0, Rows / Shards).Select(i => (At: (long)random.Next(0, 10_000_000), Id: (long)i)).Order()
+                .Select(k => new Row(k.At, k.Id)).ToArray())
             .ToArray();
         if (KWayMergeAsync().GetAwaiter().GetResult() != ConcatAndSort())
         {

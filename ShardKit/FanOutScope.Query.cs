@@ -165,9 +165,11 @@ public sealed partial class FanOutScope
         var streams = OpenStreams<T>(run, command);
         var sources = streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
         long merged = 0;
+        // The merge watches only the caller's token: a shard failure or a timeout cancels the run, and the streams turn
+        // that into the policy's error (or a missing shard), which the merge must see rather than a bare cancellation.
         try
         {
-            await foreach (var row in plan.MergeAsync(sources, run.Token).ConfigureAwait(false))
+            await foreach (var row in plan.MergeAsync(sources, cancel.Token).ConfigureAwait(false))
             {
                 merged++;
                 yield return row;

@@ -80,7 +80,8 @@ public sealed partial class ShardedConnection
             {
                 // A failure elsewhere cancels the token while this shard waits, and its transaction rolls back.
                 await barrier!.ArriveAndWaitAsync(token).ConfigureAwait(false);
-                await transaction.CommitAsync(token).ConfigureAwait(false);
+                // Past the barrier every shard commits: cancelling one now would only split the batch further.
+                await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
             }
 
             return affected;

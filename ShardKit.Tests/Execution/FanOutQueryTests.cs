@@ -147,4 +147,43 @@ public sealed class FanOutQueryTests
         Assert.That(count, Is.EqualTo(perShard * ctx.Shards.Count));
         Assert.That(peak, Is.LessThan(64L * 1024 * 1024), $"live memory grew by {peak / 1024 / 1024} MB while streaming");
     }
+
+    [Test]
+    public async Task A_shard_failing_during_an_arrival_order_read_surfaces_as_an_aggregate_error_naming_it()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var badPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[1]).Port;
+        var error = Assert.ThrowsAsync<ShardAggregateException>(() => db.AllShards().QueryAsync<int>(
+            $"select 1 / (inet_server_port() - {badPort}) from pg_sleep(case when inet_server_port() = {badPort} then 0 else 1 end)"));
+        Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
+    }
+
+    [Test]
+    public async Task An_overall_timeout_under_partial_results_keeps_the_fast_shards_and_lists_the_slow_one()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var slowPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[3]).Port;
+        var options = new FanOutOptions { OverallTimeout = TimeSpan.FromMilliseconds(600), Policy = FanOutPolicy.PartialResults };
+        var result = await db.AllShards(options).QueryAsync<int>($"select 1 from pg_sleep(case when inet_server_port() = {slowPort} then 10 else 0 end)");
+        Assert.That(result, Has.Count.EqualTo(3));
+        Assert.That(result.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s3" }));
+        Assert.That(result.Failures[0].Error, Is.InstanceOf<ShardTimeoutException>());
+    }
+
+    [Test]
+    public async Task An_ordered_read_fails_on_the_first_failing_shard_without_waiting_for_a_slower_one()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var slowPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[0]).Port;
+        var badPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[1]).Port;
+        var marker = "slow_" + Guid.NewGuid().ToString("N");
+        var error = Assert.ThrowsAsync<ShardAggregateException>(() => db.AllShards().QueryAsync<int>(
+            $"select 1 / (inet_server_port() - {badPort}) as g from pg_sleep(case when inet_server_port() = {slowPort} then 30 else 0 end) /* {marker} */",
+            null, Merge.OrderBy<int, int>(g => g)));
+        Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
+        await ctx.AssertNotRunningAsync(marker); // the slow shard was cancelled, not waited for
+    }
 }

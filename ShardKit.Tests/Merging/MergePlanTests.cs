@@ -76,6 +76,14 @@ public sealed class MergePlanTests
     }
 
     [Test]
+    public async Task Skip_after_take_skips_within_the_taken_rows_as_LINQ_does()
+    {
+        var plan = Merge.OrderBy<int, int>(x => x).Take(10).Skip(5);
+        Assert.That(await InMemoryShards.RunAsync(plan, Enumerable.Range(0, 50).ToArray()), Is.EqualTo(new[] { 5, 6, 7, 8, 9 }));
+        Assert.That(plan.ShardLimit, Is.EqualTo(10));
+    }
+
+    [Test]
     public async Task After_a_cursor_only_rows_strictly_later_in_the_order_remain()
     {
         var plan = Merge.OrderBy<Row, long>(r => r.Key).ThenBy(r => r.Shard).After(new Row(0, 3));

@@ -107,4 +107,24 @@ public sealed class RetryAndBreakerTests
         Assert.ThrowsAsync<PostgresException>(() => db.OnShard("s1").ExecuteAsync("select * from no_such_table"));
         Assert.That(ctx.Source.GetCircuitState("s1"), Is.EqualTo(CircuitState.Closed));
     }
+
+    [Test]
+    public async Task A_probe_that_a_fan_out_stops_early_still_closes_the_breaker()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (id bigint)", b => b
+            .UseRetries(ShardRetryOptions.None).UseTimeProvider(time)
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromSeconds(10) }), proxied: true);
+        await using var db = ctx.Source.CreateConnection();
+        ctx.Proxies[0].Cut();
+        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+        ctx.Proxies[0].Restore();
+        time.Advance(TimeSpan.FromSeconds(11));
+
+        var page = await db.AllShards().QueryAsync("select generate_series(1, 1000)", null, Merge.OrderBy<int, int>(g => g).Take(5));
+
+        Assert.That(page, Has.Count.EqualTo(5));
+        Assert.That(ctx.Source.GetCircuitState("s0"), Is.EqualTo(CircuitState.Closed));
+        Assert.DoesNotThrowAsync(() => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+    }
 }

@@ -114,10 +114,6 @@ internal sealed class FanOutRun : IDisposable
     {
         await Task.Yield();
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Token);
-        if (Options.PerShardTimeout is { } timeout)
-        {
-            cancel.CancelAfter(timeout);
-        }
 
         var holdsSlot = false;
         var breaker = Connection.DataSource.BreakerAt(shard);
@@ -128,10 +124,20 @@ internal sealed class FanOutRun : IDisposable
             breaker.ThrowIfOpen();
             await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
             holdsSlot = true;
+            if (Options.PerShardTimeout is { } timeout)
+            {
+                cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
+            }
+
             var connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
             var result = await work(shard, connection, cancel.Token).ConfigureAwait(false);
             breaker.OnSuccess();
             return (shard, true, result);
+        }
+        catch (OperationCanceledException) when (CallerToken.IsCancellationRequested)
+        {
+            breaker.ReleaseProbe(); // the caller gave up: the shard proved nothing either way
+            throw;
         }
         catch (Exception e) when (!CallerToken.IsCancellationRequested)
         {

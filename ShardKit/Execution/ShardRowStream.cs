@@ -23,6 +23,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private Task<bool>? _inFlight;
     private NpgsqlConnection? _connection;
     private volatile bool _stopping;
+    private bool _answered;
 
     /// <summary>How long an early stop reads on before cancelling the rest of the query on the server.</summary>
     private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
@@ -32,10 +33,6 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         _run = run;
         _shard = shard;
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(run.Token);
-        if (run.Options.PerShardTimeout is { } timeout)
-        {
-            _cancel.CancelAfter(timeout);
-        }
 
         _first = StartAsync(query);
     }
@@ -72,6 +69,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             {
                 _started = true;
                 more = await _first.ConfigureAwait(false);
+                Answered(); // the shard answered: a half-open breaker closes even if the merge stops early
             }
             else if (_buffer is not null)
             {
@@ -97,6 +95,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             {
                 return false; // cancelled by an early stop: not a failure of the shard
             }
+
+            _answered = true;
 
             _run.Connection.DataSource.BreakerAt(_shard).OnFailure(e);
             ShardKitTelemetry.RecordError(_activity, e);
@@ -141,7 +141,21 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             await StopEarlyAsync().ConfigureAwait(false);
         }
 
+        if (!_answered)
+        {
+            _run.Connection.DataSource.BreakerAt(_shard).ReleaseProbe();
+        }
+
         _cancel.Dispose();
+    }
+
+    private void Answered()
+    {
+        if (!_answered)
+        {
+            _answered = true;
+            _run.Connection.DataSource.BreakerAt(_shard).OnSuccess();
+        }
     }
 
     /// <summary>
@@ -207,6 +221,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         _run.Connection.DataSource.BreakerAt(_shard).ThrowIfOpen();
         await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
         _holdsSlot = true;
+        if (_run.Options.PerShardTimeout is { } timeout)
+        {
+            _cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
+        }
+
         var connection = await _run.Connection.OpenShardAsync(_shard, _cancel.Token).ConfigureAwait(false);
         _connection = connection;
         _rows = query(connection, _cancel.Token).GetAsyncEnumerator();

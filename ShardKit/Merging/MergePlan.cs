@@ -68,7 +68,8 @@ public sealed partial class MergePlan<T>
     public MergePlan<T> Skip(int count)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
-        return With(p => p.SkipCount = checked(SkipCount + count));
+        // Skip after Take skips within the taken rows, as LINQ does: Take(10).Skip(5) leaves 5 rows.
+        return With(p => (p.SkipCount, p.TakeCount) = (checked(SkipCount + count), TakeCount is { } take ? Math.Max(0, take - count) : null));
     }
 
     /// <summary>Returns at most <paramref name="count"/> rows, and stops (cancelling the shards' queries) once it has them.</summary>

@@ -60,10 +60,13 @@ internal sealed class OrderedMerge<T>
     private async ValueTask<bool> StartAsync()
     {
         _started = true;
-        // Every shard is already running; wait for each one's first row in turn.
+        // Every shard's first row at once: a shard that fails at once is seen at once (and cancels the others) instead
+        // of after every slower shard listed before it.
+        var firsts = _sources.Select(source => source.AdvanceAsync().AsTask()).ToArray();
+        await Task.WhenAll(firsts).ConfigureAwait(false);
         for (var i = 0; i < _sources.Length; i++)
         {
-            if (await _sources[i].AdvanceAsync().ConfigureAwait(false))
+            if (firsts[i].Result)
             {
                 _heads[i] = _sources[i].Rows.Current;
             }

@@ -50,6 +50,18 @@ internal sealed class ShardCircuitBreaker(string shard, CircuitBreakerOptions op
         }
     }
 
+    /// <summary>
+    /// Ends a probe that proved nothing either way (the caller stopped or cancelled before the shard answered), so the
+    /// next command may probe again instead of finding the shard unavailable for good.
+    /// </summary>
+    public void ReleaseProbe()
+    {
+        lock (_gate)
+        {
+            _probing = false;
+        }
+    }
+
     public void OnSuccess()
     {
         lock (_gate)
