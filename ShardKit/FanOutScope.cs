@@ -56,16 +56,27 @@ public sealed partial class FanOutScope
 
     private static Func<System.Data.Common.DbDataReader, T> RowParser<T>(System.Data.Common.DbDataReader reader)
     {
-        try
+        if (!UntypedParser<T>.Needed)
         {
-            return reader.GetRowParser<T>();
+            try
+            {
+                return reader.GetRowParser<T>();
+            }
+            catch (InvalidCastException)
+            {
+                // Dapper hands out an untyped parser for some single-column types (string): remember, so the
+                // exception is paid once per type rather than once per shard and query.
+                UntypedParser<T>.Needed = true;
+            }
         }
-        catch (InvalidCastException)
-        {
-            // Dapper hands out an untyped parser for some single-column types (string); cast its values instead.
-            var parse = reader.GetRowParser(typeof(T));
-            return r => (T)parse(r)!;
-        }
+
+        var parse = reader.GetRowParser(typeof(T));
+        return r => (T)parse(r)!;
+    }
+
+    private static class UntypedParser<T>
+    {
+        public static bool Needed;
     }
 
     /// <summary>

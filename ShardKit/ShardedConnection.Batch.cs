@@ -41,10 +41,7 @@ public sealed partial class ShardedConnection
 
     private Dictionary<int, List<T>> GroupByShard<T>(IEnumerable<T> items)
     {
-        if (!ShardKeyAccessor<T>.HasKey)
-        {
-            ShardKeyAccessor<T>.Read(default!); // throws the type's own explanation (no [ShardKey], two keys, …)
-        }
+        ShardKeyAccessor<T>.EnsureKey();
 
         var groups = new Dictionary<int, List<T>>();
         var index = 0;

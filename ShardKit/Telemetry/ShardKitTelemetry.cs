@@ -52,11 +52,14 @@ internal static class ShardKitTelemetry
     /// <summary>Starts a client activity for a command, or returns null when nobody listens.</summary>
     public static Activity? StartCommand(string operation, string shard)
     {
-        var activity = Source.StartActivity("ShardKit " + operation, ActivityKind.Client);
+        if (!Source.HasListeners())
+        {
+            return null; // the hot path: not even the activity's name is built
+        }
+
+        var activity = Start("ShardKit " + operation, operation, ActivityKind.Client);
         if (activity is { IsAllDataRequested: true })
         {
-            activity.SetTag(SystemName, "postgresql");
-            activity.SetTag(OperationName, operation);
             activity.SetTag(ShardTag, shard);
         }
 
@@ -66,11 +69,9 @@ internal static class ShardKitTelemetry
     /// <summary>Starts the parent activity of a fan-out, or returns null when nobody listens.</summary>
     public static Activity? StartFanOut(string operation, int shardCount, string merge)
     {
-        var activity = Source.StartActivity("ShardKit fan-out " + operation, ActivityKind.Internal);
+        var activity = Start("ShardKit fan-out " + operation, operation, ActivityKind.Internal);
         if (activity is { IsAllDataRequested: true })
         {
-            activity.SetTag(SystemName, "postgresql");
-            activity.SetTag(OperationName, operation);
             activity.SetTag(ShardCountTag, shardCount);
             activity.SetTag(MergeTag, merge);
         }
@@ -81,11 +82,9 @@ internal static class ShardKitTelemetry
     /// <summary>Starts the parent activity of a bulk load, or returns null when nobody listens.</summary>
     public static Activity? StartBulkInsert(string table, int shardCount)
     {
-        var activity = Source.StartActivity("ShardKit bulk insert", ActivityKind.Internal);
+        var activity = Start("ShardKit bulk insert", BulkLoad.Operation, ActivityKind.Internal);
         if (activity is { IsAllDataRequested: true })
         {
-            activity.SetTag(SystemName, "postgresql");
-            activity.SetTag(OperationName, BulkLoad.Operation);
             activity.SetTag(CollectionTag, table);
             activity.SetTag(ShardCountTag, shardCount);
         }
@@ -96,12 +95,23 @@ internal static class ShardKitTelemetry
     /// <summary>Starts the activity of a distributed commit, rollback or recovery run, or returns null when nobody listens.</summary>
     public static Activity? StartDistributed(string operation, int shardCount)
     {
-        var activity = Source.StartActivity("ShardKit distributed " + operation, ActivityKind.Internal);
+        var activity = Start("ShardKit distributed " + operation, operation, ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(ShardCountTag, shardCount);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Starts an activity with the database tags every ShardKit activity carries.</summary>
+    private static Activity? Start(string name, string operation, ActivityKind kind)
+    {
+        var activity = Source.StartActivity(name, kind);
         if (activity is { IsAllDataRequested: true })
         {
             activity.SetTag(SystemName, "postgresql");
             activity.SetTag(OperationName, operation);
-            activity.SetTag(ShardCountTag, shardCount);
         }
 
         return activity;
