@@ -9,14 +9,21 @@ internal static class ProcessRunner
     public static bool IsRoot => OperatingSystem.IsLinux() && Environment.UserName == "root";
 
     public static async Task<(int ExitCode, string Output)> RunAsync(
-        string program, IEnumerable<string> arguments, bool asPostgresUser, TimeSpan timeout)
+        string program, IEnumerable<string> arguments, bool asPostgresUser, TimeSpan timeout,
+        IReadOnlyDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
         var start = new ProcessStartInfo
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? "",
         };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
+
         if (asPostgresUser && IsRoot)
         {
             start.FileName = "runuser";
