@@ -67,4 +67,119 @@ public sealed class ShardKitOptionsTests
         var error = Assert.Throws<ShardConfigurationException>(() => ShardedDataSource.Create(options));
         Assert.That(error!.Message, Does.Contain("UseCustomSharding"));
     }
+
+    private static OptionsValidationException StartupError(Dictionary<string, string?> values)
+    {
+        using var provider = new ServiceCollection().AddShardKit(Config(values).GetSection("ShardKit")).BuildServiceProvider();
+        return Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IStartupValidator>().Validate())!;
+    }
+
+    [Test]
+    public void A_misspelled_key_is_one_error_that_names_the_nearest_setting()
+    {
+        var error = StartupError(new()
+        {
+            ["ShardKit:Shards:0:Name"] = "a",
+            ["ShardKit:Shards:0:ConnectionStirng"] = "Host=db0",
+        });
+        Assert.That(error.Failures, Is.EqualTo(new[]
+        {
+            "ShardKit:Shards:0:ConnectionStirng: 'ConnectionStirng' is not a ShardKit setting; did you mean 'ConnectionString'?",
+        }));
+    }
+
+    [Test]
+    public void An_unknown_key_far_from_any_setting_lists_the_settings_there()
+    {
+        var error = StartupError(new()
+        {
+            ["ShardKit:Shards:0:Name"] = "a",
+            ["ShardKit:Shards:0:ConnectionString"] = "Host=db0",
+            ["ShardKit:CircuitBreaker:Whatever"] = "1",
+        });
+        Assert.That(error.Failures.Single(), Does.Contain("the settings here are BreakDuration, FailureThreshold"));
+    }
+
+    [Test]
+    public void An_unknown_strategy_lists_the_valid_ones()
+    {
+        var error = StartupError(new()
+        {
+            ["ShardKit:Shards:0:Name"] = "a",
+            ["ShardKit:Shards:0:ConnectionString"] = "Host=db0",
+            ["ShardKit:Strategy"] = "Hashing",
+        });
+        Assert.That(error.Failures, Is.EqualTo(new[]
+        {
+            "ShardKit:Strategy: 'Hashing' is not a valid ShardingStrategyKind; use one of Hash, Modulo, Range, List, Custom.",
+        }));
+    }
+
+    [Test]
+    public void Values_the_binder_cannot_convert_are_named_with_their_path()
+    {
+        var error = StartupError(new()
+        {
+            ["ShardKit:Shards:0:Name"] = "a",
+            ["ShardKit:Shards:0:ConnectionString"] = "Host=db0",
+            ["ShardKit:Buckets"] = "lots",
+            ["ShardKit:CircuitBreaker:BreakDuration"] = "30s",
+            ["ShardKit:Retries:RetryWrites"] = "yes",
+        });
+        Assert.That(error.Failures.Count(), Is.EqualTo(3));
+        Assert.That(error.Message, Does.Contain("ShardKit:Buckets: 'lots' is not a whole number"));
+        Assert.That(error.Message, Does.Contain("ShardKit:CircuitBreaker:BreakDuration: '30s' is not a time span"));
+        Assert.That(error.Message, Does.Contain("ShardKit:Retries:RetryWrites: 'yes' is not true or false"));
+    }
+
+    [Test]
+    public void Every_documented_setting_binds_without_error()
+    {
+        var config = Config(new()
+        {
+            ["ShardKit:Shards:0:Name"] = "a",
+            ["ShardKit:Shards:0:ConnectionString"] = "Host=db0",
+            ["ShardKit:Shards:1:Name"] = "b",
+            ["ShardKit:Shards:1:ConnectionString"] = "Host=db1",
+            ["ShardKit:strategy"] = "list",
+            ["ShardKit:KeyType"] = "String",
+            ["ShardKit:Buckets"] = "64",
+            ["ShardKit:List:acme"] = "a",
+            ["ShardKit:DefaultShard"] = "b",
+            ["ShardKit:Retries:MaxRetries"] = "3",
+            ["ShardKit:Retries:BaseDelay"] = "00:00:00.100",
+            ["ShardKit:Retries:MaxDelay"] = "00:00:02",
+            ["ShardKit:Retries:RetryWrites"] = "true",
+            ["ShardKit:CircuitBreaker:FailureThreshold"] = "3",
+            ["ShardKit:CircuitBreaker:BreakDuration"] = "00:00:10",
+            ["ShardKit:DistributedTransactions:CoordinatorShard"] = "b",
+            ["ShardKit:DistributedTransactions:AbortPreparedAfter"] = "00:02:00",
+            ["ShardKit:DistributedTransactions:AbortDecisionRetention"] = "2.00:00:00",
+        });
+        using var provider = new ServiceCollection().AddShardKit(config.GetSection("ShardKit")).BuildServiceProvider();
+        Assert.That(() => provider.GetRequiredService<IStartupValidator>().Validate(), Throws.Nothing);
+        var options = provider.GetRequiredService<IOptions<ShardKitOptions>>().Value;
+        Assert.That(options.Retries.RetryWrites, Is.True);
+        Assert.That(options.CircuitBreaker.BreakDuration, Is.EqualTo(TimeSpan.FromSeconds(10)));
+        Assert.That(provider.GetRequiredService<ShardedDataSource>().ShardFor("acme"), Is.EqualTo("a"));
+    }
+
+    [Test]
+    public void A_malformed_connection_string_on_a_range_shard_is_one_error()
+    {
+        var error = StartupError(new()
+        {
+            ["ShardKit:Shards:0:Name"] = "east",
+            ["ShardKit:Shards:0:ConnectionString"] = "Host=db0;Port=x",
+            ["ShardKit:Shards:1:Name"] = "west",
+            ["ShardKit:Shards:1:ConnectionString"] = "Host=db1",
+            ["ShardKit:Strategy"] = "Range",
+            ["ShardKit:Ranges:0:To"] = "1000",
+            ["ShardKit:Ranges:0:Shard"] = "east",
+            ["ShardKit:Ranges:1:From"] = "1000",
+            ["ShardKit:Ranges:1:Shard"] = "west",
+        });
+        Assert.That(error.Failures.Count(), Is.EqualTo(1), error.Message);
+        Assert.That(error.Message, Does.Contain("Shard 'east' has a malformed connection string"));
+    }
 }

@@ -38,4 +38,8 @@ public sealed class ShardKitOptions
 
     /// <summary>Distributed (two-phase commit) transactions: the coordinator shard and recovery thresholds.</summary>
     public DistributedTransactionOptions DistributedTransactions { get; set; } = new();
+
+    // Problems found in the configuration section before binding (unknown keys, unconvertible values); when set,
+    // the section was not bound and these are the only errors reported.
+    internal IReadOnlyList<string>? ConfigurationErrors { get; set; }
 }

@@ -12,13 +12,18 @@ internal static class ShardMapFactory
     public static ShardMap Create(ShardKitOptions options, Func<ShardKeyValue, string>? custom = null,
         IReadOnlyList<ShardRange>? ranges = null, IReadOnlyDictionary<ShardKeyValue, string>? list = null)
     {
-        var errors = new List<string>();
-        var map = TryCreate(options, custom, ranges, list, errors);
+        var errors = options.ConfigurationErrors is { Count: > 0 } configuration ? [.. configuration] : new List<string>();
+        var map = errors.Count == 0 ? TryCreate(options, custom, ranges, list, errors) : null;
         return errors.Count == 0 ? map! : throw new ShardConfigurationException(errors);
     }
 
     public static List<string> Validate(ShardKitOptions options)
     {
+        if (options.ConfigurationErrors is { Count: > 0 } configuration)
+        {
+            return [.. configuration];
+        }
+
         var errors = new List<string>();
         // A custom delegate cannot come from configuration; its presence is checked by the builder.
         TryCreate(options, options.Strategy == ShardingStrategyKind.Custom ? _ => "" : null, null, null, errors);
@@ -107,10 +112,11 @@ internal static class ShardMapFactory
                 continue;
             }
 
+            // A shard with a bad connection string is still a configured name, so range and list entries that name it
+            // add no second, misleading error; the map is never built while any error stands.
             if (ConnectionStrings.Check(shard.ConnectionString) is { } problem)
             {
                 errors.Add($"{label} has {problem}.");
-                continue;
             }
 
             shards.Add(new ShardInfo(shards.Count, shard.Name, shard.ConnectionString));

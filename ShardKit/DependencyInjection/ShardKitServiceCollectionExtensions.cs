@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace ShardKit;
@@ -10,13 +11,24 @@ public static class ShardKitServiceCollectionExtensions
 {
     /// <summary>
     /// Binds <see cref="ShardKitOptions"/> from <paramref name="section"/> (usually <c>config.GetSection("ShardKit")</c>),
-    /// validates it on start, and registers a singleton <see cref="ShardedDataSource"/> and a transient
+    /// validates it on start (a misspelled key or an unconvertible value is an error that names the key and the nearest
+    /// valid one; host users receive every error in one <see cref="OptionsValidationException"/>), and registers a singleton <see cref="ShardedDataSource"/> and a transient
     /// <see cref="ShardedConnection"/>.
     /// </summary>
     public static IServiceCollection AddShardKit(this IServiceCollection services, IConfiguration section)
     {
         ArgumentNullException.ThrowIfNull(section);
-        return services.AddShardKit(options => section.Bind(options));
+        return services.AddShardKit(options =>
+        {
+            var errors = ConfigurationCheck.Check(section);
+            if (errors.Count > 0)
+            {
+                options.ConfigurationErrors = errors;
+                return;
+            }
+
+            section.Bind(options);
+        });
     }
 
     /// <summary>Configures <see cref="ShardKitOptions"/> in code; otherwise as the configuration overload.</summary>
@@ -27,7 +39,7 @@ public static class ShardKitServiceCollectionExtensions
         services.AddOptions<ShardKitOptions>().Configure(configure).ValidateOnStart();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ShardKitOptions>, ShardKitOptionsValidator>());
         services.TryAddSingleton(provider => ShardedDataSource.Create(
-            provider.GetRequiredService<IOptions<ShardKitOptions>>().Value, provider.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()));
+            provider.GetRequiredService<IOptions<ShardKitOptions>>().Value, provider.GetService<ILoggerFactory>()));
         services.TryAddTransient(provider => provider.GetRequiredService<ShardedDataSource>().CreateConnection());
         return services;
     }
