@@ -34,6 +34,7 @@ public sealed partial class ShardedConnection
                 $"A transaction is already open on shard '{_transaction.Shard}'; commit or roll it back before starting another.");
         }
 
+        DataSource.OnDistributedBegun();
         return _distributed = new DistributedTransaction(this, isolationLevel);
     }
 

@@ -2,6 +2,13 @@ namespace ShardKit;
 
 public sealed partial class ShardedDataSource
 {
+    private readonly TaskCompletionSource _distributedInUse = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes when this process first begins a distributed transaction on this data source.</summary>
+    internal Task DistributedInUse => _distributedInUse.Task;
+
+    internal void OnDistributedBegun() => _distributedInUse.TrySetResult();
+
     /// <summary>
     /// Finishes distributed transactions left prepared by a crash or an outage: commits those whose decision log says
     /// commit, rolls back those with no decision once older than <see cref="DistributedTransactionOptions.AbortPreparedAfter"/>,

@@ -182,7 +182,7 @@ public sealed class RecoveryTests
         await using var s = await DistributedShards.SharedAsync(2, proxied: true);
         await Abandon.CommitAndCrashAtAsync(s, DistributedStep.AfterDecision, null, InsertOnEveryShard(s, 1));
         await using var app = Restarted(s, TimeSpan.FromHours(1));
-        var services = new ServiceCollection().AddSingleton(app.Source).AddShardKitRecovery(TimeSpan.FromHours(1));
+        var services = new ServiceCollection().AddSingleton(app.Source).AddShardKitRecovery(TimeSpan.FromHours(1), runAtStart: true);
         await using var provider = services.BuildServiceProvider();
         var service = (DistributedRecoveryService)provider.GetServices<IHostedService>().Single();
 

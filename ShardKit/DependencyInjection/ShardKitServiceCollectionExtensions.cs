@@ -45,16 +45,23 @@ public static class ShardKitServiceCollectionExtensions
     }
 
     /// <summary>
-    /// Adds a hosted service that runs <see cref="ShardedDataSource.RecoverAsync"/> when the host starts and then every
-    /// <paramref name="interval"/> (one minute by default), finishing distributed transactions a crash left prepared.
-    /// Needs a registered <see cref="ShardedDataSource"/> (<c>AddShardKit</c>). Several app instances may all run it.
+    /// Adds a hosted service that runs <see cref="ShardedDataSource.RecoverAsync"/> every <paramref name="interval"/>
+    /// (one minute by default), finishing distributed transactions a crash left prepared. Needs a registered
+    /// <see cref="ShardedDataSource"/> (<c>AddShardKit</c>). Several app instances may all run it.
     /// </summary>
-    public static IServiceCollection AddShardKitRecovery(this IServiceCollection services, TimeSpan? interval = null)
+    /// <param name="services">The service collection.</param>
+    /// <param name="interval">Time between runs; one minute by default.</param>
+    /// <param name="runAtStart">
+    /// <c>true</c>: the first run is at host start, so transactions a crashed earlier process left prepared (holding
+    /// their locks) are finished at once. <c>false</c> (the default): the first run waits until this process begins a
+    /// distributed transaction, so an app that never uses them sends nothing to its shards and creates nothing there.
+    /// </param>
+    public static IServiceCollection AddShardKitRecovery(this IServiceCollection services, TimeSpan? interval = null, bool runAtStart = false)
     {
         ArgumentNullException.ThrowIfNull(services);
         var every = interval ?? TimeSpan.FromMinutes(1);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(every, TimeSpan.Zero, nameof(interval));
-        services.AddHostedService(provider => new DistributedRecoveryService(provider.GetRequiredService<ShardedDataSource>(), every));
+        services.AddHostedService(provider => new DistributedRecoveryService(provider.GetRequiredService<ShardedDataSource>(), every, runAtStart));
         return services;
     }
 }

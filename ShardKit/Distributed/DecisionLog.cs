@@ -4,7 +4,8 @@ namespace ShardKit;
 
 /// <summary>
 /// The two-phase commit decision log: one row per decided global id in <c>shardkit_2pc_decisions</c> on the
-/// coordinator shard, created on first use (<c>create table if not exists</c>). A committer writes <c>commit</c> only
+/// coordinator shard, created when the first decision is recorded (<c>create table if not exists</c>); reads of a log
+/// that does not exist yet find no decisions and create nothing. A committer writes <c>commit</c> only
 /// after every shard prepared; recovery writes <c>abort</c> before rolling back an undecided id. The primary key makes
 /// the two exclusive: whichever insert lands first is the outcome, and the other side reads it back.
 /// </summary>
@@ -27,7 +28,7 @@ internal static class DecisionLog
 
     /// <summary>Records a decision; returns the outcome that holds (<c>abort</c> when recovery got there first).</summary>
     public static Task<string> RecordAsync(NpgsqlConnection connection, string gid, string outcome, string[] shards, CancellationToken cancellationToken) =>
-        WithTableAsync(connection, async () =>
+        CreatingTableAsync(connection, async () =>
         {
             var insert = new NpgsqlCommand(
                 InsertSql, connection);
@@ -51,7 +52,7 @@ internal static class DecisionLog
 
     /// <summary>The recorded outcomes of <paramref name="gids"/>; ids with no decision are absent.</summary>
     public static Task<Dictionary<string, string>> ReadAsync(NpgsqlConnection connection, string[] gids, CancellationToken cancellationToken) =>
-        WithTableAsync(connection, async () =>
+        OrWhenNoTableAsync(new Dictionary<string, string>(StringComparer.Ordinal), async () =>
         {
             var command = new NpgsqlCommand("select gid, outcome from " + Table + " where gid = any($1)", connection);
             await using var commandScope = command.ConfigureAwait(false);
@@ -69,7 +70,7 @@ internal static class DecisionLog
 
     /// <summary>Every decision row: its id, outcome, shards and age on the coordinator's clock.</summary>
     public static Task<List<DecisionRow>> ReadAllAsync(NpgsqlConnection connection, CancellationToken cancellationToken) =>
-        WithTableAsync(connection, async () =>
+        OrWhenNoTableAsync(new List<DecisionRow>(), async () =>
         {
             var command = new NpgsqlCommand(
                 "select gid, outcome, shards, extract(epoch from now() - created_at)::float8 from " + Table, connection);
@@ -99,7 +100,19 @@ internal static class DecisionLog
         return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private static async Task<T> WithTableAsync<T>(NpgsqlConnection connection, Func<Task<T>> work)
+    private static async Task<T> OrWhenNoTableAsync<T>(T empty, Func<Task<T>> work)
+    {
+        try
+        {
+            return await work().ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            return empty;
+        }
+    }
+
+    private static async Task<T> CreatingTableAsync<T>(NpgsqlConnection connection, Func<Task<T>> work)
     {
         try
         {

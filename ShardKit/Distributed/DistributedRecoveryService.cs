@@ -3,10 +3,11 @@ using Microsoft.Extensions.Hosting;
 namespace ShardKit;
 
 /// <summary>
-/// Runs <see cref="ShardedDataSource.RecoverAsync"/> at start and then every interval on the data source's clock. A
-/// failed run is logged and tried again at the next tick; the service never stops the host.
+/// Runs <see cref="ShardedDataSource.RecoverAsync"/> every interval on the data source's clock: from host start when
+/// asked to, otherwise from the moment this process first begins a distributed transaction, so an app that never uses
+/// them sends nothing to its shards. A failed run is logged and tried again at the next tick; it never stops the host.
 /// </summary>
-internal sealed class DistributedRecoveryService(ShardedDataSource dataSource, TimeSpan interval) : BackgroundService
+internal sealed class DistributedRecoveryService(ShardedDataSource dataSource, TimeSpan interval, bool runAtStart) : BackgroundService
 {
     /// <summary>Completed runs, for tests.</summary>
     internal int Runs => Volatile.Read(ref _runs);
@@ -15,6 +16,11 @@ internal sealed class DistributedRecoveryService(ShardedDataSource dataSource, T
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        if (!runAtStart)
+        {
+            await dataSource.DistributedInUse.WaitAsync(stoppingToken).ConfigureAwait(false);
+        }
+
         using var timer = new PeriodicTimer(interval, dataSource.Settings.Time);
         do
         {
