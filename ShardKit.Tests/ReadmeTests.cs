@@ -6,30 +6,40 @@ namespace ShardKit.Tests;
 
 /// <summary>
 /// The README's quick start as a new user meets it: the library packed into a local feed, the code block pasted
-/// verbatim into a fresh .NET 8 console app that references the package, built, and run twice on real shards.
+/// verbatim into a fresh .NET 8 console app that references the package, built, and run twice on real shards; the
+/// Generic Host example compiled the same way.
 /// </summary>
 [NonParallelizable] // the quick start owns the table name "orders" on the first two shards
-public sealed partial class ReadmeTests
+public sealed class ReadmeTests
 {
     private static readonly TimeSpan BuildTimeout = TimeSpan.FromMinutes(8);
+
+    private string? _work;
+    private Task<string>? _feed;
+    private readonly string _version = $"0.0.0-readme.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}";
+
+    [OneTimeTearDown]
+    public void RemovePackage()
+    {
+        if (_work is not null)
+        {
+            Directory.Delete(_work, recursive: true);
+        }
+
+        RemoveFromPackageCache(_version);
+    }
 
     [Test]
     public async Task Quick_start_from_the_packed_package_compiles_and_runs_as_pasted_twice()
     {
         var set = await Shards.GetAsync();
         var root = RepositoryRoot();
-        var work = Directory.CreateTempSubdirectory("shardkit-readme-");
-        var version = $"0.0.0-readme.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}";
+        var feed = await PackOnceAsync(root);
         try
         {
             await DropOrdersAsync(set);
-            var feed = Path.Combine(work.FullName, "feed");
-            await DotnetAsync(root, "pack", Path.Combine(root, "ShardKit", "ShardKit.csproj"), "-c", Configuration, "--no-build",
-                "-o", feed, $"-p:PackageVersion={version}");
-            Assert.That(Directory.GetFiles(feed, "*.snupkg"), Is.Not.Empty, "the symbols package");
-
-            var app = Path.Combine(work.FullName, "app");
-            WriteConsumer(app, feed, version, QuickStart(root));
+            var app = Path.Combine(_work!, "quick-start");
+            WriteConsumer(app, "QuickStart", feed, Block(root, "quick-start"), []);
             await DotnetAsync(app, "build", "-c", "Release");
 
             var environment = new Dictionary<string, string>
@@ -50,19 +60,47 @@ public sealed partial class ReadmeTests
         finally
         {
             await DropOrdersAsync(set);
-            work.Delete(recursive: true);
-            RemoveFromPackageCache(version);
         }
+    }
+
+    [Test]
+    public async Task Generic_host_example_compiles_against_the_packed_package()
+    {
+        var root = RepositoryRoot();
+        var feed = await PackOnceAsync(root);
+        var app = Path.Combine(_work!, "host");
+        WriteConsumer(app, "HostExample", feed, Block(root, "host-example"), [
+            ("Microsoft.Extensions.Hosting", "10.0.15"),
+            ("Microsoft.Extensions.Diagnostics.HealthChecks", "10.0.15"),
+            ("OpenTelemetry.Extensions.Hosting", "1.21.0"),
+        ]);
+        await DotnetAsync(app, "build", "-c", "Release");
+        Assert.That(File.Exists(Path.Combine(app, "bin", "Release", "net8.0", "HostExample.dll")), Is.True);
+    }
+
+    private Task<string> PackOnceAsync(string root)
+    {
+        lock (this)
+        {
+            return _feed ??= PackAsync(root);
+        }
+    }
+
+    private async Task<string> PackAsync(string root)
+    {
+        _work = Directory.CreateTempSubdirectory("shardkit-readme-").FullName;
+        var feed = Path.Combine(_work, "feed");
+        await DotnetAsync(root, "pack", Path.Combine(root, "ShardKit", "ShardKit.csproj"), "-c", Configuration, "--no-build",
+            "-o", feed, $"-p:PackageVersion={_version}");
+        Assert.That(Directory.GetFiles(feed, "*.snupkg"), Is.Not.Empty, "the symbols package");
+        return feed;
     }
 
     [Test]
     public void Package_readme_carries_the_README_quick_start_verbatim()
     {
         var root = RepositoryRoot();
-        var packageReadme = File.ReadAllText(Path.Combine(root, "ShardKit", "PACKAGE.md"));
-        var match = QuickStartBlock().Match(packageReadme);
-        Assert.That(match.Success, Is.True, "ShardKit/PACKAGE.md has no <!-- quick-start --> csharp block");
-        Assert.That(match.Groups["code"].Value, Is.EqualTo(QuickStart(root)));
+        Assert.That(Block(root, "quick-start", Path.Combine("ShardKit", "PACKAGE.md")), Is.EqualTo(Block(root, "quick-start")));
     }
 
 #if DEBUG
@@ -71,19 +109,20 @@ public sealed partial class ReadmeTests
     private const string Configuration = "Release";
 #endif
 
-    private static string QuickStart(string root)
+    private static string Block(string root, string name, string file = "README.md")
     {
-        var readme = File.ReadAllText(Path.Combine(root, "README.md"));
-        var match = QuickStartBlock().Match(readme);
-        Assert.That(match.Success, Is.True, "README.md has no <!-- quick-start --> csharp block");
+        var text = File.ReadAllText(Path.Combine(root, file));
+        var match = Regex.Match(text, $@"<!-- {name} -->\s*```csharp\n(?<code>.*?)```\s*<!-- /{name} -->", RegexOptions.Singleline);
+        Assert.That(match.Success, Is.True, $"{file} has no <!-- {name} --> csharp block");
         return match.Groups["code"].Value;
     }
 
-    private static void WriteConsumer(string app, string feed, string version, string program)
+    private void WriteConsumer(string app, string name, string feed, string program, (string Id, string Version)[] packages)
     {
         Directory.CreateDirectory(app);
         File.WriteAllText(Path.Combine(app, "Program.cs"), program);
-        File.WriteAllText(Path.Combine(app, "QuickStart.csproj"), $"""
+        var references = string.Concat(packages.Select(p => $"""<PackageReference Include="{p.Id}" Version="{p.Version}" />"""));
+        File.WriteAllText(Path.Combine(app, $"{name}.csproj"), $"""
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup>
                 <OutputType>Exe</OutputType>
@@ -94,7 +133,8 @@ public sealed partial class ReadmeTests
                 <NuGetAudit>false</NuGetAudit>
               </PropertyGroup>
               <ItemGroup>
-                <PackageReference Include="ShardKit" Version="{version}" />
+                <PackageReference Include="ShardKit" Version="{_version}" />
+                {references}
               </ItemGroup>
             </Project>
             """);
@@ -150,7 +190,4 @@ public sealed partial class ReadmeTests
 
         throw new InvalidOperationException("ShardKit.sln not found above the test directory.");
     }
-
-    [GeneratedRegex(@"<!-- quick-start -->\s*```csharp\n(?<code>.*?)```\s*<!-- /quick-start -->", RegexOptions.Singleline)]
-    private static partial Regex QuickStartBlock();
 }
