@@ -18,7 +18,10 @@ public sealed partial class ShardedConnection
     /// <param name="rows">The rows; read once, in order.</param>
     /// <param name="options">Columns, batch size and queue depth; <see cref="BulkInsertOptions.Default"/> when null.</param>
     /// <param name="cancellationToken">Stops the load; nothing is kept unless the commit step had begun.</param>
-    /// <exception cref="BulkInsertException">The load failed; it names the row and property at fault or the failed shards, and what each shard kept.</exception>
+    /// <exception cref="BulkInsertException">
+    /// The load failed; it names the failed shards, what each shard kept, and the row at fault with its property when
+    /// they are known (see <see cref="BulkInsertException.RowIndex"/> for exactly when).
+    /// </exception>
     public Task<BulkInsertResult> BulkInsertAsync<T>(string table, IEnumerable<T> rows, BulkInsertOptions? options = null,
         CancellationToken cancellationToken = default)
     {
@@ -35,7 +38,10 @@ public sealed partial class ShardedConnection
     /// <param name="rows">The rows; enumerated once, with the load's cancellation token.</param>
     /// <param name="options">Columns, batch size and queue depth; <see cref="BulkInsertOptions.Default"/> when null.</param>
     /// <param name="cancellationToken">Stops the load; nothing is kept unless the commit step had begun.</param>
-    /// <exception cref="BulkInsertException">The load failed; it names the row and property at fault or the failed shards, and what each shard kept.</exception>
+    /// <exception cref="BulkInsertException">
+    /// The load failed; it names the failed shards, what each shard kept, and the row at fault with its property when
+    /// they are known (see <see cref="BulkInsertException.RowIndex"/> for exactly when).
+    /// </exception>
     public Task<BulkInsertResult> BulkInsertAsync<T>(string table, IAsyncEnumerable<T> rows, BulkInsertOptions? options = null,
         CancellationToken cancellationToken = default)
     {

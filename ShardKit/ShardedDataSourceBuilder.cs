@@ -30,7 +30,11 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
-    /// <summary>Integer keys placed by non-negative <c>key mod shardCount</c> over the shards in the order added.</summary>
+    /// <summary>
+    /// Integer keys placed by non-negative <c>key mod shardCount</c> over the shards in the order added. For a negative
+    /// key this differs from SQL's <c>k % n</c>, which keeps the key's sign (<c>-7 % 4 = -3</c>; ShardKit places it on
+    /// shard 1): find a shard's rows in SQL with <c>((k % n) + n) % n</c>.
+    /// </summary>
     public ShardedDataSourceBuilder UseModuloSharding()
     {
         _options.Strategy = ShardingStrategyKind.Modulo;

@@ -24,6 +24,8 @@ public sealed class BulkInsertShardFailureTests
 
         Assert.That(error!.Failures.Select(f => f.Shard), Is.EqualTo(new[] { owner }));
         Assert.That(error.Failures[0].Error, Is.InstanceOf<PostgresException>().With.Property("SqlState").EqualTo("23505"));
+        Assert.That(error.RowIndex, Is.EqualTo(15_000), "the server names the duplicate's COPY line");
+        Assert.That(error.Property, Is.Null, "a unique violation names no single column");
         Assert.That(error.Message, Does.Contain(owner).And.Contain("every shard rolled back"));
         Assert.That(error.RolledBackShards, Is.EquivalentTo(ctx.Shards.Names));
         Assert.That(await BulkChecks.TotalAsync(ctx), Is.EqualTo(1), "only the row that was there before");

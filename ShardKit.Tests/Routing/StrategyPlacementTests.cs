@@ -129,6 +129,32 @@ public sealed class StrategyPlacementTests
     }
 
     [Test]
+    public async Task Modulo_placement_is_what_the_documented_sql_computes_for_negative_and_extreme_keys()
+    {
+        long[] keys = [long.MinValue, long.MinValue + 1, int.MinValue, -100_003, -7, -5, -4, -3, -1, 0, 1, 3, 4, 7, int.MaxValue, long.MaxValue - 1, long.MaxValue];
+        await using var ctx = await WriteAsync("bigint", keys.Select(k => new LongRow { K = k }), b => b.UseModuloSharding());
+        var n = ctx.Shards.Count;
+        var found = new List<long>();
+        for (var s = 0; s < n; s++)
+        {
+            var name = ctx.Shards.Names[s];
+            var rows = await ctx.DirectAsync<(long Key, int Shard)>(name, $"select k, (((k % {n}) + {n}) % {n})::int from {ctx.Table}");
+            foreach (var (key, shard) in rows)
+            {
+                Assert.That(shard, Is.EqualTo(s), $"the SQL places key {key} on shard {shard}, ShardKit put it on {name}");
+                Assert.That(ctx.Source.ShardFor(key), Is.EqualTo(name), $"key {key}");
+                found.Add(key);
+            }
+        }
+
+        Assert.That(found, Is.EquivalentTo(keys));
+
+        // Plain SQL k % n keeps the key's sign, which is why the README shows the longer expression.
+        var plain = await ctx.DirectAsync<long>(ctx.Shards.Names[0], $"select (-7)::bigint % {n}");
+        Assert.That(plain[0], Is.Negative);
+    }
+
+    [Test]
     public async Task Range_places_date_keys_in_their_half_open_range()
     {
         var bounds = Enumerable.Range(0, 5).Select(i => new DateTime(2026, 1 + i * 2, 1, 0, 0, 0, DateTimeKind.Utc)).ToArray();

@@ -34,6 +34,13 @@ public sealed record BulkInsertOptions
     /// </summary>
     public bool AllOrNothing { get; init; }
 
+    /// <summary>
+    /// Rows per COPY statement on a shard: each shard's COPY is completed and a new one begun after this many rows, in
+    /// the same transaction, so the input positions of the rows in flight (8 bytes each) are all a load keeps to name a
+    /// row the server refuses. Internal so tests can make it small.
+    /// </summary>
+    internal int RowsPerCopy { get; init; } = 32_768;
+
     internal void Validate()
     {
         if (BatchSize < 1)
@@ -44,6 +51,11 @@ public sealed record BulkInsertOptions
         if (ChannelCapacity < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(ChannelCapacity), ChannelCapacity, "ChannelCapacity must be at least 1.");
+        }
+
+        if (RowsPerCopy < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RowsPerCopy), RowsPerCopy, "RowsPerCopy must be at least 1.");
         }
 
         if (Columns is { Count: 0 })

@@ -1,9 +1,11 @@
+using Npgsql;
+
 namespace ShardKit;
 
 /// <summary>The end of a load: commit through the commit step, or roll every shard back, and the error that says which.</summary>
 internal sealed partial class BulkLoad<T>
 {
-    private BulkInsertException FailedBeforeCommit(string[] names)
+    private BulkInsertException FailedBeforeCommit(string[] names, ShardCopy<T>[] copies)
     {
         const string nothingKept = " No shard kept any row of this load: every shard rolled back.";
         var errorType = _inputError is not null
@@ -16,12 +18,23 @@ internal sealed partial class BulkLoad<T>
                 new BulkFault(input.RowIndex, input.Property, []), [], names, []);
         }
 
-        var failures = _shardFailures.OrderBy(f => f.Key).Select(f => f.Value).ToArray();
+        var failed = _shardFailures.OrderBy(f => f.Key).ToArray();
+        var failures = failed.Select(f => f.Value).ToArray();
+        var named = failed.FirstOrDefault(f => copies[f.Key].RefusedRow is not null);
+        var refused = named.Value is null ? null : copies[named.Key].RefusedRow;
         return new BulkInsertException(
             $"Bulk insert into {_table} failed on {failures.Length} shard(s): " +
-            string.Join("; ", failures.Select(f => $"{f.Shard}: {f.Error.Message}")) + "." + nothingKept,
-            failures[0].Error, new BulkFault(null, null, failures), [], names, []);
+            string.Join("; ", failed.Select(f => Describe(f.Value, copies[f.Key].RefusedRow))) + "." + nothingKept,
+            (named.Value ?? failures[0]).Error, new BulkFault(refused?.RowIndex, refused?.Property, failures), [], names, []);
+
+        static string Describe(ShardFailure failure, RefusedInputRow? row) =>
+            row is null ? $"{failure.Shard}: {ErrorText(failure.Error)}" : $"{failure.Shard} refused {row.Description}: {ErrorText(failure.Error)}";
     }
+
+    // A server error's detail can quote the row ("Failing row contains (…)", "Key (id)=(7)"): the message keeps to the
+    // SQLSTATE and the primary text, and the whole error stays in Failures and InnerException.
+    private static string ErrorText(Exception error) =>
+        error is PostgresException pg ? $"{pg.SqlState}: {pg.MessageText}" : error.Message;
 
     private async Task<BulkInsertResult> CommitAsync(IBulkCommitStep commit, ShardCopy<T>[] copies)
     {
@@ -49,7 +62,7 @@ internal sealed partial class BulkLoad<T>
         ShardKitLog.BulkInsertCommitIncomplete(_connection.DataSource.Logger, _table,
             string.Join(",", failed.Select(f => f.Shard)), string.Join(",", outcome.Committed));
         var message = $"Bulk insert into {_table}: every COPY succeeded but the commit failed on " +
-            string.Join("; ", failed.Select(f => $"{f.Shard}: {f.Error.Message}")) + ". " +
+            string.Join("; ", failed.Select(f => $"{f.Shard}: {ErrorText(f.Error)}")) + ". " +
             $"Committed (they keep their rows): {List(outcome.Committed)}. Rolled back: {List(rolledBack)}. " +
             $"In doubt (check them): {List(outcome.InDoubt.Select(f => f.Shard))}.";
         return new BulkInsertException(message, failed[0].Error, new BulkFault(null, null, failed),

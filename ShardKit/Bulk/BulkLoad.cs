@@ -68,7 +68,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
                 SingleWriter = true,
                 FullMode = BoundedChannelFullMode.Wait,
             })).ToArray();
-            var copies = names.Select((_, shard) => new ShardCopy<T>(_connection, shard, plan)).ToArray();
+            var copies = names.Select((_, shard) => new ShardCopy<T>(_connection, shard, plan, _options.RowsPerCopy)).ToArray();
             var router = new BulkRouter<T>(_connection.DataSource.Map.Strategy, channels, _options.BatchSize);
             var token = _cancel.Token;
             var running = copies.Select((copy, shard) => GuardAsync(shard, copy.RunAsync(channels[shard].Reader, token)))
@@ -80,7 +80,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
             {
                 await RollBackAsync(copies).ConfigureAwait(false);
                 _callerToken.ThrowIfCancellationRequested();
-                throw FailedBeforeCommit(names);
+                throw FailedBeforeCommit(names, copies);
             }
 
             var result = await CommitAsync(commit, copies).ConfigureAwait(false);

@@ -4,18 +4,24 @@ using Npgsql;
 namespace ShardKit;
 
 /// <summary>
-/// The consumer for one shard: opens a transaction, streams the shard's batches into one binary COPY and completes
-/// it, leaving the transaction open for the commit step (or for the rollback when any part of the load failed).
+/// The consumer for one shard: opens a transaction, streams the shard's batches into binary COPY statements of at most
+/// <see cref="BulkInsertOptions.RowsPerCopy"/> rows each and completes them, leaving the transaction open for the
+/// commit step (or for the rollback when any part of the load failed). It keeps the input position of each row of the
+/// COPY in flight, so a row the server refuses (named by its COPY line) is mapped back to the caller's input.
 /// </summary>
 internal sealed class ShardCopy<T>
 {
     private readonly ShardedConnection _connection;
     private readonly BulkPlan<T> _plan;
+    private readonly int _rowsPerCopy;
+    private readonly List<long> _inputIndexes = [];
+    private NpgsqlBinaryImporter? _importer;
 
-    public ShardCopy(ShardedConnection connection, int shard, BulkPlan<T> plan)
+    public ShardCopy(ShardedConnection connection, int shard, BulkPlan<T> plan, int rowsPerCopy)
     {
         _connection = connection;
         _plan = plan;
+        _rowsPerCopy = rowsPerCopy;
         Shard = shard;
         Name = connection.DataSource.Map.ShardNames[shard];
     }
@@ -27,8 +33,11 @@ internal sealed class ShardCopy<T>
     /// <summary>The shard's open transaction once its COPY began; committed or rolled back by the load.</summary>
     public NpgsqlTransaction? Transaction { get; private set; }
 
-    /// <summary>Rows the server reported for the completed COPY.</summary>
+    /// <summary>Rows the server reported for the completed COPY statements.</summary>
     public long Rows { get; private set; }
+
+    /// <summary>The input row the server refused, when its COPY failed on a row it named.</summary>
+    public RefusedInputRow? RefusedRow { get; private set; }
 
     public async Task RunAsync(ChannelReader<RowBatch<T>> batches, CancellationToken cancellationToken)
     {
@@ -39,7 +48,6 @@ internal sealed class ShardCopy<T>
         }
 
         using var activity = ShardKitTelemetry.StartCommand(BulkLoad.Operation, Name);
-        NpgsqlBinaryImporter? importer = null;
         try
         {
             _connection.DataSource.BreakerAt(Shard).ThrowIfOpen();
@@ -50,14 +58,23 @@ internal sealed class ShardCopy<T>
                 Transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            importer = await connection.BeginBinaryImportAsync(_plan.CopySql, cancellationToken).ConfigureAwait(false);
             await foreach (var batch in batches.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                await WriteAsync(importer, batch, cancellationToken).ConfigureAwait(false);
+                _importer ??= await connection.BeginBinaryImportAsync(_plan.CopySql, cancellationToken).ConfigureAwait(false);
+                await WriteAsync(_importer, batch, cancellationToken).ConfigureAwait(false);
+                _inputIndexes.AddRange(batch.Indexes.AsSpan(0, batch.Count));
                 batch.Return();
+                if (_inputIndexes.Count >= _rowsPerCopy)
+                {
+                    await CompleteAsync(cancellationToken).ConfigureAwait(false);
+                }
             }
 
-            Rows = checked((long)await importer.CompleteAsync(cancellationToken).ConfigureAwait(false));
+            if (_importer is not null)
+            {
+                await CompleteAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             activity?.SetTag(ShardKitTelemetry.RowsTag, Rows);
         }
         catch (Exception e)
@@ -67,8 +84,36 @@ internal sealed class ShardCopy<T>
         }
         finally
         {
-            await CloseAsync(importer).ConfigureAwait(false);
+            await CloseAsync(_importer).ConfigureAwait(false);
+            _importer = null;
         }
+    }
+
+    // PostgreSQL reports a refused row only when the COPY ends (it skips the rest of the COPY's data until then), and
+    // names it by its line: the position among this COPY's rows, whose input positions are kept until here.
+    private async Task CompleteAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            Rows += checked((long)await _importer!.CompleteAsync(cancellationToken).ConfigureAwait(false));
+        }
+        catch (PostgresException e) when (CopyRefusedRow.From(e) is { } refused && refused.Line <= _inputIndexes.Count)
+        {
+            RefusedRow = MapToInput(refused);
+            throw;
+        }
+
+        await CloseAsync(_importer).ConfigureAwait(false);
+        _importer = null;
+        _inputIndexes.Clear();
+    }
+
+    private RefusedInputRow MapToInput(CopyRefusedRow refused)
+    {
+        var index = _inputIndexes[(int)(refused.Line - 1)];
+        var property = _plan.Columns.FirstOrDefault(c => string.Equals(c.Column, refused.Column, StringComparison.Ordinal))?.Property;
+        return new RefusedInputRow(index, property,
+            $"row {index}" + (property is null ? "" : $" ({typeof(T).Name}.{property}, column '{refused.Column}')"));
     }
 
     // Disposing an importer that did not complete cancels its COPY; on a broken connection that can throw, and must

@@ -2,7 +2,9 @@ namespace ShardKit;
 
 /// <summary>
 /// Integer keys placed by non-negative <c>key mod shardCount</c> over the shards in configured order: the placement
-/// of SQLAlchemy's sharding example, so data placed that way reads back here.
+/// of SQLAlchemy's sharding example (Python's <c>%</c>), so data placed that way reads back here. A negative key
+/// differs from SQL's <c>k % n</c>, which keeps the key's sign (<c>-7 % 4 = -3</c>; here shard 1): the SQL that
+/// reproduces this placement is <c>((k % n) + n) % n</c>, which holds for every <c>bigint</c> including its minimum.
 /// </summary>
 internal sealed class ModuloShardingStrategy(int shardCount) : IShardingStrategy
 {
