@@ -9,7 +9,10 @@ namespace ShardKit;
 /// </summary>
 public static class Merge
 {
-    /// <summary>Every shard's rows, in the order they arrive (the default when no plan is given).</summary>
+    /// <summary>
+    /// Every shard's rows, in the order they arrive: the default when no plan is given, and the way to say so on purpose
+    /// for SQL that orders or limits per shard (without a plan such SQL is refused).
+    /// </summary>
     public static MergePlan<T> Concat<T>() => MergePlan<T>.Concat;
 
     /// <summary>
