@@ -255,4 +255,49 @@ public sealed class FanOutMergeTests
         var ranked = await db.AllShards().QueryAsync<long>(_sample.Sql("select count(*) over (order by id) from {0} where id < 10"));
         Assert.That(ranked, Has.Count.EqualTo(_sample.Orders.Count(o => o.Id < 10)));
     }
+
+    public sealed class RegionStatus
+    {
+        public string? Region { get; set; }
+
+        public string Status { get; set; } = "";
+    }
+
+    [Test]
+    public async Task Distinct_over_a_plain_class_equals_the_single_database_distinct()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        const string sql = "select distinct region, status from {0}";
+        var rows = await db.AllShards().QueryAsync(_sample.Sql(sql), null, Merge.Distinct<RegionStatus>());
+        var single = await _sample.SingleAsync<RegionStatus>(sql);
+        Assert.That(rows.Select(r => (r.Region, r.Status)), Is.EquivalentTo(single.Select(r => (r.Region, r.Status))));
+    }
+
+    [TestCase("")]
+    [TestCase("where status = 'paid'")]
+    [TestCase("where id <= 3")]
+    [TestCase("where id = 17")]
+    public async Task Average_shows_the_digits_of_the_single_database_avg(string where)
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var all = db.AllShards();
+        var average = await all.ExecuteScalarAsync(_sample.Sql($"select sum(total), count(total) from {{0}} {where}"), Merge.Average());
+        Assert.That(average!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Is.EqualTo((await _sample.SingleAsync<string>($"select avg(total)::text from {{0}} {where}"))[0]));
+        var ofIds = await all.ExecuteScalarAsync(_sample.Sql($"select sum(id), count(id) from {{0}} {where}"), Merge.Average());
+        Assert.That(ofIds!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Is.EqualTo((await _sample.SingleAsync<string>($"select avg(id)::text from {{0}} {where}"))[0]));
+    }
+
+    [Test]
+    public async Task Aggregates_over_no_rows_are_null_for_nullable_types_as_in_SQL()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var all = db.AllShards();
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select min(total) from {0} where id < 0"), Merge.Min<decimal?>()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select max(created_at) from {0} where id < 0"), Merge.Max<DateTime?>()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select sum(id) from {0} where id < 0"), Merge.Sum<long?>()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select sum(total), count(total) from {0} where id < 0"), Merge.Average()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select max(status) from {0} where id < 0"), Merge.Max<string?>()), Is.Null);
+    }
 }

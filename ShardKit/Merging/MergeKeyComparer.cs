@@ -2,12 +2,13 @@ namespace ShardKit.Merging;
 
 /// <summary>
 /// Compares rows by one key, the way PostgreSQL's <c>ORDER BY</c> does by default: NULL sorts after every value
-/// ascending (and so first descending), text compares ordinally (as <c>COLLATE "C"</c>).
+/// ascending (and so first descending), text by code point (as <c>COLLATE "C"</c>), NaN above every number; see
+/// <see cref="PostgresOrder"/>.
 /// </summary>
 internal sealed class MergeKeyComparer<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending) : IComparer<T>
 {
     // Null means the default order, called directly below so the JIT can inline it for value-type keys.
-    private readonly IComparer<TKey>? _comparer = comparer ?? (typeof(TKey) == typeof(string) ? (IComparer<TKey>)StringComparer.Ordinal : null);
+    private readonly IComparer<TKey>? _comparer = comparer ?? PostgresOrder.For<TKey>();
 
     public int Compare(T? x, T? y)
     {

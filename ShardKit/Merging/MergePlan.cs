@@ -94,8 +94,11 @@ public sealed partial class MergePlan<T>
         return With(p => (p.HasCursor, p.Cursor) = (true, lastRow));
     }
 
-    /// <summary>Drops rows equal to an earlier row (memory grows with the number of distinct rows).</summary>
-    public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? EqualityComparer<T>.Default);
+    /// <summary>
+    /// Drops rows equal to an earlier row (memory grows with the number of distinct rows). By default rows are equal
+    /// when their mapped values are: a record's or struct's own equality, or else every public property and field.
+    /// </summary>
+    public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? RowEquality<T>.Default);
 
     /// <summary>Runs the plan over the shards' row streams.</summary>
     internal IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources, CancellationToken cancellationToken = default) =>
