@@ -55,7 +55,7 @@ public sealed class KeyOrderTests
             Score = random.Next(4) == 0 ? Specials[random.Next(Specials.Length)] : random.NextDouble() * 100,
             Ratio = random.Next(4) == 0 ? (float)Specials[random.Next(3)] : (float)random.NextDouble(),
             Uid = Guid.NewGuid(),
-            Data = Enumerable.Range(0, random.Next(0, 4)).Select(_ => (byte)random.Next(0, 3) switch { 0 => 0, 1 => 0x7F, _ => 0xFF }).ToArray(),
+            Data = Enumerable.Range(0, random.Next(0, 4)).Select(_ => (byte)(random.Next(0, 3) switch { 0 => 0, 1 => 0x7F, _ => 0xFF })).ToArray(),
             Flag = random.Next(2) == 0,
             Amount = random.Next(5) == 0 ? null : random.Next(-1000, 1000) / 10m,
         }).ToList();
