@@ -127,6 +127,16 @@ public sealed class KeyOrderTests
     }
 
     [Test]
+    public Task Nulls_first_and_nulls_last_merge_as_the_query_asks()
+    {
+        return Task.WhenAll(
+            AssertSameOrderAsync("amount nulls first, id", Merge.OrderBy<Row, decimal?>(r => r.Amount, nullsFirst: true).ThenBy(r => r.Id)),
+            AssertSameOrderAsync("amount desc nulls last, id", Merge.OrderByDescending<Row, decimal?>(r => r.Amount, nullsFirst: false).ThenBy(r => r.Id)),
+            AssertSameOrderAsync("flag, amount desc nulls last, id",
+                Merge.OrderBy<Row, bool>(r => r.Flag).ThenByDescending(r => r.Amount, nullsFirst: false).ThenBy(r => r.Id)));
+    }
+
+    [Test]
     public async Task Min_and_max_of_text_and_double_equal_the_single_database()
     {
         await using var db = _context.Source.CreateConnection();

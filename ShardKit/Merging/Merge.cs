@@ -23,14 +23,15 @@ public static class Merge
 
     /// <summary>
     /// A streaming k-way merge by a key, ascending; each shard's SQL must <c>ORDER BY</c> the same key. Memory stays
-    /// proportional to the number of shards.
+    /// proportional to the number of shards. <paramref name="nullsFirst"/> matches NULLS FIRST (true) or NULLS LAST
+    /// (false); null for PostgreSQL's default (NULLs last ascending, first descending).
     /// </summary>
-    public static MergePlan<T> OrderBy<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) =>
-        MergePlan<T>.Concat.OrderBy(key, comparer);
+    public static MergePlan<T> OrderBy<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        MergePlan<T>.Concat.OrderBy(key, comparer, nullsFirst);
 
     /// <summary>A streaming k-way merge by a key, descending; see <see cref="OrderBy{T, TKey}"/>.</summary>
-    public static MergePlan<T> OrderByDescending<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) =>
-        MergePlan<T>.Concat.OrderByDescending(key, comparer);
+    public static MergePlan<T> OrderByDescending<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        MergePlan<T>.Concat.OrderByDescending(key, comparer, nullsFirst);
 
     /// <summary>
     /// Combines the rows of a per-shard <c>GROUP BY</c> that share a key into one row per key:
