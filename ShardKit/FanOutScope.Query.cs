@@ -8,8 +8,10 @@ namespace ShardKit;
 public sealed partial class FanOutScope
 {
     /// <summary>
-    /// Runs a query on every targeted shard in parallel and merges the rows as <paramref name="merge"/> says
-    /// (arrival order when null). With partial results the result lists the shards that failed.
+    /// Runs a query on every targeted shard in parallel and merges the rows as <paramref name="merge"/> says. With no
+    /// plan the rows come in arrival order, and SQL that orders, limits, groups, removes duplicates or aggregates at its
+    /// top level is refused with <see cref="ShardMergeRequiredException"/> (pass the plan, or <see cref="Merge.Concat{T}"/>
+    /// for arrival order on purpose). With partial results the result lists the shards that failed.
     /// </summary>
     public Task<FanOutResult<T>> QueryAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default) =>
@@ -18,7 +20,7 @@ public sealed partial class FanOutScope
     /// <summary>Runs a query on every targeted shard in parallel and merges the rows.</summary>
     public async Task<FanOutResult<T>> QueryAsync<T>(CommandDefinition command, MergePlan<T>? merge)
     {
-        var (rows, failures) = await CollectAsync(command, merge ?? Merge.Concat<T>(), "Query").ConfigureAwait(false);
+        var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "Query", Merge.Concat<T>()), "Query").ConfigureAwait(false);
         return new FanOutResult<T>(rows.ConvertAll(r => r.Row), failures);
     }
 
@@ -26,8 +28,8 @@ public sealed partial class FanOutScope
     public async Task<FanOutResult<ShardRow<T>>> QueryWithShardAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null,
         int? commandTimeout = null, CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
-        var (rows, failures) = await CollectAsync(Command(sql, param, commandTimeout, commandType, cancellationToken),
-            merge ?? Merge.Concat<T>(), "Query").ConfigureAwait(false);
+        var command = Command(sql, param, commandTimeout, commandType, cancellationToken);
+        var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "QueryWithShard", Merge.Concat<T>()), "Query").ConfigureAwait(false);
         return new FanOutResult<ShardRow<T>>(rows, failures);
     }
 
@@ -42,7 +44,7 @@ public sealed partial class FanOutScope
     /// <summary>Streams the merged rows without buffering them.</summary>
     public FanOutStream<T> QueryUnbufferedAsync<T>(CommandDefinition command, MergePlan<T>? merge)
     {
-        var plan = merge ?? Merge.Concat<T>();
+        var plan = merge ?? Unplanned(command, "QueryUnbuffered", Merge.Concat<T>());
         return new FanOutStream<T>((report, token) => RunAsync(command, plan, "Query", report, token));
     }
 
@@ -137,7 +139,9 @@ public sealed partial class FanOutScope
 
     private async Task<List<T>> FirstRowsAsync<T>(CommandDefinition command, MergePlan<T>? merge, int count)
     {
-        var plan = merge is null ? (count == 1 ? Merge.First<T>() : Merge.Concat<T>().Take(count)) : merge.Take(count);
+        var plan = merge is null
+            ? (count == 1 ? Unplanned(command, "QueryFirst", Merge.First<T>()) : Unplanned(command, "QuerySingle", Merge.Concat<T>().Take(count)))
+            : merge.Take(count);
         var (rows, _) = await CollectAsync(command, plan, count == 1 ? "QueryFirst" : "QuerySingle").ConfigureAwait(false);
         return rows.ConvertAll(r => r.Row);
     }
@@ -184,6 +188,17 @@ public sealed partial class FanOutScope
             ShardKitTelemetry.RowsMerged.Add(merged);
             activity?.SetTag(ShardKitTelemetry.RowsTag, merged);
         }
+    }
+
+    /// <summary>
+    /// The plan for a read given none: <paramref name="fallback"/> (arrival order), unless the SQL orders, limits,
+    /// groups, removes duplicates or aggregates at its top level; then the shards' rows side by side would be silently
+    /// wrong, so the caller must choose a plan (Merge.Concat on purpose included).
+    /// </summary>
+    private static MergePlan<T> Unplanned<T>(CommandDefinition command, string operation, MergePlan<T> fallback)
+    {
+        var clauses = command.CommandText is { } sql ? SqlShape.Of(sql) : SqlClauses.None;
+        return clauses == SqlClauses.None ? fallback : throw new ShardMergeRequiredException(operation, clauses);
     }
 
     private static CommandDefinition Command(string sql, object? param, int? commandTimeout, CommandType? commandType,

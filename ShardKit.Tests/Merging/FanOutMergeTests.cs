@@ -190,4 +190,114 @@ public sealed class FanOutMergeTests
         Assert.That(db.AllShards().Query(_sample.Sql(Newest + " limit 10"), null, plan).ToList(),
             Is.EqualTo(await _sample.SingleAsync<Order>(Newest + " limit 10")));
     }
+
+    [Test]
+    public async Task Fan_out_reads_that_order_or_limit_without_a_plan_are_refused_before_any_shard_is_asked()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var all = db.AllShards();
+        // The table does not exist: a refusal rather than a PostgresException proves no shard was asked.
+        const string sql = "select * from no_such_table_ever order by id desc limit 3";
+        var refusals = new Func<Task>[]
+        {
+            () => all.QueryAsync<Order>(sql),
+            () => all.QueryWithShardAsync<Order>(sql),
+            () => all.QueryFirstAsync<Order>(sql),
+            () => all.QueryFirstOrDefaultAsync<Order>(sql),
+            () => all.QuerySingleAsync<Order>(sql),
+            () => all.QuerySingleOrDefaultAsync<Order>(sql),
+            () => Task.Run(() => all.Query<Order>(sql)),
+            () => Task.Run(() => all.QueryFirst<Order>(sql)),
+            async () => await all.QueryUnbufferedAsync<Order>(sql).ToListAsync(),
+        };
+        foreach (var refusal in refusals)
+        {
+            var error = Assert.ThrowsAsync<ShardMergeRequiredException>(() => refusal());
+            Assert.That(error!.Clauses, Is.EqualTo(new[] { "ORDER BY", "LIMIT" }));
+            Assert.That(error.Message, Does.Contain("Merge.OrderByDescending(").And.Contain(".Take(n)").And.Contain("Merge.Concat<T>()"));
+        }
+    }
+
+    [Test]
+    public async Task Aggregates_distinct_and_groups_without_a_plan_name_the_plan_to_use()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var all = db.AllShards();
+        Assert.That(() => all.QueryAsync<long>(_sample.Sql("select count(*) from {0}")),
+            Throws.InstanceOf<ShardMergeRequiredException>().With.Message.Contains("Merge.Count()"));
+        Assert.That(() => all.QueryAsync<string>(_sample.Sql("select distinct status from {0}")),
+            Throws.InstanceOf<ShardMergeRequiredException>().With.Message.Contains("Merge.Distinct<T>()"));
+        Assert.That(() => all.QueryAsync<StatusTotals>(_sample.Sql("select status, count(*) as count, sum(total) as total from {0} group by status")),
+            Throws.InstanceOf<ShardMergeRequiredException>().With.Message.Contains("Merge.GroupBy(key, combine)"));
+        Assert.That(() => all.QuerySingleAsync<long>(_sample.Sql("select max(id) from {0}")),
+            Throws.InstanceOf<ShardMergeRequiredException>().With.Message.Contains("QuerySingle takes no plan"));
+    }
+
+    [Test]
+    public async Task Concat_on_purpose_returns_each_shards_limited_rows_in_arrival_order()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        const string sql = "select * from {0} order by id desc limit 3";
+        var rows = await db.AllShards().QueryAsync(_sample.Sql(sql), null, Merge.Concat<Order>());
+        Assert.That(rows, Has.Count.EqualTo(3 * _sample.Context.Shards.Count));
+        var first = await db.AllShards().QueryFirstAsync(_sample.Sql(sql), null, Merge.Concat<Order>());
+        Assert.That(rows.Select(r => r.Id), Does.Contain(first.Id));
+    }
+
+    [Test]
+    public async Task Subqueries_ctes_and_window_clauses_need_no_plan()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var rows = await db.AllShards().QueryAsync<Order>(_sample.Sql(
+            "with recent as (select * from {0} order by id desc limit 5) select * from (select * from recent order by id limit 3) t " +
+            "where 'order by' <> $$limit$$ -- order by id\n"));
+        Assert.That(rows, Has.Count.EqualTo(3 * _sample.Context.Shards.Count));
+        var ranked = await db.AllShards().QueryAsync<long>(_sample.Sql("select count(*) over (order by id) from {0} where id < 10"));
+        Assert.That(ranked, Has.Count.EqualTo(_sample.Orders.Count(o => o.Id < 10)));
+    }
+
+    public sealed class RegionStatus
+    {
+        public string? Region { get; set; }
+
+        public string Status { get; set; } = "";
+    }
+
+    [Test]
+    public async Task Distinct_over_a_plain_class_equals_the_single_database_distinct()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        const string sql = "select distinct region, status from {0}";
+        var rows = await db.AllShards().QueryAsync(_sample.Sql(sql), null, Merge.Distinct<RegionStatus>());
+        var single = await _sample.SingleAsync<RegionStatus>(sql);
+        Assert.That(rows.Select(r => (r.Region, r.Status)), Is.EquivalentTo(single.Select(r => (r.Region, r.Status))));
+    }
+
+    [TestCase("")]
+    [TestCase("where status = 'paid'")]
+    [TestCase("where id <= 3")]
+    [TestCase("where id = 17")]
+    public async Task Average_shows_the_digits_of_the_single_database_avg(string where)
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var all = db.AllShards();
+        var average = await all.ExecuteScalarAsync(_sample.Sql($"select sum(total), count(total) from {{0}} {where}"), Merge.Average());
+        Assert.That(average!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Is.EqualTo((await _sample.SingleAsync<string>($"select avg(total)::text from {{0}} {where}"))[0]));
+        var ofIds = await all.ExecuteScalarAsync(_sample.Sql($"select sum(id), count(id) from {{0}} {where}"), Merge.Average());
+        Assert.That(ofIds!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            Is.EqualTo((await _sample.SingleAsync<string>($"select avg(id)::text from {{0}} {where}"))[0]));
+    }
+
+    [Test]
+    public async Task Aggregates_over_no_rows_are_null_for_nullable_types_as_in_SQL()
+    {
+        await using var db = _sample.Context.Source.CreateConnection();
+        var all = db.AllShards();
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select min(total) from {0} where id < 0"), Merge.Min<decimal?>()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select max(created_at) from {0} where id < 0"), Merge.Max<DateTime?>()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select sum(id) from {0} where id < 0"), Merge.Sum<long?>()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select sum(total), count(total) from {0} where id < 0"), Merge.Average()), Is.Null);
+        Assert.That(await all.ExecuteScalarAsync(_sample.Sql("select max(status) from {0} where id < 0"), Merge.Max<string?>()), Is.Null);
+    }
 }

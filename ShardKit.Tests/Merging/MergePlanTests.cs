@@ -91,6 +91,32 @@ public sealed class MergePlanTests
         Assert.That(merged, Is.EqualTo(new[] { new Row(1, 3), new Row(1, 4), new Row(0, 5) }));
     }
 
+    public sealed class PlainRow
+    {
+        public string? Region { get; set; }
+
+        public byte[] Data { get; set; } = [];
+
+        public int Count;
+    }
+
+    [Test]
+    public async Task Distinct_compares_plain_classes_by_their_values_not_by_reference()
+    {
+        PlainRow Row(string? region, int count, params byte[] data) => new() { Region = region, Count = count, Data = data };
+        var merged = await InMemoryShards.RunAsync(Merge.Distinct<PlainRow>(),
+            [Row("eu", 1, 1, 2), Row(null, 1)], [Row("eu", 1, 1, 2), Row("eu", 2, 1, 2), Row(null, 1), Row("eu", 1, 1)]);
+        Assert.That(merged.Select(r => (r.Region, r.Count, r.Data.Length)), Is.EqualTo(new[] { ("eu", 1, 2), (null, 1, 0), ("eu", 2, 2), ("eu", 1, 1) }));
+    }
+
+    [Test]
+    public async Task Distinct_compares_dynamic_rows_column_by_column()
+    {
+        static object Row(string region, long id) => new Dictionary<string, object?> { ["region"] = region, ["id"] = id };
+        var merged = await InMemoryShards.RunAsync(Merge.Distinct<object>(), [Row("eu", 1), Row("us", 1)], [Row("eu", 1), Row("eu", 2)]);
+        Assert.That(merged, Has.Count.EqualTo(3));
+    }
+
     [Test]
     public async Task Distinct_keeps_the_first_of_equal_rows()
     {

@@ -49,4 +49,18 @@ public sealed class ScalarMergeTests
         Assert.That(average, Is.EqualTo(4m));
         Assert.That(InMemoryShards.CombineRows(Merge.Average(), [null, 0L]), Is.Null);
     }
+
+    [TestCase(new[] { "1.00", "2.00", "2.00" }, "1.6666666666666667")]
+    [TestCase(new[] { "1", "2", "3" }, "2.0000000000000000")]
+    [TestCase(new[] { "10000", "20000" }, "15000.000000000000")]
+    [TestCase(new[] { "0.001", "0.002" }, "0.00150000000000000000")]
+    [TestCase(new[] { "-1.5", "-2" }, "-1.7500000000000000")]
+    [TestCase(new[] { "0.5", "1" }, "0.75000000000000000000")]
+    [TestCase(new[] { "123456789012.345", "1" }, "61728394506.67250000")]
+    public void Average_has_the_digits_PostgreSQL_avg_shows(string[] values, string expected)
+    {
+        var rows = values.Select(v => new object?[] { decimal.Parse(v, System.Globalization.CultureInfo.InvariantCulture), 1L }).ToArray();
+        var average = InMemoryShards.CombineRows(Merge.Average(), rows);
+        Assert.That(average!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture), Is.EqualTo(expected));
+    }
 }

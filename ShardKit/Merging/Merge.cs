@@ -9,7 +9,10 @@ namespace ShardKit;
 /// </summary>
 public static class Merge
 {
-    /// <summary>Every shard's rows, in the order they arrive (the default when no plan is given).</summary>
+    /// <summary>
+    /// Every shard's rows, in the order they arrive: the default when no plan is given, and the way to say so on purpose
+    /// for SQL that orders or limits per shard (without a plan such SQL is refused).
+    /// </summary>
     public static MergePlan<T> Concat<T>() => MergePlan<T>.Concat;
 
     /// <summary>
@@ -20,14 +23,15 @@ public static class Merge
 
     /// <summary>
     /// A streaming k-way merge by a key, ascending; each shard's SQL must <c>ORDER BY</c> the same key. Memory stays
-    /// proportional to the number of shards.
+    /// proportional to the number of shards. <paramref name="nullsFirst"/> matches NULLS FIRST (true) or NULLS LAST
+    /// (false); null for PostgreSQL's default (NULLs last ascending, first descending).
     /// </summary>
-    public static MergePlan<T> OrderBy<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) =>
-        MergePlan<T>.Concat.OrderBy(key, comparer);
+    public static MergePlan<T> OrderBy<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        MergePlan<T>.Concat.OrderBy(key, comparer, nullsFirst);
 
     /// <summary>A streaming k-way merge by a key, descending; see <see cref="OrderBy{T, TKey}"/>.</summary>
-    public static MergePlan<T> OrderByDescending<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) =>
-        MergePlan<T>.Concat.OrderByDescending(key, comparer);
+    public static MergePlan<T> OrderByDescending<T, TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        MergePlan<T>.Concat.OrderByDescending(key, comparer, nullsFirst);
 
     /// <summary>
     /// Combines the rows of a per-shard <c>GROUP BY</c> that share a key into one row per key:
@@ -46,7 +50,9 @@ public static class Merge
 
     /// <summary>
     /// Adds the shards' values (per-shard <c>sum(…)</c> or <c>count(*)</c>). NULLs are skipped; when every shard
-    /// returns NULL the result is NULL for a nullable <typeparamref name="T"/>, else zero. Integers add in checked
+    /// returns NULL (or no shard has a row) the result is NULL for a nullable <typeparamref name="T"/>, else zero (as
+    /// Dapper's ExecuteScalar reads NULL into a non-nullable type); ask for <c>long?</c> or <c>decimal?</c> to tell
+    /// "no rows" from zero. Integers add in checked
     /// 64-bit arithmetic, so an overflow throws instead of wrapping.
     /// </summary>
     public static ScalarMerge<T> Sum<T>()
@@ -65,26 +71,30 @@ public static class Merge
     public static ScalarMerge<long> Count() =>
         new("count", 1, rows => (long)(ScalarValues.Sum(ScalarValues.Column(rows, 0), typeof(long)) ?? 0L));
 
-    /// <summary>The least of the shards' values, NULLs skipped; default (NULL) when every shard returns NULL.</summary>
+    /// <summary>
+    /// The least of the shards' values, NULLs skipped; when every shard returns NULL (no rows), NULL for a nullable
+    /// <typeparamref name="T"/>, else default (as Dapper reads NULL into a non-nullable type).
+    /// </summary>
     public static ScalarMerge<T> Min<T>(IComparer<T>? comparer = null) => Extreme("min", comparer, sign: -1);
 
-    /// <summary>The greatest of the shards' values, NULLs skipped; default (NULL) when every shard returns NULL.</summary>
+    /// <summary>The greatest of the shards' values, NULLs skipped; NULL or default as for <see cref="Min{T}"/>.</summary>
     public static ScalarMerge<T> Max<T>(IComparer<T>? comparer = null) => Extreme("max", comparer, sign: 1);
 
     /// <summary>
     /// The average over every shard's rows, exactly: each shard returns two columns, its sum and its count
     /// (<c>select sum(total), count(total) from orders</c>), and the average is the total sum over the total count.
-    /// NULL when there are no rows. (An average of per-shard averages would be wrong when shards differ in size.)
+    /// NULL when there are no rows. (An average of per-shard averages would be wrong when shards differ in size.) The
+    /// digits are the ones PostgreSQL's <c>avg(numeric)</c> shows: at least 16 significant, rounded half away from zero.
     /// </summary>
     public static ScalarMerge<decimal?> Average() => new("avg", 2, rows =>
     {
         var count = (long)(ScalarValues.Sum(ScalarValues.Column(rows, 1), typeof(long)) ?? 0L);
-        return count == 0 ? null : (decimal)ScalarValues.Sum(ScalarValues.Column(rows, 0), typeof(decimal))! / count;
+        return count == 0 ? null : NumericAverage.Of((decimal)ScalarValues.Sum(ScalarValues.Column(rows, 0), typeof(decimal))!, count);
     });
 
     private static ScalarMerge<T> Extreme<T>(string kind, IComparer<T>? comparer, int sign)
     {
-        var compare = comparer ?? (typeof(T) == typeof(string) ? (IComparer<T>)StringComparer.Ordinal : Comparer<T>.Default);
+        var compare = comparer ?? PostgresOrder.For<T>() ?? Comparer<T>.Default;
         return new(kind, 1, rows =>
         {
             var any = false;

@@ -49,20 +49,26 @@ public sealed partial class MergePlan<T>
 
     internal static MergePlan<T> FirstMatch() => new("first") { TakeCount = 1 };
 
-    /// <summary>Breaks ties of the order so far by another key, ascending (ORDER BY a, b).</summary>
-    public MergePlan<T> ThenBy<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => Then(key, comparer, descending: false);
+    /// <summary>Breaks ties of the order so far by another key, ascending (ORDER BY a, b); see <see cref="OrderBy{TKey}"/> for <paramref name="nullsFirst"/>.</summary>
+    public MergePlan<T> ThenBy<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        Then(key, comparer, descending: false, nullsFirst);
 
-    /// <summary>Breaks ties of the order so far by another key, descending (ORDER BY a, b DESC).</summary>
-    public MergePlan<T> ThenByDescending<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => Then(key, comparer, descending: true);
+    /// <summary>Breaks ties of the order so far by another key, descending (ORDER BY a, b DESC); see <see cref="OrderBy{TKey}"/> for <paramref name="nullsFirst"/>.</summary>
+    public MergePlan<T> ThenByDescending<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        Then(key, comparer, descending: true, nullsFirst);
 
     /// <summary>
     /// Orders the result by a key, ascending. On a grouped plan this sorts the combined groups; otherwise it makes
-    /// the merge a k-way merge, and each shard's query must return its rows in this order.
+    /// the merge a k-way merge, and each shard's query must return its rows in this order. <paramref name="nullsFirst"/>
+    /// matches the query's NULLS FIRST (true) or NULLS LAST (false); null for PostgreSQL's default (NULLs last
+    /// ascending, first descending).
     /// </summary>
-    public MergePlan<T> OrderBy<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => By(key, comparer, descending: false);
+    public MergePlan<T> OrderBy<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        By(key, comparer, descending: false, nullsFirst);
 
     /// <summary>Orders the result by a key, descending; see <see cref="OrderBy{TKey}"/>.</summary>
-    public MergePlan<T> OrderByDescending<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null) => By(key, comparer, descending: true);
+    public MergePlan<T> OrderByDescending<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer = null, bool? nullsFirst = null) =>
+        By(key, comparer, descending: true, nullsFirst);
 
     /// <summary>Discards the first <paramref name="count"/> merged rows (each shard must return skip + take rows).</summary>
     public MergePlan<T> Skip(int count)
@@ -94,8 +100,11 @@ public sealed partial class MergePlan<T>
         return With(p => (p.HasCursor, p.Cursor) = (true, lastRow));
     }
 
-    /// <summary>Drops rows equal to an earlier row (memory grows with the number of distinct rows).</summary>
-    public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? EqualityComparer<T>.Default);
+    /// <summary>
+    /// Drops rows equal to an earlier row (memory grows with the number of distinct rows). By default rows are equal
+    /// when their mapped values are: a record's or struct's own equality, or else every public property and field.
+    /// </summary>
+    public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? RowEquality<T>.Default);
 
     /// <summary>Runs the plan over the shards' row streams.</summary>
     internal IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources, CancellationToken cancellationToken = default) =>
@@ -143,7 +152,7 @@ public sealed partial class MergePlan<T>
         }
     }
 
-    private MergePlan<T> By<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending)
+    private MergePlan<T> By<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending, bool? nullsFirst)
     {
         ArgumentNullException.ThrowIfNull(key);
         if (Order is not null)
@@ -151,11 +160,11 @@ public sealed partial class MergePlan<T>
             throw new InvalidOperationException("The plan is already ordered; add further keys with ThenBy or ThenByDescending.");
         }
 
-        var order = new MergeKeyComparer<T, TKey>(key, comparer, descending);
+        var order = new MergeKeyComparer<T, TKey>(key, comparer, descending, nullsFirst);
         return With(p => (p.Order, p.Kind) = (order, Grouping is null ? "ordered" : Kind));
     }
 
-    private MergePlan<T> Then<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending)
+    private MergePlan<T> Then<TKey>(Func<T, TKey> key, IComparer<TKey>? comparer, bool descending, bool? nullsFirst)
     {
         ArgumentNullException.ThrowIfNull(key);
         if (Order is null)
@@ -163,7 +172,7 @@ public sealed partial class MergePlan<T>
             throw new InvalidOperationException("ThenBy needs an order to break ties of; start with OrderBy or OrderByDescending.");
         }
 
-        var then = new ThenComparer<T>(Order, new MergeKeyComparer<T, TKey>(key, comparer, descending));
+        var then = new ThenComparer<T>(Order, new MergeKeyComparer<T, TKey>(key, comparer, descending, nullsFirst));
         return With(p => p.Order = then);
     }
 

@@ -9,8 +9,8 @@ public sealed class ShardMergeOrderException : ShardKitException
     internal ShardMergeOrderException(string shard, long rowIndex)
         : base($"Shard '{shard}' returned row {rowIndex} before a row that sorts after it in the merge order. " +
                "Make the query's ORDER BY match the merge plan: the same keys, in the same order and directions " +
-               "(text keys: ORDER BY col COLLATE \"C\" with the default ordinal comparer; NULLs sort last ascending, " +
-               "as in PostgreSQL).")
+               "(text keys: ORDER BY col COLLATE \"C\" with the default comparer, which orders by code point; NULLs sort last " +
+               "ascending and first descending, as in PostgreSQL, unless the key says nullsFirst: true or false for NULLS FIRST/LAST).")
     {
         Shard = shard;
         RowIndex = rowIndex;
