@@ -148,4 +148,24 @@ public sealed class ShardTransactionTests
             Assert.That((await ctx.DirectAsync<int>(shard, $"select count(*)::int from {ctx.Table}"))[0], Is.Zero, shard);
         }
     }
+
+    [TestCaseSource(nameof(ParameterShapes))]
+    public async Task With_the_entity_registered_a_command_for_another_shard_is_refused_on_the_first_call(string shape)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, b => b.AddEntity<Row>());
+        await using var db = ctx.Source.CreateConnection();
+        var other = KeyOnAnotherShard(ctx.Source, 5L);
+        await using var tx = await db.ForKey(5L).BeginTransactionAsync();
+
+        Assert.ThrowsAsync<ShardRoutingException>(() => db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, other, 1)));
+        Assert.ThrowsAsync<ShardRoutingException>(() => db.QueryAsync<dynamic>($"select * from {ctx.Table} where customer_id = @CustomerId", Shaped(shape, other, 1)));
+        Assert.That(await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, 5, 2)), Is.EqualTo(1));
+        await tx.CommitAsync();
+
+        foreach (var shard in ctx.Shards.Names)
+        {
+            var expected = shard == tx.Shard ? 1 : 0;
+            Assert.That((await ctx.DirectAsync<int>(shard, $"select count(*)::int from {ctx.Table}"))[0], Is.EqualTo(expected), shard);
+        }
+    }
 }

@@ -113,4 +113,49 @@ public sealed class ExecuteKeyArrayTests
             db.ExecuteAsync($"delete from {ctx.Table} where customer_id = any(@CustomerId)", new { CustomerId = new long[] { 1, 2 } }));
         Assert.That(error!.Message, Does.Contain("AddEntity<T>()").And.Contain("ForKey").And.Contain("AllShards"));
     }
+
+    public sealed class Invoice
+    {
+        [ShardKey] public long AccountId { get; init; }
+    }
+
+    [Test]
+    public async Task An_entity_registered_with_AddEntity_routes_untyped_commands_from_the_first_call()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, b => b.AddEntity<Order>());
+        await using var db = ctx.Source.CreateConnection();
+        var keys = new long[] { 3, 4, 5, 6, 7, 8 };
+
+        var inserted = await db.ExecuteAsync($"insert into {ctx.Table} select k, 1, 0 from unnest(@CustomerId) k", new { CustomerId = keys });
+
+        Assert.That(inserted, Is.EqualTo(keys.Length));
+        Assert.That((await TotalsAsync(ctx)).Keys.Order(), Is.EqualTo(keys));
+    }
+
+    [Test]
+    public async Task Two_known_keys_that_place_a_command_on_different_shards_are_refused()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, b => b.AddEntity<Order>().AddEntity<Invoice>());
+        await using var db = ctx.Source.CreateConnection();
+        var other = Enumerable.Range(2, 100).Select(i => (long)i).First(k => ctx.Source.ShardFor(k) != ctx.Source.ShardFor(1L));
+
+        var error = Assert.ThrowsAsync<ShardRoutingException>(() =>
+            db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @AccountId, 0)", new { CustomerId = 1L, AccountId = other }));
+        Assert.That(error!.Message, Does.Contain("CustomerId").And.Contain("AccountId").And.Contain("ForKey"));
+
+        // Keys that agree are fine.
+        Assert.That(await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @AccountId, 0)", new { CustomerId = 1L, AccountId = 1L }), Is.EqualTo(1));
+        foreach (var shard in ctx.Shards.Names)
+        {
+            var expected = shard == ctx.Source.ShardFor(1L) ? 1 : 0;
+            Assert.That((await ctx.DirectAsync<int>(shard, $"select count(*)::int from {ctx.Table}"))[0], Is.EqualTo(expected), shard);
+        }
+    }
+
+    [Test]
+    public void AddEntity_of_a_type_without_a_shard_key_is_refused()
+    {
+        var error = Assert.Throws<ShardConfigurationException>(() => new ShardedDataSourceBuilder().AddEntity<string>());
+        Assert.That(error!.Message, Does.Contain("String has no [ShardKey]"));
+    }
 }
