@@ -80,4 +80,29 @@ public sealed class KeyTypeMismatchTests
             db.QueryAsync<Tenant>("select @TenantId::uuid as tenant_id, 0 as port", new { TenantId = Guid.NewGuid().ToString() }));
         Assert.That(error!.Message, Does.Contain("Tenant.TenantId").And.Contain("Guid").And.Contain("String"));
     }
+
+    private sealed class TextCode
+    {
+        [ShardKey] public string? Code { get; init; }
+    }
+
+    private sealed class NumberCode
+    {
+        [ShardKey] public int Code { get; init; }
+    }
+
+    [Test]
+    public void A_key_name_two_entities_declare_with_different_types_accepts_either_and_refuses_others()
+    {
+        var names = new ShardKeyNames();
+        names.Remember(ShardKeyMember.For(typeof(TextCode)));
+        names.Remember(ShardKeyMember.For(typeof(NumberCode)));
+        names.Remember(ShardKeyMember.For(typeof(NumberCode)));
+
+        var expected = names.Keys.Single();
+        Assert.That(expected.Check("a", "Code", typeof(string)), Is.EqualTo((ShardKeyValue)"a"));
+        Assert.That(expected.Check(5L, "Code", typeof(long)), Is.EqualTo((ShardKeyValue)5L));
+        var error = Assert.Throws<ShardRoutingException>(() => expected.Check(Guid.Empty, "Code", typeof(Guid)));
+        Assert.That(error!.Message, Does.Contain("TextCode.Code is String and NumberCode.Code is Int32").And.Contain("Pass it as String or Int32"));
+    }
 }
