@@ -35,5 +35,5 @@ public class KeyRoutingBenchmarks
     public int TypedEntity() => _source.Map.Strategy.ShardOf(ShardKeyAccessor<BenchOrder>.Read(_order));
 
     [Benchmark(Description = "ShardKit: parameter object + result type -> shard")]
-    public int ParameterObject() => RouteResolver.Resolve(_source.Map, _parameters, typeof(BenchOrder)).Shard;
+    public int ParameterObject() => RouteResolver.Resolve(_source.Map, _source.KeyNames, _parameters, typeof(BenchOrder)).Shard;
 }

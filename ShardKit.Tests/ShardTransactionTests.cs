@@ -1,3 +1,5 @@
+using Dapper;
+
 namespace ShardKit.Tests;
 
 public sealed class ShardTransactionTests
@@ -80,5 +82,90 @@ public sealed class ShardTransactionTests
         await using var db = ctx.Source.CreateConnection();
         await using var tx = await db.ForKey(1L).BeginTransactionAsync();
         Assert.ThrowsAsync<InvalidOperationException>(() => db.ForKey(1L).BeginTransactionAsync());
+    }
+
+    public static readonly string[] ParameterShapes = ["anonymous", "dictionary", "dynamic"];
+
+    /// <summary>The same key and id as an anonymous object, a dictionary or Dapper's DynamicParameters.</summary>
+    internal static object Shaped(string shape, long customerId, long id) => shape switch
+    {
+        "anonymous" => new { CustomerId = customerId, Id = id },
+        "dictionary" => new Dictionary<string, object> { ["CustomerId"] = customerId, ["Id"] = id },
+        _ => Dynamic(customerId, id),
+    };
+
+    private static DynamicParameters Dynamic(long customerId, long id)
+    {
+        var p = new DynamicParameters();
+        p.Add("CustomerId", customerId);
+        p.Add("Id", id);
+        return p;
+    }
+
+    [TestCaseSource(nameof(ParameterShapes))]
+    public async Task An_untyped_command_naming_a_key_of_another_shard_inside_a_transaction_is_refused_and_writes_nothing(string shape)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var other = KeyOnAnotherShard(ctx.Source, 5L);
+        // A typed read makes Row's key name known to the data source; no registration needed.
+        await db.QueryAsync<Row>($"select * from {ctx.Table} where customer_id = @CustomerId", new { CustomerId = 5L });
+        await using var tx = await db.ForKey(5L).BeginTransactionAsync();
+
+        var write = Assert.ThrowsAsync<ShardRoutingException>(() =>
+            db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, other, 1)));
+        Assert.That(write!.Message, Does.Contain($"'{ctx.Source.ShardFor(other)}'").And.Contain($"'{tx.Shard}'").And.Contain("distributed transaction"));
+        Assert.ThrowsAsync<ShardRoutingException>(() =>
+            db.QueryAsync<long>($"select id from {ctx.Table} where customer_id = @CustomerId and id = @Id", Shaped(shape, other, 1)));
+        Assert.ThrowsAsync<ShardRoutingException>(() =>
+            db.ExecuteScalarAsync<long>($"select count(*) from {ctx.Table} where customer_id = @CustomerId and id = @Id", Shaped(shape, other, 1)));
+        Assert.Throws<ShardRoutingException>(() =>
+            db.Execute($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, other, 2)));
+        await tx.CommitAsync();
+
+        foreach (var shard in ctx.Shards.Names)
+        {
+            Assert.That((await ctx.DirectAsync<int>(shard, $"select count(*)::int from {ctx.Table}"))[0], Is.Zero, shard);
+        }
+    }
+
+    [TestCaseSource(nameof(ParameterShapes))]
+    public async Task An_untyped_command_naming_the_transactions_own_key_runs_inside_it(string shape)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        await db.QueryAsync<Row>($"select * from {ctx.Table} where customer_id = @CustomerId", new { CustomerId = 5L });
+        await using (var tx = await db.ForKey(5L).BeginTransactionAsync())
+        {
+            Assert.That(await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, 5, 1)), Is.EqualTo(1));
+            Assert.That(await db.ExecuteScalarAsync<long>($"select count(*) from {ctx.Table} where customer_id = @CustomerId and id = @Id",
+                Shaped(shape, 5, 1)), Is.EqualTo(1));
+            await tx.RollbackAsync();
+        }
+
+        foreach (var shard in ctx.Shards.Names)
+        {
+            Assert.That((await ctx.DirectAsync<int>(shard, $"select count(*)::int from {ctx.Table}"))[0], Is.Zero, shard);
+        }
+    }
+
+    [TestCaseSource(nameof(ParameterShapes))]
+    public async Task With_the_entity_registered_a_command_for_another_shard_is_refused_on_the_first_call(string shape)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, b => b.AddEntity<Row>());
+        await using var db = ctx.Source.CreateConnection();
+        var other = KeyOnAnotherShard(ctx.Source, 5L);
+        await using var tx = await db.ForKey(5L).BeginTransactionAsync();
+
+        Assert.ThrowsAsync<ShardRoutingException>(() => db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, other, 1)));
+        Assert.ThrowsAsync<ShardRoutingException>(() => db.QueryAsync<dynamic>($"select * from {ctx.Table} where customer_id = @CustomerId", Shaped(shape, other, 1)));
+        Assert.That(await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Id)", Shaped(shape, 5, 2)), Is.EqualTo(1));
+        await tx.CommitAsync();
+
+        foreach (var shard in ctx.Shards.Names)
+        {
+            var expected = shard == tx.Shard ? 1 : 0;
+            Assert.That((await ctx.DirectAsync<int>(shard, $"select count(*)::int from {ctx.Table}"))[0], Is.EqualTo(expected), shard);
+        }
     }
 }

@@ -72,7 +72,8 @@ public abstract partial class ShardCommandTarget
                 static (c, cmd) => c.ExecuteAsync(cmd), command.CancellationToken).ConfigureAwait(false);
         }
 
-        var counts = await RunPartsAsync(route, command, "Execute", isWrite: true, static (c, cmd) => c.ExecuteAsync(cmd)).ConfigureAwait(false);
+        var counts = await RunPartsAsync(route, command, "Execute", isWrite: true, static (c, cmd) => c.ExecuteAsync(cmd),
+            static rows => rows).ConfigureAwait(false);
         return counts.Sum();
     }
 
@@ -149,8 +150,9 @@ public abstract partial class ShardCommandTarget
     }
 
     // Each part runs on its own shard's connection, all at once; results come back in shard order.
+    // A write passes affectedRows, so a partial failure also says what applied on the other shards.
     private async Task<TResult[]> RunPartsAsync<TResult>(Route route, CommandDefinition command, string operation, bool isWrite,
-        Func<NpgsqlConnection, CommandDefinition, Task<TResult>> run)
+        Func<NpgsqlConnection, CommandDefinition, Task<TResult>> run, Func<TResult, int>? affectedRows = null)
     {
         var parts = route.Parts!;
         var tasks = new Task<TResult>[parts.Length];
@@ -160,7 +162,7 @@ public abstract partial class ShardCommandTarget
             tasks[i] = RunPartAsync(part);
         }
 
-        return await ShardTasks.WhenAllAsync(tasks, parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray())
+        return await ShardTasks.WhenAllAsync(tasks, parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray(), affectedRows)
             .ConfigureAwait(false);
 
         Task<TResult> RunPartAsync(RoutePart part) =>

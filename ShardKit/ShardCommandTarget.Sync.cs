@@ -63,7 +63,7 @@ public abstract partial class ShardCommandTarget
         var route = ResolveChecked(command, null);
         return route.IsSingle
             ? Owner.RunOnShard(route.Shard, "Execute", true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
-            : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd)).Sum();
+            : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
     }
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
@@ -100,7 +100,7 @@ public abstract partial class ShardCommandTarget
 
     // Synchronous callers still get the shards in parallel: one thread-pool worker per part.
     private TResult[] RunParts<TResult>(Route route, CommandDefinition command, string operation, bool isWrite,
-        Func<NpgsqlConnection, CommandDefinition, TResult> run)
+        Func<NpgsqlConnection, CommandDefinition, TResult> run, Func<TResult, int>? affectedRows = null)
     {
         var parts = route.Parts!;
         var results = new TResult[parts.Length];
@@ -117,6 +117,13 @@ public abstract partial class ShardCommandTarget
             }
         });
         var failed = failures.OfType<ShardFailure>().ToArray();
-        return failed.Length == 0 ? results : throw new ShardAggregateException(failed);
+        if (failed.Length == 0)
+        {
+            return results;
+        }
+
+        var names = parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray();
+        throw ShardTasks.Failed(failed, affectedRows is null ? null
+            : ShardTasks.Succeeded(results.Select((r, i) => (failures[i] is null, r)).ToArray(), names, affectedRows));
     }
 }

@@ -4,8 +4,9 @@ using Npgsql;
 namespace ShardKit;
 
 /// <summary>
-/// A transaction on one shard. While it is open, commands on its <see cref="ShardedConnection"/> go to its shard
-/// (commands with no key included) and a command whose key belongs elsewhere is refused before touching any database.
+/// A transaction on one shard. While it is open, commands on its <see cref="ShardedConnection"/> are routed exactly as
+/// outside it: a command whose key belongs elsewhere is refused before touching any database, and only a command
+/// that names no key at all (no typed key, no parameter named like a known <c>[ShardKey]</c>) goes to its shard.
 /// Disposing it without <see cref="CommitAsync"/> rolls back.
 /// </summary>
 public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable

@@ -34,10 +34,19 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
     /// <summary>Targets the shard named <paramref name="shardName"/>.</summary>
     public ShardScope OnShard(string shardName) => new(this, DataSource.Map.IndexOf(shardName));
 
-    private protected override Route Resolve(object? parameters, Type? resultType) =>
-        _transaction is null
-            ? RouteResolver.Resolve(DataSource.Map, parameters, resultType)
-            : RouteResolver.ResolveOrDefault(DataSource.Map, parameters, resultType, _transaction.ShardIndex);
+    // Inside a single-shard transaction the key is resolved exactly as outside (a key of another shard is then
+    // refused by CheckAgainstTransaction); only a command that names no key at all defaults to the pinned shard.
+    private protected override Route Resolve(object? parameters, Type? resultType)
+    {
+        if (_transaction is null)
+        {
+            return RouteResolver.Resolve(DataSource.Map, DataSource.KeyNames, parameters, resultType);
+        }
+
+        return RouteResolver.TryResolve(DataSource.Map, DataSource.KeyNames, parameters, resultType, out var route)
+            ? route
+            : Route.To(_transaction.ShardIndex);
+    }
 
     internal async ValueTask<NpgsqlConnection> OpenShardAsync(int shard, CancellationToken cancellationToken)
     {

@@ -26,12 +26,20 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
             settings.ConfigureShard?.Invoke(builder);
             return builder.Build();
         }).ToArray();
+        foreach (var entity in settings.Entities)
+        {
+            KeyNames.Remember(ShardKeyMember.For(entity));
+        }
+
         _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
     }
 
     internal DataSourceSettings Settings { get; }
 
     internal ILogger Logger { get; }
+
+    /// <summary>The shard key names this data source routes untyped commands by.</summary>
+    internal ShardKeyNames KeyNames { get; } = new();
 
     internal DistributedSettings Distributed { get; }
 

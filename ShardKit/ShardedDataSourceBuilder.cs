@@ -74,6 +74,24 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
+    /// <summary>
+    /// Registers an entity whose <c>[ShardKey]</c> name routes commands that have no typed result:
+    /// <c>ExecuteAsync(sql, new { CustomerId = 42L })</c> after <c>AddEntity&lt;Order&gt;()</c> goes to 42's shard, and a
+    /// key array there is split per shard. Without it the name is known only once a command has used the type (a
+    /// typed query, an entity as parameters), so register entities to make routing independent of call order.
+    /// </summary>
+    public ShardedDataSourceBuilder AddEntity<T>()
+    {
+        if (ShardKeyMember.For(typeof(T)) is null)
+        {
+            throw new ShardConfigurationException(
+                $"{typeof(T).Name} has no [ShardKey]; add [ShardKey] to the property that places it before registering it with AddEntity.");
+        }
+
+        _settings = _settings with { Entities = [.. _settings.Entities, typeof(T)] };
+        return this;
+    }
+
     /// <summary>Adjusts each shard's <see cref="NpgsqlDataSourceBuilder"/> (type mappings, logging, pool settings).</summary>
     public ShardedDataSourceBuilder ConfigureShardDataSource(Action<NpgsqlDataSourceBuilder> configure)
     {

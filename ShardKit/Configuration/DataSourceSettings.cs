@@ -18,4 +18,7 @@ internal sealed record DataSourceSettings
     public CircuitBreakerOptions CircuitBreaker { get; init; } = CircuitBreakerOptions.Default;
 
     public DistributedTransactionOptions? Distributed { get; init; }
+
+    /// <summary>Entity types registered with AddEntity; their key names are known from the first command.</summary>
+    public IReadOnlyList<Type> Entities { get; init; } = [];
 }

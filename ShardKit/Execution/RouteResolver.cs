@@ -5,76 +5,131 @@ namespace ShardKit;
 
 /// <summary>
 /// Finds the target of a routed command from its parameters (and result type), using the cached
-/// <see cref="ParameterPlan"/>. A command with no key is an error that names the explicit alternatives; nothing is
-/// ever sent to a guessed shard or to every shard.
+/// <see cref="ParameterPlan"/>: the parameters' own <c>[ShardKey]</c>, a batch of keyed items, the result type's key by
+/// name, or else a key name the data source knows (<see cref="ShardKeyNames"/>). A command with no key is an error that
+/// names the explicit alternatives; nothing is ever sent to a guessed shard or to every shard.
 /// </summary>
 internal static class RouteResolver
 {
-    public static Route Resolve(ShardMap map, object? parameters, Type? resultType)
+    public static Route Resolve(ShardMap map, ShardKeyNames known, object? parameters, Type? resultType) =>
+        TryResolve(map, known, parameters, resultType, out var route) ? route : throw NoKey(resultType, parameters);
+
+    /// <summary>
+    /// Resolves like <see cref="Resolve"/>, but returns false instead of throwing when the parameters name no shard key
+    /// at all. A key that is named but null, of the wrong type, or contradicted by another key still throws.
+    /// </summary>
+    public static bool TryResolve(ShardMap map, ShardKeyNames known, object? parameters, Type? resultType, out Route route)
     {
+        route = default;
         if (parameters is null)
         {
-            throw NoKey(resultType, null, "the command has no parameters");
+            return false;
         }
 
         var plan = ParameterPlan.For(parameters.GetType(), resultType);
+        known.Remember(plan.Key);
+        return TryPlan(map, parameters, plan, plan.Expected, out route) || TryKnownNames(map, known, parameters, out route);
+    }
+
+    private static bool TryPlan(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, out Route route)
+    {
         switch (plan.Kind)
         {
             case ParameterPlanKind.Scalar:
                 var key = plan.ReadScalar!(parameters);
-                return key.Kind != ShardKeyKind.None ? Route.To(map.Strategy.ShardOf(key)) : throw NullKey(plan.MemberName!);
+                route = Route.To(map.Strategy.ShardOf(Checked(key, plan.MemberName!, plan.MemberType!, expected)));
+                return true;
             case ParameterPlanKind.Boxed:
-                return FromBoxed(map, parameters, plan, plan.ReadBoxed!(parameters));
+                route = FromBoxed(map, parameters, plan, expected, plan.ReadBoxed!(parameters));
+                return true;
             case ParameterPlanKind.Collection:
-                return Split(map, parameters, plan, (IEnumerable?)plan.ReadBoxed!(parameters));
+                route = Split(map, parameters, plan, expected, (IEnumerable?)plan.ReadBoxed!(parameters));
+                return true;
             case ParameterPlanKind.Batch:
-                return Batch(map, (IEnumerable)parameters, plan.ItemKey!);
+                route = Batch(map, (IEnumerable)parameters, plan.ItemKey!);
+                return true;
             case ParameterPlanKind.ByName:
-                return ByName(map, parameters, plan.MemberName!, resultType);
+                return TryByName(map, parameters, plan.MemberName!, expected, out route);
             default:
-                throw NoKey(resultType, parameters.GetType(), plan.MemberName is null
-                    ? null
-                    : $"{resultType!.Name}'s [ShardKey] is {plan.MemberName} but the parameters have no member of that name");
+                route = default;
+                return false;
         }
     }
 
-    /// <summary>Like <see cref="Resolve"/>, but a command that carries no key goes to <paramref name="fallbackShard"/>.</summary>
-    public static Route ResolveOrDefault(ShardMap map, object? parameters, Type? resultType, int fallbackShard) =>
-        parameters is null || ParameterPlan.For(parameters.GetType(), resultType).Kind == ParameterPlanKind.None
-            ? Route.To(fallbackShard)
-            : Resolve(map, parameters, resultType);
+    // Several known key names in one parameter object must agree on the shard; otherwise which one places the
+    // command is a guess, and it is refused.
+    private static bool TryKnownNames(ShardMap map, ShardKeyNames known, object parameters, out Route route)
+    {
+        route = default;
+        string? foundName = null;
+        foreach (var expected in known.Keys)
+        {
+            var plan = ParameterPlan.ForName(parameters.GetType(), expected.Name);
+            if (!TryPlan(map, parameters, plan, expected, out var candidate))
+            {
+                continue;
+            }
 
-    private static Route FromBoxed(ShardMap map, object parameters, ParameterPlan plan, object? value)
+            if (foundName is not null && !(route.IsSingle && candidate.IsSingle && route.Shard == candidate.Shard))
+            {
+                throw new ShardRoutingException(
+                    $"The parameters carry two shard keys, {foundName} and {plan.MemberName}, that place the command on different " +
+                    "shards. Choose the shard explicitly: ForKey(key) or OnShard(name) for one shard, AllShards() to fan out on purpose.");
+            }
+
+            route = candidate;
+            foundName ??= plan.MemberName;
+        }
+
+        return foundName is not null;
+    }
+
+    private static ShardKeyValue Checked(ShardKeyValue key, string member, Type given, ExpectedKey? expected)
+    {
+        if (key.Kind == ShardKeyKind.None)
+        {
+            throw NullKey(member);
+        }
+
+        return expected is null ? key : expected.Check(key, member, given);
+    }
+
+    private static Route FromBoxed(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, object? value)
     {
         if (value is IEnumerable keys and not string)
         {
-            return Split(map, parameters, plan, keys);
+            return Split(map, parameters, plan, expected, keys);
         }
 
-        return value is null ? throw NullKey(plan.MemberName!) : Route.To(map.Strategy.ShardOf(ShardKeyValue.FromObject(value)));
+        return value is null
+            ? throw NullKey(plan.MemberName!)
+            : Route.To(map.Strategy.ShardOf(Checked(ShardKeyValue.FromObject(value), plan.MemberName!, value.GetType(), expected)));
     }
 
-    private static Route ByName(ShardMap map, object parameters, string name, Type? resultType)
+    private static bool TryByName(ShardMap map, object parameters, string name, ExpectedKey? expected, out Route route)
     {
+        route = default;
         object? value;
-        bool found;
         if (parameters is DynamicParameters dynamic)
         {
             var match = dynamic.ParameterNames.FirstOrDefault(n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase));
-            found = match is not null;
-            value = found ? dynamic.Get<object?>(match!) : null;
+            if (match is null)
+            {
+                return false;
+            }
+
+            value = dynamic.Get<object?>(match);
         }
         else
         {
             var dictionary = (IDictionary<string, object?>)parameters;
             var match = dictionary.Keys.FirstOrDefault(n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase));
-            found = match is not null;
-            value = found ? dictionary[match!] : null;
-        }
+            if (match is null)
+            {
+                return false;
+            }
 
-        if (!found)
-        {
-            throw NoKey(resultType, parameters.GetType(), $"{resultType!.Name}'s [ShardKey] is {name} but the parameters have no '{name}'");
+            value = dictionary[match];
         }
 
         if (value is IEnumerable and not string)
@@ -84,10 +139,13 @@ internal static class RouteResolver
                 "not DynamicParameters or a dictionary.");
         }
 
-        return value is null ? throw NullKey(name) : Route.To(map.Strategy.ShardOf(ShardKeyValue.FromObject(value)));
+        route = value is null
+            ? throw NullKey(name)
+            : Route.To(map.Strategy.ShardOf(Checked(ShardKeyValue.FromObject(value), name, value.GetType(), expected)));
+        return true;
     }
 
-    private static Route Split(ShardMap map, object parameters, ParameterPlan plan, IEnumerable? keys)
+    private static Route Split(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, IEnumerable? keys)
     {
         if (keys is null)
         {
@@ -102,7 +160,7 @@ internal static class RouteResolver
                 throw NullKey(plan.MemberName! + "[…]");
             }
 
-            var shard = map.Strategy.ShardOf(ShardKeyValue.FromObject(item));
+            var shard = map.Strategy.ShardOf(Checked(ShardKeyValue.FromObject(item), plan.MemberName!, item.GetType(), expected));
             if (!groups.TryGetValue(shard, out var list))
             {
                 groups[shard] = list = [];
@@ -163,13 +221,15 @@ internal static class RouteResolver
         $"The shard key parameter {member} is null; a command cannot be routed without its key. Pass a value, or target " +
         "a shard explicitly with OnShard(name).");
 
-    private static ShardRoutingException NoKey(Type? resultType, Type? parameterType, string? why)
+    private static ShardRoutingException NoKey(Type? resultType, object? parameters)
     {
-        var reason = why ?? (resultType is null || ShardKeyMember.For(resultType) is null
-            ? $"neither the parameters ({parameterType?.Name}) nor the result type declare a [ShardKey]"
-            : "the parameters carry no shard key");
+        var resultKey = resultType is null ? null : ShardKeyMember.For(resultType);
+        var reason = parameters is null ? "the command has no parameters"
+            : resultKey is not null ? $"{resultType!.Name}'s [ShardKey] is {resultKey.Name} but the parameters have no member of that name"
+            : $"the parameters ({parameters.GetType().Name}) carry no known shard key and the result type declares none";
         return new ShardRoutingException(
-            $"No shard key found: {reason}. Add [ShardKey] to the entity and pass the key in the parameters, or choose the " +
-            "shards explicitly: ForKey(key) or OnShard(name) for one shard, AllShards() to fan out on purpose.");
+            $"No shard key found: {reason}. Add [ShardKey] to the entity and pass the key in the parameters (register the " +
+            "entity with AddEntity<T>() when the call has no typed result, as Execute has none), or choose the shards explicitly: " +
+            "ForKey(key) or OnShard(name) for one shard, AllShards() to fan out on purpose.");
     }
 }

@@ -13,6 +13,17 @@ internal static class KeyReaders
 
     public static bool Supports(Type type) => Converters.ContainsKey(type);
 
+    /// <summary>The kind of key a supported CLR type places as (nullable forms like their values); None for others.</summary>
+    public static ShardKeyKind KindOf(Type type) => (Nullable.GetUnderlyingType(type) ?? type) switch
+    {
+        var t when t == typeof(long) || t == typeof(int) || t == typeof(short) => ShardKeyKind.Integer,
+        var t when t == typeof(string) => ShardKeyKind.String,
+        var t when t == typeof(Guid) => ShardKeyKind.Guid,
+        var t when t == typeof(DateTime) => ShardKeyKind.DateTime,
+        var t when t == typeof(DateTimeOffset) => ShardKeyKind.DateTimeOffset,
+        _ => ShardKeyKind.None,
+    };
+
     /// <summary>Compiles <c>(TInstance x) =&gt; Convert(((DeclaringType)x).Member)</c>.</summary>
     public static Func<TInstance, ShardKeyValue> Compile<TInstance>(Type declaringType, MemberInfo member)
     {

@@ -18,6 +18,8 @@ internal sealed class ShardKeyMember
         Name = member.Name;
         ValueType = valueType;
         Column = column;
+        Kind = KeyReaders.KindOf(valueType);
+        Expected = new ExpectedKey(this);
         ReadBoxed = KeyReaders.Compile<object>(declaringType, member);
     }
 
@@ -26,6 +28,12 @@ internal sealed class ShardKeyMember
     public string Name { get; }
 
     public Type ValueType { get; }
+
+    /// <summary>The kind of key the declared type places as; a key given by name must be of this kind.</summary>
+    public ShardKeyKind Kind { get; }
+
+    /// <summary>What a parameter carrying this key by name must hold.</summary>
+    public ExpectedKey Expected { get; }
 
     /// <summary>The column holding the key: the attribute's name, else the member name in snake_case.</summary>
     public string Column { get; }
