@@ -26,7 +26,7 @@ internal sealed partial record CopyRefusedRow(long Line, string? Column)
         }
 
         // The COPY's frame is the outermost one; a function called by a constraint adds its own frames before it.
-        foreach (var frame in where.Split('\n').Reverse())
+        foreach (var frame in Enumerable.Reverse(where.Split('\n')))
         {
             var match = CopyContext().Match(frame.Trim());
             if (match.Success && long.TryParse(match.Groups["line"].ValueSpan, NumberStyles.None, CultureInfo.InvariantCulture, out var line) && line > 0)
