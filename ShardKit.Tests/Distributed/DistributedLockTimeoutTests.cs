@@ -83,6 +83,10 @@ public sealed class DistributedLockTimeoutTests
             .UseDistributedTransactions(o => o.LockTimeout = TimeSpan.FromSeconds(-1)).Build());
 
         Assert.That(error!.Errors, Has.Some.Contains("DistributedTransactionOptions.LockTimeout"));
+        var options = new ShardKitOptions();
+        options.Shards.Add(new ShardOptions { Name = "a", ConnectionString = "Host=localhost" });
+        options.DistributedTransactions.LockTimeout = TimeSpan.FromMilliseconds(-1);
+        Assert.That(new ShardKitOptionsValidator().Validate(null, options).Failures, Has.Some.Contains("LockTimeout must be between zero"));
         Assert.That(new DistributedTransactionOptions().LockTimeout, Is.EqualTo(TimeSpan.FromSeconds(5)));
     }
 }
