@@ -57,6 +57,23 @@ public sealed class FailedCommitTests
     }
 
     [Test]
+    public async Task A_one_shard_commit_the_server_refuses_throws_the_same_aggregate_with_the_server_error_inside()
+    {
+        await using var s = await DistributedShards.SharedAsync(2);
+        await s.OnEveryShardAsync($"alter table {s.Table} add unique (id) deferrable initially deferred");
+        await using var db = s.Source.CreateConnection();
+        await using var tx = await db.BeginDistributedTransactionAsync();
+        await db.ExecuteAsync(Insert(s), new[] { new Row { CustomerId = s.KeyOn(1), Id = 7 }, new Row { CustomerId = s.KeyOn(1, 1), Id = 7 } });
+
+        var error = Assert.ThrowsAsync<ShardAggregateException>(() => tx.CommitAsync());
+
+        Assert.That(error!.FailedShards, Is.EqualTo(new[] { s.Names[1] }));
+        Assert.That(error.InnerExceptions.Single(), Is.TypeOf<PostgresException>().With.Property("SqlState").EqualTo(PostgresErrorCodes.UniqueViolation));
+        Assert.That(await s.CountsAsync(), Is.All.Zero);
+        await AssertUsableAsync(s, db, 2);
+    }
+
+    [Test]
     public async Task A_commit_that_breaks_before_preparing_a_shard_leaves_no_session_in_a_transaction()
     {
         await using var s = await UniqueIdsAsync();
