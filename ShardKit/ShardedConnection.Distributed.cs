@@ -1,4 +1,5 @@
 using System.Data;
+using Npgsql;
 
 namespace ShardKit;
 
@@ -37,6 +38,14 @@ public sealed partial class ShardedConnection
         DataSource.OnDistributedBegun();
         return _distributed = new DistributedTransaction(this, isolationLevel);
     }
+
+    // A lock wait that ran out inside a distributed transaction is most likely a deadlock across shards, which no server
+    // detects: the caller gets a typed, retryable error naming the shard instead of the server's bare 55P03.
+    private bool IsDistributedLockTimeout(PostgresException error) =>
+        _distributed is { IsActive: true } && DistributedLockTimeoutException.Matches(error);
+
+    private DistributedLockTimeoutException DistributedLockTimeout(int shard, PostgresException error) =>
+        new(DataSource.Map.ShardNames[shard], DataSource.Distributed.LockTimeout, error);
 
     internal void OnDistributedEnded(DistributedTransaction transaction)
     {

@@ -41,6 +41,11 @@ public sealed partial class ShardedConnection
                 RecordDuration(shard, operation, started);
                 return result;
             }
+            catch (PostgresException e) when (IsDistributedLockTimeout(e))
+            {
+                ShardKitTelemetry.RecordError(activity, e);
+                throw DistributedLockTimeout(shard, e);
+            }
             catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
             {
                 if (!OnShardFailure(shard, operation, e, activity, attempt, maxRetries, out var delay))
@@ -71,6 +76,11 @@ public sealed partial class ShardedConnection
                 breaker.OnSuccess();
                 RecordDuration(shard, operation, started);
                 return result;
+            }
+            catch (PostgresException e) when (IsDistributedLockTimeout(e))
+            {
+                ShardKitTelemetry.RecordError(activity, e);
+                throw DistributedLockTimeout(shard, e);
             }
             catch (Exception e) when (e is not ShardKitException)
             {

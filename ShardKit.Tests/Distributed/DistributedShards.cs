@@ -139,6 +139,13 @@ internal sealed class DistributedShards : IAsyncDisposable
         return rows.ToList();
     }
 
+    /// <summary>The pg_stat_activity state of backend <paramref name="pid"/> on shard <paramref name="shard"/>; null once it ended.</summary>
+    public async Task<string?> SessionStateAsync(int shard, int pid)
+    {
+        await using var conn = await OpenDirectAsync(Direct[shard]);
+        return await conn.ExecuteScalarAsync<string?>("select state from pg_stat_activity where pid = @Pid", new { Pid = pid });
+    }
+
     // Unpooled: a pooled connection would outlive a server the fault trials stop and restart.
     private static async Task<NpgsqlConnection> OpenDirectAsync(string connectionString)
     {

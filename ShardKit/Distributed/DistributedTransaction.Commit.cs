@@ -6,8 +6,10 @@ public sealed partial class DistributedTransaction
 {
     /// <summary>
     /// Commits on every shard touched, atomically. One shard: a plain <c>COMMIT</c>. Several: <c>PREPARE TRANSACTION</c>
-    /// on each (in parallel); if any fails, everything is rolled back and a <see cref="ShardAggregateException"/> names
-    /// the shard. Then the commit decision is written to the coordinator's decision log, and from that moment the
+    /// on each (in parallel). If a shard refuses (also when a command in the transaction failed there earlier, which
+    /// PostgreSQL would otherwise answer with a silent rollback), everything is rolled back and a
+    /// <see cref="ShardAggregateException"/> names the shard; either way the connection's sessions are left outside any
+    /// transaction, ready for the next command. Then the commit decision is written to the coordinator's decision log, and from that moment the
     /// transaction is committed: <c>COMMIT PREPARED</c> runs on each shard (in parallel), and a shard that cannot be
     /// reached is listed in <see cref="DistributedCommitResult.PendingShards"/> for recovery to finish, never thrown.
     /// If the decision itself cannot be confirmed, <see cref="DistributedTransactionInDoubtException"/> says so.
@@ -42,18 +44,36 @@ public sealed partial class DistributedTransaction
 
     private async Task CommitSingleAsync(int shard, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
     {
+        var name = DataSource.Map.ShardNames[shard];
+        if (cancellationToken.IsCancellationRequested)
+        {
+            await RollbackOnAsync(shard, CancellationToken.None).ConfigureAwait(false);
+            _state = (int)State.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
         try
         {
-            await _transactions[shard]!.CommitAsync(cancellationToken).ConfigureAwait(false);
+            await ExecuteEndingAsync(shard, "commit", cancellationToken).ConfigureAwait(false);
             _state = (int)State.Committed;
             ShardKitTelemetry.RecordOutcome(activity, "committed");
         }
-        catch (Exception e)
+        catch (PostgresException e) when (!ShardErrors.IsConnectionFailure(e))
         {
-            // The server refused (rolled back), or the connection broke while COMMIT was in flight (unknown, as with any
-            // single-server commit).
-            _state = (int)(e is PostgresException ? State.RolledBack : State.InDoubt);
-            ShardKitTelemetry.RecordOutcome(activity, e is PostgresException ? "rolled_back" : "in_doubt");
+            // The server refused, so nothing was committed: the same error as when one of several shards cannot prepare.
+            await RollbackOnAsync(shard, CancellationToken.None).ConfigureAwait(false);
+            _state = (int)State.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            throw new ShardAggregateException([new ShardFailure(name, Refusal(name, e))]);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The connection broke while COMMIT was in flight: the outcome is unknown, as with any single-server commit.
+            // The connection is closed so the next command on this shard starts from a clean session.
+            await CloseParticipantAsync(shard).ConfigureAwait(false);
+            _state = (int)State.InDoubt;
+            ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
             throw;
         }
     }
@@ -134,35 +154,44 @@ public sealed partial class DistributedTransaction
         try
         {
             await StepAsync(DistributedStep.PrepareShard, name).ConfigureAwait(false);
-            // PostgreSQL answers PREPARE in a transaction that already failed with a silent ROLLBACK, not an error. A
-            // trivial statement just before it, in the same round trip, raises "current transaction is aborted" instead.
-            var batch = new NpgsqlBatch(_participants[shard])
-            {
-                BatchCommands =
-                {
-                    new NpgsqlBatchCommand("select 1"),
-                    new NpgsqlBatchCommand(PreparedSql("prepare transaction", gid)),
-                },
-            };
-            await using var batchScope = batch.ConfigureAwait(false);
-            await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            await ExecuteEndingAsync(shard, PreparedSql("prepare transaction", gid), cancellationToken).ConfigureAwait(false);
             return null;
-        }
-        catch (PostgresException e) when (PreparedTransactionsUnavailableException.Matches(e))
-        {
-            return new ShardFailure(name, new PreparedTransactionsUnavailableException(name, e));
-        }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InFailedSqlTransaction)
-        {
-            return new ShardFailure(name, new ShardKitException(
-                $"The transaction on shard '{name}' had already failed (a command in it raised an error), so it cannot be " +
-                "prepared. Nothing was committed anywhere; fix the failing command and run the transaction again.", e));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            return new ShardFailure(name, e);
+            // Whatever failed, the shard's transaction must not stay open on its session. If the PREPARE did happen (its
+            // answer was lost), ROLLBACK PREPARED finishes it afterwards.
+            await RollbackOnAsync(shard, CancellationToken.None).ConfigureAwait(false);
+            return new ShardFailure(name, e is PostgresException pg ? Refusal(name, pg) : e);
         }
     }
+
+    // Runs the statement that ends a shard's transaction (COMMIT or PREPARE TRANSACTION). PostgreSQL answers either one,
+    // in a transaction that already failed, with a silent ROLLBACK instead of an error; a trivial statement just before
+    // it, in the same round trip, raises "current transaction is aborted" instead.
+    private async Task ExecuteEndingAsync(int shard, string sql, CancellationToken cancellationToken)
+    {
+        var batch = new NpgsqlBatch(_participants[shard])
+        {
+            BatchCommands =
+            {
+                new NpgsqlBatchCommand("select 1"),
+                new NpgsqlBatchCommand(sql),
+            },
+        };
+        await using var batchScope = batch.ConfigureAwait(false);
+        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    // What the caller is told when a shard's server refused to commit or prepare: nothing was committed anywhere.
+    private static Exception Refusal(string shard, PostgresException error) => error switch
+    {
+        _ when PreparedTransactionsUnavailableException.Matches(error) => new PreparedTransactionsUnavailableException(shard, error),
+        { SqlState: PostgresErrorCodes.InFailedSqlTransaction } => new ShardKitException(
+            $"The transaction on shard '{shard}' had already failed (a command in it raised an error), so it was rolled back " +
+            "there. Nothing was committed anywhere; fix the failing command and run the whole transaction again.", error),
+        _ => error,
+    };
 
     // Writes the commit decision. Writing it is idempotent (the primary key keeps one row per id and the row that is
     // there is read back), so a write whose result is unknown (the connection broke) is simply tried again on a fresh

@@ -57,8 +57,14 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     {
         if (IsActive && _transactions[shard] is null)
         {
-            _transactions[shard] = connection.BeginTransaction(IsolationLevel);
+            var transaction = connection.BeginTransaction(IsolationLevel);
+            _transactions[shard] = transaction;
             _participants[shard] = connection;
+            if (DataSource.Distributed.LockTimeoutSql is { } sql)
+            {
+                using var command = new NpgsqlCommand(sql, connection, transaction);
+                command.ExecuteNonQuery();
+            }
         }
     }
 
@@ -117,21 +123,52 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         _owner.OnDistributedEnded(this);
     }
 
+    // Locks taken on two shards in opposite order wait for each other where no server's deadlock detector sees the
+    // cycle, so each shard's transaction bounds its lock waits (SET LOCAL ends with it). Npgsql sends BEGIN with the SET,
+    // in one round trip.
     private async ValueTask BeginOnAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken)
     {
-        _transactions[shard] = await connection.BeginTransactionAsync(IsolationLevel, cancellationToken).ConfigureAwait(false);
+        var transaction = await connection.BeginTransactionAsync(IsolationLevel, cancellationToken).ConfigureAwait(false);
+        _transactions[shard] = transaction;
         _participants[shard] = connection;
+        if (DataSource.Distributed.LockTimeoutSql is { } sql)
+        {
+            var command = new NpgsqlCommand(sql, connection, transaction);
+            await using var commandScope = command.ConfigureAwait(false);
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
     }
 
+    // Ends this transaction's session state on a shard, whatever happened to it: a session left in a transaction refuses
+    // every later command once it has failed (25P02), makes the next BEGIN fail, and keeps its locks until it closes.
     private async Task RollbackOnAsync(int shard, CancellationToken cancellationToken)
     {
         try
         {
             await _transactions[shard]!.RollbackAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // The connection broke, so the server has already rolled this shard's transaction back.
+            // The session's state is unknown (broken connection, cancelled rollback): close the connection. The pool rolls a
+            // live session back or discards a broken one (whose transaction the server already ended), and the next
+            // command on this shard opens a clean connection.
+            await CloseParticipantAsync(shard).ConfigureAwait(false);
+            if (e is OperationCanceledException)
+            {
+                throw;
+            }
+        }
+    }
+
+    private async Task CloseParticipantAsync(int shard)
+    {
+        try
+        {
+            await _participants[shard]!.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException or TimeoutException)
+        {
+            // Closing a broken connection may fail; either way it no longer holds a transaction.
         }
     }
 

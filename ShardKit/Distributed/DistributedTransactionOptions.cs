@@ -24,4 +24,13 @@ public sealed class DistributedTransactionOptions
     /// cannot record a commit for a transaction recovery already rolled back, so keep them far longer than any pause.
     /// </summary>
     public TimeSpan AbortDecisionRetention { get; set; } = TimeSpan.FromDays(1);
+
+    /// <summary>
+    /// How long a statement inside a distributed transaction waits for a row or table lock before it fails (default
+    /// five seconds; null or zero waits without bound). Two distributed transactions that lock rows on two shards in
+    /// opposite order wait for each other across servers, where no server's deadlock detector sees the cycle; this bound
+    /// breaks it with a <see cref="DistributedLockTimeoutException"/>. Set with <c>SET LOCAL lock_timeout</c> on each shard
+    /// the transaction reaches, so sessions outside distributed transactions are unaffected.
+    /// </summary>
+    public TimeSpan? LockTimeout { get; set; } = DistributedSettings.DefaultLockTimeout;
 }
