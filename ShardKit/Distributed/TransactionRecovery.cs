@@ -13,7 +13,8 @@ namespace ShardKit;
 /// id, and a committer never commits without first inserting its <c>commit</c> row. The decision table's primary key
 /// lets exactly one of the two exist; each side reads back the row that won and acts on it, so a slow committer that
 /// loses is told its transaction rolled back. Safe against itself: inserts are <c>on conflict do nothing</c>, and
-/// finishing an id someone else finished ("prepared transaction does not exist") counts as done.
+/// finishing an id someone else finished ("prepared transaction does not exist") counts as done, and one another session
+/// is finishing at that moment ("is busy") is left to it.
 /// </remarks>
 internal static class TransactionRecovery
 {
@@ -93,6 +94,11 @@ internal static class TransactionRecovery
                     catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedObject)
                     {
                         // Finished meanwhile by its committer or another recovery run, the same way.
+                    }
+                    catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectNotInPrerequisiteState)
+                    {
+                        // "is busy": another session is finishing it right now, the same way; not ours to count.
+                        return false;
                     }
 
                     return true;
