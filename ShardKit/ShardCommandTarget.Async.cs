@@ -1,4 +1,5 @@
 using System.Data;
+using System.Data.Common;
 using System.Runtime.CompilerServices;
 using Dapper;
 using Npgsql;
@@ -112,11 +113,11 @@ public abstract partial class ShardCommandTarget
             var parts = route.IsSingle ? [new RoutePart(route.Shard, command.Parameters)] : route.Parts!;
             foreach (var part in parts)
             {
-                Owner.DataSource.BreakerAt(part.Shard).ThrowIfOpen();
-                var connection = await Owner.OpenShardAsync(part.Shard, cancellationToken).ConfigureAwait(false);
-                var rows = connection.QueryUnbufferedAsync<T>(command.CommandText, part.Parameters, Owner.TransactionOn(part.Shard),
-                    command.CommandTimeout, command.CommandType);
-                await foreach (var row in rows.WithCancellation(cancellationToken).ConfigureAwait(false))
+                var bound = Bind(command, part.Shard, part.Parameters);
+                var rows = Owner.StreamOnShardAsync(part.Shard, "QueryUnbuffered", bound,
+                    static (c, cmd) => c.QueryUnbufferedAsync<T>(cmd.CommandText, cmd.Parameters, (DbTransaction?)cmd.Transaction, cmd.CommandTimeout, cmd.CommandType),
+                    cancellationToken);
+                await foreach (var row in rows.ConfigureAwait(false))
                 {
                     yield return row;
                 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Npgsql;
 
 namespace ShardKit;
@@ -20,23 +21,27 @@ public sealed partial class ShardedConnection
     /// <summary>
     /// Runs one command on one shard: the shard's breaker first, then the work with a span, a duration measurement,
     /// and retries of transient failures where safe (a read, or a write the caller marked idempotent; never inside a
-    /// transaction). The state argument lets callers pass a static lambda, so the hot path captures nothing.
+    /// transaction). A connection failure surfaces as <see cref="ShardConnectionException"/>; other errors keep their type
+    /// and carry the shard in <see cref="Exception.Data"/>. The state argument lets callers pass a static lambda, so
+    /// the hot path captures nothing.
     /// </summary>
     internal async Task<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, bool isWrite, TState state,
         Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken)
     {
         var breaker = DataSource.BreakerAt(shard);
-        var retries = Retries;
-        var maxRetries = _transaction is null && _distributed is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
+        var maxRetries = MaxRetriesFor(isWrite);
         for (var attempt = 0; ; attempt++)
         {
-            breaker.ThrowIfOpen();
+            var probe = breaker.ThrowIfOpen();
             using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.ShardNames[shard]);
             var started = Stopwatch.GetTimestamp();
+            NpgsqlConnection? connection = null;
+            TimeSpan delay;
             try
             {
-                var connection = await OpenShardAsync(shard, cancellationToken).ConfigureAwait(false);
+                connection = await OpenShardAsync(shard, cancellationToken).ConfigureAwait(false);
                 var result = await work(connection, state).ConfigureAwait(false);
+                probe = false;
                 breaker.OnSuccess();
                 RecordDuration(shard, operation, started);
                 return result;
@@ -48,13 +53,27 @@ public sealed partial class ShardedConnection
             }
             catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
             {
-                if (!OnShardFailure(shard, operation, e, activity, attempt, maxRetries, out var delay))
+                probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
+                var error = ShardErrors.ForShard(e, DataSource.Map.Shards[shard], opening: connection is null);
+                if (!OnShardFailure(shard, operation, error, activity, attempt, maxRetries, out delay))
                 {
-                    throw;
-                }
+                    if (ReferenceEquals(error, e))
+                    {
+                        throw;
+                    }
 
-                await Task.Delay(delay, DataSource.Settings.Time, cancellationToken).ConfigureAwait(false);
+                    throw error;
+                }
             }
+            finally
+            {
+                if (probe)
+                {
+                    breaker.ReleaseProbe(); // cancelled, or refused by ShardKit, before the shard answered: proves nothing
+                }
+            }
+
+            await Task.Delay(delay, DataSource.Settings.Time, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -63,16 +82,19 @@ public sealed partial class ShardedConnection
         Func<NpgsqlConnection, TState, TResult> work)
     {
         var breaker = DataSource.BreakerAt(shard);
-        var retries = Retries;
-        var maxRetries = _transaction is null && _distributed is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
+        var maxRetries = MaxRetriesFor(isWrite);
         for (var attempt = 0; ; attempt++)
         {
-            breaker.ThrowIfOpen();
+            var probe = breaker.ThrowIfOpen();
             using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.ShardNames[shard]);
             var started = Stopwatch.GetTimestamp();
+            NpgsqlConnection? connection = null;
+            TimeSpan delay;
             try
             {
-                var result = work(OpenShard(shard), state);
+                connection = OpenShard(shard);
+                var result = work(connection, state);
+                probe = false;
                 breaker.OnSuccess();
                 RecordDuration(shard, operation, started);
                 return result;
@@ -84,14 +106,111 @@ public sealed partial class ShardedConnection
             }
             catch (Exception e) when (e is not ShardKitException)
             {
-                if (!OnShardFailure(shard, operation, e, activity, attempt, maxRetries, out var delay))
+                probe = false;
+                var error = ShardErrors.ForShard(e, DataSource.Map.Shards[shard], opening: connection is null);
+                if (!OnShardFailure(shard, operation, error, activity, attempt, maxRetries, out delay))
                 {
-                    throw;
+                    if (ReferenceEquals(error, e))
+                    {
+                        throw;
+                    }
+
+                    throw error;
+                }
+            }
+            finally
+            {
+                if (probe)
+                {
+                    breaker.ReleaseProbe();
+                }
+            }
+
+            Task.Delay(delay, DataSource.Settings.Time).GetAwaiter().GetResult();
+        }
+    }
+
+    /// <summary>
+    /// Streams one query's rows from one shard, with the same breaker, span and error shaping as
+    /// <see cref="RunOnShardAsync"/> but no retry (rows may already be with the caller). The shard's first answer
+    /// settles a probe; a stream stopped or cancelled before it frees the probe.
+    /// </summary>
+    internal async IAsyncEnumerable<T> StreamOnShardAsync<TState, T>(int shard, string operation, TState state,
+        Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var breaker = DataSource.BreakerAt(shard);
+        var probe = breaker.ThrowIfOpen();
+        using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.ShardNames[shard]);
+        var started = Stopwatch.GetTimestamp();
+        NpgsqlConnection? connection = null;
+        IAsyncEnumerator<T>? rows = null;
+        var answered = false;
+        try
+        {
+            while (true)
+            {
+                try
+                {
+                    if (rows is null)
+                    {
+                        connection = await OpenShardAsync(shard, cancellationToken).ConfigureAwait(false);
+                        rows = query(connection, state).GetAsyncEnumerator(cancellationToken);
+                    }
+
+                    if (!await rows.MoveNextAsync().ConfigureAwait(false))
+                    {
+                        break;
+                    }
+                }
+                catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
+                {
+                    probe = false;
+                    var error = ShardErrors.ForShard(e, DataSource.Map.Shards[shard], opening: connection is null);
+                    OnShardFailure(shard, operation, error, activity, attempt: 0, maxRetries: 0, out _);
+                    if (ReferenceEquals(error, e))
+                    {
+                        throw;
+                    }
+
+                    throw error;
                 }
 
-                Task.Delay(delay, DataSource.Settings.Time).GetAwaiter().GetResult();
+                if (!answered)
+                {
+                    answered = true;
+                    probe = false;
+                    breaker.OnSuccess(); // the shard answered, whether or not the caller reads on
+                }
+
+                yield return rows.Current;
+            }
+
+            if (!answered)
+            {
+                probe = false;
+                breaker.OnSuccess(); // an empty result is an answer too
+            }
+
+            RecordDuration(shard, operation, started);
+        }
+        finally
+        {
+            if (probe)
+            {
+                breaker.ReleaseProbe();
+            }
+
+            if (rows is not null)
+            {
+                await rows.DisposeAsync().ConfigureAwait(false);
             }
         }
+    }
+
+    private int MaxRetriesFor(bool isWrite)
+    {
+        var retries = Retries;
+        return _transaction is null && _distributed is null && (!isWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
     }
 
     // Records the failure everywhere it counts; true (with a delay) when the command should be tried again.

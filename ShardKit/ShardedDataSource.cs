@@ -11,6 +11,8 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource[] _dataSources;
     private readonly ShardCircuitBreaker[] _breakers;
+    private readonly ShardRecoveryProbe[] _probes;
+    private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
     internal ShardedDataSource(ShardMap map, DataSourceSettings settings)
@@ -32,6 +34,20 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
         }
 
         _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
+        _probes = map.Shards.Select(shard => StartProbingWhenOpen(shard.Index)).ToArray();
+    }
+
+    // Wires a shard's breaker to its background recovery probe (none when the options turn it off).
+    private ShardRecoveryProbe StartProbingWhenOpen(int shard)
+    {
+        var options = Settings.CircuitBreaker;
+        var probe = new ShardRecoveryProbe(_breakers[shard], _dataSources[shard], options.ProbeInterval, Settings.Time, _stopping.Token);
+        if (options.ProbeInterval > TimeSpan.Zero)
+        {
+            _breakers[shard].Opened = probe.Start;
+        }
+
+        return probe;
     }
 
     internal DataSourceSettings Settings { get; }
@@ -96,10 +112,18 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            foreach (var probe in _probes)
+            {
+                await probe.Running.ConfigureAwait(false); // never faults: a stopped probe ends quietly
+            }
+
             foreach (var source in _dataSources)
             {
                 await source.DisposeAsync().ConfigureAwait(false);
             }
+
+            _stopping.Dispose();
         }
     }
 
@@ -108,10 +132,13 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            _stopping.Cancel(); // a probe still running ends quietly at its next step
             foreach (var source in _dataSources)
             {
                 source.Dispose();
             }
+
+            _stopping.Dispose();
         }
     }
 }

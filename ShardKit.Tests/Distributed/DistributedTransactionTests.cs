@@ -179,7 +179,7 @@ public sealed class DistributedTransactionTests
         await db.ExecuteAsync(Insert(s), new[] { new Row { CustomerId = s.KeyOn(0), Id = 1 }, new Row { CustomerId = s.KeyOn(1), Id = 2 } });
         Abandon.Crash(s); // resets every open connection, then accepts new ones
 
-        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.ExecuteAsync(Insert(s), new Row { CustomerId = s.KeyOn(1), Id = 3 }));
+        Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.ExecuteAsync(Insert(s), new Row { CustomerId = s.KeyOn(1), Id = 3 }));
         var lost = Assert.ThrowsAsync<ShardKitException>(() => db.ExecuteAsync(Insert(s), new Row { CustomerId = s.KeyOn(1), Id = 4 }));
         Assert.That(lost!.Message, Does.Contain($"'{s.Names[1]}'").And.Contain("lost inside the distributed transaction"));
         Assert.ThrowsAsync<ShardAggregateException>(() => tx.CommitAsync());

@@ -54,7 +54,7 @@ public sealed class FanOutExecuteTests
         var error = Assert.ThrowsAsync<ShardAggregateException>(async () => await running);
         Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
         Assert.That(error.Message, Does.Contain("s1"));
-        Assert.That(error.Failures[0].Error, Is.InstanceOf<NpgsqlException>());
+        Assert.That(error.Failures[0].Error, Is.InstanceOf<ShardConnectionException>().With.InnerException.InstanceOf<NpgsqlException>());
         ctx.Proxies[1].Restore();
     }
 

@@ -54,7 +54,7 @@ public sealed class FanOutQueryTests
 
         Assert.That(count, Is.EqualTo(300));
         Assert.That(stream.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s0" }));
-        Assert.That(stream.Failures[0].Error, Is.InstanceOf<NpgsqlException>());
+        Assert.That(stream.Failures[0].Error, Is.InstanceOf<ShardConnectionException>().With.InnerException.InstanceOf<NpgsqlException>());
         ctx.Proxies[0].Restore();
     }
 

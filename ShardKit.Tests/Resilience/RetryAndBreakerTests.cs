@@ -41,7 +41,7 @@ public sealed class RetryAndBreakerTests
 
         proxy.Cut();
         var restore = Task.Delay(150).ContinueWith(_ => proxy.Restore(), TaskScheduler.Default);
-        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId)", new Row { CustomerId = 1 }));
+        Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId)", new Row { CustomerId = 1 }));
         await restore;
 
         db.Retries = db.Retries with { RetryWrites = true };
@@ -58,14 +58,14 @@ public sealed class RetryAndBreakerTests
         await using var ctx = await ProxiedAsync(b => b
             .UseRetries(ShardRetryOptions.None)
             .UseTimeProvider(time)
-            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 2, BreakDuration = TimeSpan.FromSeconds(30) }));
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 2, BreakDuration = TimeSpan.FromSeconds(30), ProbeInterval = TimeSpan.Zero }));
         await using var db = ctx.Source.CreateConnection();
         var proxy = ctx.Proxies[2];
         proxy.Cut();
 
         for (var i = 0; i < 2; i++)
         {
-            Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s2").ExecuteScalarAsync<int>("select 1"));
+            Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.OnShard("s2").ExecuteScalarAsync<int>("select 1"));
         }
 
         Assert.That(ctx.Source.GetCircuitState("s2"), Is.EqualTo(CircuitState.Open));
@@ -89,12 +89,12 @@ public sealed class RetryAndBreakerTests
         await using var ctx = await ProxiedAsync(b => b
             .UseRetries(ShardRetryOptions.None)
             .UseTimeProvider(time)
-            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromSeconds(10) }));
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromSeconds(10), ProbeInterval = TimeSpan.Zero }));
         await using var db = ctx.Source.CreateConnection();
         ctx.Proxies[0].Cut();
-        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+        Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
         time.Advance(TimeSpan.FromSeconds(11));
-        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+        Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
         Assert.That(ctx.Source.GetCircuitState("s0"), Is.EqualTo(CircuitState.Open));
         ctx.Proxies[0].Restore();
     }
@@ -114,10 +114,10 @@ public sealed class RetryAndBreakerTests
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (id bigint)", b => b
             .UseRetries(ShardRetryOptions.None).UseTimeProvider(time)
-            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromSeconds(10) }), proxied: true);
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromSeconds(10), ProbeInterval = TimeSpan.Zero }), proxied: true);
         await using var db = ctx.Source.CreateConnection();
         ctx.Proxies[0].Cut();
-        Assert.ThrowsAsync(Is.InstanceOf<NpgsqlException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
+        Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.OnShard("s0").ExecuteScalarAsync<int>("select 1"));
         ctx.Proxies[0].Restore();
         time.Advance(TimeSpan.FromSeconds(11));
 

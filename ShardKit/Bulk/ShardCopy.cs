@@ -48,9 +48,11 @@ internal sealed class ShardCopy<T>
         }
 
         using var activity = ShardKitTelemetry.StartCommand(BulkLoad.Operation, Name);
+        var breaker = _connection.DataSource.BreakerAt(Shard);
+        var probe = false;
         try
         {
-            _connection.DataSource.BreakerAt(Shard).ThrowIfOpen();
+            probe = breaker.ThrowIfOpen();
             var connection = await _connection.OpenShardAsync(Shard, cancellationToken).ConfigureAwait(false);
             if (_connection.CurrentDistributedTransaction is null)
             {
@@ -76,6 +78,8 @@ internal sealed class ShardCopy<T>
             }
 
             activity?.SetTag(ShardKitTelemetry.RowsTag, Rows);
+            probe = false;
+            breaker.OnSuccess(); // the shard took the COPY: a half-open breaker closes
         }
         catch (Exception e)
         {
@@ -84,6 +88,11 @@ internal sealed class ShardCopy<T>
         }
         finally
         {
+            if (probe)
+            {
+                breaker.ReleaseProbe(); // a failure is counted by the load; a cancellation proves nothing either way
+            }
+
             await CloseAsync(_importer).ConfigureAwait(false);
             _importer = null;
         }

@@ -116,12 +116,14 @@ internal sealed class FanOutRun : IDisposable
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Token);
 
         var holdsSlot = false;
+        var probe = false;
+        Npgsql.NpgsqlConnection? connection = null;
         var breaker = Connection.DataSource.BreakerAt(shard);
         using var activity = ShardKitTelemetry.StartCommand(Operation, NameOf(shard));
         try
         {
             // An open breaker fails this shard at once: partial results list it without waiting for a timeout.
-            breaker.ThrowIfOpen();
+            probe = breaker.ThrowIfOpen();
             await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
             holdsSlot = true;
             if (Options.PerShardTimeout is { } timeout)
@@ -129,32 +131,34 @@ internal sealed class FanOutRun : IDisposable
                 cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
             }
 
-            var connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
+            connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
             var result = await work(shard, connection, cancel.Token).ConfigureAwait(false);
+            probe = false;
             breaker.OnSuccess();
             return (shard, true, result);
         }
-        catch (OperationCanceledException) when (CallerToken.IsCancellationRequested)
-        {
-            breaker.ReleaseProbe(); // the caller gave up: the shard proved nothing either way
-            throw;
-        }
         catch (Exception e) when (!CallerToken.IsCancellationRequested)
         {
-            breaker.OnFailure(e);
-            ShardKitTelemetry.RecordError(activity, e);
+            probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
+            var error = ShardErrors.ForShard(e, Connection.DataSource.Map.Shards[shard], opening: connection is null);
+            breaker.OnFailure(error);
+            ShardKitTelemetry.RecordError(activity, error);
             if (FailedAlready is null)
             {
-                var error = e is OperationCanceledException && cancel.IsCancellationRequested
+                Fail(shard, error is OperationCanceledException && cancel.IsCancellationRequested
                     ? new ShardTimeoutException(NameOf(shard), OverallTimedOut ? Options.OverallTimeout!.Value : Options.PerShardTimeout ?? TimeSpan.Zero, OverallTimedOut)
-                    : e;
-                Fail(shard, error);
+                    : error);
             }
 
             return (shard, false, default);
         }
         finally
         {
+            if (probe)
+            {
+                breaker.ReleaseProbe(); // the caller gave up before the shard answered: it proved nothing either way
+            }
+
             if (holdsSlot)
             {
                 Slots.Release();

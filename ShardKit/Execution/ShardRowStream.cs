@@ -24,6 +24,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private NpgsqlConnection? _connection;
     private volatile bool _stopping;
     private bool _answered;
+    private bool _probe;
 
     /// <summary>How long an early stop reads on before cancelling the rest of the query on the server.</summary>
     private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
@@ -98,12 +99,17 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
             _answered = true;
 
-            _run.Connection.DataSource.BreakerAt(_shard).OnFailure(e);
-            ShardKitTelemetry.RecordError(_activity, e);
+            var breaker = _run.Connection.DataSource.BreakerAt(_shard);
             if (_run.CallerToken.IsCancellationRequested)
             {
+                ReleaseProbe(breaker); // the caller gave up: the shard proved nothing either way
                 throw new OperationCanceledException("The fan-out was cancelled by the caller.", e, _run.CallerToken);
             }
+
+            _probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
+            var failure = ShardErrors.ForShard(e, _run.Connection.DataSource.Map.Shards[_shard], opening: _connection is null);
+            breaker.OnFailure(failure);
+            ShardKitTelemetry.RecordError(_activity, failure);
 
             if (_run.FailedAlready is { } earlier)
             {
@@ -112,7 +118,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
             var error = e is OperationCanceledException && _cancel.IsCancellationRequested
                 ? new ShardTimeoutException(Shard, _run.OverallTimedOut ? _run.Options.OverallTimeout!.Value : _run.Options.PerShardTimeout ?? TimeSpan.Zero, _run.OverallTimedOut)
-                : e;
+                : failure;
             throw _run.Fail(_shard, error) ?? (Exception)new EndOfShard();
         }
     }
@@ -143,7 +149,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
         if (!_answered)
         {
-            _run.Connection.DataSource.BreakerAt(_shard).ReleaseProbe();
+            ReleaseProbe(_run.Connection.DataSource.BreakerAt(_shard));
         }
 
         _cancel.Dispose();
@@ -154,7 +160,18 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         if (!_answered)
         {
             _answered = true;
+            _probe = false;
             _run.Connection.DataSource.BreakerAt(_shard).OnSuccess();
+        }
+    }
+
+    // Only the stream that took the probe frees it: one refused by the open breaker must not free another's.
+    private void ReleaseProbe(ShardCircuitBreaker breaker)
+    {
+        if (_probe)
+        {
+            _probe = false;
+            breaker.ReleaseProbe();
         }
     }
 
@@ -218,7 +235,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     {
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
         _activity = ShardKitTelemetry.StartCommand(_run.Operation, Shard);
-        _run.Connection.DataSource.BreakerAt(_shard).ThrowIfOpen();
+        _probe = _run.Connection.DataSource.BreakerAt(_shard).ThrowIfOpen();
         await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
         _holdsSlot = true;
         if (_run.Options.PerShardTimeout is { } timeout)

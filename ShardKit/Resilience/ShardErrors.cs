@@ -3,23 +3,61 @@ using Npgsql;
 
 namespace ShardKit;
 
-/// <summary>Classifies errors: transient (worth a retry) and connection failures (a sign the shard is down).</summary>
+/// <summary>
+/// Classifies failures on a shard (<see cref="ShardErrorKind"/>) and shapes the exception the caller sees: connection
+/// failures wrapped in <see cref="ShardConnectionException"/>, every other error left as it is and tagged with the
+/// shard in <see cref="Exception.Data"/> under <see cref="ShardKitException.ShardDataKey"/>.
+/// </summary>
 internal static class ShardErrors
 {
-    public static bool IsTransient(Exception error) => error switch
+    /// <summary>
+    /// Classifies <paramref name="error"/>. Npgsql reports a command timeout and a connect timeout alike (an
+    /// <see cref="NpgsqlException"/> around a <see cref="TimeoutException"/>), so the caller says which phase failed:
+    /// a shard that does not accept a connection in time is down, a query that runs too long is only slow.
+    /// </summary>
+    public static ShardErrorKind Classify(Exception error, bool opening) => error switch
     {
-        ShardUnavailableException => false,
-        NpgsqlException npgsql => npgsql.IsTransient,
-        TimeoutException => true,
+        ShardConnectionException => ShardErrorKind.ConnectionFailure,
+        ShardKitException => ShardErrorKind.Other,
+        OperationCanceledException => ShardErrorKind.Cancelled,
+        PostgresException pg => IsConnectionState(pg.SqlState) ? ShardErrorKind.ConnectionFailure : ShardErrorKind.Server,
+        TimeoutException or NpgsqlException { InnerException: TimeoutException } =>
+            opening ? ShardErrorKind.ConnectionFailure : ShardErrorKind.Timeout,
+        NpgsqlException { InnerException: SocketException or IOException } => ShardErrorKind.ConnectionFailure,
+        NpgsqlException { InnerException: NpgsqlException inner } => Classify(inner, opening),
+        NpgsqlException npgsql when npgsql.IsTransient => ShardErrorKind.ConnectionFailure,
+        SocketException or IOException => ShardErrorKind.ConnectionFailure,
+        _ => ShardErrorKind.Other,
+    };
+
+    /// <summary>A sign the shard is down (counts against its breaker); a command timeout is not.</summary>
+    public static bool IsConnectionFailure(Exception error) => Classify(error, opening: false) == ShardErrorKind.ConnectionFailure;
+
+    /// <summary>Worth another attempt: a connection failure, or a server error PostgreSQL marks transient (40001, 40P01…).</summary>
+    public static bool IsTransient(Exception error) => Classify(error, opening: false) switch
+    {
+        ShardErrorKind.ConnectionFailure => true,
+        ShardErrorKind.Server => ((PostgresException)error).IsTransient,
         _ => false,
     };
 
-    public static bool IsConnectionFailure(Exception error) => error switch
+    /// <summary>
+    /// The exception to surface for <paramref name="error"/> on <paramref name="shard"/>: a connection failure wrapped
+    /// so it names the shard, anything else the same instance tagged with the shard (callers rethrow it unchanged).
+    /// </summary>
+    public static Exception ForShard(Exception error, ShardInfo shard, bool opening)
     {
-        PostgresException pg => pg.SqlState.StartsWith("08", StringComparison.Ordinal) // connection exception class
-                                || pg.SqlState is "57P01" or "57P02" or "57P03" or "53300",
-        NpgsqlException npgsql => npgsql.InnerException is SocketException or IOException or TimeoutException || npgsql.IsTransient,
-        SocketException or IOException => true,
-        _ => false,
-    };
+        if (error is not ShardKitException && Classify(error, opening) == ShardErrorKind.ConnectionFailure)
+        {
+            error = new ShardConnectionException(shard.Name,
+                error.GetType().Name + ": " + ConnectionStrings.Redact(error.Message, shard.ConnectionString), error);
+        }
+
+        error.Data[ShardKitException.ShardDataKey] = shard.Name;
+        return error;
+    }
+
+    // SQLSTATE class 08 (connection exception), the server shutting down or starting (57P01-03), too many connections.
+    private static bool IsConnectionState(string sqlState) =>
+        sqlState.StartsWith("08", StringComparison.Ordinal) || sqlState is "57P01" or "57P02" or "57P03" or "53300";
 }
