@@ -126,6 +126,7 @@ public sealed class FanOutQueryTests
     }
 
     [Test]
+    [NonParallelizable] // measures the process's live memory: other tests' allocations would count
     public async Task An_ordered_stream_of_a_million_rows_holds_memory_proportional_to_the_shards_not_the_rows()
     {
         await using var ctx = await ShardTestContext.CreateAsync(Ddl);
