@@ -11,6 +11,7 @@ internal sealed class FanOutRun : IDisposable
     private readonly CancellationTokenSource _all;
     private readonly CancellationTokenSource? _overall;
     private readonly ConcurrentDictionary<int, ShardFailure> _failures = new();
+    private readonly ShardedConnection.OperationScope _operation;
 
     public FanOutRun(ShardedConnection connection, int[] shards, FanOutOptions options, CancellationToken callerToken)
     {
@@ -22,6 +23,8 @@ internal sealed class FanOutRun : IDisposable
                 "or target that shard with OnShard(name).");
         }
 
+        // One fan-out is one operation of the connection, however many shards it opens in parallel.
+        _operation = connection.EnterOperation();
         Connection = connection;
         Shards = shards;
         Options = options;
@@ -164,6 +167,7 @@ internal sealed class FanOutRun : IDisposable
 
     public void Dispose()
     {
+        _operation.Dispose();
         _all.Dispose();
         _overall?.Dispose();
         Slots.Dispose();
