@@ -35,16 +35,23 @@ public sealed partial class FanOutScope
 
     /// <summary>
     /// Runs a statement on every targeted shard in parallel (DDL, migrations, cross-shard updates) and reports the
-    /// affected rows per shard and in total.
+    /// affected rows per shard and in total. Each shard applies it on its own: when the run fails (any shard with
+    /// complete results, every shard with partial results) <see cref="BroadcastWriteException"/> says where it applied,
+    /// where it did not, and where the outcome is unknown.
     /// </summary>
     public async Task<BroadcastResult> ExecuteAsync(string sql, object? param = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
         using var activity = ShardKitTelemetry.StartFanOut("Execute", _shards.Length, "affected-rows");
         using var run = new FanOutRun(_connection, _shards, Options, cancellationToken) { Operation = "Execute" };
-        var results = await run.RunEachAsync((connection, token) => connection.ExecuteAsync(
-            new CommandDefinition(sql, param, null, commandTimeout, commandType, CommandFlags.Buffered, token))).ConfigureAwait(false);
-        return new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures);
+        var results = await run.SettleEachAsync((shard, connection, token) =>
+        {
+            run.MarkSent(shard);
+            return connection.ExecuteAsync(new CommandDefinition(sql, param, null, commandTimeout, commandType, CommandFlags.Buffered, token));
+        }).ConfigureAwait(false);
+        return run.HasFailed
+            ? throw run.WriteFailure(results, committed: false, atomic: true)
+            : new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures);
     }
 
     /// <summary>Runs a statement on every targeted shard in parallel and reports the affected rows.</summary>

@@ -2,9 +2,10 @@ namespace ShardKit;
 
 /// <summary>
 /// A multi-shard operation failed on one or more shards. <see cref="Failures"/> names each failed shard with its
-/// error; <see cref="AggregateException"/>-style inner exceptions are in <see cref="InnerExceptions"/>.
+/// error; <see cref="AggregateException"/>-style inner exceptions are in <see cref="InnerExceptions"/>. A write to several
+/// shards throws the subclass <see cref="BroadcastWriteException"/>, which also says what each shard kept.
 /// </summary>
-public sealed class ShardAggregateException : ShardKitException
+public class ShardAggregateException : ShardKitException
 {
     /// <summary>Creates an exception for the given shard failures.</summary>
     public ShardAggregateException(IReadOnlyList<ShardFailure> failures)
@@ -25,6 +26,9 @@ public sealed class ShardAggregateException : ShardKitException
     /// <summary>Creates an exception with a message and a cause.</summary>
     public ShardAggregateException(string message, Exception? innerException)
         : base(message, innerException) => Failures = [];
+
+    private protected ShardAggregateException(string message, IReadOnlyList<ShardFailure> failures)
+        : base(message, failures.Count > 0 ? failures[0].Error : null) => Failures = failures;
 
     /// <summary>Creates an exception with no message.</summary>
     public ShardAggregateException()

@@ -17,6 +17,7 @@ public abstract partial class ShardCommandTarget
     public async Task<IEnumerable<T>> QueryAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, typeof(T));
+        using var operation = Owner.EnterOperation();
         return route.IsSingle
             ? await Owner.RunOnShardAsync(route.Shard, "Query", isWrite: false, Bind(command, route.Shard, command.Parameters),
                 static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
@@ -67,6 +68,7 @@ public abstract partial class ShardCommandTarget
     public async Task<int> ExecuteAsync(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
+        using var operation = Owner.EnterOperation();
         if (route.IsSingle)
         {
             return await Owner.RunOnShardAsync(route.Shard, "Execute", isWrite: true, Bind(command, route.Shard, command.Parameters),
@@ -87,6 +89,7 @@ public abstract partial class ShardCommandTarget
     public async Task<T?> ExecuteScalarAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
+        using var operation = Owner.EnterOperation();
         if (!route.IsSingle)
         {
             throw ScalarAcrossShards();
@@ -110,6 +113,8 @@ public abstract partial class ShardCommandTarget
 
         async IAsyncEnumerable<T> Stream(Route route, CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
         {
+            // The stream holds the connection from its first row until it ends or is disposed.
+            using var operation = Owner.EnterOperation();
             var parts = route.IsSingle ? [new RoutePart(route.Shard, command.Parameters)] : route.Parts!;
             foreach (var part in parts)
             {
@@ -128,6 +133,7 @@ public abstract partial class ShardCommandTarget
     private async Task<T> QueryOneAsync<T>(CommandDefinition command, bool orDefault, bool single)
     {
         var route = ResolveChecked(command, typeof(T));
+        using var operation = Owner.EnterOperation();
         if (!route.IsSingle)
         {
             return First(await QuerySplitAsync<T>(route, command).ConfigureAwait(false), orDefault, single);

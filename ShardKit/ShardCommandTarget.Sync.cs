@@ -15,6 +15,7 @@ public abstract partial class ShardCommandTarget
     public IEnumerable<T> Query<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, typeof(T));
+        using var operation = Owner.EnterOperation();
         return route.IsSingle
             ? Owner.RunOnShard(route.Shard, "Query", false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Query<T>(cmd))
             : RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList();
@@ -61,6 +62,7 @@ public abstract partial class ShardCommandTarget
     public int Execute(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
+        using var operation = Owner.EnterOperation();
         return route.IsSingle
             ? Owner.RunOnShard(route.Shard, "Execute", true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
             : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
@@ -75,6 +77,7 @@ public abstract partial class ShardCommandTarget
     public T? ExecuteScalar<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
+        using var operation = Owner.EnterOperation();
         return route.IsSingle
             ? Owner.RunOnShard(route.Shard, "ExecuteScalar", false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalar<T>(cmd))
             : throw ScalarAcrossShards();
@@ -83,6 +86,7 @@ public abstract partial class ShardCommandTarget
     private T QueryOne<T>(CommandDefinition command, bool orDefault, bool single)
     {
         var route = ResolveChecked(command, typeof(T));
+        using var operation = Owner.EnterOperation();
         if (!route.IsSingle)
         {
             return First(RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList(), orDefault, single);

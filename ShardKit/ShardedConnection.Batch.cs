@@ -9,10 +9,11 @@ public sealed partial class ShardedConnection
     /// Runs <paramref name="sql"/> once per item, each item on the shard its <c>[ShardKey]</c> names: the items are
     /// grouped by shard and the groups run in parallel. With <paramref name="transactionPerShard"/> (the default)
     /// each shard's group runs in a transaction and no shard commits before every group has run: a failing item on
-    /// any shard rolls back every shard and <see cref="ShardAggregateException"/> names the shard. Only a failure
-    /// during the commits themselves (a shard lost at that instant) can leave some shards committed; when that
-    /// matters, use the distributed transaction. Without transactions every shard runs its whole group even when
-    /// another fails (the items written stay written) and the failures are thrown at the end.
+    /// any shard rolls back every shard and <see cref="BroadcastWriteException"/> names the shard. Only a failure
+    /// during the commits themselves (a shard lost at that instant) can leave some shards committed: the exception
+    /// then lists the shards that committed, rolled back, or are in doubt; when that matters, use the distributed
+    /// transaction. Without transactions every shard runs its whole group even when another fails (the items
+    /// written stay written) and the failures are thrown at the end, with the shards that applied their group.
     /// </summary>
     /// <returns>The affected rows per shard and in total.</returns>
     public async Task<BroadcastResult> ExecuteBatchAsync<T>(string sql, IEnumerable<T> items, bool transactionPerShard = true,
@@ -32,11 +33,14 @@ public sealed partial class ShardedConnection
         using var run = new FanOutRun(this, groups.Keys.Order().ToArray(), options, cancellationToken) { Operation = "ExecuteBatch" };
         // Inside a distributed transaction the shards' connections are enlisted already: the batch commits with it.
         var barrier = transactionPerShard && _distributed is null ? new CommitBarrier(groups.Count) : null;
-        var results = await run.RunEachAsync((shard, connection, token) =>
-            RunGroupAsync(connection, sql, groups[shard], barrier, commandTimeout, token)).ConfigureAwait(false);
+        // Outside a distributed transaction a shard keeps its group once its commit (or, without transactions, its
+        // first item) is sent: the run marks that, so a failure can say what each shard kept.
+        var outcome = _distributed is null ? run : null;
+        var results = await run.SettleEachAsync((shard, connection, token) =>
+            RunGroupAsync(connection, sql, groups[shard], barrier, commandTimeout, () => outcome?.MarkSent(shard), token)).ConfigureAwait(false);
         return run.Failures.Count == 0
             ? new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures)
-            : throw new ShardAggregateException(run.Failures);
+            : throw run.WriteFailure(results, committed: barrier is not null, atomic: transactionPerShard);
     }
 
     private Dictionary<int, List<T>> GroupByShard<T>(IEnumerable<T> items)
@@ -66,11 +70,16 @@ public sealed partial class ShardedConnection
     }
 
     private static async Task<int> RunGroupAsync<T>(NpgsqlConnection connection, string sql, List<T> group, CommitBarrier? barrier,
-        int? commandTimeout, CancellationToken token)
+        int? commandTimeout, Action markSent, CancellationToken token)
     {
         var transaction = barrier is not null ? await connection.BeginTransactionAsync(token).ConfigureAwait(false) : null;
         try
         {
+            if (transaction is null)
+            {
+                markSent();
+            }
+
             var affected = await connection.ExecuteAsync(
                 new CommandDefinition(sql, group, transaction, commandTimeout, cancellationToken: token)).ConfigureAwait(false);
             if (transaction is not null)
@@ -78,6 +87,7 @@ public sealed partial class ShardedConnection
                 // A failure elsewhere cancels the token while this shard waits, and its transaction rolls back.
                 await barrier!.ArriveAndWaitAsync(token).ConfigureAwait(false);
                 // Past the barrier every shard commits: cancelling one now would only split the batch further.
+                markSent();
                 await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
             }
 

@@ -52,6 +52,7 @@ public sealed partial class ShardedConnection
     private async Task<BulkInsertResult> LoadAsync<T>(string table, BulkInsertOptions? options,
         Func<BulkRouter<T>, CancellationToken, Task> produce, CancellationToken cancellationToken)
     {
+        using var operation = EnterOperation();
         if (options?.AllOrNothing != true || _distributed is not null)
         {
             return await BulkLoad<T>.RunAsync(this, table, options, produce, cancellationToken).ConfigureAwait(false);

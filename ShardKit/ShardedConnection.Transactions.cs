@@ -8,6 +8,7 @@ public sealed partial class ShardedConnection
     internal async Task<ShardTransaction> BeginTransactionAsync(int shard, IsolationLevel isolationLevel, CancellationToken cancellationToken)
     {
         ThrowIfInTransaction();
+        using var operation = EnterOperation();
         var connection = await OpenShardAsync(shard, cancellationToken).ConfigureAwait(false);
         var inner = await connection.BeginTransactionAsync(isolationLevel, cancellationToken).ConfigureAwait(false);
         return _transaction = new ShardTransaction(this, shard, inner);
@@ -16,6 +17,7 @@ public sealed partial class ShardedConnection
     internal ShardTransaction BeginTransaction(int shard, IsolationLevel isolationLevel)
     {
         ThrowIfInTransaction();
+        using var operation = EnterOperation();
         var inner = OpenShard(shard).BeginTransaction(isolationLevel);
         return _transaction = new ShardTransaction(this, shard, inner);
     }

@@ -13,6 +13,7 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
     private readonly NpgsqlConnection?[] _connections;
     private ShardTransaction? _transaction;
     private bool _disposed;
+    private int _busy;
 
     internal ShardedConnection(ShardedDataSource dataSource)
     {
@@ -48,20 +49,42 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             : Route.To(_transaction.ShardIndex);
     }
 
+    /// <summary>
+    /// Marks the start of one logical operation (a call, or a stream until it ends) and refuses a second one while it
+    /// runs: two operations at once would share the per-shard connections. The shards of one operation may still open
+    /// in parallel. Dispose the returned scope when the operation ends.
+    /// </summary>
+    internal OperationScope EnterOperation()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            throw new ShardedConnectionBusyException();
+        }
+
+        return new OperationScope(this);
+    }
+
     internal async ValueTask<NpgsqlConnection> OpenShardAsync(int shard, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var connection = _connections[shard];
+        var connection = Volatile.Read(ref _connections[shard]);
         if (connection is not { State: ConnectionState.Open })
         {
             ThrowIfTransactionLost(shard);
+            var opened = await DataSource.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            if (!TryStore(shard, connection, opened))
+            {
+                await opened.DisposeAsync().ConfigureAwait(false);
+                throw StoreRefused();
+            }
+
             if (connection is not null)
             {
                 await connection.DisposeAsync().ConfigureAwait(false);
             }
 
-            connection = await DataSource.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            _connections[shard] = connection;
+            connection = opened;
         }
 
         if (_distributed is { IsActive: true } distributed)
@@ -75,18 +98,39 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
     internal NpgsqlConnection OpenShard(int shard)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var connection = _connections[shard];
+        var connection = Volatile.Read(ref _connections[shard]);
         if (connection is not { State: ConnectionState.Open })
         {
             ThrowIfTransactionLost(shard);
+            var opened = DataSource.DataSourceAt(shard).OpenConnection();
+            if (!TryStore(shard, connection, opened))
+            {
+                opened.Dispose();
+                throw StoreRefused();
+            }
+
             connection?.Dispose();
-            connection = DataSource.DataSourceAt(shard).OpenConnection();
-            _connections[shard] = connection;
+            connection = opened;
         }
 
         _distributed?.EnlistIfActive(shard, connection);
         return connection;
     }
+
+    // Every connection opened ends up in its slot or disposed: the slot changes only from what this call saw, and a
+    // connection stored while DisposeAsync ran is taken back here (whichever side takes it from the slot disposes it).
+    private bool TryStore(int shard, NpgsqlConnection? seen, NpgsqlConnection opened)
+    {
+        if (Interlocked.CompareExchange(ref _connections[shard], opened, seen) != seen)
+        {
+            return false;
+        }
+
+        return !Volatile.Read(ref _disposed) || Interlocked.CompareExchange(ref _connections[shard], null, opened) != opened;
+    }
+
+    private Exception StoreRefused() =>
+        Volatile.Read(ref _disposed) ? new ObjectDisposedException(GetType().FullName) : new ShardedConnectionBusyException();
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
@@ -96,7 +140,7 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             return;
         }
 
-        _disposed = true;
+        Volatile.Write(ref _disposed, true);
         if (_transaction is not null)
         {
             await _transaction.DisposeAsync().ConfigureAwait(false);
@@ -107,9 +151,9 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             await _distributed.DisposeAsync().ConfigureAwait(false);
         }
 
-        foreach (var connection in _connections)
+        for (var shard = 0; shard < _connections.Length; shard++)
         {
-            if (connection is not null)
+            if (Interlocked.Exchange(ref _connections[shard], null) is { } connection)
             {
                 await connection.DisposeAsync().ConfigureAwait(false);
             }
@@ -124,12 +168,12 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             return;
         }
 
-        _disposed = true;
+        Volatile.Write(ref _disposed, true);
         _transaction?.Dispose();
         _distributed?.Dispose();
-        foreach (var connection in _connections)
+        for (var shard = 0; shard < _connections.Length; shard++)
         {
-            connection?.Dispose();
+            Interlocked.Exchange(ref _connections[shard], null)?.Dispose();
         }
     }
 
@@ -147,6 +191,18 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             throw new ShardRoutingException(
                 $"The connection to shard '{_transaction.Shard}' was lost inside its transaction; the transaction is gone. " +
                 "Dispose it and start again.");
+        }
+    }
+
+    /// <summary>Ends the operation begun by <see cref="EnterOperation"/>; the default value does nothing.</summary>
+    internal readonly struct OperationScope(ShardedConnection? connection) : IDisposable
+    {
+        public void Dispose()
+        {
+            if (connection is not null)
+            {
+                Volatile.Write(ref connection._busy, 0);
+            }
         }
     }
 }

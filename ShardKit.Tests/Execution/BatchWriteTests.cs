@@ -33,7 +33,7 @@ public sealed class BatchWriteTests
         items.Add(items[^1] with { }); // a duplicate primary key on the last item's shard
         var failing = ctx.Source.ShardFor(items[^1].CustomerId);
 
-        var error = Assert.ThrowsAsync<ShardAggregateException>(() =>
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
             db.ExecuteBatchAsync($"insert into {ctx.Table} (customer_id, id) values (@CustomerId, @Id)", items));
 
         Assert.That(error!.FailedShards, Is.EqualTo(new[] { failing }));
@@ -52,7 +52,7 @@ public sealed class BatchWriteTests
         items.Add(items[0] with { });
         var failing = ctx.Source.ShardFor(items[0].CustomerId);
 
-        Assert.ThrowsAsync<ShardAggregateException>(() =>
+        Assert.ThrowsAsync<BroadcastWriteException>(() =>
             db.ExecuteBatchAsync($"insert into {ctx.Table} (customer_id, id) values (@CustomerId, @Id)", items, transactionPerShard: false));
 
         var kept = 0L;

@@ -51,7 +51,7 @@ public sealed class FanOutExecuteTests
         await Task.Delay(300);
         ctx.Proxies[1].Cut();
 
-        var error = Assert.ThrowsAsync<ShardAggregateException>(async () => await running);
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(async () => await running);
         Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
         Assert.That(error.Message, Does.Contain("s1"));
         Assert.That(error.Failures[0].Error, Is.InstanceOf<ShardConnectionException>().With.InnerException.InstanceOf<NpgsqlException>());
@@ -89,7 +89,7 @@ public sealed class FanOutExecuteTests
             proxy.Cut();
         }
 
-        var error = Assert.ThrowsAsync<ShardAggregateException>(() =>
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
             db.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults }).ExecuteAsync("select 1"));
         Assert.That(error!.FailedShards, Is.EquivalentTo(ctx.Shards.Names));
         foreach (var proxy in ctx.Proxies)
@@ -118,7 +118,7 @@ public sealed class FanOutExecuteTests
     {
         await using var ctx = await ShardTestContext.CreateAsync(Ddl);
         await using var db = ctx.Source.CreateConnection();
-        var error = Assert.ThrowsAsync<ShardAggregateException>(() =>
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
             db.AllShards(new FanOutOptions { OverallTimeout = TimeSpan.FromMilliseconds(300) }).ExecuteAsync("select pg_sleep(10)"));
         Assert.That(error!.InnerExceptions, Has.Some.InstanceOf<ShardTimeoutException>());
     }

@@ -6,11 +6,12 @@ namespace ShardKit;
 /// The shared state of one multi-shard command: which shards, the cancellation that stops all of them, the slots
 /// that bound how many run at once, and the failures so far. The failure policy is applied here.
 /// </summary>
-internal sealed class FanOutRun : IDisposable
+internal sealed partial class FanOutRun : IDisposable
 {
     private readonly CancellationTokenSource _all;
     private readonly CancellationTokenSource? _overall;
     private readonly ConcurrentDictionary<int, ShardFailure> _failures = new();
+    private readonly ShardedConnection.OperationScope _operation;
 
     public FanOutRun(ShardedConnection connection, int[] shards, FanOutOptions options, CancellationToken callerToken)
     {
@@ -22,6 +23,8 @@ internal sealed class FanOutRun : IDisposable
                 "or target that shard with OnShard(name).");
         }
 
+        // One fan-out is one operation of the connection, however many shards it opens in parallel.
+        _operation = connection.EnterOperation();
         Connection = connection;
         Shards = shards;
         Options = options;
@@ -98,16 +101,25 @@ internal sealed class FanOutRun : IDisposable
     /// <summary>Like the overload above, for work that differs by shard (it receives the shard's index).</summary>
     public async Task<(int Shard, TResult Result)[]> RunEachAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
     {
+        var succeeded = await SettleEachAsync(work).ConfigureAwait(false);
+        return HasFailed ? throw new ShardAggregateException(Failures) : succeeded;
+    }
+
+    /// <summary>
+    /// Like <see cref="RunEachAsync{TResult}(Func{int, Npgsql.NpgsqlConnection, CancellationToken, Task{TResult}})"/>
+    /// but never throws for failed shards: it returns the results of those that succeeded, and the caller reports the
+    /// rest (writes say what each shard kept). Only the caller's cancellation throws.
+    /// </summary>
+    public async Task<(int Shard, TResult Result)[]> SettleEachAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
+    {
         var tasks = Shards.Select(shard => RunOneAsync(shard, work)).ToArray();
         var outcomes = await Task.WhenAll(tasks).ConfigureAwait(false);
         CallerToken.ThrowIfCancellationRequested();
-        if (Options.Policy == FanOutPolicy.CompleteResults ? !_failures.IsEmpty : _failures.Count == Shards.Length)
-        {
-            throw new ShardAggregateException(Failures);
-        }
-
         return outcomes.Where(o => o.Ok).Select(o => (o.Shard, o.Result!)).ToArray();
     }
+
+    /// <summary>True when the run failed under its policy: any shard (complete results) or every shard (partial results).</summary>
+    public bool HasFailed => Options.Policy == FanOutPolicy.CompleteResults ? !_failures.IsEmpty : _failures.Count == Shards.Length;
 
     private async Task<(int Shard, bool Ok, TResult? Result)> RunOneAsync<TResult>(int shard,
         Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
@@ -149,6 +161,10 @@ internal sealed class FanOutRun : IDisposable
                     ? new ShardTimeoutException(NameOf(shard), OverallTimedOut ? Options.OverallTimeout!.Value : Options.PerShardTimeout ?? TimeSpan.Zero, OverallTimedOut)
                     : error);
             }
+            else
+            {
+                Stopped(shard, e); // cancelled because another shard failed: a write still reports what it kept here
+            }
 
             return (shard, false, default);
         }
@@ -168,6 +184,7 @@ internal sealed class FanOutRun : IDisposable
 
     public void Dispose()
     {
+        _operation.Dispose();
         _all.Dispose();
         _overall?.Dispose();
         Slots.Dispose();

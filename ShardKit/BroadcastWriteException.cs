@@ -1,0 +1,52 @@
+namespace ShardKit;
+
+/// <summary>
+/// A write sent to several shards (<see cref="FanOutScope.ExecuteAsync"/>, <see cref="ShardedConnection.ExecuteBatchAsync{T}"/>)
+/// failed on some of them. Besides the failed shards it says what each targeted shard kept: <see cref="AffectedRows"/>
+/// for the shards where the write applied (committed), <see cref="NotAppliedShards"/> for those that kept nothing (the
+/// server refused it, it was rolled back, or it never ran there), and <see cref="InDoubtShards"/> for those that were
+/// sent the write (or its commit) but never answered: check them before writing again.
+/// </summary>
+public sealed class BroadcastWriteException : ShardAggregateException
+{
+    /// <summary>Creates an exception with no message.</summary>
+    public BroadcastWriteException()
+    {
+    }
+
+    /// <summary>Creates an exception with a message that says what to do.</summary>
+    public BroadcastWriteException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Creates an exception with a message and the error that caused it.</summary>
+    public BroadcastWriteException(string message, Exception? innerException)
+        : base(message, innerException)
+    {
+    }
+
+    internal BroadcastWriteException(string message, IReadOnlyList<ShardFailure> failures, IReadOnlyDictionary<string, int> affectedRows,
+        IReadOnlyList<string> notApplied, IReadOnlyList<string> inDoubt)
+        : base(message, failures)
+    {
+        AffectedRows = affectedRows;
+        NotAppliedShards = notApplied;
+        InDoubtShards = inDoubt;
+    }
+
+    /// <summary>The shards where the write applied (and committed), with the rows it affected on each.</summary>
+    public IReadOnlyDictionary<string, int> AffectedRows { get; } = new Dictionary<string, int>();
+
+    /// <summary>The names of the shards where the write applied; the keys of <see cref="AffectedRows"/> in shard order.</summary>
+    public IReadOnlyList<string> AppliedShards => [.. AffectedRows.Keys];
+
+    /// <summary>Shards that kept nothing of the write: the server refused or rolled it back, or it never ran there.</summary>
+    public IReadOnlyList<string> NotAppliedShards { get; } = [];
+
+    /// <summary>
+    /// Shards that were sent the write (or its commit) but never answered (a lost connection, a timeout): it may or may
+    /// not have applied there; check them before writing again.
+    /// </summary>
+    public IReadOnlyList<string> InDoubtShards { get; } = [];
+}
