@@ -49,4 +49,26 @@ public sealed class BroadcastWriteException : ShardAggregateException
     /// not have applied there; check them before writing again.
     /// </summary>
     public IReadOnlyList<string> InDoubtShards { get; } = [];
+
+    /// <summary>The exception with a message that lists the failures, then what each shard kept.</summary>
+    /// <param name="operation">The operation's name, as in telemetry.</param>
+    /// <param name="failures">The failed shards.</param>
+    /// <param name="rows">The shards where the write applied, with their rows.</param>
+    /// <param name="notApplied">Shards that kept nothing.</param>
+    /// <param name="inDoubt">Shards whose outcome is unknown.</param>
+    /// <param name="committed">The write ran in a transaction per shard: say committed / rolled back.</param>
+    /// <param name="atomic">A shard in doubt was sent the whole write (else it may be partly written).</param>
+    internal static BroadcastWriteException Create(string operation, IReadOnlyList<ShardFailure> failures, IReadOnlyDictionary<string, int> rows,
+        IReadOnlyList<string> notApplied, IReadOnlyList<string> inDoubt, bool committed, bool atomic)
+    {
+        var (applied, notAppliedWord) = committed ? ("Committed on", "rolled back on") : ("Applied on", "not applied on");
+        var doubt = atomic ? "sent but never answered" : "partly written";
+        var message = $"{operation} failed on {failures.Count} shard(s): " +
+            string.Join("; ", failures.Select(f => $"{f.Shard}: {f.Error.Message.TrimEnd('.', ' ', '\n')}")) + ". " +
+            $"{applied} {List(rows.Select(r => $"{r.Key} ({r.Value} row{(r.Value == 1 ? "" : "s")})"))}; " +
+            $"{notAppliedWord} {List(notApplied)}; in doubt ({doubt}; check them before writing again): {List(inDoubt)}.";
+        return new BroadcastWriteException(message, failures, rows, notApplied, inDoubt);
+
+        static string List(IEnumerable<string> items) => items.Any() ? string.Join(", ", items) : "none";
+    }
 }

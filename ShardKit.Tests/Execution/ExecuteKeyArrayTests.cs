@@ -87,10 +87,12 @@ public sealed class ExecuteKeyArrayTests
             await conn.ExecuteAsync($"alter table {ctx.Table} add constraint small check (total < 100)");
         }
 
-        var error = Assert.ThrowsAsync<ShardAggregateException>(() =>
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
             db.ExecuteAsync($"update {ctx.Table} set total = total + 500 where customer_id = any(@CustomerId)", new { CustomerId = keys }));
 
         Assert.That(error!.FailedShards, Is.EqualTo(new[] { failing }));
+        Assert.That(error.NotAppliedShards, Is.EqualTo(new[] { failing }), "the server refused it there");
+        Assert.That(error.InDoubtShards, Is.Empty);
         var others = ctx.Shards.Names.Where(s => s != failing).ToList();
         Assert.That(error.AffectedRows.Keys, Is.EquivalentTo(others));
         foreach (var shard in others)

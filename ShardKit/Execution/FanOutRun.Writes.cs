@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using Npgsql;
 
 namespace ShardKit;
 
@@ -30,37 +29,12 @@ internal sealed partial class FanOutRun
         foreach (var shard in Shards.Where(s => !rows.ContainsKey(NameOf(s))))
         {
             var error = _failures.TryGetValue(shard, out var failure) ? failure.Error : _stopped.GetValueOrDefault(shard);
-            var keptNothing = !_sent.ContainsKey(shard) || (atomic && AnsweredByServer(error));
+            var keptNothing = !_sent.ContainsKey(shard) || (atomic && ShardErrors.AnsweredByServer(error));
             (keptNothing ? notApplied : inDoubt).Add(NameOf(shard));
         }
 
-        var (applied, notAppliedWord) = committed ? ("committed on", "rolled back on") : ("applied on", "not applied on");
-        var doubt = atomic ? "sent but never answered" : "partly written";
-        var message = $"{Operation} failed on {Failures.Count} shard(s): " +
-            string.Join("; ", Failures.Select(f => $"{f.Shard}: {f.Error.Message.TrimEnd('.', ' ', '\n')}")) + ". " +
-            $"{Capitalized(applied)} {List(rows.Select(r => $"{r.Key} ({r.Value} row{(r.Value == 1 ? "" : "s")})"))}; " +
-            $"{notAppliedWord} {List(notApplied)}; in doubt ({doubt}; check them before writing again): {List(inDoubt)}.";
-        return new BroadcastWriteException(message, Failures, rows, notApplied, inDoubt);
-
-        static string List(IEnumerable<string> items) => items.Any() ? string.Join(", ", items) : "none";
-
-        static string Capitalized(string text) => char.ToUpperInvariant(text[0]) + text[1..];
+        return BroadcastWriteException.Create(Operation, Failures, rows, notApplied, inDoubt, committed, atomic);
     }
 
     private void Stopped(int shard, Exception error) => _stopped.TryAdd(shard, error);
-
-    // The server's error ends the statement's (or the commit's) transaction, so nothing of it was kept; any other
-    // failure past the point of no return (a lost connection, a timeout) leaves the outcome unknown.
-    private static bool AnsweredByServer(Exception? error)
-    {
-        for (var e = error; e is not null; e = e.InnerException)
-        {
-            if (e is PostgresException)
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
 }

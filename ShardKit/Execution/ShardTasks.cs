@@ -44,6 +44,19 @@ internal static class ShardTasks
         return applied;
     }
 
-    public static ShardAggregateException Failed(IReadOnlyList<ShardFailure> failures, IReadOnlyDictionary<string, int>? applied) =>
-        applied is null ? new ShardAggregateException(failures) : new ShardAggregateException(failures, applied);
+    /// <summary>
+    /// The error of a split command: for a write (<paramref name="applied"/> given) a <see cref="BroadcastWriteException"/>
+    /// saying where the statement applied, where the server refused it, and where the answer was lost.
+    /// </summary>
+    public static ShardAggregateException Failed(IReadOnlyList<ShardFailure> failures, IReadOnlyDictionary<string, int>? applied)
+    {
+        if (applied is null)
+        {
+            return new ShardAggregateException(failures);
+        }
+
+        var refused = failures.Where(f => ShardErrors.AnsweredByServer(f.Error)).Select(f => f.Shard).ToList();
+        var inDoubt = failures.Select(f => f.Shard).Except(refused).ToList();
+        return BroadcastWriteException.Create("Execute", failures, applied, refused, inDoubt, committed: false, atomic: true);
+    }
 }

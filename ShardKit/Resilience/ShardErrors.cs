@@ -60,4 +60,22 @@ internal static class ShardErrors
     // SQLSTATE class 08 (connection exception), the server shutting down or starting (57P01-03), too many connections.
     private static bool IsConnectionState(string sqlState) =>
         sqlState.StartsWith("08", StringComparison.Ordinal) || sqlState is "57P01" or "57P02" or "57P03" or "53300";
+
+    /// <summary>
+    /// Whether the server itself answered with the error (a <see cref="PostgresException"/> anywhere in the chain): it
+    /// ended the statement's or the commit's transaction, so nothing of it was kept. Any other failure after a write was
+    /// sent (a lost connection, a timeout) leaves its outcome unknown.
+    /// </summary>
+    public static bool AnsweredByServer(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is PostgresException)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 }
