@@ -104,9 +104,10 @@ public sealed class HalfOpenProbeTests
 
         var probe = half.ReadAsync();
         await Task.Delay(100);
-        var partial = await half.Db.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults }).ExecuteAsync("select 1");
+        await using var other = half.Ctx.Source.CreateConnection(); // another caller: one connection runs one operation
+        var partial = await other.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults }).ExecuteAsync("select 1");
         Assert.That(partial.Failures.Single().Error, Is.InstanceOf<ShardUnavailableException>());
-        Assert.ThrowsAsync<ShardUnavailableException>(() => half.Db.OnShard(half.Shard).ExecuteScalarAsync<int>("select 1"),
+        Assert.ThrowsAsync<ShardUnavailableException>(() => other.OnShard(half.Shard).ExecuteScalarAsync<int>("select 1"),
             "the probe still runs: a second caller fails fast");
 
         Assert.That(await probe, Is.EqualTo(half.Key));
