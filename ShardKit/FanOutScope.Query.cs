@@ -13,11 +13,13 @@ public sealed partial class FanOutScope
     /// top level is refused with <see cref="ShardMergeRequiredException"/> (pass the plan, or <see cref="Merge.Concat{T}"/>
     /// for arrival order on purpose). With partial results the result lists the shards that failed.
     /// </summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public Task<FanOutResult<T>> QueryAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default) =>
         QueryAsync(Command(sql, param, commandTimeout, commandType, cancellationToken), merge);
 
     /// <summary>Runs a query on every targeted shard in parallel and merges the rows.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<FanOutResult<T>> QueryAsync<T>(CommandDefinition command, MergePlan<T>? merge)
     {
         var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "Query", Merge.Concat<T>()), "Query").ConfigureAwait(false);
@@ -25,6 +27,7 @@ public sealed partial class FanOutScope
     }
 
     /// <summary>Like <see cref="QueryAsync{T}(string, object?, MergePlan{T}?, int?, CommandType?, CancellationToken)"/>, each row tagged with its shard's name.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<FanOutResult<ShardRow<T>>> QueryWithShardAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null,
         int? commandTimeout = null, CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
@@ -37,11 +40,13 @@ public sealed partial class FanOutScope
     /// Streams the merged rows without buffering them: memory stays proportional to the number of shards. Pass a
     /// cancellation token with <c>WithCancellation</c>; stopping early cancels the shards' queries on the servers.
     /// </summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public FanOutStream<T> QueryUnbufferedAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
         CommandType? commandType = null) =>
         QueryUnbufferedAsync(Command(sql, param, commandTimeout, commandType, default), merge);
 
     /// <summary>Streams the merged rows without buffering them.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public FanOutStream<T> QueryUnbufferedAsync<T>(CommandDefinition command, MergePlan<T>? merge)
     {
         var plan = merge ?? Unplanned(command, "QueryUnbuffered", Merge.Concat<T>());
@@ -52,6 +57,7 @@ public sealed partial class FanOutScope
     /// The first row: with no plan, the first row any shard returns (the others are cancelled at once); with an
     /// ordered plan, the first row of the merged order. Throws when no shard has a row.
     /// </summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<T> QueryFirstAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
@@ -60,6 +66,7 @@ public sealed partial class FanOutScope
     }
 
     /// <summary>The first row (see <see cref="QueryFirstAsync{T}"/>), or default when no shard has a row.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<T?> QueryFirstOrDefaultAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
@@ -68,6 +75,7 @@ public sealed partial class FanOutScope
     }
 
     /// <summary>The only row across every shard; throws when there is none or more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<T> QuerySingleAsync<T>(string sql, object? param = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
@@ -81,6 +89,7 @@ public sealed partial class FanOutScope
     }
 
     /// <summary>The only row across every shard, or default when there is none; throws when there is more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? param = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
@@ -97,11 +106,13 @@ public sealed partial class FanOutScope
     /// Runs a scalar query on every targeted shard in parallel and combines the first row of each as
     /// <paramref name="merge"/> says: <c>ExecuteScalarAsync("select count(*) from orders", Merge.Count())</c>.
     /// </summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public Task<T> ExecuteScalarAsync<T>(string sql, ScalarMerge<T> merge, object? param = null, int? commandTimeout = null,
         CommandType? commandType = null, CancellationToken cancellationToken = default) =>
         ExecuteScalarAsync(Command(sql, param, commandTimeout, commandType, cancellationToken), merge);
 
     /// <summary>Runs a scalar query on every targeted shard in parallel and combines the results.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<T> ExecuteScalarAsync<T>(CommandDefinition command, ScalarMerge<T> merge)
     {
         ArgumentNullException.ThrowIfNull(merge);

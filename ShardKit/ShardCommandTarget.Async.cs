@@ -9,11 +9,13 @@ namespace ShardKit;
 public abstract partial class ShardCommandTarget
 {
     /// <summary>Runs a query on the shard that owns its key and maps the rows to <typeparamref name="T"/>.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<IEnumerable<T>> QueryAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QueryAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Runs a query on the shard that owns its key; a list of keys is split and the shards run in parallel.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<IEnumerable<T>> QueryAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, typeof(T));
@@ -25,46 +27,56 @@ public abstract partial class ShardCommandTarget
     }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T> QueryFirstAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QueryFirstAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T> QueryFirstAsync<T>(CommandDefinition command) => QueryOneAsync<T>(command, orDefault: false, single: false);
 
     /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T?> QueryFirstOrDefaultAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QueryFirstOrDefaultAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T?> QueryFirstOrDefaultAsync<T>(CommandDefinition command) => QueryOneAsync<T?>(command, orDefault: true, single: false);
 
     /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T> QuerySingleAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QuerySingleAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T> QuerySingleAsync<T>(CommandDefinition command) => QueryOneAsync<T>(command, orDefault: false, single: true);
 
     /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T?> QuerySingleOrDefaultAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QuerySingleOrDefaultAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T?> QuerySingleOrDefaultAsync<T>(CommandDefinition command) => QueryOneAsync<T?>(command, orDefault: true, single: true);
 
     /// <summary>
     /// Runs a statement on the key's shard and returns the affected rows. A list of keyed items runs each item on
     /// its own shard (shards in parallel) and returns the total.
     /// </summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<int> ExecuteAsync(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         ExecuteAsync(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Runs a statement on the key's shard (or each item's shard, in parallel) and returns the affected rows.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<int> ExecuteAsync(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
@@ -81,11 +93,13 @@ public abstract partial class ShardCommandTarget
     }
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<T?> ExecuteScalarAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         ExecuteScalarAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<T?> ExecuteScalarAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
@@ -100,11 +114,13 @@ public abstract partial class ShardCommandTarget
     }
 
     /// <summary>Streams the rows of a query on the key's shard without buffering them; split keys stream shard by shard.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public IAsyncEnumerable<T> QueryUnbufferedAsync<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QueryUnbufferedAsync<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Streams the rows of a query on the key's shard without buffering them; split keys stream shard by shard.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public IAsyncEnumerable<T> QueryUnbufferedAsync<T>(CommandDefinition command)
     {
         // Resolve now, so a routing error surfaces at the call and not at the first MoveNextAsync.

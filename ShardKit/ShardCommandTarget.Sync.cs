@@ -7,11 +7,13 @@ namespace ShardKit;
 public abstract partial class ShardCommandTarget
 {
     /// <summary>Runs a query on the shard that owns its key and maps the rows to <typeparamref name="T"/>.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public IEnumerable<T> Query<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         Query<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Runs a query on the shard that owns its key; a list of keys is split and the shards run in parallel.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public IEnumerable<T> Query<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, typeof(T));
@@ -22,43 +24,53 @@ public abstract partial class ShardCommandTarget
     }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T QueryFirst<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QueryFirst<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T QueryFirst<T>(CommandDefinition command) => QueryOne<T>(command, orDefault: false, single: false);
 
     /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? QueryFirstOrDefault<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QueryFirstOrDefault<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The first row of the query on the key's shard, or <c>default</c>.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? QueryFirstOrDefault<T>(CommandDefinition command) => QueryOne<T?>(command, orDefault: true, single: false);
 
     /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T QuerySingle<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QuerySingle<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The only row of the query on the key's shard; throws when there is none or more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T QuerySingle<T>(CommandDefinition command) => QueryOne<T>(command, orDefault: false, single: true);
 
     /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? QuerySingleOrDefault<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         QuerySingleOrDefault<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>The only row of the query on the key's shard, or <c>default</c>; throws when there is more than one.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? QuerySingleOrDefault<T>(CommandDefinition command) => QueryOne<T?>(command, orDefault: true, single: true);
 
     /// <summary>Runs a statement on the key's shard (or each item's shard, in parallel) and returns the affected rows.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public int Execute(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         Execute(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Runs a statement on the key's shard (or each item's shard, in parallel) and returns the affected rows.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public int Execute(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
@@ -69,11 +81,13 @@ public abstract partial class ShardCommandTarget
     }
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? ExecuteScalar<T>(string sql, object? param = null, IDbTransaction? transaction = null,
         int? commandTimeout = null, CommandType? commandType = null) =>
         ExecuteScalar<T>(new CommandDefinition(sql, param, transaction, commandTimeout, commandType));
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>
+    /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? ExecuteScalar<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);

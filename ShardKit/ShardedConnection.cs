@@ -8,6 +8,14 @@ namespace ShardKit;
 /// owns the key in its parameters. Per-shard connections are opened lazily from the shards' pools and reused until
 /// disposal. Like any ADO.NET connection it is meant for one logical operation at a time.
 /// </summary>
+/// <example>
+/// <code>
+/// await db.ExecuteAsync("insert into orders (customer_id, id, total) values (@CustomerId, @Id, @Total)", order);   // order's [ShardKey]
+/// var some = await db.QueryAsync&lt;Order&gt;("select * from orders where customer_id = any(@CustomerId)",
+///     new { CustomerId = new[] { 1L, 2L, 3L } });                                                          // split per shard
+/// var total = await db.AllShards().ExecuteScalarAsync("select sum(total) from orders", Merge.Sum&lt;decimal&gt;());
+/// </code>
+/// </example>
 public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlConnection?[] _connections;

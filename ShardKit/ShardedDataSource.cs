@@ -91,6 +91,14 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
     public IReadOnlyList<string> ShardNames => Map.ShardNames;
 
     /// <summary>A new connection; it opens per-shard connections lazily, from the shards' pools.</summary>
+    /// <returns>A connection for one unit of work at a time; cheap to create, dispose it when done.</returns>
+    /// <exception cref="ObjectDisposedException">The data source was disposed.</exception>
+    /// <example>
+    /// <code>
+    /// await using var db = shards.CreateConnection();
+    /// var mine = await db.QueryAsync&lt;Order&gt;("select * from orders where customer_id = @CustomerId", new { CustomerId = 42L });
+    /// </code>
+    /// </example>
     public ShardedConnection CreateConnection()
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);

@@ -7,6 +7,17 @@ namespace ShardKit;
 /// Builds a <see cref="ShardedDataSource"/>: list the shards, pick a strategy, <see cref="Build"/>. Every setting is
 /// validated at build time and then frozen; one <see cref="ShardConfigurationException"/> lists every problem.
 /// </summary>
+/// <example>
+/// <code>
+/// await using var shards = new ShardedDataSourceBuilder()
+///     .AddShard("s0", "Host=db0;Database=app;Username=app")
+///     .AddShard("s1", "Host=db1;Database=app;Username=app")
+///     .UseHashSharding(buckets: 1024)
+///     .AddEntity&lt;Order&gt;()            // lets untyped Execute/ExecuteScalar route by Order's [ShardKey] name
+///     .Build();
+/// await using var db = shards.CreateConnection();
+/// </code>
+/// </example>
 public sealed class ShardedDataSourceBuilder
 {
     private readonly ShardKitOptions _options = new();
@@ -142,6 +153,10 @@ public sealed class ShardedDataSourceBuilder
     }
 
     /// <summary>Validates the settings and builds the data source, one pooled <see cref="NpgsqlDataSource"/> per shard.</summary>
+    /// <returns>The data source; dispose it when the app stops (it owns the shards' pools).</returns>
+    /// <exception cref="ShardConfigurationException">
+    /// Anything is wrong with the shards or the map: the message lists every problem at once, never with a password.
+    /// </exception>
     public ShardedDataSource Build()
     {
         var map = ShardMapFactory.Create(_options, _chooser,

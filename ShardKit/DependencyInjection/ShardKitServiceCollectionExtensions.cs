@@ -15,6 +15,15 @@ public static class ShardKitServiceCollectionExtensions
     /// valid one; host users receive every error in one <see cref="OptionsValidationException"/>), and registers a singleton <see cref="ShardedDataSource"/> and a transient
     /// <see cref="ShardedConnection"/>.
     /// </summary>
+    /// <exception cref="OptionsValidationException">
+    /// At host start (or the first resolution of <see cref="ShardedDataSource"/>): the configuration is invalid; its
+    /// <see cref="OptionsValidationException.Failures"/> list every problem.
+    /// </exception>
+    /// <example>
+    /// <code>
+    /// builder.Services.AddShardKit(builder.Configuration.GetSection(ShardKitOptions.SectionName));
+    /// </code>
+    /// </example>
     public static IServiceCollection AddShardKit(this IServiceCollection services, IConfiguration section)
     {
         ArgumentNullException.ThrowIfNull(section);
