@@ -170,7 +170,8 @@ internal static class PipelinedBatch
         return batch;
     }
 
-    // The statement the server refused, as a position in the chunk; null when the error is not one statement's.
+    // The statement the server refused, as a position in the chunk (ShardKit turns on IncludeFailedBatchedCommand);
+    // null when the error is not one statement's, or a ConfigureShardDataSource turned that setting off.
     private static int? ItemOf(NpgsqlBatch batch, PostgresException error) =>
         error.BatchCommand is NpgsqlBatchCommand failed && batch.BatchCommands.IndexOf(failed) is >= 0 and var index ? index : null;
 }
