@@ -10,7 +10,8 @@ namespace ShardKit.Benchmarks;
 /// <c>ExecuteBatchAsync</c> (pipelined, all-or-nothing across shards). Per-row: one statement per round trip, either
 /// routed <c>ExecuteAsync</c> per row (autocommit) or Dapper's per-row loop in one transaction per shard (the previous
 /// <c>ExecuteBatchAsync</c>). Per-row cases write fewer rows, so every case declares its rows as
-/// <c>OperationsPerInvoke</c>: times and ratios are per row.
+/// <c>OperationsPerInvoke</c>: times and ratios are per row. <see cref="DelayMs"/> adds a network-like round trip,
+/// which is what per-row statements pay for every row.
 /// </summary>
 [MemoryDiagnoser]
 public class BatchWriteBenchmarks
@@ -33,10 +34,14 @@ public class BatchWriteBenchmarks
         public string Name { get; init; } = "";
     }
 
+    /// <summary>A one-way delay in front of each shard (ms): 0 on loopback, 1 for a round trip of about 2 ms as across a network.</summary>
+    [Params(0, 1)]
+    public int DelayMs { get; set; }
+
     [GlobalSetup]
     public async Task SetupAsync()
     {
-        _shards = await BenchmarkShards.StartAsync(count: 2);
+        _shards = await BenchmarkShards.StartAsync(count: 2, delay: TimeSpan.FromMilliseconds(DelayMs));
         await _shards.OnEveryShardAsync("drop table if exists bench_batch; create table bench_batch (id bigint, name varchar(100))");
         _direct = _shards.ConnectionStrings.Select(cs => NpgsqlDataSource.Create(cs)).ToArray();
         _rows = Enumerable.Range(0, Rows).Select(i => new BatchRow { Id = i * 7919L % 1_000_003, Name = $"name-{i}" }).ToList();
