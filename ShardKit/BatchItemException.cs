@@ -1,3 +1,5 @@
+using Npgsql;
+
 namespace ShardKit;
 
 /// <summary>
@@ -25,8 +27,9 @@ public sealed class BatchItemException : ShardKitException
     {
     }
 
-    internal BatchItemException(int itemIndex, string shard, Exception error)
-        : base($"Item {itemIndex} of the batch failed on shard '{shard}': {error.Message.TrimEnd('.', ' ', '\n')}. " +
+    // The server's detail can quote the item's values, so only its code and message text are repeated here.
+    internal BatchItemException(int itemIndex, string shard, PostgresException error)
+        : base($"Item {itemIndex} of the batch failed on shard '{shard}': {error.SqlState}: {error.MessageText.TrimEnd('.', ' ')}. " +
             "Fix or remove that item and run the batch again.", error)
     {
         ItemIndex = itemIndex;

@@ -68,7 +68,8 @@ public abstract partial class ShardCommandTarget
 
     /// <summary>
     /// Runs a statement on the key's shard and returns the affected rows. A list of keyed items runs each item on
-    /// its own shard (shards in parallel) and returns the total.
+    /// its own shard (shards in parallel, each shard's items as pipelined batches that apply all or nothing there) and
+    /// returns the total; an item a shard refuses is a <see cref="BatchItemException"/> naming its index.
     /// </summary>
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<int> ExecuteAsync(string sql, object? param = null, IDbTransaction? transaction = null,
