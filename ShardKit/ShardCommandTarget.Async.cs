@@ -68,7 +68,8 @@ public abstract partial class ShardCommandTarget
 
     /// <summary>
     /// Runs a statement on the key's shard and returns the affected rows. A list of keyed items runs each item on
-    /// its own shard (shards in parallel) and returns the total.
+    /// its own shard (shards in parallel, each shard's items as pipelined batches that apply all or nothing there) and
+    /// returns the total; an item a shard refuses is a <see cref="BatchItemException"/> naming its index.
     /// </summary>
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<int> ExecuteAsync(string sql, object? param = null, IDbTransaction? transaction = null,
@@ -87,9 +88,29 @@ public abstract partial class ShardCommandTarget
                 static (c, cmd) => c.ExecuteAsync(cmd), command.CancellationToken).ConfigureAwait(false);
         }
 
-        var counts = await RunPartsAsync(route, command, "Execute", isWrite: true, static (c, cmd) => c.ExecuteAsync(cmd),
-            static rows => rows).ConfigureAwait(false);
+        var counts = IsItemBatch(route, command)
+            ? await RunBatchPartsAsync(route, command).ConfigureAwait(false)
+            : await RunPartsAsync(route, command, "Execute", isWrite: true, static (c, cmd) => c.ExecuteAsync(cmd), static rows => rows).ConfigureAwait(false);
         return counts.Sum();
+    }
+
+    // A list of keyed items: each shard's items go as pipelined batches, in parallel, each shard's group atomic.
+    private Task<int[]> RunBatchPartsAsync(Route route, CommandDefinition command)
+    {
+        var parts = route.Parts!;
+        var names = parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray();
+        var ownTransaction = Owner.CurrentDistributedTransaction is null;
+        var tasks = new Task<int>[parts.Length];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            var state = (Command: Bind(command, parts[i].Shard, null), Group: parts[i].Batch!, Shard: names[i], Own: ownTransaction);
+            tasks[i] = Owner.RunOnShardAsync(parts[i].Shard, "Execute", isWrite: true, state,
+                static (c, s) => PipelinedBatch.ExecuteAsync(c, (NpgsqlTransaction?)s.Command.Transaction, s.Own, s.Command.CommandText,
+                    s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken),
+                command.CancellationToken);
+        }
+
+        return ShardTasks.WhenAllAsync(tasks, names, static rows => rows);
     }
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>

@@ -77,7 +77,21 @@ public abstract partial class ShardCommandTarget
         using var operation = Owner.EnterOperation();
         return route.IsSingle
             ? Owner.RunOnShard(route.Shard, "Execute", true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
+            : IsItemBatch(route, command) ? RunBatchParts(route, command).Sum()
             : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
+    }
+
+    // The synchronous twin of RunBatchPartsAsync: one thread-pool worker per shard, each sending pipelined batches.
+    private int[] RunBatchParts(Route route, CommandDefinition command)
+    {
+        var names = route.Parts!.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray();
+        var ownTransaction = Owner.CurrentDistributedTransaction is null;
+        var batchParts = route.Parts!.Select((p, i) => new RoutePart(p.Shard, (Group: p.Batch!, Shard: names[i], Own: ownTransaction))).ToArray();
+        return RunParts(Route.Split(batchParts), command, "Execute", true, static (c, cmd) =>
+        {
+            var (group, shard, own) = ((BatchGroup, string, bool))cmd.Parameters!;
+            return PipelinedBatch.Execute(c, (NpgsqlTransaction?)cmd.Transaction, own, cmd.CommandText, group, shard, cmd.CommandTimeout);
+        }, static rows => rows);
     }
 
     /// <summary>Runs a query on the key's shard and returns the first column of the first row.</summary>

@@ -30,6 +30,10 @@ public abstract partial class ShardCommandTarget
         new(command.CommandText, parameters, Owner.TransactionOn(shard), command.CommandTimeout, command.CommandType,
             command.Flags, command.CancellationToken);
 
+    // Only plain text runs as a pipelined batch; a stored procedure keeps Dapper's per-row path.
+    private static bool IsItemBatch(in Route route, in CommandDefinition command) =>
+        route.Parts is { Length: > 0 } parts && parts[0].Batch is not null && command.CommandType is null or CommandType.Text;
+
     private static ShardRoutingException ScalarAcrossShards() => new(
         "The keys of this command live on several shards, and one scalar cannot be combined from them without saying how. " +
         "Use AllShards() or Shards(names) with a merge (for example Merge.Sum<long>()), or query per key.");

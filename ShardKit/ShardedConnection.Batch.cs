@@ -1,4 +1,3 @@
-using Dapper;
 using Npgsql;
 
 namespace ShardKit;
@@ -14,6 +13,11 @@ public sealed partial class ShardedConnection
     /// then lists the shards that committed, rolled back, or are in doubt; when that matters, use the distributed
     /// transaction. Without transactions every shard runs its whole group even when another fails (the items
     /// written stay written) and the failures are thrown at the end, with the shards that applied their group.
+    /// Each shard's group is sent as pipelined batches (up to 1,000 statements and 32,767 parameters per round trip);
+    /// an item the server refuses is a <see cref="BatchItemException"/> in the failures, naming its index in
+    /// <paramref name="items"/> and its shard. Inside a <see cref="ShardTransaction"/> every item must belong to its
+    /// shard and the batch joins it; inside a distributed transaction each shard's group joins it.
+    /// <paramref name="commandTimeout"/> bounds each round trip.
     /// </summary>
     /// <returns>The affected rows per shard and in total.</returns>
     public async Task<BroadcastResult> ExecuteBatchAsync<T>(string sql, IEnumerable<T> items, bool transactionPerShard = true,
@@ -27,6 +31,11 @@ public sealed partial class ShardedConnection
             return new BroadcastResult(new Dictionary<string, int>(), []);
         }
 
+        if (_transaction is not null)
+        {
+            return await RunInTransactionAsync(sql, groups, commandTimeout, cancellationToken).ConfigureAwait(false);
+        }
+
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteBatch", groups.Count, "affected-rows");
         // Without transactions a cancelled shard would stop at an arbitrary item: every shard runs its whole group instead.
         var options = transactionPerShard ? FanOutOptions.Default : new FanOutOptions { Policy = FanOutPolicy.PartialResults };
@@ -37,17 +46,18 @@ public sealed partial class ShardedConnection
         // first item) is sent: the run marks that, so a failure can say what each shard kept.
         var outcome = _distributed is null ? run : null;
         var results = await run.SettleEachAsync((shard, connection, token) =>
-            RunGroupAsync(connection, sql, groups[shard], barrier, commandTimeout, () => outcome?.MarkSent(shard), token)).ConfigureAwait(false);
+            RunGroupAsync(connection, sql, groups[shard], run.NameOf(shard), barrier, commandTimeout, () => outcome?.MarkSent(shard), token))
+            .ConfigureAwait(false);
         return run.Failures.Count == 0
             ? new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures)
             : throw run.WriteFailure(results, committed: barrier is not null, atomic: transactionPerShard);
     }
 
-    private Dictionary<int, List<T>> GroupByShard<T>(IEnumerable<T> items)
+    private Dictionary<int, BatchGroup> GroupByShard<T>(IEnumerable<T> items)
     {
         ShardKeyAccessor<T>.EnsureKey();
 
-        var groups = new Dictionary<int, List<T>>();
+        var groups = new Dictionary<int, BatchGroup>();
         var index = 0;
         foreach (var item in items)
         {
@@ -59,17 +69,40 @@ public sealed partial class ShardedConnection
             var shard = DataSource.Map.Strategy.ShardOf(ShardKeyAccessor<T>.Read(item));
             if (!groups.TryGetValue(shard, out var group))
             {
-                groups[shard] = group = [];
+                groups[shard] = group = new BatchGroup();
             }
 
-            group.Add(item);
+            group.Add(item, index);
             index++;
         }
 
         return groups;
     }
 
-    private static async Task<int> RunGroupAsync<T>(NpgsqlConnection connection, string sql, List<T> group, CommitBarrier? barrier,
+    // Inside a single-shard transaction the batch joins it: every item must belong to its shard, checked before anything
+    // is sent, and a refused item aborts the caller's transaction (roll it back).
+    private async Task<BroadcastResult> RunInTransactionAsync(string sql, Dictionary<int, BatchGroup> groups, int? commandTimeout,
+        CancellationToken cancellationToken)
+    {
+        var pinned = _transaction!;
+        if (groups.Keys.FirstOrDefault(s => s != pinned.ShardIndex, -1) is var other and >= 0)
+        {
+            throw new ShardRoutingException(
+                $"Item {groups[other].Indexes[0]} of the batch routes to shard '{DataSource.Map.ShardNames[other]}' but the open " +
+                $"transaction is pinned to shard '{pinned.Shard}'. Nothing was written. A single-shard transaction cannot touch " +
+                "another shard: commit it first, or use a distributed transaction.");
+        }
+
+        using var operation = EnterOperation();
+        var name = pinned.Shard;
+        var rows = await RunOnShardAsync(pinned.ShardIndex, "ExecuteBatch", isWrite: true, (Sql: sql, Group: groups[pinned.ShardIndex],
+            Transaction: pinned.Inner, Shard: name, Timeout: commandTimeout, Token: cancellationToken),
+            static (c, s) => PipelinedBatch.ExecuteAsync(c, s.Transaction, ownTransaction: false, s.Sql, s.Group, s.Shard, s.Timeout, s.Token),
+            cancellationToken).ConfigureAwait(false);
+        return new BroadcastResult(new Dictionary<string, int> { [name] = rows }, []);
+    }
+
+    private static async Task<int> RunGroupAsync(NpgsqlConnection connection, string sql, BatchGroup group, string shard, CommitBarrier? barrier,
         int? commandTimeout, Action markSent, CancellationToken token)
     {
         var transaction = barrier is not null ? await connection.BeginTransactionAsync(token).ConfigureAwait(false) : null;
@@ -80,8 +113,9 @@ public sealed partial class ShardedConnection
                 markSent();
             }
 
-            var affected = await connection.ExecuteAsync(
-                new CommandDefinition(sql, group, transaction, commandTimeout, cancellationToken: token)).ConfigureAwait(false);
+            // Without a barrier (no transactions, or a distributed transaction) each chunk still runs atomically.
+            var affected = await PipelinedBatch.ExecuteAsync(connection, transaction, ownTransaction: false, sql, group, shard,
+                commandTimeout, token).ConfigureAwait(false);
             if (transaction is not null)
             {
                 // A failure elsewhere cancels the token while this shard waits, and its transaction rolls back.

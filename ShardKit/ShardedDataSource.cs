@@ -25,6 +25,8 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
         {
             var builder = new NpgsqlDataSourceBuilder(shard.ConnectionString) { Name = shard.Name };
             builder.UseLoggerFactory(settings.LoggerFactory);
+            // A refused statement of a pipelined batch then says which one it was, so the error can name the item.
+            builder.ConnectionStringBuilder.IncludeFailedBatchedCommand = true;
             settings.ConfigureShard?.Invoke(builder);
             return builder.Build();
         }).ToArray();

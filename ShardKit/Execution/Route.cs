@@ -22,5 +22,8 @@ internal readonly struct Route
     public static Route Split(RoutePart[] parts) => new(-1, parts);
 }
 
-/// <summary>One shard's share of a split command: its shard and the parameters that carry only its keys.</summary>
-internal readonly record struct RoutePart(int Shard, object? Parameters);
+/// <summary>
+/// One shard's share of a split command: its shard and the parameters that carry only its keys; for a list of keyed
+/// items also the items with their indexes in the caller's list, so a write can pipeline them and name a failing one.
+/// </summary>
+internal readonly record struct RoutePart(int Shard, object? Parameters, BatchGroup? Batch = null);

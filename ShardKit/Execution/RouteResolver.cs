@@ -183,25 +183,26 @@ internal static class RouteResolver
 
     private static Route Batch(ShardMap map, IEnumerable items, ShardKeyMember key)
     {
-        var groups = new Dictionary<int, List<object>>();
+        var groups = new Dictionary<int, BatchGroup>();
+        var index = 0;
         foreach (var item in items)
         {
             if (item is null)
             {
-                throw new ShardRoutingException($"A batch of {key.DeclaringType.Name} contains a null item; remove it.");
+                throw new ShardRoutingException($"A batch of {key.DeclaringType.Name} contains a null item (item {index}); remove it.");
             }
 
             var shard = map.Strategy.ShardOf(key.Read(item));
-            if (!groups.TryGetValue(shard, out var list))
+            if (!groups.TryGetValue(shard, out var group))
             {
-                groups[shard] = list = [];
+                groups[shard] = group = new BatchGroup();
             }
 
-            list.Add(item);
+            group.Add(item, index++);
         }
 
         return Route.Split(groups.OrderBy(g => g.Key)
-            .Select(g => new RoutePart(g.Key, TypedArray(key.DeclaringType, g.Value)))
+            .Select(g => new RoutePart(g.Key, TypedArray(key.DeclaringType, g.Value.Items), g.Value))
             .ToArray());
     }
 
