@@ -25,6 +25,11 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
         {
             var builder = new NpgsqlDataSourceBuilder(shard.ConnectionString) { Name = shard.Name };
             builder.UseLoggerFactory(settings.LoggerFactory);
+            // Inside ShardKit's client span Npgsql's span would be a second client span for the same call: one per call.
+            builder.ConfigureTracing(static tracing => tracing
+                .ConfigureCommandFilter(static _ => !ShardKitTelemetry.InCommandSpan)
+                .ConfigureBatchFilter(static _ => !ShardKitTelemetry.InCommandSpan)
+                .ConfigureCopyOperationFilter(static _ => !ShardKitTelemetry.InCommandSpan));
             settings.ConfigureShard?.Invoke(builder);
             return builder.Build();
         }).ToArray();
