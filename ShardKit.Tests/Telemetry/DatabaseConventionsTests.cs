@@ -159,6 +159,14 @@ public sealed class DatabaseConventionsTests
         }
     }
 
+    [Test]
+    public void The_duration_histogram_advises_buckets_for_database_calls_not_the_sdks_0_to_5_seconds_first_bucket()
+    {
+        Assert.That(ShardKitTelemetry.OperationDuration.Advice?.HistogramBucketBoundaries,
+            Is.EqualTo(new[] { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10 }));
+        Assert.That(ShardKitTelemetry.FanOutWidth.Advice?.HistogramBucketBoundaries, Is.EqualTo(new[] { 1, 2, 4, 8, 16, 32, 64, 128, 256 }));
+    }
+
     private static Dictionary<string, object?> ClientTags(ShardTestContext ctx, string shard, string operation, string method)
     {
         var connection = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[ctx.Shards.Names.ToList().IndexOf(shard)]);
