@@ -15,6 +15,7 @@ namespace ShardKit.Benchmarks;
 public class TelemetryBenchmarks
 {
     private const string Sql = "select customer_id, id, total, created_at from bench_telemetry where customer_id = @CustomerId";
+    private static readonly ShardInfo Shard = new(0, "s0", "Host=localhost;Database=bench");
     private BenchmarkShards _shards = null!;
     private ActivityListener? _activities;
     private MeterListener? _meters;
@@ -45,8 +46,9 @@ public class TelemetryBenchmarks
     [Benchmark(Description = "telemetry calls alone, no listener")]
     public int TelemetryCallsAlone()
     {
-        using var activity = ShardKitTelemetry.StartCommand("Query", "s0");
-        ShardKitTelemetry.OperationDuration.Record(0.1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, "s0"));
+        var command = ShardKitTelemetry.Summarize(Sql);
+        using var activity = ShardKitTelemetry.StartCommand("Query", Shard, command);
+        ShardKitTelemetry.RecordDuration(Shard.Name, command, Stopwatch.GetTimestamp());
         return activity is null ? 0 : 1;
     }
 

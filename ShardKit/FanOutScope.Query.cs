@@ -117,7 +117,7 @@ public sealed partial class FanOutScope
     {
         ArgumentNullException.ThrowIfNull(merge);
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteScalar", _shards.Length, merge.Kind);
-        using var run = new FanOutRun(_connection, _shards, Options, command.CancellationToken) { Operation = "ExecuteScalar" };
+        using var run = new FanOutRun(_connection, _shards, Options, "ExecuteScalar", command.CommandText, command.CancellationToken);
         var results = await run.RunEachAsync(async (connection, token) =>
         {
             var reader = await connection.ExecuteReaderAsync(Rebind(command, token)).ConfigureAwait(false);
@@ -145,6 +145,7 @@ public sealed partial class FanOutScope
         }
 
         activity?.SetTag(ShardKitTelemetry.RowsTag, rows.Count);
+        ShardKitTelemetry.RecordRowsMerged(rows.Count, merge.Kind, "ExecuteScalar");
         return merge.Combine(rows);
     }
 
@@ -176,7 +177,7 @@ public sealed partial class FanOutScope
     {
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(command.CancellationToken, cancellationToken);
         using var activity = ShardKitTelemetry.StartFanOut(operation, _shards.Length, plan.Kind);
-        using var run = new FanOutRun(_connection, _shards, Options, cancel.Token) { Operation = operation };
+        using var run = new FanOutRun(_connection, _shards, Options, operation, command.CommandText, cancel.Token);
         var streams = OpenStreams<T>(run, command);
         var sources = streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
         long merged = 0;
@@ -196,7 +197,7 @@ public sealed partial class FanOutScope
             await Task.WhenAll(streams.Select(s => s.DisposeAsync().AsTask())).ConfigureAwait(false);
 
             reportFailures(run.Failures);
-            ShardKitTelemetry.RowsMerged.Add(merged);
+            ShardKitTelemetry.RecordRowsMerged(merged, plan.Kind, operation);
             activity?.SetTag(ShardKitTelemetry.RowsTag, merged);
         }
     }

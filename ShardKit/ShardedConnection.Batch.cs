@@ -39,7 +39,7 @@ public sealed partial class ShardedConnection
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteBatch", groups.Count, "affected-rows");
         // Without transactions a cancelled shard would stop at an arbitrary item: every shard runs its whole group instead.
         var options = transactionPerShard ? FanOutOptions.Default : new FanOutOptions { Policy = FanOutPolicy.PartialResults };
-        using var run = new FanOutRun(this, groups.Keys.Order().ToArray(), options, cancellationToken) { Operation = "ExecuteBatch" };
+        using var run = new FanOutRun(this, groups.Keys.Order().ToArray(), options, "ExecuteBatch", sql, cancellationToken);
         // Inside a distributed transaction the shards' connections are enlisted already: the batch commits with it.
         var barrier = transactionPerShard && _distributed is null ? new CommitBarrier(groups.Count) : null;
         // Outside a distributed transaction a shard keeps its group once its commit (or, without transactions, its
@@ -95,7 +95,7 @@ public sealed partial class ShardedConnection
 
         using var operation = EnterOperation();
         var name = pinned.Shard;
-        var rows = await RunOnShardAsync(pinned.ShardIndex, "ExecuteBatch", isWrite: true, (Sql: sql, Group: groups[pinned.ShardIndex],
+        var rows = await RunOnShardAsync(pinned.ShardIndex, "ExecuteBatch", sql, isWrite: true, (Sql: sql, Group: groups[pinned.ShardIndex],
             Transaction: pinned.Inner, Shard: name, Timeout: commandTimeout, Token: cancellationToken),
             static (c, s) => PipelinedBatch.ExecuteAsync(c, s.Transaction, ownTransaction: false, s.Sql, s.Group, s.Shard, s.Timeout, s.Token),
             cancellationToken).ConfigureAwait(false);

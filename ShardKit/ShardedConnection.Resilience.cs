@@ -25,15 +25,16 @@ public sealed partial class ShardedConnection
     /// and carry the shard in <see cref="Exception.Data"/>. The state argument lets callers pass a static lambda, so
     /// the hot path captures nothing.
     /// </summary>
-    internal async Task<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, bool isWrite, TState state,
+    internal async Task<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
         Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken)
     {
         var breaker = DataSource.BreakerAt(shard);
+        var command = ShardKitTelemetry.Summarize(sql);
         var maxRetries = MaxRetriesFor(isWrite);
         for (var attempt = 0; ; attempt++)
         {
             var probe = breaker.ThrowIfOpen();
-            using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.ShardNames[shard]);
+            using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.Shards[shard], command);
             var started = Stopwatch.GetTimestamp();
             NpgsqlConnection? connection = null;
             TimeSpan delay;
@@ -43,19 +44,20 @@ public sealed partial class ShardedConnection
                 var result = await work(connection, state).ConfigureAwait(false);
                 probe = false;
                 breaker.OnSuccess();
-                RecordDuration(shard, operation, started);
+                ShardKitTelemetry.RecordDuration(DataSource.Map.ShardNames[shard], command, started);
                 return result;
             }
             catch (PostgresException e) when (IsDistributedLockTimeout(e))
             {
                 ShardKitTelemetry.RecordError(activity, e);
+                ShardKitTelemetry.RecordDuration(DataSource.Map.ShardNames[shard], command, started, e);
                 throw DistributedLockTimeout(shard, e);
             }
             catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
             {
                 probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
                 var error = ShardErrors.ForShard(e, DataSource.Map.Shards[shard], opening: connection is null);
-                if (!OnShardFailure(shard, operation, error, activity, attempt, maxRetries, out delay))
+                if (!OnShardFailure(shard, operation, command, started, error, activity, attempt, maxRetries, out delay))
                 {
                     if (ReferenceEquals(error, e))
                     {
@@ -78,15 +80,16 @@ public sealed partial class ShardedConnection
     }
 
     /// <summary>The synchronous twin of <see cref="RunOnShardAsync"/>.</summary>
-    internal TResult RunOnShard<TState, TResult>(int shard, string operation, bool isWrite, TState state,
+    internal TResult RunOnShard<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
         Func<NpgsqlConnection, TState, TResult> work)
     {
         var breaker = DataSource.BreakerAt(shard);
+        var command = ShardKitTelemetry.Summarize(sql);
         var maxRetries = MaxRetriesFor(isWrite);
         for (var attempt = 0; ; attempt++)
         {
             var probe = breaker.ThrowIfOpen();
-            using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.ShardNames[shard]);
+            using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.Shards[shard], command);
             var started = Stopwatch.GetTimestamp();
             NpgsqlConnection? connection = null;
             TimeSpan delay;
@@ -96,19 +99,20 @@ public sealed partial class ShardedConnection
                 var result = work(connection, state);
                 probe = false;
                 breaker.OnSuccess();
-                RecordDuration(shard, operation, started);
+                ShardKitTelemetry.RecordDuration(DataSource.Map.ShardNames[shard], command, started);
                 return result;
             }
             catch (PostgresException e) when (IsDistributedLockTimeout(e))
             {
                 ShardKitTelemetry.RecordError(activity, e);
+                ShardKitTelemetry.RecordDuration(DataSource.Map.ShardNames[shard], command, started, e);
                 throw DistributedLockTimeout(shard, e);
             }
             catch (Exception e) when (e is not ShardKitException)
             {
                 probe = false;
                 var error = ShardErrors.ForShard(e, DataSource.Map.Shards[shard], opening: connection is null);
-                if (!OnShardFailure(shard, operation, error, activity, attempt, maxRetries, out delay))
+                if (!OnShardFailure(shard, operation, command, started, error, activity, attempt, maxRetries, out delay))
                 {
                     if (ReferenceEquals(error, e))
                     {
@@ -135,12 +139,13 @@ public sealed partial class ShardedConnection
     /// <see cref="RunOnShardAsync"/> but no retry (rows may already be with the caller). The shard's first answer
     /// settles a probe; a stream stopped or cancelled before it frees the probe.
     /// </summary>
-    internal async IAsyncEnumerable<T> StreamOnShardAsync<TState, T>(int shard, string operation, TState state,
+    internal async IAsyncEnumerable<T> StreamOnShardAsync<TState, T>(int shard, string operation, string? sql, TState state,
         Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var breaker = DataSource.BreakerAt(shard);
         var probe = breaker.ThrowIfOpen();
-        using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.ShardNames[shard]);
+        var command = ShardKitTelemetry.Summarize(sql);
+        using var activity = ShardKitTelemetry.StartCommand(operation, DataSource.Map.Shards[shard], command);
         var started = Stopwatch.GetTimestamp();
         NpgsqlConnection? connection = null;
         IAsyncEnumerator<T>? rows = null;
@@ -166,7 +171,7 @@ public sealed partial class ShardedConnection
                 {
                     probe = false;
                     var error = ShardErrors.ForShard(e, DataSource.Map.Shards[shard], opening: connection is null);
-                    OnShardFailure(shard, operation, error, activity, attempt: 0, maxRetries: 0, out _);
+                    OnShardFailure(shard, operation, command, started, error, activity, attempt: 0, maxRetries: 0, out _);
                     if (ReferenceEquals(error, e))
                     {
                         throw;
@@ -191,7 +196,7 @@ public sealed partial class ShardedConnection
                 breaker.OnSuccess(); // an empty result is an answer too
             }
 
-            RecordDuration(shard, operation, started);
+            ShardKitTelemetry.RecordDuration(DataSource.Map.ShardNames[shard], command, started);
         }
         finally
         {
@@ -214,12 +219,14 @@ public sealed partial class ShardedConnection
     }
 
     // Records the failure everywhere it counts; true (with a delay) when the command should be tried again.
-    private bool OnShardFailure(int shard, string operation, Exception error, Activity? activity, int attempt, int maxRetries, out TimeSpan delay)
+    private bool OnShardFailure(int shard, string operation, CommandSummary command, long started, Exception error, Activity? activity,
+        int attempt, int maxRetries, out TimeSpan delay)
     {
         var name = DataSource.Map.ShardNames[shard];
         DataSource.BreakerAt(shard).OnFailure(error);
         ShardKitTelemetry.RecordError(activity, error);
-        ShardKitTelemetry.Failures.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, name));
+        ShardKitTelemetry.RecordDuration(name, command, started, error);
+        ShardKitTelemetry.RecordFailure(name, error);
         delay = default;
         if (attempt >= maxRetries || !ShardErrors.IsTransient(error))
         {
@@ -231,15 +238,5 @@ public sealed partial class ShardedConnection
         ShardKitTelemetry.Retries.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, name));
         ShardKitLog.Retrying(DataSource.Logger, operation, name, attempt + 1, maxRetries, (long)delay.TotalMilliseconds);
         return true;
-    }
-
-    private void RecordDuration(int shard, string operation, long started)
-    {
-        if (ShardKitTelemetry.OperationDuration.Enabled)
-        {
-            ShardKitTelemetry.OperationDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds,
-                new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, DataSource.Map.ShardNames[shard]),
-                new KeyValuePair<string, object?>(ShardKitTelemetry.OperationName, operation));
-        }
     }
 }

@@ -27,6 +27,11 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
             builder.UseLoggerFactory(settings.LoggerFactory);
             // A refused statement of a pipelined batch then says which one it was, so the error can name the item.
             builder.ConnectionStringBuilder.IncludeFailedBatchedCommand = true;
+            // Inside ShardKit's client span Npgsql's span would be a second client span for the same call: one per call.
+            builder.ConfigureTracing(static tracing => tracing
+                .ConfigureCommandFilter(static _ => !ShardKitTelemetry.InCommandSpan)
+                .ConfigureBatchFilter(static _ => !ShardKitTelemetry.InCommandSpan)
+                .ConfigureCopyOperationFilter(static _ => !ShardKitTelemetry.InCommandSpan));
             settings.ConfigureShard?.Invoke(builder);
             return builder.Build();
         }).ToArray();

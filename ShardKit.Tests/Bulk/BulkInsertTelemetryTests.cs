@@ -19,10 +19,15 @@ public sealed class BulkInsertTelemetryTests
 
         var parent = capture.Activities.Single(a => a.DisplayName == "ShardKit bulk insert");
         Assert.That(parent.GetTagItem("db.collection.name"), Is.EqualTo(ctx.Table));
-        Assert.That(parent.GetTagItem("db.operation.name"), Is.EqualTo("BulkInsert"));
+        Assert.That(parent.Kind, Is.EqualTo(ActivityKind.Internal));
+        Assert.That(parent.GetTagItem("shardkit.operation"), Is.EqualTo("BulkInsert"));
+        Assert.That(parent.GetTagItem("db.system.name"), Is.Null); // its COPY children are the database calls
         Assert.That(parent.GetTagItem("shardkit.rows"), Is.EqualTo(5000L));
         var children = capture.Activities.Where(a => a.ParentSpanId == parent.SpanId).ToList();
         Assert.That(children.Select(c => c.GetTagItem("shardkit.shard")), Is.EquivalentTo(ctx.Shards.Names));
+        Assert.That(children.Select(c => (c.Kind, c.DisplayName)), Is.All.EqualTo((ActivityKind.Client, $"COPY {ctx.Table}")));
+        Assert.That(capture.Measurements.Where(m => m.Name == "shardkit.operation.duration").Select(m => m.Tags.Single(t => t.Key == "shardkit.shard").Value),
+            Is.EquivalentTo(ctx.Shards.Names));
         foreach (var child in children)
         {
             Assert.That(child.GetTagItem("shardkit.rows"), Is.EqualTo(result.RowsPerShard[(string)child.GetTagItem("shardkit.shard")!]));

@@ -20,10 +20,11 @@ public sealed class TelemetryTests
 
         await db.ExecuteAsync($"insert into {ctx.Table} values (@CustomerId, @Secret)", new Row { CustomerId = 77, Secret = "tops3cret-value" });
 
-        var span = capture.Activities.Single(a => a.DisplayName == "ShardKit Execute");
+        var span = capture.Activities.Single(a => a.DisplayName == $"INSERT {ctx.Table}");
         Assert.That(span.Kind, Is.EqualTo(ActivityKind.Client));
         Assert.That(span.GetTagItem("db.system.name"), Is.EqualTo("postgresql"));
-        Assert.That(span.GetTagItem("db.operation.name"), Is.EqualTo("Execute"));
+        Assert.That(span.GetTagItem("db.operation.name"), Is.EqualTo("INSERT"));
+        Assert.That(span.GetTagItem("shardkit.operation"), Is.EqualTo("Execute"));
         Assert.That(span.GetTagItem("shardkit.shard"), Is.EqualTo(ctx.Source.ShardFor(77L)));
         Assert.That(capture.Measurements.Where(m => m.Name == "shardkit.operation.duration"), Is.Not.Empty);
         Assert.That(capture.AllText(), Has.None.Contains("tops3cret-value").And.None.Contains("77"));
@@ -40,7 +41,9 @@ public sealed class TelemetryTests
 
         var parent = capture.Activities.Single(a => a.DisplayName == "ShardKit fan-out Execute");
         var children = capture.Activities.Where(a => a.ParentSpanId == parent.SpanId).ToList();
+        Assert.That(parent.Kind, Is.EqualTo(ActivityKind.Internal));
         Assert.That(parent.GetTagItem("shardkit.shard_count"), Is.EqualTo(ctx.Shards.Count));
+        Assert.That(children.Select(c => (c.Kind, c.DisplayName)), Is.All.EqualTo((ActivityKind.Client, $"DELETE {ctx.Table}")));
         Assert.That(children.Select(c => c.GetTagItem("shardkit.shard")), Is.EquivalentTo(ctx.Shards.Names));
         Assert.That(capture.Measurements.Where(m => m.Name == "shardkit.fanout.width").Select(m => m.Value), Has.Member((double)ctx.Shards.Count));
         Assert.That(capture.AllText(), Has.None.Contains("123456789"));

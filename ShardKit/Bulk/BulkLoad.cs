@@ -160,7 +160,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
             {
                 _shardFailures.TryAdd(shard, new ShardFailure(Names[shard], e));
                 _connection.DataSource.BreakerAt(shard).OnFailure(e);
-                ShardKitTelemetry.Failures.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, Names[shard]));
+                ShardKitTelemetry.RecordFailure(Names[shard], e);
             }
 
             await _cancel.CancelAsync().ConfigureAwait(false);

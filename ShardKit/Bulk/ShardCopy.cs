@@ -47,7 +47,9 @@ internal sealed class ShardCopy<T>
             return;
         }
 
-        using var activity = ShardKitTelemetry.StartCommand(BulkLoad.Operation, Name);
+        var command = ShardKitTelemetry.Summarize(_plan.CopySql);
+        using var activity = ShardKitTelemetry.StartCommand(BulkLoad.Operation, _connection.DataSource.Map.Shards[Shard], command);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var breaker = _connection.DataSource.BreakerAt(Shard);
         var probe = false;
         try
@@ -80,10 +82,12 @@ internal sealed class ShardCopy<T>
             activity?.SetTag(ShardKitTelemetry.RowsTag, Rows);
             probe = false;
             breaker.OnSuccess(); // the shard took the COPY: a half-open breaker closes
+            ShardKitTelemetry.RecordDuration(Name, command, started);
         }
         catch (Exception e)
         {
             ShardKitTelemetry.RecordError(activity, e);
+            ShardKitTelemetry.RecordDuration(Name, command, started, e);
             throw;
         }
         finally

@@ -13,7 +13,8 @@ internal sealed partial class FanOutRun : IDisposable
     private readonly ConcurrentDictionary<int, ShardFailure> _failures = new();
     private readonly ShardedConnection.OperationScope _operation;
 
-    public FanOutRun(ShardedConnection connection, int[] shards, FanOutOptions options, CancellationToken callerToken)
+    public FanOutRun(ShardedConnection connection, int[] shards, FanOutOptions options, string operation, string? sql,
+        CancellationToken callerToken)
     {
         options.Validate();
         if (connection.CurrentTransaction is { } transaction)
@@ -26,6 +27,8 @@ internal sealed partial class FanOutRun : IDisposable
         // One fan-out is one operation of the connection, however many shards it opens in parallel.
         _operation = connection.EnterOperation();
         Connection = connection;
+        Operation = operation;
+        Command = ShardKitTelemetry.Summarize(sql);
         Shards = shards;
         Options = options;
         CallerToken = callerToken;
@@ -37,7 +40,7 @@ internal sealed partial class FanOutRun : IDisposable
         _all = _overall is null
             ? CancellationTokenSource.CreateLinkedTokenSource(callerToken)
             : CancellationTokenSource.CreateLinkedTokenSource(callerToken, _overall.Token);
-        ShardKitTelemetry.FanOutWidth.Record(shards.Length);
+        ShardKitTelemetry.RecordFanOutWidth(shards.Length, operation, Command);
         var width = Math.Min(options.MaxParallelism ?? shards.Length, shards.Length);
         Buffered = width < shards.Length;
         Slots = new SemaphoreSlim(width, width);
@@ -46,7 +49,10 @@ internal sealed partial class FanOutRun : IDisposable
     public ShardedConnection Connection { get; }
 
     /// <summary>The command's name in telemetry and logs (Query, Execute, ExecuteScalar, …).</summary>
-    public string Operation { get; init; } = "Query";
+    public string Operation { get; }
+
+    /// <summary>The statement's operation and table, for each shard's span and duration.</summary>
+    public CommandSummary Command { get; }
 
     public int[] Shards { get; }
 
@@ -76,7 +82,7 @@ internal sealed partial class FanOutRun : IDisposable
     public ShardAggregateException? Fail(int shard, Exception error)
     {
         _failures.TryAdd(shard, new ShardFailure(NameOf(shard), error));
-        ShardKitTelemetry.Failures.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, NameOf(shard)));
+        ShardKitTelemetry.RecordFailure(NameOf(shard), error);
         ShardKitLog.FanOutShardFailed(Connection.DataSource.Logger, Operation, NameOf(shard), Options.Policy, error.GetType().Name);
         if (Options.Policy == FanOutPolicy.CompleteResults)
         {
@@ -131,13 +137,15 @@ internal sealed partial class FanOutRun : IDisposable
         var probe = false;
         Npgsql.NpgsqlConnection? connection = null;
         var breaker = Connection.DataSource.BreakerAt(shard);
-        using var activity = ShardKitTelemetry.StartCommand(Operation, NameOf(shard));
+        using var activity = ShardKitTelemetry.StartCommand(Operation, Connection.DataSource.Map.Shards[shard], Command);
+        var started = 0L;
         try
         {
             // An open breaker fails this shard at once: partial results list it without waiting for a timeout.
             probe = breaker.ThrowIfOpen();
             await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
             holdsSlot = true;
+            started = System.Diagnostics.Stopwatch.GetTimestamp(); // the shard's time, not the wait for a slot
             if (Options.PerShardTimeout is { } timeout)
             {
                 cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
@@ -147,6 +155,7 @@ internal sealed partial class FanOutRun : IDisposable
             var result = await work(shard, connection, cancel.Token).ConfigureAwait(false);
             probe = false;
             breaker.OnSuccess();
+            ShardKitTelemetry.RecordDuration(NameOf(shard), Command, started);
             return (shard, true, result);
         }
         catch (Exception e) when (!CallerToken.IsCancellationRequested)
@@ -155,6 +164,11 @@ internal sealed partial class FanOutRun : IDisposable
             var error = ShardErrors.ForShard(e, Connection.DataSource.Map.Shards[shard], opening: connection is null);
             breaker.OnFailure(error);
             ShardKitTelemetry.RecordError(activity, error);
+            if (started != 0)
+            {
+                ShardKitTelemetry.RecordDuration(NameOf(shard), Command, started, error);
+            }
+
             if (FailedAlready is null)
             {
                 Fail(shard, error is OperationCanceledException && cancel.IsCancellationRequested

@@ -25,6 +25,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private volatile bool _stopping;
     private bool _answered;
     private bool _probe;
+    private long _commandStarted;
 
     /// <summary>How long an early stop reads on before cancelling the rest of the query on the server.</summary>
     private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
@@ -84,6 +85,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             if (!more)
             {
                 _run.Connection.DataSource.BreakerAt(_shard).OnSuccess();
+                RecordDuration(null);
                 await FinishAsync().ConfigureAwait(false);
             }
 
@@ -110,6 +112,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             var failure = ShardErrors.ForShard(e, _run.Connection.DataSource.Map.Shards[_shard], opening: _connection is null);
             breaker.OnFailure(failure);
             ShardKitTelemetry.RecordError(_activity, failure);
+            RecordDuration(failure);
 
             if (_run.FailedAlready is { } earlier)
             {
@@ -144,6 +147,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                 }
             }
 
+            RecordDuration(null); // the rows wanted arrived; the rest is not the shard's failure
             await StopEarlyAsync().ConfigureAwait(false);
         }
 
@@ -234,10 +238,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private async Task<bool> StartAsync(Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
-        _activity = ShardKitTelemetry.StartCommand(_run.Operation, Shard);
+        _activity = ShardKitTelemetry.StartCommand(_run.Operation, _run.Connection.DataSource.Map.Shards[_shard], _run.Command);
         _probe = _run.Connection.DataSource.BreakerAt(_shard).ThrowIfOpen();
         await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
         _holdsSlot = true;
+        _commandStarted = System.Diagnostics.Stopwatch.GetTimestamp(); // the shard's time, not the wait for a slot
         if (_run.Options.PerShardTimeout is { } timeout)
         {
             _cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
@@ -288,6 +293,16 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
 
         ReleaseSlot();
+    }
+
+    // Once per stream, and only for a command that started (not one refused by its breaker or cancelled waiting for a slot).
+    private void RecordDuration(Exception? error)
+    {
+        if (_commandStarted != 0)
+        {
+            ShardKitTelemetry.RecordDuration(Shard, _run.Command, _commandStarted, error);
+            _commandStarted = 0;
+        }
     }
 
     private void ReleaseSlot()
