@@ -75,20 +75,43 @@ internal static class MigrationSql
             return null;
         }
 
-        if (i >= tokens.Count || Next("on") || !IsName(statement, tokens[i]))
+        if (i >= tokens.Count || Next("on"))
         {
             return null;
         }
 
-        var first = tokens[i];
-        var end = first.Start + first.Length;
-        if (i + 2 < tokens.Count && statement[tokens[i + 1].Start] == '.' && IsName(statement, tokens[i + 2]))
+        var (schema, name) = QualifiedName(statement, tokens, ref i);
+        if (name is null || !Next("on"))
         {
-            end = tokens[i + 2].Start + tokens[i + 2].Length;
+            return null;
         }
 
-        return statement[first.Start..end];
+        // An index lives in its table's schema: qualify the index by it, so the lookup does not depend on the search path.
+        Next("only");
+        var (tableSchema, _) = QualifiedName(statement, tokens, ref i);
+        return schema is not null ? schema + "." + name : tableSchema is not null ? tableSchema + "." + name : name;
     }
+
+    /// <summary>Reads <c>name</c> or <c>schema.name</c> (each a word or a quoted identifier) at <paramref name="i"/>.</summary>
+    private static (string? Schema, string? Name) QualifiedName(string sql, List<SqlToken> tokens, ref int i)
+    {
+        if (i >= tokens.Count || !IsName(sql, tokens[i]))
+        {
+            return (null, null);
+        }
+
+        var first = Text(sql, tokens[i++]);
+        if (i + 1 < tokens.Count && tokens[i].Kind == SqlTokenKind.Other && sql[tokens[i].Start] == '.' && IsName(sql, tokens[i + 1]))
+        {
+            var second = Text(sql, tokens[i + 1]);
+            i += 2;
+            return (first, second);
+        }
+
+        return (null, first);
+    }
+
+    private static string Text(string sql, SqlToken token) => sql.Substring(token.Start, token.Length);
 
     private static bool IsName(string sql, SqlToken token) =>
         token.Kind == SqlTokenKind.Word || (token.Kind == SqlTokenKind.Other && sql[token.Start] == '"');
