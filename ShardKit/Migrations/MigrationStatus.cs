@@ -10,7 +10,7 @@ public sealed class MigrationStatus
         var everywhere = readable.SelectMany(s => s.Applied.Select(a => a.Version)).ToHashSet();
         foreach (var shard in readable)
         {
-            shard.IsBehind = shard.Applied.Count < everywhere.Count;
+            shard.IsBehind = !everywhere.IsSubsetOf(shard.Applied.Select(a => a.Version));
         }
 
         ShardsBehind = readable.Where(s => s.IsBehind).Select(s => s.Shard).ToArray();

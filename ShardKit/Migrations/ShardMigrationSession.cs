@@ -56,18 +56,19 @@ internal sealed class ShardMigrationSession : IAsyncDisposable
         CancellationToken cancellationToken)
     {
         var applied = new List<long>();
-        if (pending.Count == 0)
-        {
-            return applied;
-        }
-
+        var historyReady = false;
         foreach (var migration in pending)
         {
             progress?.Report(new MigrationProgress(Shard.Name, migration, MigrationStage.Started, TimeSpan.Zero, isCanary));
             var started = Stopwatch.GetTimestamp();
             try
             {
-                await _history.EnsureAsync(_connection, cancellationToken).ConfigureAwait(false);
+                if (!historyReady)
+                {
+                    await _history.EnsureAsync(_connection, cancellationToken).ConfigureAwait(false);
+                    historyReady = true;
+                }
+
                 if (migration.IsTransactional)
                 {
                     await RunInTransactionAsync(migration, started, cancellationToken).ConfigureAwait(false);
