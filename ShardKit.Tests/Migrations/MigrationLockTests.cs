@@ -66,4 +66,28 @@ public sealed class MigrationLockTests
         Assert.That(status.AppliedVersions["s0"], Is.Empty, "s0 kept version 1 from the failed run");
         Assert.That(status.AppliedVersions["s1"], Is.EqualTo(new long[] { 1 }));
     }
+
+    [Test]
+    public async Task A_cancelled_run_rolls_back_the_script_in_flight_and_releases_every_lock()
+    {
+        await using var shards = await MigrationShards.SharedAsync();
+        var migrations = new[] { shards.Script(1, "slow", "create table {0}.slow (x int); select pg_sleep(30)") };
+        using var cancel = new CancellationTokenSource();
+        var progress = new InlineProgress(p =>
+        {
+            if (p.Stage == MigrationStage.Started)
+            {
+                cancel.CancelAfter(TimeSpan.FromMilliseconds(300));
+            }
+        });
+
+        Assert.That(() => shards.Source.MigrateAsync(migrations, shards.Options, progress, cancel.Token), Throws.InstanceOf<OperationCanceledException>());
+
+        Assert.That(await shards.TableExistsAsync(0, "slow"), Is.False, "the canary's script rolled back");
+        Assert.That((await shards.HistoryAsync()).SelectMany(h => h), Is.Empty);
+        await using var other = shards.NewSource();
+        var quick = new[] { shards.Script(1, "slow", "create table {0}.slow (x int)") };
+        var result = await other.MigrateAsync(quick, shards.OptionsWith(lockTimeout: TimeSpan.Zero));
+        Assert.That(result.AppliedCount, Is.EqualTo(shards.Direct.Count), "no lock was left behind");
+    }
 }

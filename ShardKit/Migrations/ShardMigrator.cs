@@ -46,7 +46,9 @@ public sealed class ShardMigrator
     /// parallel (at most <see cref="MigrationOptions.MaxParallelism"/> at once). Each transactional script commits on a
     /// shard together with its history row, or not at all; a run that failed somewhere converges when run again.
     /// </summary>
-    /// <param name="progress">Receives each script's start, success or failure on each shard.</param>
+    /// <param name="progress">
+    /// Receives each script's start, success or failure on each shard; after the canary, from several shards at once.
+    /// </param>
     /// <param name="cancellationToken">Stops the run; a transactional script in flight rolls back on its shard.</param>
     /// <returns>What was applied on each shard.</returns>
     /// <exception cref="MigrationLockTimeoutException">Another process is migrating a shard; nothing was applied.</exception>
