@@ -156,4 +156,28 @@ public sealed class MigrateTests
         Assert.That(error.SqlState, Is.EqualTo("25001"));
         Assert.That(error.Message, Does.Contain(Migration.NoTransactionMarker));
     }
+
+    [Test]
+    public async Task Applied_and_failed_scripts_and_dropped_invalid_indexes_are_logged_with_shard_and_script()
+    {
+        await using var shards = await MigrationShards.SharedAsync();
+        using var logs = new LogCapture();
+        await using var source = shards.NewSource(take: 1, logs: logs);
+        Migration[] migrations =
+        [
+            shards.Script(1, "create_t", "create table {0}.t (x int); insert into {0}.t values (1), (1)"),
+            new Migration(2, "t_unique", $"{Migration.NoTransactionMarker}\ncreate unique index concurrently if not exists t_x on {shards.Schema}.t (x)"),
+        ];
+        Assert.ThrowsAsync<MigrationException>(() => source.MigrateAsync(migrations, shards.Options));
+        await shards.OnShardAsync(0, "delete from {0}.t where ctid <> (select min(ctid) from {0}.t)");
+
+        await source.MigrateAsync(migrations, shards.Options);
+
+        Assert.That(logs.Logs.Where(l => l.EventId == 1701).Select(l => l.Message.Split(" in ")[0]),
+            Is.EqualTo(new[] { "Migration 0001_create_t applied on shard s0", "Migration 0002_t_unique applied on shard s0" }));
+        var failed = logs.Logs.Single(l => l.EventId == 1702);
+        Assert.That(failed.Level, Is.EqualTo(Microsoft.Extensions.Logging.LogLevel.Error));
+        Assert.That(failed.Message, Is.EqualTo("Migration 0002_t_unique failed on shard s0 (SQLSTATE 23505)"));
+        Assert.That(logs.Logs.Single(l => l.EventId == 1703).Message, Does.Contain("t_x").And.Contain("0002_t_unique").And.Contain("s0"));
+    }
 }

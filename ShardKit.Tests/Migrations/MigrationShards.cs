@@ -48,9 +48,14 @@ internal sealed class MigrationShards : IAsyncDisposable
         new(direct, Enumerable.Range(0, direct.Count).Select(i => $"s{i}").ToArray(), "mig_" + Guid.NewGuid().ToString("N")[..10], ownsSchema: false);
 
     /// <summary>Another data source over the same servers (another process, as far as the servers can tell).</summary>
-    public ShardedDataSource NewSource(int? take = null)
+    public ShardedDataSource NewSource(int? take = null, Microsoft.Extensions.Logging.ILoggerFactory? logs = null)
     {
         var builder = new ShardedDataSourceBuilder();
+        if (logs is not null)
+        {
+            builder.UseLoggerFactory(logs);
+        }
+
         for (var i = 0; i < (take ?? Direct.Count); i++)
         {
             builder.AddShard(Names[i], Direct[i] + ";Pooling=false");

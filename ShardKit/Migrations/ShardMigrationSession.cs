@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace ShardKit;
@@ -14,9 +15,11 @@ internal sealed class ShardMigrationSession : IAsyncDisposable
     private readonly NpgsqlConnection _connection;
     private readonly MigrationHistory _history;
     private readonly MigrationOptions _options;
+    private readonly ILogger _logger;
 
-    private ShardMigrationSession(ShardInfo shard, NpgsqlConnection connection, MigrationHistory history, MigrationOptions options)
+    private ShardMigrationSession(ShardInfo shard, NpgsqlConnection connection, MigrationHistory history, MigrationOptions options, ILogger logger)
     {
+        _logger = logger;
         Shard = shard;
         _connection = connection;
         _history = history;
@@ -29,13 +32,13 @@ internal sealed class ShardMigrationSession : IAsyncDisposable
 
     /// <summary>Connects, takes the shard's migration lock (waiting up to the lock timeout) and reads its history.</summary>
     public static async Task<ShardMigrationSession> OpenAsync(NpgsqlDataSource dataSource, ShardInfo shard, MigrationHistory history,
-        MigrationOptions options, CancellationToken cancellationToken)
+        MigrationOptions options, ILogger logger, CancellationToken cancellationToken)
     {
         NpgsqlConnection? connection = null;
         try
         {
             connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            var session = new ShardMigrationSession(shard, connection, history, options);
+            var session = new ShardMigrationSession(shard, connection, history, options, logger);
             await session.LockAsync(cancellationToken).ConfigureAwait(false);
             session.Applied = await history.ReadAsync(connection, cancellationToken).ConfigureAwait(false);
             return session;
@@ -81,9 +84,12 @@ internal sealed class ShardMigrationSession : IAsyncDisposable
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 progress?.Report(new MigrationProgress(Shard.Name, migration, MigrationStage.Failed, Stopwatch.GetElapsedTime(started), isCanary));
-                throw MigrationFailure.Create(Shard, migration, isCanary, e);
+                var failure = MigrationFailure.Create(Shard, migration, isCanary, e);
+                ShardKitLog.MigrationFailed(_logger, migration.ToString(), Shard.Name, failure.SqlState, failure);
+                throw failure;
             }
 
+            ShardKitLog.MigrationApplied(_logger, migration.ToString(), Shard.Name, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             progress?.Report(new MigrationProgress(Shard.Name, migration, MigrationStage.Applied, Stopwatch.GetElapsedTime(started), isCanary));
             applied.Add(migration.Version);
         }
@@ -113,6 +119,7 @@ internal sealed class ShardMigrationSession : IAsyncDisposable
             foreach (var invalid in await InvalidIndexesAsync(indexes, cancellationToken).ConfigureAwait(false))
             {
                 await ExecuteAsync($"drop index concurrently if exists {invalid}", cancellationToken).ConfigureAwait(false);
+                ShardKitLog.InvalidIndexDropped(_logger, invalid, migration.ToString(), Shard.Name);
             }
         }
 

@@ -66,7 +66,7 @@ public sealed class ShardMigrator
             foreach (var shard in shards)
             {
                 sessions[shard.Index] = await ShardMigrationSession.OpenAsync(_dataSource.DataSourceAt(shard.Index), shard, _history, Options,
-                    cancellationToken).ConfigureAwait(false);
+                    _dataSource.Logger, cancellationToken).ConfigureAwait(false);
             }
 
             ThrowOnChecksumDrift(sessions!);
