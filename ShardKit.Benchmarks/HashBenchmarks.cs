@@ -1,5 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using ShardKit.Routing;
 
 namespace ShardKit.Benchmarks;
 

@@ -1,5 +1,4 @@
 using BenchmarkDotNet.Attributes;
-using ShardKit.Ids;
 
 namespace ShardKit.Benchmarks;
 

@@ -1,7 +1,6 @@
 using System.Data;
 using System.Runtime.CompilerServices;
 using Dapper;
-using ShardKit.Merging;
 
 namespace ShardKit;
 

@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Time.Testing;
-using ShardKit.Ids;
 
 namespace ShardKit.Tests.Ids;
 

@@ -1,4 +1,3 @@
-using ShardKit.Ids;
 
 namespace ShardKit.Tests.Ids;
 

@@ -1,6 +1,4 @@
 using Npgsql;
-using ShardKit.Ids;
-using ShardKit.Routing;
 
 namespace ShardKit.Tests.Ids;
 

@@ -1,4 +1,3 @@
-using ShardKit.Merging;
 
 namespace ShardKit.Tests.Merging;
 

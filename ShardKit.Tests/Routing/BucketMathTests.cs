@@ -1,5 +1,4 @@
 using Npgsql;
-using ShardKit.Routing;
 
 namespace ShardKit.Tests.Routing;
 

@@ -1,5 +1,4 @@
 using System.Text;
-using ShardKit.Routing;
 
 namespace ShardKit.Tests.Routing;
 

@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>The shard of an id: the owner of the bucket it carries, or with strategies other than hash its shard index.</summary>
 internal static class IdRouting

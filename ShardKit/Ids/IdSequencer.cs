@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// The lock-free heart of a generator: one 64-bit slot per bucket holding <c>(millisecond &lt;&lt; 4) | sequence</c> of

@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// The layout of a ShardKit id: a positive 63-bit <see cref="long"/> (a PostgreSQL <c>bigint</c>) that is ordered by

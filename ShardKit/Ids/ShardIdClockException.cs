@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// The clock stepped back further than <see cref="ShardIdGeneratorOptions.MaxClockStepBack"/>, or reads a time outside

@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// An id or bucket is not valid: an id that is not positive, a bucket outside the map, an id made for another map.

@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>Background renewal and release of the worker lease.</summary>
 public sealed partial class ShardIdGenerator

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// Makes <see cref="ShardId"/> ids in the application with no round trip: each carries the bucket of its shard key, so

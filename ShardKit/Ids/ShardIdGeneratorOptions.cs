@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>How a <see cref="ShardIdGenerator"/> leases its worker number and treats its clock.</summary>
 public sealed class ShardIdGeneratorOptions

@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// A generator has no valid worker lease: every worker number is taken, or the lease expired without renewal (another

@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>The fields of a ShardKit id, from <see cref="ShardId.Decode"/>.</summary>
 /// <param name="Timestamp">When the id was made, to the millisecond (a generator may run slightly ahead of its clock).</param>

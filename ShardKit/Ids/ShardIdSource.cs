@@ -1,4 +1,4 @@
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>Who made an id: its bit 9.</summary>
 public enum ShardIdSource

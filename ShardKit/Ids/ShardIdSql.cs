@@ -1,6 +1,6 @@
 using Npgsql;
 
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// Installs database-side id generation on every shard, so an insert that omits the id still gets a ShardKit id:

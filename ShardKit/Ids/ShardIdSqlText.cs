@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>The SQL ShardKit installs on each shard for database-made ids.</summary>
 internal static class ShardIdSqlText

@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>Table and column names that ShardKit splices into DDL: plain identifiers only, so nothing can be injected.</summary>
 internal static partial class SqlNames

@@ -1,6 +1,6 @@
 using Npgsql;
 
-namespace ShardKit.Ids;
+namespace ShardKit;
 
 /// <summary>
 /// The worker-number table on the first shard: one row per worker (0-31) with the end of its lease in id

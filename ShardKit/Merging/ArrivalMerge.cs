@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// Concatenates the shards' rows in the order they arrive: whichever shard has a row ready is read next, so a slow

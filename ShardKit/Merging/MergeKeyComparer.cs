@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// Compares rows by one key, the way PostgreSQL's <c>ORDER BY</c> does: NULL sorts after every value ascending and

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using ShardKit.Merging;
 
 namespace ShardKit;
 

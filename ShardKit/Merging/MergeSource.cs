@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>One shard's rows as the merge reads them.</summary>
 internal readonly record struct MergeSource<T>(string Shard, IAsyncEnumerator<T> Rows)

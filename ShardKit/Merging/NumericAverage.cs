@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// The average PostgreSQL's <c>avg(numeric)</c> returns: the sum over the count, rounded half away from zero to the

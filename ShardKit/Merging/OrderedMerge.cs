@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// The k-way merge of shard streams that are each already sorted: a tournament (loser) tree holds one row per shard,

@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// The default comparers of merge keys whose .NET order differs from PostgreSQL's: text by Unicode code point (as

@@ -1,7 +1,7 @@
 using System.Linq.Expressions;
 using System.Reflection;
 
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// The equality <see cref="MergePlan{T}.Distinct"/> uses by default: a row's own equality when it has one (records,

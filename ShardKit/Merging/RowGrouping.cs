@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>Combines rows that share a key (the per-shard partial results of a GROUP BY) into one row per key.</summary>
 internal abstract class RowGrouping<T>

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>Converts the values shards return (boxed, of the column's own type) into the type the caller asked for.</summary>
 internal static class ScalarValues

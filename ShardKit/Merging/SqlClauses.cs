@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>The clauses of a statement's top level that make per-shard answers differ from one database's answer.</summary>
 [Flags]

@@ -1,4 +1,4 @@
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>One token of a statement: a word (keyword or identifier), a parenthesis, or other punctuation.</summary>
 internal readonly record struct SqlToken(SqlTokenKind Kind, int Start, int Length, int Depth);

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Collections.Frozen;
 
-namespace ShardKit.Merging;
+namespace ShardKit;
 
 /// <summary>
 /// Finds the clauses of a statement's top level (outside any parentheses: subqueries, CTE bodies, window clauses and

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace ShardKit.Routing;
+namespace ShardKit;
 
 /// <summary>
 /// Cuts the int32 hash space [<see cref="int.MinValue"/>, <see cref="int.MaxValue"/>] into <c>bucketCount</c>

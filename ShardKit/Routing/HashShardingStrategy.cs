@@ -1,4 +1,3 @@
-using ShardKit.Routing;
 
 namespace ShardKit;
 

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 using System.Numerics;
 using System.Text;
 
-namespace ShardKit.Routing;
+namespace ShardKit;
 
 /// <summary>
 /// PostgreSQL's own hash functions, bit for bit: <c>hashint8</c>, <c>hashtext</c> and <c>uuid_hash</c> as a
