@@ -119,7 +119,7 @@ public sealed partial class FanOutScope
         using var run = new FanOutRun(_connection, _shards, Options, "ExecuteScalar", command.CommandText, command.CancellationToken);
         var results = await run.RunEachAsync(async (connection, token) =>
         {
-            var reader = await connection.ExecuteReaderAsync(Rebind(command, token)).ConfigureAwait(false);
+            var reader = await connection.ExecuteReaderAsync(ShardRowReader.WithToken(command, token)).ConfigureAwait(false);
             await using var _ = reader.ConfigureAwait(false);
             if (!await reader.ReadAsync(token).ConfigureAwait(false))
             {
@@ -215,9 +215,6 @@ public sealed partial class FanOutScope
     private static CommandDefinition Command(string sql, object? param, int? commandTimeout, CommandType? commandType,
         CancellationToken cancellationToken) =>
         new(sql, param, null, commandTimeout, commandType, CommandFlags.Buffered, cancellationToken);
-
-    private static CommandDefinition Rebind(CommandDefinition command, CancellationToken token) =>
-        new(command.CommandText, command.Parameters, null, command.CommandTimeout, command.CommandType, command.Flags, token);
 
     private static InvalidOperationException NoRows() => new("The query returned no row on any shard.");
 

@@ -59,48 +59,5 @@ public sealed partial class FanOutScope
         Wait(ExecuteAsync(sql, param, commandTimeout, commandType));
 
     private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command) =>
-        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => ReadRowsAsync<T>(connection, command, token))).ToArray();
-
-    private static Func<System.Data.Common.DbDataReader, T> RowParser<T>(System.Data.Common.DbDataReader reader)
-    {
-        if (!UntypedParser<T>.Needed)
-        {
-            try
-            {
-                return reader.GetRowParser<T>();
-            }
-            catch (InvalidCastException)
-            {
-                // Dapper hands out an untyped parser for some single-column types (string): remember, so the
-                // exception is paid once per type rather than once per shard and query.
-                UntypedParser<T>.Needed = true;
-            }
-        }
-
-        var parse = reader.GetRowParser(typeof(T));
-        return r => (T)parse(r)!;
-    }
-
-    private static class UntypedParser<T>
-    {
-        public static bool Needed;
-    }
-
-    /// <summary>
-    /// Reads rows with Dapper's parameter binding and row mapping but its own loop: Dapper's unbuffered query sends
-    /// the server a cancel request (a new socket) whenever it finishes, which a fan-out would pay on every shard.
-    /// </summary>
-    private static async IAsyncEnumerable<T> ReadRowsAsync<T>(NpgsqlConnection connection, CommandDefinition command,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var reader = await connection.ExecuteReaderAsync(Rebind(command, cancellationToken)).ConfigureAwait(false);
-        await using (reader.ConfigureAwait(false))
-        {
-            var parse = RowParser<T>(reader);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                yield return parse(reader);
-            }
-        }
-    }
+        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => ShardRowReader.ReadAsync<T>(connection, command, token))).ToArray();
 }

@@ -2,7 +2,7 @@ using Npgsql;
 
 namespace ShardKit;
 
-/// <summary>The end of a load: commit through the commit step, or roll every shard back, and the error that says which.</summary>
+/// <summary>The end of a load: commit every shard, or roll every shard back, and the error that says which.</summary>
 internal sealed partial class BulkLoad<T>
 {
     private BulkInsertException FailedBeforeCommit(string[] names, ShardCopy<T>[] copies)
@@ -36,10 +36,10 @@ internal sealed partial class BulkLoad<T>
     private static string ErrorText(Exception error) =>
         error is PostgresException pg ? $"{pg.SqlState}: {pg.MessageText}" : error.Message;
 
-    private async Task<BulkInsertResult> CommitAsync(IBulkCommitStep commit, ShardCopy<T>[] copies)
+    private async Task<BulkInsertResult> CommitAsync(ShardCopy<T>[] copies)
     {
         var targets = copies.Where(c => c.Transaction is not null).Select(c => new ShardCommitTarget(c.Shard, c.Name, c.Transaction!)).ToArray();
-        var outcome = await commit.CommitAsync(targets).ConfigureAwait(false);
+        var outcome = await CommitAfterAllCopies.CommitAsync(targets).ConfigureAwait(false);
         await DisposeTransactionsAsync(copies).ConfigureAwait(false);
         if (!outcome.Succeeded)
         {

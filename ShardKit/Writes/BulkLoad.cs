@@ -14,7 +14,7 @@ internal static class BulkLoad
 /// <summary>
 /// One bulk load: a producer reads the input and routes rows into one bounded channel per shard; one consumer per
 /// shard streams its channel into a binary COPY inside a transaction. The first failure cancels every side and rolls
-/// every shard back; when all COPYs completed, the commit step (<see cref="IBulkCommitStep"/>) commits them.
+/// every shard back; when all COPYs completed, <see cref="CommitAfterAllCopies"/> commits them (an all-or-nothing load runs inside a distributed transaction instead).
 /// </summary>
 internal sealed partial class BulkLoad<T> : IDisposable
 {
@@ -43,7 +43,6 @@ internal sealed partial class BulkLoad<T> : IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(table);
         options ??= BulkInsertOptions.Default;
         options.Validate();
-        var commit = BulkCommitSteps.For(options, connection);
         ShardKeyAccessor<T>.EnsureKey();
         if (connection.CurrentTransaction is { } transaction)
         {
@@ -52,10 +51,10 @@ internal sealed partial class BulkLoad<T> : IDisposable
         }
 
         using var load = new BulkLoad<T>(connection, table, options, cancellationToken);
-        return await load.RunAsync(produce, commit).ConfigureAwait(false);
+        return await load.RunAsync(produce).ConfigureAwait(false);
     }
 
-    private async Task<BulkInsertResult> RunAsync(Func<BulkRouter<T>, CancellationToken, Task> produce, IBulkCommitStep commit)
+    private async Task<BulkInsertResult> RunAsync(Func<BulkRouter<T>, CancellationToken, Task> produce)
     {
         var names = Names;
         using var activity = ShardKitTelemetry.StartBulkInsert(_table, names.Length);
@@ -83,7 +82,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
                 throw FailedBeforeCommit(names, copies);
             }
 
-            var result = await CommitAsync(commit, copies).ConfigureAwait(false);
+            var result = await CommitAsync(copies).ConfigureAwait(false);
             activity?.SetTag(ShardKitTelemetry.RowsTag, result.Total);
             ShardKitLog.BulkInsertCompleted(_connection.DataSource.Logger, _table, result.Total, names.Length);
             return result;

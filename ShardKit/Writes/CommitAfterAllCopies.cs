@@ -7,15 +7,9 @@ namespace ShardKit;
 /// while another fails is a single round trip. A commit PostgreSQL answers with an error rolled back; a commit that
 /// got no answer is in doubt.
 /// </summary>
-internal sealed class CommitAfterAllCopies : IBulkCommitStep
+internal static class CommitAfterAllCopies
 {
-    public static readonly CommitAfterAllCopies Instance = new();
-
-    private CommitAfterAllCopies()
-    {
-    }
-
-    public async Task<BulkCommitOutcome> CommitAsync(IReadOnlyList<ShardCommitTarget> targets)
+    public static async Task<BulkCommitOutcome> CommitAsync(IReadOnlyList<ShardCommitTarget> targets)
     {
         var errors = await Task.WhenAll(targets.Select(CommitOneAsync)).ConfigureAwait(false);
         var committed = new List<string>();
