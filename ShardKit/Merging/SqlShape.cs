@@ -50,14 +50,14 @@ internal static class SqlShape
         {
             if (tokens[i] is { Kind: SqlTokenKind.Word, Depth: 0 })
             {
-                clauses |= Clause(new Reader(sql, tokens), i);
+                clauses |= Clause(new TokenCursor(sql, tokens), i);
             }
         }
 
         return clauses;
     }
 
-    private static SqlClauses Clause(Reader r, int i) => r.Text(i).ToLowerInvariant() switch
+    private static SqlClauses Clause(TokenCursor r, int i) => r.Text(i).ToLowerInvariant() switch
     {
         "order" when r.IsWord(i + 1, "by") => SqlClauses.OrderBy,
         "group" when r.IsWord(i + 1, "by") => SqlClauses.GroupBy,
@@ -73,7 +73,7 @@ internal static class SqlShape
     };
 
     /// <summary>Whether the call whose argument list opens at <paramref name="open"/> ends in OVER (…): a window function.</summary>
-    private static bool IsWindowCall(Reader r, int open)
+    private static bool IsWindowCall(TokenCursor r, int open)
     {
         var next = r.AfterParentheses(open);
         if (r.IsWord(next, "within") && r.IsWord(next + 1, "group"))
@@ -89,7 +89,7 @@ internal static class SqlShape
         return r.IsWord(next, "over");
     }
 
-    private readonly struct Reader(string sql, List<SqlToken> tokens)
+    private readonly struct TokenCursor(string sql, List<SqlToken> tokens)
     {
         public string Text(int i) => sql.Substring(tokens[i].Start, tokens[i].Length);
 

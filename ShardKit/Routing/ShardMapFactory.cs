@@ -29,7 +29,7 @@ internal static class ShardMapFactory
         TryCreate(options, options.Strategy == ShardingStrategyKind.Custom ? _ => "" : null, null, null, errors);
         if (options.DistributedTransactions is { } distributed)
         {
-            errors.AddRange(DistributedSettings.Validate(distributed, options.Shards.Select(s => s.Name).ToArray()));
+            errors.AddRange(distributed.Validate(options.Shards.Select(s => s.Name).ToArray()));
         }
 
         return errors;

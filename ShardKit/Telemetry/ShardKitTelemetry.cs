@@ -15,6 +15,9 @@ internal static class ShardKitTelemetry
     public static readonly string Version =
         typeof(ShardKitTelemetry).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
 
+    /// <summary>The operation name of a bulk load in telemetry and logs.</summary>
+    public const string BulkInsertOperation = "BulkInsert";
+
     public static readonly ActivitySource Source = new(ShardKitInfo.Name, Version);
 
     public static readonly Meter Meter = new(ShardKitInfo.Name, Version);
@@ -118,7 +121,7 @@ internal static class ShardKitTelemetry
     /// <summary>Starts the parent activity of a bulk load, or returns null when nobody listens.</summary>
     public static Activity? StartBulkInsert(string table, int shardCount)
     {
-        var activity = Start("ShardKit bulk insert", BulkLoad.Operation);
+        var activity = Start("ShardKit bulk insert", BulkInsertOperation);
         if (activity is { IsAllDataRequested: true })
         {
             activity.SetTag(CollectionTag, table);

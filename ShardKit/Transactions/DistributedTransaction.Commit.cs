@@ -19,7 +19,7 @@ public sealed partial class DistributedTransaction
     public async Task<DistributedCommitResult> CommitAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfNotActive();
-        _state = (int)State.Committing;
+        _state = (int)Phase.Committing;
         var shards = TouchedShards();
         using var activity = ShardKitTelemetry.StartDistributed("commit", shards.Length);
         try
@@ -27,7 +27,7 @@ public sealed partial class DistributedTransaction
             switch (shards.Length)
             {
                 case 0:
-                    _state = (int)State.Committed;
+                    _state = (int)Phase.Committed;
                     return new DistributedCommitResult(null, [], []);
                 case 1:
                     await CommitSingleAsync(shards[0], activity, cancellationToken).ConfigureAwait(false);
@@ -48,7 +48,7 @@ public sealed partial class DistributedTransaction
         if (cancellationToken.IsCancellationRequested)
         {
             await RollbackOnAsync(shard, CancellationToken.None).ConfigureAwait(false);
-            _state = (int)State.RolledBack;
+            _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             cancellationToken.ThrowIfCancellationRequested();
         }
@@ -56,14 +56,14 @@ public sealed partial class DistributedTransaction
         try
         {
             await ExecuteEndingAsync(shard, "commit", cancellationToken).ConfigureAwait(false);
-            _state = (int)State.Committed;
+            _state = (int)Phase.Committed;
             ShardKitTelemetry.RecordOutcome(activity, "committed");
         }
         catch (PostgresException e) when (!ShardErrors.IsConnectionFailure(e))
         {
             // The server refused, so nothing was committed: the same error as when one of several shards cannot prepare.
             await RollbackOnAsync(shard, CancellationToken.None).ConfigureAwait(false);
-            _state = (int)State.RolledBack;
+            _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             throw new ShardAggregateException([new ShardFailure(name, Refusal(name, e))]);
         }
@@ -72,7 +72,7 @@ public sealed partial class DistributedTransaction
             // The connection broke while COMMIT was in flight: the outcome is unknown, as with any single-server commit.
             // The connection is closed so the next command on this shard starts from a clean session.
             await CloseParticipantAsync(shard).ConfigureAwait(false);
-            _state = (int)State.InDoubt;
+            _state = (int)Phase.InDoubt;
             ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
             throw;
         }
@@ -93,7 +93,7 @@ public sealed partial class DistributedTransaction
             var failed = failures.OfType<ShardFailure>().ToArray();
             // A failed shard may still have prepared (its answer was lost), so every shard is asked; "does not exist" is fine.
             await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
-            _state = (int)State.RolledBack;
+            _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             ShardKitLog.DistributedPrepareFailed(DataSource.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
             throw new ShardAggregateException(failed);
@@ -103,7 +103,7 @@ public sealed partial class DistributedTransaction
         if (cancellationToken.IsCancellationRequested)
         {
             await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
-            _state = (int)State.RolledBack;
+            _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             cancellationToken.ThrowIfCancellationRequested();
         }
@@ -114,7 +114,7 @@ public sealed partial class DistributedTransaction
         if (outcome != DecisionLog.Commit)
         {
             await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
-            _state = (int)State.RolledBack;
+            _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             ShardKitLog.DistributedAbortedByRecovery(DataSource.Logger, gid);
             var coordinatorName = DataSource.Map.ShardNames[coordinator];
@@ -129,7 +129,7 @@ public sealed partial class DistributedTransaction
                     "retry, and raise DistributedTransactionOptions.AbortPreparedAfter if commits can legitimately take that long."))]);
         }
 
-        _state = (int)State.Committed;
+        _state = (int)Phase.Committed;
         ShardKitTelemetry.RecordOutcome(activity, "committed");
         await StepAsync(DistributedStep.AfterDecision, null).ConfigureAwait(false);
 
@@ -218,7 +218,7 @@ public sealed partial class DistributedTransaction
             }
         }
 
-        _state = (int)State.InDoubt;
+        _state = (int)Phase.InDoubt;
         ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
         var coordinatorName = DataSource.Map.ShardNames[coordinator];
         ShardKitLog.DistributedInDoubt(DataSource.Logger, gid, coordinatorName, first!);

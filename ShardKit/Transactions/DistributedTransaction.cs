@@ -25,7 +25,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         _participants = new NpgsqlConnection?[owner.DataSource.ShardCount];
     }
 
-    private enum State
+    private enum Phase
     {
         Active,
         Committing,
@@ -44,7 +44,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     public string? GlobalId { get; private set; }
 
     /// <summary>True while commands may still join the transaction.</summary>
-    internal bool IsActive => _state == (int)State.Active;
+    internal bool IsActive => _state == (int)Phase.Active;
 
     private ShardedDataSource DataSource => _owner.DataSource;
 
@@ -75,7 +75,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     public async Task RollbackAsync(CancellationToken cancellationToken = default)
     {
         ThrowIfNotActive();
-        _state = (int)State.RolledBack;
+        _state = (int)Phase.RolledBack;
         using var activity = ShardKitTelemetry.StartDistributed("rollback", TouchedShards().Length);
         try
         {
@@ -104,7 +104,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     {
         if (IsActive)
         {
-            _state = (int)State.RolledBack;
+            _state = (int)Phase.RolledBack;
             foreach (var shard in TouchedShards())
             {
                 try
@@ -191,7 +191,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         if (!IsActive)
         {
             throw new InvalidOperationException(
-                $"This distributed transaction is already {(State)_state switch { State.Committing => "committing", State.Committed => "committed", State.RolledBack => "rolled back", _ => "finished (in doubt)" }}; start a new one.");
+                $"This distributed transaction is already {(Phase)_state switch { Phase.Committing => "committing", Phase.Committed => "committed", Phase.RolledBack => "rolled back", _ => "finished (in doubt)" }}; start a new one.");
         }
     }
 }

@@ -9,8 +9,7 @@ internal static class GlobalTransactionId
 {
     public const string Prefix = "shardkit:";
 
-    /// <summary>PostgreSQL's gid limit is 200 bytes; the prefix, separator and id take 42.</summary>
-    public const int MaxCoordinatorLength = 150;
+    public const int MaxCoordinatorLength = DistributedTransactionOptions.MaxCoordinatorLength;
 
     public static string New(string coordinator) => Prefix + coordinator + ":" + Guid.NewGuid().ToString("N");
 

@@ -8,7 +8,7 @@ namespace ShardKit;
 internal static class BulkLoad
 {
     /// <summary>The operation name in telemetry and logs.</summary>
-    public const string Operation = "BulkInsert";
+    public const string Operation = ShardKitTelemetry.BulkInsertOperation;
 }
 
 /// <summary>

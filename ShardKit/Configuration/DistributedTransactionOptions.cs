@@ -32,5 +32,42 @@ public sealed class DistributedTransactionOptions
     /// breaks it with a <see cref="DistributedLockTimeoutException"/>. Set with <c>SET LOCAL lock_timeout</c> on each shard
     /// the transaction reaches, so sessions outside distributed transactions are unaffected.
     /// </summary>
-    public TimeSpan? LockTimeout { get; set; } = DistributedSettings.DefaultLockTimeout;
+    public TimeSpan? LockTimeout { get; set; } = DefaultLockTimeout;
+
+    /// <summary>PostgreSQL's gid limit is 200 bytes; the prefix, separator and id take 42.</summary>
+    internal const int MaxCoordinatorLength = 150;
+
+    internal static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>Every problem with these options, for the builder and the options validator alike.</summary>
+    internal List<string> Validate(IReadOnlyList<string> shardNames)
+    {
+        var errors = new List<string>();
+        if (CoordinatorShard is { } name && !shardNames.Contains(name))
+        {
+            errors.Add($"The distributed transaction coordinator '{name}' is not a configured shard; use one of: {string.Join(", ", shardNames)}.");
+        }
+
+        if ((CoordinatorShard ?? shardNames.FirstOrDefault() ?? "").Length > MaxCoordinatorLength)
+        {
+            errors.Add($"The coordinator shard's name is longer than {MaxCoordinatorLength} characters; it must fit in a PostgreSQL prepared transaction id.");
+        }
+
+        if (AbortPreparedAfter < TimeSpan.Zero)
+        {
+            errors.Add("DistributedTransactionOptions.AbortPreparedAfter cannot be negative.");
+        }
+
+        if (AbortDecisionRetention < AbortPreparedAfter)
+        {
+            errors.Add("DistributedTransactionOptions.AbortDecisionRetention must be at least AbortPreparedAfter.");
+        }
+
+        if (LockTimeout is { } lockTimeout && (lockTimeout < TimeSpan.Zero || lockTimeout.TotalMilliseconds > int.MaxValue))
+        {
+            errors.Add($"DistributedTransactionOptions.LockTimeout must be between zero (no bound) and {TimeSpan.FromMilliseconds(int.MaxValue)}; use null or zero to wait without bound.");
+        }
+
+        return errors;
+    }
 }
