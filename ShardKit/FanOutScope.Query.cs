@@ -116,7 +116,7 @@ public sealed partial class FanOutScope
     {
         ArgumentNullException.ThrowIfNull(merge);
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteScalar", _shards.Length, merge.Kind);
-        using var run = new FanOutRun(_connection, _shards, Options, "ExecuteScalar", command.CommandText, command.CancellationToken);
+        using var run = new FanOutRun(_connection.Session, _shards, Options, "ExecuteScalar", command.CommandText, command.CancellationToken);
         var results = await run.RunEachAsync(async (connection, token) =>
         {
             var reader = await connection.ExecuteReaderAsync(ShardRowReader.WithToken(command, token)).ConfigureAwait(false);
@@ -176,7 +176,7 @@ public sealed partial class FanOutScope
     {
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(command.CancellationToken, cancellationToken);
         using var activity = ShardKitTelemetry.StartFanOut(operation, _shards.Length, plan.Kind);
-        using var run = new FanOutRun(_connection, _shards, Options, operation, command.CommandText, cancel.Token);
+        using var run = new FanOutRun(_connection.Session, _shards, Options, operation, command.CommandText, cancel.Token);
         var streams = OpenStreams<T>(run, command);
         var sources = streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
         long merged = 0;

@@ -43,7 +43,7 @@ public sealed partial class FanOutScope
         CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
         using var activity = ShardKitTelemetry.StartFanOut("Execute", _shards.Length, "affected-rows");
-        using var run = new FanOutRun(_connection, _shards, Options, "Execute", sql, cancellationToken);
+        using var run = new FanOutRun(_connection.Session, _shards, Options, "Execute", sql, cancellationToken);
         var results = await run.SettleEachAsync((shard, connection, token) =>
         {
             run.MarkSent(shard);

@@ -31,7 +31,7 @@ public sealed partial class ShardedConnection
             return new BroadcastResult(new Dictionary<string, int>(), []);
         }
 
-        if (_transaction is not null)
+        if (CurrentTransaction is not null)
         {
             return await RunInTransactionAsync(sql, groups, commandTimeout, cancellationToken).ConfigureAwait(false);
         }
@@ -39,12 +39,12 @@ public sealed partial class ShardedConnection
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteBatch", groups.Count, "affected-rows");
         // Without transactions a cancelled shard would stop at an arbitrary item: every shard runs its whole group instead.
         var options = transactionPerShard ? FanOutOptions.Default : new FanOutOptions { Policy = FanOutPolicy.PartialResults };
-        using var run = new FanOutRun(this, groups.Keys.Order().ToArray(), options, "ExecuteBatch", sql, cancellationToken);
+        using var run = new FanOutRun(Session, groups.Keys.Order().ToArray(), options, "ExecuteBatch", sql, cancellationToken);
         // Inside a distributed transaction the shards' connections are enlisted already: the batch commits with it.
-        var barrier = transactionPerShard && _distributed is null ? new CommitBarrier(groups.Count) : null;
+        var barrier = transactionPerShard && Session.Enlistment is null ? new CommitBarrier(groups.Count) : null;
         // Outside a distributed transaction a shard keeps its group once its commit (or, without transactions, its
         // first item) is sent: the run marks that, so a failure can say what each shard kept.
-        var outcome = _distributed is null ? run : null;
+        var outcome = Session.Enlistment is null ? run : null;
         var results = await run.SettleEachAsync((shard, connection, token) =>
             RunGroupAsync(connection, sql, groups[shard], run.NameOf(shard), barrier, commandTimeout, () => outcome?.MarkSent(shard), token))
             .ConfigureAwait(false);
@@ -84,7 +84,7 @@ public sealed partial class ShardedConnection
     private async Task<BroadcastResult> RunInTransactionAsync(string sql, Dictionary<int, BatchGroup> groups, int? commandTimeout,
         CancellationToken cancellationToken)
     {
-        var pinned = _transaction!;
+        var pinned = CurrentTransaction!;
         if (groups.Keys.FirstOrDefault(s => s != pinned.ShardIndex, -1) is var other and >= 0)
         {
             throw new ShardRoutingException(

@@ -53,16 +53,16 @@ public sealed partial class ShardedConnection
         Func<BulkRouter<T>, CancellationToken, Task> produce, CancellationToken cancellationToken)
     {
         using var operation = EnterOperation();
-        if (options?.AllOrNothing != true || _distributed is not null)
+        if (options?.AllOrNothing != true || Session.Enlistment is not null)
         {
-            return await BulkLoad<T>.RunAsync(this, table, options, produce, cancellationToken).ConfigureAwait(false);
+            return await BulkLoad<T>.RunAsync(Session, table, options, produce, cancellationToken).ConfigureAwait(false);
         }
 
         var transaction = await BeginDistributedTransactionAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (transaction.ConfigureAwait(false))
         {
             // A failure anywhere leaves the transaction uncommitted, and disposing it rolls back every shard.
-            var result = await BulkLoad<T>.RunAsync(this, table, options, produce, cancellationToken).ConfigureAwait(false);
+            var result = await BulkLoad<T>.RunAsync(Session, table, options, produce, cancellationToken).ConfigureAwait(false);
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
             return result;
         }

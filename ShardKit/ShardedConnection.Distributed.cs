@@ -5,10 +5,8 @@ namespace ShardKit;
 
 public sealed partial class ShardedConnection
 {
-    private DistributedTransaction? _distributed;
-
     /// <summary>The open distributed transaction, if any.</summary>
-    public DistributedTransaction? CurrentDistributedTransaction => _distributed;
+    public DistributedTransaction? CurrentDistributedTransaction => Session.Enlistment as DistributedTransaction;
 
     /// <summary>
     /// Starts a transaction that may span shards. Until it ends, commands route by key as usual (scopes and split key
@@ -27,31 +25,9 @@ public sealed partial class ShardedConnection
     /// <summary>Starts a distributed transaction; see <see cref="BeginDistributedTransactionAsync"/>.</summary>
     public DistributedTransaction BeginDistributedTransaction(IsolationLevel isolationLevel = IsolationLevel.ReadCommitted)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ObjectDisposedException.ThrowIf(Session.IsDisposed, this);
         ThrowIfInTransaction();
-        if (_transaction is not null)
-        {
-            throw new InvalidOperationException(
-                $"A transaction is already open on shard '{_transaction.Shard}'; commit or roll it back before starting another.");
-        }
-
-        DataSource.OnDistributedBegun();
-        return _distributed = new DistributedTransaction(this, isolationLevel);
-    }
-
-    // A lock wait that ran out inside a distributed transaction is most likely a deadlock across shards, which no server
-    // detects: the caller gets a typed, retryable error naming the shard instead of the server's bare 55P03.
-    private bool IsDistributedLockTimeout(PostgresException error) =>
-        _distributed is { IsActive: true } && DistributedLockTimeoutException.Matches(error);
-
-    private DistributedLockTimeoutException DistributedLockTimeout(int shard, PostgresException error) =>
-        new(DataSource.Map.ShardNames[shard], DataSource.Distributed.LockTimeout, error);
-
-    internal void OnDistributedEnded(DistributedTransaction transaction)
-    {
-        if (ReferenceEquals(_distributed, transaction))
-        {
-            _distributed = null;
-        }
+        DataSource.Distributed.Begun();
+        return new DistributedTransaction(Session, DataSource.Distributed, isolationLevel);
     }
 }

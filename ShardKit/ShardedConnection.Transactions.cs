@@ -9,30 +9,20 @@ public sealed partial class ShardedConnection
     {
         ThrowIfInTransaction();
         using var operation = EnterOperation();
-        var connection = await OpenShardAsync(shard, cancellationToken).ConfigureAwait(false);
+        var connection = await Session.OpenAsync(shard, cancellationToken).ConfigureAwait(false);
         var inner = await connection.BeginTransactionAsync(isolationLevel, cancellationToken).ConfigureAwait(false);
-        return _transaction = new ShardTransaction(this, shard, inner);
+        return new ShardTransaction(Session, shard, inner);
     }
 
     internal ShardTransaction BeginTransaction(int shard, IsolationLevel isolationLevel)
     {
         ThrowIfInTransaction();
         using var operation = EnterOperation();
-        var inner = OpenShard(shard).BeginTransaction(isolationLevel);
-        return _transaction = new ShardTransaction(this, shard, inner);
+        var inner = Session.Open(shard).BeginTransaction(isolationLevel);
+        return new ShardTransaction(Session, shard, inner);
     }
 
-    internal void OnTransactionEnded(ShardTransaction transaction)
-    {
-        if (ReferenceEquals(_transaction, transaction))
-        {
-            _transaction = null;
-        }
-    }
-
-    /// <summary>The Npgsql transaction to attach to a command on <paramref name="shard"/>, if one is open there.</summary>
-    internal NpgsqlTransaction? TransactionOn(int shard) =>
-        _transaction is not null && _transaction.ShardIndex == shard ? _transaction.Inner : null;
+    internal NpgsqlTransaction? TransactionOn(int shard) => Session.TransactionOn(shard);
 
     /// <summary>
     /// Inside a single-shard transaction every command must target that shard; anything else is refused before it
@@ -40,20 +30,21 @@ public sealed partial class ShardedConnection
     /// </summary>
     internal void CheckAgainstTransaction(in Route route, IDbTransaction? given)
     {
-        if (given is not null && !ReferenceEquals(given, _transaction) && !ReferenceEquals(given, _transaction?.Inner))
+        var transaction = CurrentTransaction;
+        if (given is not null && !ReferenceEquals(given, transaction) && !ReferenceEquals(given, transaction?.Inner))
         {
             throw new ShardRoutingException(
                 "The transaction passed to this command does not belong to this ShardedConnection's open transaction; " +
                 "pass the ShardTransaction returned by BeginTransaction, or none.");
         }
 
-        if (_transaction is null)
+        if (transaction is null)
         {
             return;
         }
 
         var names = DataSource.Map.ShardNames;
-        if (route.IsSingle && route.Shard != _transaction.ShardIndex)
+        if (route.IsSingle && route.Shard != transaction.ShardIndex)
         {
             throw OutsideTransaction(names[route.Shard]);
         }
@@ -62,7 +53,7 @@ public sealed partial class ShardedConnection
         {
             foreach (var part in route.Parts!)
             {
-                if (part.Shard != _transaction.ShardIndex)
+                if (part.Shard != transaction.ShardIndex)
                 {
                     throw OutsideTransaction(names[part.Shard]);
                 }
@@ -71,21 +62,21 @@ public sealed partial class ShardedConnection
     }
 
     private ShardRoutingException OutsideTransaction(string target) => new(
-        $"This command routes to shard '{target}' but the open transaction is pinned to shard '{_transaction!.Shard}'. " +
+        $"This command routes to shard '{target}' but the open transaction is pinned to shard '{CurrentTransaction!.Shard}'. " +
         "A single-shard transaction cannot touch another shard: commit it first, or use a distributed transaction.");
 
     private void ThrowIfInTransaction()
     {
-        if (_distributed is not null)
+        if (Session.Enlistment is not null)
         {
             throw new InvalidOperationException(
                 "A distributed transaction is already open on this connection; commit or roll it back before starting another.");
         }
 
-        if (_transaction is not null)
+        if (CurrentTransaction is { } transaction)
         {
             throw new InvalidOperationException(
-                $"A transaction is already open on shard '{_transaction.Shard}'; commit or roll it back before starting another.");
+                $"A transaction is already open on shard '{transaction.Shard}'; commit or roll it back before starting another.");
         }
     }
 }

@@ -10,8 +10,8 @@ public sealed partial class ShardedDataSource
     /// <exception cref="MigrationException">Two migrations share a version, or the options are invalid (the canary is not a shard).</exception>
     public ShardMigrator CreateMigrator(IEnumerable<Migration> migrations, MigrationOptions? options = null)
     {
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        return new ShardMigrator(this, migrations, options);
+        ObjectDisposedException.ThrowIf(Shards.IsDisposed, this);
+        return new ShardMigrator(Shards, migrations, options);
     }
 
     /// <summary>Applies <paramref name="migrations"/> to every shard; see <see cref="ShardMigrator.MigrateAsync"/>.</summary>

@@ -2,13 +2,6 @@ namespace ShardKit;
 
 public sealed partial class ShardedDataSource
 {
-    private readonly TaskCompletionSource _distributedInUse = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    /// <summary>Completes when this process first begins a distributed transaction on this data source.</summary>
-    internal Task DistributedInUse => _distributedInUse.Task;
-
-    internal void OnDistributedBegun() => _distributedInUse.TrySetResult();
-
     /// <summary>
     /// Finishes distributed transactions left prepared by a crash or an outage: commits those whose decision log says
     /// commit, rolls back those with no decision once older than <see cref="DistributedTransactionOptions.AbortPreparedAfter"/>,
@@ -17,7 +10,7 @@ public sealed partial class ShardedDataSource
     /// </summary>
     public Task<RecoveryReport> RecoverAsync(CancellationToken cancellationToken = default)
     {
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-        return TransactionRecovery.RunAsync(this, cancellationToken);
+        ObjectDisposedException.ThrowIf(Shards.IsDisposed, this);
+        return TransactionRecovery.RunAsync(Shards, Distributed.Settings, cancellationToken);
     }
 }

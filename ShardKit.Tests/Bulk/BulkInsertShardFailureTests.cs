@@ -75,7 +75,7 @@ public sealed class BulkInsertShardFailureTests
 
         ctx.Proxies[1].Restore();
         Assert.That(error!.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s1" }));
-        Assert.That(error.Failures[0].Error, Is.InstanceOf<NpgsqlException>());
+        Assert.That(error.Failures[0].Error, Is.InstanceOf<ShardConnectionException>().With.InnerException.InstanceOf<NpgsqlException>());
         Assert.That(error.RowIndex, Is.Null);
         Assert.That(error.RolledBackShards, Is.EquivalentTo(ctx.Shards.Names));
         Assert.That(await BulkChecks.TotalAsync(ctx), Is.Zero);

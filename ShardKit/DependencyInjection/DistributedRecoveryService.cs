@@ -18,7 +18,7 @@ internal sealed class DistributedRecoveryService(ShardedDataSource dataSource, T
     {
         if (!runAtStart)
         {
-            await dataSource.DistributedInUse.WaitAsync(stoppingToken).ConfigureAwait(false);
+            await dataSource.Distributed.InUse.WaitAsync(stoppingToken).ConfigureAwait(false);
         }
 
         using var timer = new PeriodicTimer(interval, dataSource.Settings.Time);

@@ -11,22 +11,22 @@ internal sealed partial class FanOutRun : IDisposable
     private readonly CancellationTokenSource _all;
     private readonly CancellationTokenSource? _overall;
     private readonly ConcurrentDictionary<int, ShardFailure> _failures = new();
-    private readonly ShardedConnection.OperationScope _operation;
+    private readonly ShardSession.OperationScope _operation;
 
-    public FanOutRun(ShardedConnection connection, int[] shards, FanOutOptions options, string operation, string? sql,
+    public FanOutRun(ShardSession session, int[] shards, FanOutOptions options, string operation, string? sql,
         CancellationToken callerToken)
     {
         options.Validate();
-        if (connection.CurrentTransaction is { } transaction)
+        if (session.Pinned is { } pinned)
         {
             throw new ShardRoutingException(
-                $"A fan-out cannot run inside the single-shard transaction on '{transaction.Shard}'; commit it first, " +
+                $"A fan-out cannot run inside the single-shard transaction on '{session.Shards.NameOf(pinned.Shard)}'; commit it first, " +
                 "or target that shard with OnShard(name).");
         }
 
         // One fan-out is one operation of the connection, however many shards it opens in parallel.
-        _operation = connection.EnterOperation();
-        Connection = connection;
+        _operation = session.EnterOperation();
+        Session = session;
         Operation = operation;
         Command = ShardKitTelemetry.Summarize(sql);
         Shards = shards;
@@ -46,13 +46,16 @@ internal sealed partial class FanOutRun : IDisposable
         Slots = new SemaphoreSlim(width, width);
     }
 
-    public ShardedConnection Connection { get; }
+    public ShardSession Session { get; }
 
     /// <summary>The command's name in telemetry and logs (Query, Execute, ExecuteScalar, …).</summary>
     public string Operation { get; }
 
     /// <summary>The statement's operation and table, for each shard's span and duration.</summary>
     public CommandSummary Command { get; }
+
+    /// <summary>A read of this run as the pipeline records and retries it (fan-out rows are read by their streams).</summary>
+    public ShardCommand ReadCommand => new(Operation, Command, IsWrite: false);
 
     public int[] Shards { get; }
 
@@ -70,7 +73,7 @@ internal sealed partial class FanOutRun : IDisposable
 
     public bool OverallTimedOut => _overall?.IsCancellationRequested == true;
 
-    public string NameOf(int shard) => Connection.DataSource.Map.ShardNames[shard];
+    public string NameOf(int shard) => Session.Shards.NameOf(shard);
 
     public IReadOnlyList<ShardFailure> Failures =>
         _failures.OrderBy(f => f.Key).Select(f => f.Value).ToArray();
@@ -82,8 +85,7 @@ internal sealed partial class FanOutRun : IDisposable
     public ShardAggregateException? Fail(int shard, Exception error)
     {
         _failures.TryAdd(shard, new ShardFailure(NameOf(shard), error));
-        ShardKitTelemetry.RecordFailure(NameOf(shard), error);
-        ShardKitLog.FanOutShardFailed(Connection.DataSource.Logger, Operation, NameOf(shard), Options.Policy, error.GetType().Name);
+        ShardKitLog.FanOutShardFailed(Session.Shards.Logger, Operation, NameOf(shard), Options.Policy, error.GetType().Name);
         if (Options.Policy == FanOutPolicy.CompleteResults)
         {
             _all.Cancel();
@@ -107,7 +109,7 @@ internal sealed partial class FanOutRun : IDisposable
     /// <summary>Like the overload above, for work that differs by shard (it receives the shard's index).</summary>
     public async Task<(int Shard, TResult Result)[]> RunEachAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
     {
-        var succeeded = await SettleEachAsync(work).ConfigureAwait(false);
+        var succeeded = await SettleCoreAsync(work, isWrite: false).ConfigureAwait(false);
         return HasFailed ? throw new ShardAggregateException(Failures) : succeeded;
     }
 
@@ -116,9 +118,15 @@ internal sealed partial class FanOutRun : IDisposable
     /// but never throws for failed shards: it returns the results of those that succeeded, and the caller reports the
     /// rest (writes say what each shard kept). Only the caller's cancellation throws.
     /// </summary>
-    public async Task<(int Shard, TResult Result)[]> SettleEachAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
+    public Task<(int Shard, TResult Result)[]> SettleEachAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work) =>
+        SettleCoreAsync(work, isWrite: true);
+
+    private async Task<(int Shard, TResult Result)[]> SettleCoreAsync<TResult>(Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work,
+        bool isWrite)
     {
-        var tasks = Shards.Select(shard => RunOneAsync(shard, work)).ToArray();
+        // A read may be tried again on its shard; a write reports what each shard kept instead, and is never repeated.
+        var command = new ShardCommand(Operation, Command, isWrite, Slots, Options.PerShardTimeout, Once: isWrite);
+        var tasks = Shards.Select(shard => RunOneAsync(shard, command, work)).ToArray();
         var outcomes = await Task.WhenAll(tasks).ConfigureAwait(false);
         CallerToken.ThrowIfCancellationRequested();
         return outcomes.Where(o => o.Ok).Select(o => (o.Shard, o.Result!)).ToArray();
@@ -127,72 +135,40 @@ internal sealed partial class FanOutRun : IDisposable
     /// <summary>True when the run failed under its policy: any shard (complete results) or every shard (partial results).</summary>
     public bool HasFailed => Options.Policy == FanOutPolicy.CompleteResults ? !_failures.IsEmpty : _failures.Count == Shards.Length;
 
-    private async Task<(int Shard, bool Ok, TResult? Result)> RunOneAsync<TResult>(int shard,
+    private async Task<(int Shard, bool Ok, TResult? Result)> RunOneAsync<TResult>(int shard, ShardCommand command,
         Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
     {
         await Task.Yield();
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Token);
-
-        var holdsSlot = false;
-        var probe = false;
-        Npgsql.NpgsqlConnection? connection = null;
-        var breaker = Connection.DataSource.BreakerAt(shard);
-        using var activity = ShardKitTelemetry.StartCommand(Operation, Connection.DataSource.Map.Shards[shard], Command);
-        var started = 0L;
         try
         {
-            // An open breaker fails this shard at once: partial results list it without waiting for a timeout.
-            probe = breaker.ThrowIfOpen();
-            await Slots.WaitAsync(cancel.Token).ConfigureAwait(false);
-            holdsSlot = true;
-            started = System.Diagnostics.Stopwatch.GetTimestamp(); // the shard's time, not the wait for a slot
-            if (Options.PerShardTimeout is { } timeout)
-            {
-                cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
-            }
-
-            connection = await Connection.OpenShardAsync(shard, cancel.Token).ConfigureAwait(false);
-            var result = await work(shard, connection, cancel.Token).ConfigureAwait(false);
-            probe = false;
-            breaker.OnSuccess();
-            ShardKitTelemetry.RecordDuration(NameOf(shard), Command, started);
+            var result = await ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, command, (Shard: shard, Work: work),
+                static (connection, s, token) => new ValueTask<TResult>(s.Work(s.Shard, connection, token)), async: true, Token).ConfigureAwait(false);
             return (shard, true, result);
         }
         catch (Exception e) when (!CallerToken.IsCancellationRequested)
         {
-            probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
-            var error = ShardErrors.ForShard(e, Connection.DataSource.Map.Shards[shard], opening: connection is null);
-            breaker.OnFailure(error);
-            ShardKitTelemetry.RecordError(activity, error);
-            if (started != 0)
-            {
-                ShardKitTelemetry.RecordDuration(NameOf(shard), Command, started, error);
-            }
-
-            if (FailedAlready is null)
-            {
-                Fail(shard, error is OperationCanceledException && cancel.IsCancellationRequested
-                    ? new ShardTimeoutException(NameOf(shard), OverallTimedOut ? Options.OverallTimeout!.Value : Options.PerShardTimeout ?? TimeSpan.Zero, OverallTimedOut)
-                    : error);
-            }
-            else
-            {
-                Stopped(shard, e); // cancelled because another shard failed: a write still reports what it kept here
-            }
-
+            Settle(shard, e);
             return (shard, false, default);
         }
-        finally
-        {
-            if (probe)
-            {
-                breaker.ReleaseProbe(); // the caller gave up before the shard answered: it proved nothing either way
-            }
+    }
 
-            if (holdsSlot)
-            {
-                Slots.Release();
-            }
+    /// <summary>
+    /// Applies the run's policy to a shard that did not finish: its own failure (an open breaker, a timeout, an error),
+    /// or the overall timeout; a shard cancelled because another one failed first only reports what it kept.
+    /// </summary>
+    public void Settle(int shard, Exception error)
+    {
+        if (FailedAlready is not null)
+        {
+            Stopped(shard, error);
+        }
+        else if (error is OperationCanceledException && OverallTimedOut)
+        {
+            Fail(shard, new ShardTimeoutException(NameOf(shard), Options.OverallTimeout!.Value, overall: true));
+        }
+        else
+        {
+            Fail(shard, error);
         }
     }
 

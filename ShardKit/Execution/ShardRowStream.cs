@@ -19,13 +19,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private bool _started;
     private bool _finished;
     private bool _holdsSlot;
-    private System.Diagnostics.Activity? _activity;
+    private ShardCall? _call;
+    private Exception? _recorded;
     private Task<bool>? _inFlight;
     private NpgsqlConnection? _connection;
     private volatile bool _stopping;
-    private bool _answered;
-    private bool _probe;
-    private long _commandStarted;
 
     /// <summary>How long an early stop reads on before cancelling the rest of the query on the server.</summary>
     private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
@@ -71,7 +69,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             {
                 _started = true;
                 more = await _first.ConfigureAwait(false);
-                Answered(); // the shard answered: a half-open breaker closes even if the merge stops early
+                _call!.Answered(); // the shard answered: a half-open breaker closes even if the merge stops early
             }
             else if (_buffer is not null)
             {
@@ -84,8 +82,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
             if (!more)
             {
-                _run.Connection.DataSource.BreakerAt(_shard).OnSuccess();
-                RecordDuration(null);
+                _call!.Completed();
                 await FinishAsync().ConfigureAwait(false);
             }
 
@@ -93,37 +90,35 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
         catch (Exception e) when (e is not ShardAggregateException)
         {
+            var failed = _stopping ? null : Settle(e); // an early stop cancelled it: not a failure of the shard
             await FinishAsync().ConfigureAwait(false);
-            if (_stopping)
-            {
-                return false; // cancelled by an early stop: not a failure of the shard
-            }
-
-            _answered = true;
-
-            var breaker = _run.Connection.DataSource.BreakerAt(_shard);
-            if (_run.CallerToken.IsCancellationRequested)
-            {
-                ReleaseProbe(breaker); // the caller gave up: the shard proved nothing either way
-                throw new OperationCanceledException("The fan-out was cancelled by the caller.", e, _run.CallerToken);
-            }
-
-            _probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
-            var failure = ShardErrors.ForShard(e, _run.Connection.DataSource.Map.Shards[_shard], opening: _connection is null);
-            breaker.OnFailure(failure);
-            ShardKitTelemetry.RecordError(_activity, failure);
-            RecordDuration(failure);
-
-            if (_run.FailedAlready is { } earlier)
-            {
-                throw earlier;
-            }
-
-            var error = e is OperationCanceledException && _cancel.IsCancellationRequested
-                ? new ShardTimeoutException(Shard, _run.OverallTimedOut ? _run.Options.OverallTimeout!.Value : _run.Options.PerShardTimeout ?? TimeSpan.Zero, _run.OverallTimedOut)
-                : failure;
-            throw _run.Fail(_shard, error) ?? (Exception)new EndOfShard();
+            return failed is null ? false : throw failed;
         }
+    }
+
+    // What a failed read means for the run: the caller's cancellation, the first failure of another shard, or this
+    // shard's own failure (recorded once), which ends the shard's rows under partial results (null) or fails the run.
+    private Exception? Settle(Exception e)
+    {
+        if (_run.CallerToken.IsCancellationRequested)
+        {
+            return new OperationCanceledException("The fan-out was cancelled by the caller.", e, _run.CallerToken);
+        }
+
+        if (_run.FailedAlready is { } earlier)
+        {
+            return earlier; // cancelled because another shard failed first
+        }
+
+        var error = e is OperationCanceledException && _cancel.IsCancellationRequested
+            ? new ShardTimeoutException(Shard, _run.OverallTimedOut ? _run.Options.OverallTimeout!.Value : _run.Options.PerShardTimeout ?? TimeSpan.Zero, _run.OverallTimedOut)
+            : e;
+        if (!ReferenceEquals(e, _recorded))
+        {
+            error = _call?.Failed(error, opening: _connection is null) ?? error;
+        }
+
+        return _run.Fail(_shard, error);
     }
 
     public async ValueTask DisposeAsync()
@@ -147,36 +142,12 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                 }
             }
 
-            RecordDuration(null); // the rows wanted arrived; the rest is not the shard's failure
+            _call?.Stopped(); // the rows wanted arrived; the rest is not the shard's failure
             await StopEarlyAsync().ConfigureAwait(false);
         }
 
-        if (!_answered)
-        {
-            ReleaseProbe(_run.Connection.DataSource.BreakerAt(_shard));
-        }
-
+        _call?.Dispose(); // frees a probe the shard never settled
         _cancel.Dispose();
-    }
-
-    private void Answered()
-    {
-        if (!_answered)
-        {
-            _answered = true;
-            _probe = false;
-            _run.Connection.DataSource.BreakerAt(_shard).OnSuccess();
-        }
-    }
-
-    // Only the stream that took the probe frees it: one refused by the open breaker must not free another's.
-    private void ReleaseProbe(ShardCircuitBreaker breaker)
-    {
-        if (_probe)
-        {
-            _probe = false;
-            breaker.ReleaseProbe();
-        }
     }
 
     /// <summary>
@@ -219,7 +190,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            var side = await _run.Connection.DataSource.DataSourceAt(_shard).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
+            var side = await _run.Session.Shards.DataSourceAt(_shard).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
             await using (side.ConfigureAwait(false))
             {
                 var command = new NpgsqlCommand("select pg_cancel_backend($1)", side) { Parameters = { new() { Value = processId } } };
@@ -235,20 +206,54 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
     }
 
+    // Until a row reaches the caller a failed start is tried again where the pipeline says it is safe (a transient
+    // failure, attempts left); a start stopped by a timeout, the caller or another shard's failure is not.
     private async Task<bool> StartAsync(Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
-        _activity = ShardKitTelemetry.StartCommand(_run.Operation, _run.Connection.DataSource.Map.Shards[_shard], _run.Command);
-        _probe = _run.Connection.DataSource.BreakerAt(_shard).ThrowIfOpen();
-        await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
-        _holdsSlot = true;
-        _commandStarted = System.Diagnostics.Stopwatch.GetTimestamp(); // the shard's time, not the wait for a slot
-        if (_run.Options.PerShardTimeout is { } timeout)
+        var shards = _run.Session.Shards;
+        var source = ShardConnectionSource.Of(_run.Session);
+        for (var attempt = 0; ; attempt++)
+        {
+            _call?.Dispose();
+            _call = new ShardCall(shards, _shard, _run.ReadCommand);
+            _connection = null;
+            TimeSpan delay;
+            try
+            {
+                return await StartOnceAsync(query, attempt == 0).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not ShardKitException && !_cancel.IsCancellationRequested)
+            {
+                await DisposeRowsAsync().ConfigureAwait(false);
+                var error = _call.Failed(e, opening: _connection is null);
+                if (!ShardPipeline.ShouldRetry(shards, source, _shard, _run.ReadCommand, error, attempt, out delay))
+                {
+                    _recorded = error;
+                    throw error;
+                }
+            }
+
+            await Task.Delay(delay, shards.Settings.Time, _cancel.Token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<bool> StartOnceAsync(Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query, bool first)
+    {
+        _call!.Admit();
+        if (!_holdsSlot)
+        {
+            await _run.Slots.WaitAsync(_cancel.Token).ConfigureAwait(false);
+            _holdsSlot = true;
+        }
+
+        _call.Start(); // the shard's time, not the wait for a slot
+        if (first && _run.Options.PerShardTimeout is { } timeout)
         {
             _cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
         }
 
-        var connection = await _run.Connection.OpenShardAsync(_shard, _cancel.Token).ConfigureAwait(false);
+        var connection = await _run.Session.OpenAsync(_shard, _cancel.Token).ConfigureAwait(false);
         _connection = connection;
         _rows = query(connection, _cancel.Token).GetAsyncEnumerator();
         if (!_run.Buffered)
@@ -263,12 +268,27 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             buffer.Add(_rows.Current);
         }
 
-        await _rows.DisposeAsync().ConfigureAwait(false);
-        _rows = null;
+        await DisposeRowsAsync().ConfigureAwait(false);
         ReleaseSlot();
         _buffer = buffer;
         _bufferIndex = 0;
         return buffer.Count > 0;
+    }
+
+    private async ValueTask DisposeRowsAsync()
+    {
+        if (_rows is { } rows)
+        {
+            _rows = null;
+            try
+            {
+                await rows.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception) when (_rows is null)
+            {
+                // A failed reader may fail again while it is disposed; the first failure is the one reported.
+            }
+        }
     }
 
     private async ValueTask FinishAsync()
@@ -279,7 +299,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
 
         _finished = true;
-        _activity?.Dispose();
+        _call?.Dispose(); // ends the span; the probe is settled by now, or freed
         if (_rows is not null)
         {
             try
@@ -295,16 +315,6 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         ReleaseSlot();
     }
 
-    // Once per stream, and only for a command that started (not one refused by its breaker or cancelled waiting for a slot).
-    private void RecordDuration(Exception? error)
-    {
-        if (_commandStarted != 0)
-        {
-            ShardKitTelemetry.RecordDuration(Shard, _run.Command, _commandStarted, error);
-            _commandStarted = 0;
-        }
-    }
-
     private void ReleaseSlot()
     {
         if (_holdsSlot)
@@ -313,7 +323,4 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             _run.Slots.Release();
         }
     }
-
-    /// <summary>Partial results: a failed shard's stream ends here; the failure is in the run.</summary>
-    internal sealed class EndOfShard : Exception;
 }

@@ -24,16 +24,16 @@ public sealed partial class ShardIdGenerator : IAsyncDisposable, IDisposable
     private volatile bool _lost;
     private int _disposed;
 
-    private ShardIdGenerator(ShardedDataSource dataSource, WorkerLeaseTable table, Guid owner, int worker, long floor, long leaseEnd,
+    private ShardIdGenerator(ShardSet shards, WorkerLeaseTable table, Guid owner, int worker, long floor, long leaseEnd,
         ShardIdGeneratorOptions options)
     {
-        _map = dataSource.Map;
+        _map = shards.Map;
         _hash = _map.Strategy as HashShardingStrategy;
         _table = table;
         _owner = owner;
         _options = options;
-        _time = dataSource.Settings.Time;
-        _logger = dataSource.Logger;
+        _time = shards.Settings.Time;
+        _logger = shards.Logger;
         _sequencer = new IdSequencer(worker, _hash?.Buckets.Count ?? _map.ShardNames.Count, floor, leaseEnd, _time,
             (long)options.MaxRunAhead.TotalMilliseconds, (long)options.MaxClockStepBack.TotalMilliseconds, LeaseEnded);
         _renewTimer = _time.CreateTimer(_ => RenewInBackground(), null, options.RenewInterval, options.RenewInterval);
@@ -54,31 +54,32 @@ public sealed partial class ShardIdGenerator : IAsyncDisposable, IDisposable
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
+        var shards = dataSource.Shards; // everything below works on the shard set
         options ??= new ShardIdGeneratorOptions();
         options.Validate();
-        if (dataSource.Map.Buckets is null && dataSource.ShardCount > BucketMap.MaxBuckets)
+        if (shards.Map.Buckets is null && shards.Count > BucketMap.MaxBuckets)
         {
             throw new ShardConfigurationException(
-                $"Ids carry the shard index in 12 bits, but this {dataSource.Map.StrategyName} map has {dataSource.ShardCount} shards; " +
+                $"Ids carry the shard index in 12 bits, but this {shards.Map.StrategyName} map has {shards.Count} shards; " +
                 $"use at most {BucketMap.MaxBuckets}.");
         }
 
-        var table = new WorkerLeaseTable(dataSource.DataSourceAt(0), options.WorkerTable);
+        var table = new WorkerLeaseTable(shards.DataSourceAt(0), options.WorkerTable);
         await table.EnsureAsync(cancellationToken).ConfigureAwait(false);
 
         var owner = Guid.NewGuid();
         var holder = options.Holder ?? $"{Environment.MachineName} pid {Environment.ProcessId}";
-        var now = Milliseconds(dataSource.Settings.Time);
+        var now = Milliseconds(shards.Settings.Time);
         var end = now + (long)options.LeaseDuration.TotalMilliseconds;
         var lease = await table.AcquireAsync(owner, holder, now, end, cancellationToken).ConfigureAwait(false)
             ?? throw new ShardIdLeaseException(
-                $"All {ShardId.WorkerCount} worker numbers in {options.WorkerTable} on shard '{dataSource.ShardNames[0]}' are leased. " +
+                $"All {ShardId.WorkerCount} worker numbers in {options.WorkerTable} on shard '{shards.Map.ShardNames[0]}' are leased. " +
                 "Use one generator per process and dispose those you no longer need; leases of stopped processes free " +
                 $"themselves {options.LeaseDuration.TotalSeconds:0} s after their last renewal.");
 
         var (worker, previousEnd) = lease;
-        ShardKitLog.IdWorkerLeased(dataSource.Logger, worker, options.WorkerTable, holder);
-        return new ShardIdGenerator(dataSource, table, owner, worker, Math.Max(previousEnd + 1, 0), end, options);
+        ShardKitLog.IdWorkerLeased(shards.Logger, worker, options.WorkerTable, holder);
+        return new ShardIdGenerator(shards, table, owner, worker, Math.Max(previousEnd + 1, 0), end, options);
     }
 
     /// <summary>A new id for a row whose shard key is <paramref name="key"/>.</summary>

@@ -21,9 +21,10 @@ public static class ShardIdSql
     public static async Task InstallAsync(ShardedDataSource dataSource, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
-        for (var shard = 0; shard < dataSource.ShardCount; shard++)
+        var shards = dataSource.Shards; // everything below works on the shard set
+        for (var shard = 0; shard < shards.Count; shard++)
         {
-            await RunLockedAsync(dataSource.DataSourceAt(shard), ShardIdSqlText.Functions, cancellationToken).ConfigureAwait(false);
+            await RunLockedAsync(shards.DataSourceAt(shard), ShardIdSqlText.Functions, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -37,17 +38,18 @@ public static class ShardIdSql
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
+        var shards = dataSource.Shards; // everything below works on the shard set
         ThrowIfNotPlain(table, nameof(table), SqlNames.IsValid(table));
         ThrowIfNotPlain(idColumn, nameof(idColumn), SqlNames.IsValidColumn(idColumn));
         ThrowIfNotPlain(keyColumn, nameof(keyColumn), SqlNames.IsValidColumn(keyColumn));
 
         await InstallAsync(dataSource, cancellationToken).ConfigureAwait(false);
         var function = table + "_shardkit_id";
-        for (var shard = 0; shard < dataSource.ShardCount; shard++)
+        for (var shard = 0; shard < shards.Count; shard++)
         {
-            var source = dataSource.DataSourceAt(shard);
-            var bucket = dataSource.Map.Buckets is { } buckets
-                ? $"shardkit_bucket({await KeyHashAsync(source, dataSource.ShardNames[shard], table, keyColumn, cancellationToken).ConfigureAwait(false)}, {buckets.Count})"
+            var source = shards.DataSourceAt(shard);
+            var bucket = shards.Map.Buckets is { } buckets
+                ? $"shardkit_bucket({await KeyHashAsync(source, shards.Map.ShardNames[shard], table, keyColumn, cancellationToken).ConfigureAwait(false)}, {buckets.Count})"
                 : shard.ToString(System.Globalization.CultureInfo.InvariantCulture);
             await RunLockedAsync(source, ShardIdSqlText.Trigger(table, function, idColumn, keyColumn, bucket), cancellationToken)
                 .ConfigureAwait(false);

@@ -16,11 +16,11 @@ namespace ShardKit;
 /// </example>
 public sealed class ShardMigrator
 {
-    private readonly ShardedDataSource _dataSource;
+    private readonly ShardSet _dataSource;
     private readonly MigrationHistory _history;
     private readonly int _canary;
 
-    internal ShardMigrator(ShardedDataSource dataSource, IEnumerable<Migration> migrations, MigrationOptions? options)
+    internal ShardMigrator(ShardSet dataSource, IEnumerable<Migration> migrations, MigrationOptions? options)
     {
         _dataSource = dataSource;
         Options = options ?? new MigrationOptions();

@@ -38,13 +38,13 @@ public sealed partial class DistributedTransaction
         }
         finally
         {
-            _owner.OnDistributedEnded(this);
+            _session.EndEnlistment(this);
         }
     }
 
     private async Task CommitSingleAsync(int shard, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
     {
-        var name = DataSource.Map.ShardNames[shard];
+        var name = Set.NameOf(shard);
         if (cancellationToken.IsCancellationRequested)
         {
             await RollbackOnAsync(shard, CancellationToken.None).ConfigureAwait(false);
@@ -81,8 +81,8 @@ public sealed partial class DistributedTransaction
     private async Task<DistributedCommitResult> CommitTwoPhaseAsync(int[] shards, System.Diagnostics.Activity? activity, CancellationToken cancellationToken)
     {
         var names = NamesOf(shards);
-        var coordinator = DataSource.Distributed.CoordinatorIndex;
-        var gid = GlobalTransactionId.New(DataSource.Map.ShardNames[coordinator]);
+        var coordinator = Settings.CoordinatorIndex;
+        var gid = GlobalTransactionId.New(Set.NameOf(coordinator));
         GlobalId = gid;
         await StepAsync(DistributedStep.BeforePrepare, null).ConfigureAwait(false);
 
@@ -95,7 +95,7 @@ public sealed partial class DistributedTransaction
             await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
-            ShardKitLog.DistributedPrepareFailed(DataSource.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
+            ShardKitLog.DistributedPrepareFailed(Set.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
             throw new ShardAggregateException(failed);
         }
 
@@ -116,8 +116,8 @@ public sealed partial class DistributedTransaction
             await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
-            ShardKitLog.DistributedAbortedByRecovery(DataSource.Logger, gid);
-            var coordinatorName = DataSource.Map.ShardNames[coordinator];
+            ShardKitLog.DistributedAbortedByRecovery(Set.Logger, gid);
+            var coordinatorName = Set.NameOf(coordinator);
             throw new ShardAggregateException([new ShardFailure(coordinatorName, decisionError is not null
                 ? new ShardKitException(
                     $"Distributed transaction {gid} was rolled back: its commit decision could not be written to the coordinator shard " +
@@ -125,7 +125,7 @@ public sealed partial class DistributedTransaction
                     $"{DecisionLog.Table}, and CREATE the first time unless the table exists) and retry.", decisionError)
                 : new ShardKitException(
                     $"Distributed transaction {gid} was rolled back: recovery found it prepared for longer than " +
-                    $"AbortPreparedAfter ({DataSource.Distributed.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
+                    $"AbortPreparedAfter ({Settings.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
                     "retry, and raise DistributedTransactionOptions.AbortPreparedAfter if commits can legitimately take that long."))]);
         }
 
@@ -138,11 +138,11 @@ public sealed partial class DistributedTransaction
         var pendingNames = pending.OfType<string>().ToArray();
         if (pendingNames.Length > 0)
         {
-            ShardKitLog.DistributedCommitPending(DataSource.Logger, gid, string.Join(", ", pendingNames));
+            ShardKitLog.DistributedCommitPending(Set.Logger, gid, string.Join(", ", pendingNames));
         }
         else
         {
-            ShardKitLog.DistributedCommitted(DataSource.Logger, gid, shards.Length);
+            ShardKitLog.DistributedCommitted(Set.Logger, gid, shards.Length);
         }
 
         return new DistributedCommitResult(gid, names, pendingNames);
@@ -150,7 +150,7 @@ public sealed partial class DistributedTransaction
 
     private async Task<ShardFailure?> PrepareAsync(int shard, string gid, CancellationToken cancellationToken)
     {
-        var name = DataSource.Map.ShardNames[shard];
+        var name = Set.NameOf(shard);
         try
         {
             await StepAsync(DistributedStep.PrepareShard, name).ConfigureAwait(false);
@@ -171,16 +171,20 @@ public sealed partial class DistributedTransaction
     // it, in the same round trip, raises "current transaction is aborted" instead.
     private async Task ExecuteEndingAsync(int shard, string sql, CancellationToken cancellationToken)
     {
-        var batch = new NpgsqlBatch(_participants[shard])
-        {
-            BatchCommands =
+        await ShardPipeline.RunAsync(Set, ShardConnectionSource.Given(_participants[shard]!), shard,
+            ShardCommand.For(DistributedOperation, sql, isWrite: true), sql, static async (connection, sql, token) =>
             {
-                new NpgsqlBatchCommand("select 1"),
-                new NpgsqlBatchCommand(sql),
-            },
-        };
-        await using var batchScope = batch.ConfigureAwait(false);
-        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                var batch = new NpgsqlBatch(connection)
+                {
+                    BatchCommands =
+                    {
+                        new NpgsqlBatchCommand("select 1"),
+                        new NpgsqlBatchCommand(sql),
+                    },
+                };
+                await using var batchScope = batch.ConfigureAwait(false);
+                return await batch.ExecuteNonQueryAsync(token).ConfigureAwait(false);
+            }, async: true, cancellationToken).ConfigureAwait(false);
     }
 
     // What the caller is told when a shard's server refused to commit or prepare: nothing was committed anywhere.
@@ -204,9 +208,15 @@ public sealed partial class DistributedTransaction
         {
             try
             {
-                var connection = await DataSource.DataSourceAt(coordinator).OpenConnectionAsync().ConfigureAwait(false);
-                await using var connectionScope = connection.ConfigureAwait(false);
-                return (await DecisionLog.RecordAsync(connection, gid, DecisionLog.Commit, names, CancellationToken.None).ConfigureAwait(false), null);
+                var outcome = await ShardPipeline.RunAsync(Set, ShardConnectionSource.Pooled, coordinator,
+                    ShardCommand.For(DistributedOperation, "insert into " + DecisionLog.Table, isWrite: true) with { Once = true }, (gid, names),
+                    static (connection, s, _) => new ValueTask<string>(DecisionLog.RecordAsync(connection, s.gid, DecisionLog.Commit, s.names, CancellationToken.None)),
+                    async: true, CancellationToken.None).ConfigureAwait(false);
+                return (outcome, null);
+            }
+            catch (ShardUnavailableException e) when (attempt == 0)
+            {
+                return (DecisionLog.Abort, e); // the breaker refused before anything was sent: nothing was decided
             }
             catch (PostgresException e) when (attempt == 0 && !ShardErrors.IsConnectionFailure(e))
             {
@@ -220,15 +230,15 @@ public sealed partial class DistributedTransaction
 
         _state = (int)Phase.InDoubt;
         ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
-        var coordinatorName = DataSource.Map.ShardNames[coordinator];
-        ShardKitLog.DistributedInDoubt(DataSource.Logger, gid, coordinatorName, first!);
+        var coordinatorName = Set.NameOf(coordinator);
+        ShardKitLog.DistributedInDoubt(Set.Logger, gid, coordinatorName, first!);
         throw new DistributedTransactionInDoubtException(gid, names, coordinatorName, first);
     }
 
     // Returns the shard's name when the commit is left to recovery.
     private async Task<string?> CommitPreparedAsync(int shard, string gid)
     {
-        var name = DataSource.Map.ShardNames[shard];
+        var name = Set.NameOf(shard);
         try
         {
             await StepAsync(DistributedStep.CommitPreparedShard, name).ConfigureAwait(false);
@@ -237,7 +247,7 @@ public sealed partial class DistributedTransaction
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            ShardKitLog.PreparedLeftForRecovery(DataSource.Logger, gid, name, e.GetType().Name);
+            ShardKitLog.PreparedLeftForRecovery(Set.Logger, gid, name, e.GetType().Name);
             return name;
         }
     }
@@ -253,7 +263,7 @@ public sealed partial class DistributedTransaction
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 // No commit decision exists, so recovery rolls it back once it is older than AbortPreparedAfter.
-                ShardKitLog.PreparedLeftForRecovery(DataSource.Logger, gid, DataSource.Map.ShardNames[shard], e.GetType().Name);
+                ShardKitLog.PreparedLeftForRecovery(Set.Logger, gid, Set.NameOf(shard), e.GetType().Name);
             }
         })).ConfigureAwait(false);
     }
@@ -262,36 +272,30 @@ public sealed partial class DistributedTransaction
     // transaction belongs to no session. "Does not exist" means someone (recovery) already finished it the same way.
     private async Task FinishPreparedAsync(int shard, string verb, string gid)
     {
-        var connection = _participants[shard];
-        var owned = connection is not { State: System.Data.ConnectionState.Open };
-        if (owned)
-        {
-            connection = await DataSource.DataSourceAt(shard).OpenConnectionAsync().ConfigureAwait(false);
-        }
-
+        var participant = _participants[shard];
+        var source = participant is { State: System.Data.ConnectionState.Open } ? ShardConnectionSource.Given(participant) : ShardConnectionSource.Pooled;
+        var sql = PreparedSql(verb, gid);
         try
         {
-            var command = new NpgsqlCommand(PreparedSql(verb, gid), connection);
-            await using var commandScope = command.ConfigureAwait(false);
-            await command.ExecuteNonQueryAsync().ConfigureAwait(false);
+            await ShardPipeline.RunAsync(Set, source, shard, ShardCommand.For(DistributedOperation, sql, isWrite: true), sql,
+                static async (connection, sql, _) =>
+                {
+                    var command = new NpgsqlCommand(sql, connection);
+                    await using var commandScope = command.ConfigureAwait(false);
+                    return await command.ExecuteNonQueryAsync().ConfigureAwait(false);
+                }, async: true, CancellationToken.None).ConfigureAwait(false);
         }
         catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedObject)
         {
             // Already finished by recovery.
         }
-        finally
-        {
-            if (owned)
-            {
-                await connection!.DisposeAsync().ConfigureAwait(false);
-            }
-        }
     }
 
     internal static string PreparedSql(string verb, string gid) => verb + " '" + gid.Replace("'", "''", StringComparison.Ordinal) + "'";
 
-    private Task StepAsync(DistributedStep step, string? shard) =>
-        DataSource.OnDistributedStep is { } hook ? hook(step, shard) : Task.CompletedTask;
+    private const string DistributedOperation = "DistributedCommit";
 
-    private string[] NamesOf(int[] shards) => shards.Select(i => DataSource.Map.ShardNames[i]).ToArray();
+    private Task StepAsync(DistributedStep step, string? shard) => _context.StepAsync(step, shard);
+
+    private string[] NamesOf(int[] shards) => shards.Select(Set.NameOf).ToArray();
 }

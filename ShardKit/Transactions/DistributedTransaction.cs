@@ -10,19 +10,22 @@ namespace ShardKit;
 /// <c>PREPARE TRANSACTION</c>, a decision logged on the coordinator shard, and <c>COMMIT PREPARED</c>. Disposing it
 /// without a commit rolls back everywhere.
 /// </summary>
-public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposable
+public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposable, IShardEnlistment
 {
-    private readonly ShardedConnection _owner;
+    private readonly ShardSession _session;
+    private readonly DistributedContext _context;
     private readonly NpgsqlTransaction?[] _transactions;
     private readonly NpgsqlConnection?[] _participants;
     private volatile int _state;
 
-    internal DistributedTransaction(ShardedConnection owner, IsolationLevel isolationLevel)
+    internal DistributedTransaction(ShardSession session, DistributedContext context, IsolationLevel isolationLevel)
     {
-        _owner = owner;
+        _session = session;
+        _context = context;
         IsolationLevel = isolationLevel;
-        _transactions = new NpgsqlTransaction?[owner.DataSource.ShardCount];
-        _participants = new NpgsqlConnection?[owner.DataSource.ShardCount];
+        _transactions = new NpgsqlTransaction?[session.Shards.Count];
+        _participants = new NpgsqlConnection?[session.Shards.Count];
+        session.Enlist(this);
     }
 
     private enum Phase
@@ -38,7 +41,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     public IsolationLevel IsolationLevel { get; }
 
     /// <summary>The shards this transaction has written or read so far, in shard order.</summary>
-    public IReadOnlyList<string> Shards => TouchedShards().Select(i => _owner.DataSource.Map.ShardNames[i]).ToArray();
+    public IReadOnlyList<string> Shards => TouchedShards().Select(_session.Shards.NameOf).ToArray();
 
     /// <summary>The global id of the two-phase commit once it has started (<c>shardkit:…</c>); null before.</summary>
     public string? GlobalId { get; private set; }
@@ -46,21 +49,23 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     /// <summary>True while commands may still join the transaction.</summary>
     internal bool IsActive => _state == (int)Phase.Active;
 
-    private ShardedDataSource DataSource => _owner.DataSource;
+    private ShardSet Set => _session.Shards;
+
+    private DistributedSettings Settings => _context.Settings;
 
     /// <summary>Starts this transaction on <paramref name="shard"/> the first time a command reaches it.</summary>
-    internal ValueTask EnlistAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken) =>
+    ValueTask IShardEnlistment.EnlistAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken) =>
         _transactions[shard] is not null ? ValueTask.CompletedTask : BeginOnAsync(shard, connection, cancellationToken);
 
-    /// <summary>The synchronous twin of <see cref="EnlistAsync"/>.</summary>
-    internal void EnlistIfActive(int shard, NpgsqlConnection connection)
+    /// <summary>The synchronous twin of <see cref="IShardEnlistment.EnlistAsync"/>.</summary>
+    void IShardEnlistment.Enlist(int shard, NpgsqlConnection connection)
     {
         if (IsActive && _transactions[shard] is null)
         {
             var transaction = connection.BeginTransaction(IsolationLevel);
             _transactions[shard] = transaction;
             _participants[shard] = connection;
-            if (DataSource.Distributed.LockTimeoutSql is { } sql)
+            if (Settings.LockTimeoutSql is { } sql)
             {
                 using var command = new NpgsqlCommand(sql, connection, transaction);
                 command.ExecuteNonQuery();
@@ -70,6 +75,15 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
 
     /// <summary>True when this transaction has started on <paramref name="shard"/>.</summary>
     internal bool Touches(int shard) => _transactions[shard] is not null;
+
+    bool IShardEnlistment.IsActive => IsActive;
+
+    bool IShardEnlistment.Touches(int shard) => Touches(shard);
+
+    // A lock wait that ran out inside a distributed transaction is most likely a deadlock across shards, which no server
+    // detects: the caller gets a typed, retryable error naming the shard instead of the server's bare 55P03.
+    Exception? IShardEnlistment.Translate(int shard, PostgresException error) =>
+        DistributedLockTimeoutException.Matches(error) ? new DistributedLockTimeoutException(Set.NameOf(shard), Settings.LockTimeout, error) : null;
 
     /// <summary>Rolls back on every shard it touched.</summary>
     public async Task RollbackAsync(CancellationToken cancellationToken = default)
@@ -84,7 +98,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         }
         finally
         {
-            _owner.OnDistributedEnded(this);
+            _session.EndEnlistment(this);
         }
     }
 
@@ -96,7 +110,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
             await RollbackAsync().ConfigureAwait(false);
         }
 
-        _owner.OnDistributedEnded(this);
+        _session.EndEnlistment(this);
     }
 
     /// <summary>Rolls back unless committed, and releases the transaction.</summary>
@@ -120,7 +134,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
             ShardKitTelemetry.RecordOutcome(null, "rolled_back");
         }
 
-        _owner.OnDistributedEnded(this);
+        _session.EndEnlistment(this);
     }
 
     // Locks taken on two shards in opposite order wait for each other where no server's deadlock detector sees the
@@ -131,7 +145,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         var transaction = await connection.BeginTransactionAsync(IsolationLevel, cancellationToken).ConfigureAwait(false);
         _transactions[shard] = transaction;
         _participants[shard] = connection;
-        if (DataSource.Distributed.LockTimeoutSql is { } sql)
+        if (Settings.LockTimeoutSql is { } sql)
         {
             var command = new NpgsqlCommand(sql, connection, transaction);
             await using var commandScope = command.ConfigureAwait(false);

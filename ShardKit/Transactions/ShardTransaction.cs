@@ -11,17 +11,18 @@ namespace ShardKit;
 /// </summary>
 public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
 {
-    private readonly ShardedConnection _owner;
+    private readonly ShardSession _session;
 
-    internal ShardTransaction(ShardedConnection owner, int shardIndex, NpgsqlTransaction inner)
+    internal ShardTransaction(ShardSession session, int shardIndex, NpgsqlTransaction inner)
     {
-        _owner = owner;
+        _session = session;
         ShardIndex = shardIndex;
         Inner = inner;
+        session.Pin(new PinnedTransaction(shardIndex, inner, this));
     }
 
     /// <summary>The name of the shard this transaction runs on.</summary>
-    public string Shard => _owner.DataSource.Map.ShardNames[ShardIndex];
+    public string Shard => _session.Shards.NameOf(ShardIndex);
 
     /// <summary>The shard's own connection.</summary>
     public IDbConnection? Connection => Inner.Connection;
@@ -42,7 +43,7 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
         }
         finally
         {
-            _owner.OnTransactionEnded(this);
+            _session.Unpin(this);
         }
     }
 
@@ -55,7 +56,7 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
         }
         finally
         {
-            _owner.OnTransactionEnded(this);
+            _session.Unpin(this);
         }
     }
 
@@ -68,7 +69,7 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
         }
         finally
         {
-            _owner.OnTransactionEnded(this);
+            _session.Unpin(this);
         }
     }
 
@@ -81,21 +82,21 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
         }
         finally
         {
-            _owner.OnTransactionEnded(this);
+            _session.Unpin(this);
         }
     }
 
     /// <summary>Rolls back unless committed, and releases the transaction.</summary>
     public async ValueTask DisposeAsync()
     {
-        _owner.OnTransactionEnded(this);
+        _session.Unpin(this);
         await Inner.DisposeAsync().ConfigureAwait(false);
     }
 
     /// <summary>Rolls back unless committed, and releases the transaction.</summary>
     public void Dispose()
     {
-        _owner.OnTransactionEnded(this);
+        _session.Unpin(this);
         Inner.Dispose();
     }
 }

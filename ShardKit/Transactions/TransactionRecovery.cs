@@ -22,10 +22,9 @@ internal static class TransactionRecovery
         "select gid, extract(epoch from clock_timestamp() - prepared)::float8 from pg_prepared_xacts " +
         "where database = current_database() and gid like '" + GlobalTransactionId.Prefix + "%'";
 
-    public static async Task<RecoveryReport> RunAsync(ShardedDataSource source, CancellationToken cancellationToken)
+    public static async Task<RecoveryReport> RunAsync(ShardSet source, DistributedSettings settings, CancellationToken cancellationToken)
     {
         var map = source.Map;
-        var settings = source.Distributed;
         var failures = new List<ShardFailure>();
         using var activity = ShardKitTelemetry.StartDistributed("recovery", map.ShardNames.Count);
 
@@ -122,7 +121,7 @@ internal static class TransactionRecovery
             }
         }
 
-        var cleaned = decisions is null ? 0 : await CleanAsync(source, decisions, pending, perShard, failures, cancellationToken).ConfigureAwait(false);
+        var cleaned = decisions is null ? 0 : await CleanAsync(source, settings, decisions, pending, perShard, failures, cancellationToken).ConfigureAwait(false);
         ShardKitLog.RecoveryRun(source.Logger, committed, rolledBack, skipped, cleaned);
         return new RecoveryReport
         {
@@ -136,7 +135,7 @@ internal static class TransactionRecovery
 
     // A commit row can go once none of its shards holds its id prepared (every one of them must have answered). An
     // abort row stays for AbortDecisionRetention: it is what stops a very late committer from recording a commit.
-    private static async Task<int> CleanAsync(ShardedDataSource source, List<DecisionRow> decisions,
+    private static async Task<int> CleanAsync(ShardSet source, DistributedSettings settings, List<DecisionRow> decisions,
         Dictionary<string, List<(int Shard, TimeSpan Age)>> pending, List<(string, TimeSpan)>?[] perShard, List<ShardFailure> failures,
         CancellationToken cancellationToken)
     {
@@ -144,7 +143,7 @@ internal static class TransactionRecovery
         bool Answered(string shard) => map.ShardNames.Contains(shard) && perShard[map.IndexOf(shard)] is not null;
         var finished = decisions
             .Where(d => !pending.ContainsKey(d.Gid) && d.Shards.All(Answered)
-                        && (d.Outcome == DecisionLog.Commit || d.Age >= source.Distributed.AbortDecisionRetention))
+                        && (d.Outcome == DecisionLog.Commit || d.Age >= settings.AbortDecisionRetention))
             .Select(d => d.Gid)
             .ToArray();
         if (finished.Length == 0)
@@ -152,7 +151,7 @@ internal static class TransactionRecovery
             return 0;
         }
 
-        return await Attempt(source, source.Distributed.CoordinatorIndex, failures,
+        return await Attempt(source, settings.CoordinatorIndex, failures,
             connection => DecisionLog.DeleteAsync(connection, finished, cancellationToken), cancellationToken).ConfigureAwait(false);
     }
 
@@ -172,19 +171,18 @@ internal static class TransactionRecovery
     }
 
     // Runs work on a fresh connection to one shard; a failure is recorded for the report and yields default.
-    private static async Task<T?> Attempt<T>(ShardedDataSource source, int shard, List<ShardFailure> failures,
+    private static async Task<T?> Attempt<T>(ShardSet source, int shard, List<ShardFailure> failures,
         Func<NpgsqlConnection, Task<T>> work, CancellationToken cancellationToken)
     {
         try
         {
-            var connection = await source.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            await using var connectionScope = connection.ConfigureAwait(false);
-            return await work(connection).ConfigureAwait(false);
+            return await ShardPipeline.RunAsync(source, ShardConnectionSource.Pooled, shard, ShardCommand.For("Recover", null, isWrite: true),
+                work, static (connection, work, _) => new ValueTask<T>(work(connection)), async: true, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is NpgsqlException or IOException or TimeoutException or System.Net.Sockets.SocketException
+        catch (Exception e) when (e is ShardKitException or NpgsqlException or IOException or TimeoutException or System.Net.Sockets.SocketException
                                       && !cancellationToken.IsCancellationRequested)
         {
-            var name = source.Map.ShardNames[shard];
+            var name = source.NameOf(shard);
             ShardKitLog.RecoveryShardFailed(source.Logger, name, e.GetType().Name, e);
             lock (failures)
             {

@@ -11,7 +11,7 @@ internal sealed partial class BulkLoad<T>
         var errorType = _inputError is not null
             ? "input: " + (_inputError.InnerException?.GetType().Name ?? "invalid row")
             : _shardFailures.Values.First().Error.GetType().Name;
-        ShardKitLog.BulkInsertFailed(_connection.DataSource.Logger, _table, errorType);
+        ShardKitLog.BulkInsertFailed(_session.Shards.Logger, _table, errorType);
         if (_inputError is { } input)
         {
             return new BulkInsertException(input.Message + nothingKept, input.InnerException,
@@ -48,7 +48,6 @@ internal sealed partial class BulkLoad<T>
 
         foreach (var copy in copies.Where(c => c.Transaction is not null))
         {
-            _connection.DataSource.BreakerAt(copy.Shard).OnSuccess();
             ShardKitTelemetry.BulkRows.Add(copy.Rows, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, copy.Name));
         }
 
@@ -59,7 +58,7 @@ internal sealed partial class BulkLoad<T>
     {
         var failed = outcome.RolledBack.Concat(outcome.InDoubt).ToArray();
         var rolledBack = Names.Except(outcome.Committed).Except(outcome.InDoubt.Select(f => f.Shard)).ToArray();
-        ShardKitLog.BulkInsertCommitIncomplete(_connection.DataSource.Logger, _table,
+        ShardKitLog.BulkInsertCommitIncomplete(_session.Shards.Logger, _table,
             string.Join(",", failed.Select(f => f.Shard)), string.Join(",", outcome.Committed));
         var message = $"Bulk insert into {_table}: every COPY succeeded but the commit failed on " +
             string.Join("; ", failed.Select(f => $"{f.Shard}: {ErrorText(f.Error)}")) + ". " +

@@ -18,7 +18,7 @@ internal static class BulkLoad
 /// </summary>
 internal sealed partial class BulkLoad<T> : IDisposable
 {
-    private readonly ShardedConnection _connection;
+    private readonly ShardSession _session;
     private readonly string _table;
     private readonly BulkInsertOptions _options;
     private readonly CancellationToken _callerToken;
@@ -26,31 +26,31 @@ internal sealed partial class BulkLoad<T> : IDisposable
     private readonly ConcurrentDictionary<int, ShardFailure> _shardFailures = new();
     private BulkRowError? _inputError;
 
-    private BulkLoad(ShardedConnection connection, string table, BulkInsertOptions options, CancellationToken cancellationToken)
+    private BulkLoad(ShardSession session, string table, BulkInsertOptions options, CancellationToken cancellationToken)
     {
-        _connection = connection;
+        _session = session;
         _table = table;
         _options = options;
         _callerToken = cancellationToken;
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
     }
 
-    private string[] Names => [.. _connection.DataSource.Map.ShardNames];
+    private string[] Names => [.. _session.Shards.Map.ShardNames];
 
-    public static async Task<BulkInsertResult> RunAsync(ShardedConnection connection, string table, BulkInsertOptions? options,
+    public static async Task<BulkInsertResult> RunAsync(ShardSession session, string table, BulkInsertOptions? options,
         Func<BulkRouter<T>, CancellationToken, Task> produce, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(table);
         options ??= BulkInsertOptions.Default;
         options.Validate();
         ShardKeyAccessor<T>.EnsureKey();
-        if (connection.CurrentTransaction is { } transaction)
+        if (session.Pinned is { } pinned)
         {
             throw new ShardRoutingException(
-                $"A bulk load writes to every shard and cannot run inside the single-shard transaction on '{transaction.Shard}'; commit it first.");
+                $"A bulk load writes to every shard and cannot run inside the single-shard transaction on '{session.Shards.NameOf(pinned.Shard)}'; commit it first.");
         }
 
-        using var load = new BulkLoad<T>(connection, table, options, cancellationToken);
+        using var load = new BulkLoad<T>(session, table, options, cancellationToken);
         return await load.RunAsync(produce).ConfigureAwait(false);
     }
 
@@ -67,8 +67,8 @@ internal sealed partial class BulkLoad<T> : IDisposable
                 SingleWriter = true,
                 FullMode = BoundedChannelFullMode.Wait,
             })).ToArray();
-            var copies = names.Select((_, shard) => new ShardCopy<T>(_connection, shard, plan, _options.RowsPerCopy)).ToArray();
-            var router = new BulkRouter<T>(_connection.DataSource.Map.Strategy, channels, _options.BatchSize);
+            var copies = names.Select((_, shard) => new ShardCopy<T>(_session, shard, plan, _options.RowsPerCopy)).ToArray();
+            var router = new BulkRouter<T>(_session.Shards.Map.Strategy, channels, _options.BatchSize);
             var token = _cancel.Token;
             var running = copies.Select((copy, shard) => GuardAsync(shard, copy.RunAsync(channels[shard].Reader, token)))
                 .Append(GuardAsync(-1, Task.Run(() => ProduceAsync(produce, router, token), CancellationToken.None)))
@@ -84,7 +84,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
 
             var result = await CommitAsync(copies).ConfigureAwait(false);
             activity?.SetTag(ShardKitTelemetry.RowsTag, result.Total);
-            ShardKitLog.BulkInsertCompleted(_connection.DataSource.Logger, _table, result.Total, names.Length);
+            ShardKitLog.BulkInsertCompleted(_session.Shards.Logger, _table, result.Total, names.Length);
             return result;
         }
         catch (Exception e)
@@ -100,7 +100,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
         IReadOnlyList<TableColumn> columns;
         try
         {
-            var first = await _connection.OpenShardAsync(0, _callerToken).ConfigureAwait(false);
+            var first = await _session.OpenAsync(0, _callerToken).ConfigureAwait(false);
             columns = await TableCatalog.ReadAsync(first, _table, _callerToken).ConfigureAwait(false);
         }
         catch (NpgsqlException e)
@@ -157,9 +157,7 @@ internal sealed partial class BulkLoad<T> : IDisposable
             }
             else if (shard >= 0)
             {
-                _shardFailures.TryAdd(shard, new ShardFailure(Names[shard], e));
-                _connection.DataSource.BreakerAt(shard).OnFailure(e);
-                ShardKitTelemetry.RecordFailure(Names[shard], e);
+                _shardFailures.TryAdd(shard, new ShardFailure(Names[shard], e)); // recorded by the shard's pipeline call
             }
 
             await _cancel.CancelAsync().ConfigureAwait(false);

@@ -11,19 +11,19 @@ namespace ShardKit;
 /// </summary>
 internal sealed class ShardCopy<T>
 {
-    private readonly ShardedConnection _connection;
+    private readonly ShardSession _session;
     private readonly BulkPlan<T> _plan;
     private readonly int _rowsPerCopy;
     private readonly List<long> _inputIndexes = [];
     private NpgsqlBinaryImporter? _importer;
 
-    public ShardCopy(ShardedConnection connection, int shard, BulkPlan<T> plan, int rowsPerCopy)
+    public ShardCopy(ShardSession session, int shard, BulkPlan<T> plan, int rowsPerCopy)
     {
-        _connection = connection;
+        _session = session;
         _plan = plan;
         _rowsPerCopy = rowsPerCopy;
         Shard = shard;
-        Name = connection.DataSource.Map.ShardNames[shard];
+        Name = session.Shards.NameOf(shard);
     }
 
     public int Shard { get; }
@@ -47,16 +47,16 @@ internal sealed class ShardCopy<T>
             return;
         }
 
-        var command = ShardKitTelemetry.Summarize(_plan.CopySql);
-        using var activity = ShardKitTelemetry.StartCommand(BulkLoad.Operation, _connection.DataSource.Map.Shards[Shard], command);
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var breaker = _connection.DataSource.BreakerAt(Shard);
-        var probe = false;
+        // The COPY is one long command: admitted by the breaker, timed and recorded as one; never tried again (rows
+        // already sent cannot be read from the channel twice).
+        using var call = new ShardCall(_session.Shards, Shard, ShardCommand.For(BulkLoad.Operation, _plan.CopySql, isWrite: true));
+        NpgsqlConnection? connection = null;
         try
         {
-            probe = breaker.ThrowIfOpen();
-            var connection = await _connection.OpenShardAsync(Shard, cancellationToken).ConfigureAwait(false);
-            if (_connection.CurrentDistributedTransaction is null)
+            call.Admit();
+            call.Start();
+            connection = await _session.OpenAsync(Shard, cancellationToken).ConfigureAwait(false);
+            if (_session.Enlistment is null)
             {
                 // Inside a distributed transaction the connection is already enlisted; the COPY is part of it.
                 Transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
@@ -79,24 +79,22 @@ internal sealed class ShardCopy<T>
                 await CompleteAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            activity?.SetTag(ShardKitTelemetry.RowsTag, Rows);
-            probe = false;
-            breaker.OnSuccess(); // the shard took the COPY: a half-open breaker closes
-            ShardKitTelemetry.RecordDuration(Name, command, started);
+            call.Tag(ShardKitTelemetry.RowsTag, Rows);
+            call.Completed(); // the shard took the COPY: a half-open breaker closes
         }
-        catch (Exception e)
+        catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
         {
-            ShardKitTelemetry.RecordError(activity, e);
-            ShardKitTelemetry.RecordDuration(Name, command, started, e);
-            throw;
+            // This shard's own failure (the first of the load; failures caused by the load's stop are not the shard's).
+            var error = call.Failed(e, opening: connection is null);
+            if (ReferenceEquals(error, e))
+            {
+                throw;
+            }
+
+            throw error;
         }
         finally
         {
-            if (probe)
-            {
-                breaker.ReleaseProbe(); // a failure is counted by the load; a cancellation proves nothing either way
-            }
-
             await CloseAsync(_importer).ConfigureAwait(false);
             _importer = null;
         }

@@ -1,0 +1,115 @@
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// Every shard of a data source as the layers below the public doors see it: the frozen map, one pooled Npgsql data
+/// source (named after the shard, so Npgsql's own metrics carry it) and one circuit breaker with its recovery probe per
+/// shard, the settings and the logger. Owned and disposed by the data source.
+/// </summary>
+internal sealed class ShardSet : IAsyncDisposable, IDisposable
+{
+    private readonly NpgsqlDataSource[] _dataSources;
+    private readonly ShardCircuitBreaker[] _breakers;
+    private readonly ShardRecoveryProbe[] _probes;
+    private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
+
+    public ShardSet(ShardMap map, DataSourceSettings settings)
+    {
+        Map = map;
+        Settings = settings;
+        Logger = settings.LoggerFactory.CreateLogger("ShardKit");
+        _dataSources = map.Shards.Select(shard => Build(shard, settings)).ToArray();
+        foreach (var entity in settings.Entities)
+        {
+            KeyNames.Remember(ShardKeyMember.For(entity));
+        }
+
+        _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
+        _probes = map.Shards.Select(shard => StartProbingWhenOpen(shard.Index)).ToArray();
+    }
+
+    public ShardMap Map { get; }
+
+    public DataSourceSettings Settings { get; }
+
+    public ILogger Logger { get; }
+
+    /// <summary>The shard key names untyped commands are routed by.</summary>
+    public ShardKeyNames KeyNames { get; } = new();
+
+    public int Count => _dataSources.Length;
+
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    public NpgsqlDataSource DataSourceAt(int shard) => _dataSources[shard];
+
+    public ShardCircuitBreaker BreakerAt(int shard) => _breakers[shard];
+
+    public ShardInfo ShardAt(int shard) => Map.Shards[shard];
+
+    public string NameOf(int shard) => Map.ShardNames[shard];
+
+    private static NpgsqlDataSource Build(ShardInfo shard, DataSourceSettings settings)
+    {
+        var builder = new NpgsqlDataSourceBuilder(shard.ConnectionString) { Name = shard.Name };
+        builder.UseLoggerFactory(settings.LoggerFactory);
+        // A refused statement of a pipelined batch then says which one it was, so the error can name the item.
+        builder.ConnectionStringBuilder.IncludeFailedBatchedCommand = true;
+        // Inside ShardKit's client span Npgsql's span would be a second client span for the same call: one per call.
+        builder.ConfigureTracing(static tracing => tracing
+            .ConfigureCommandFilter(static _ => !ShardKitTelemetry.InCommandSpan)
+            .ConfigureBatchFilter(static _ => !ShardKitTelemetry.InCommandSpan)
+            .ConfigureCopyOperationFilter(static _ => !ShardKitTelemetry.InCommandSpan));
+        settings.ConfigureShard?.Invoke(builder);
+        return builder.Build();
+    }
+
+    // Wires a shard's breaker to its background recovery probe (none when the options turn it off).
+    private ShardRecoveryProbe StartProbingWhenOpen(int shard)
+    {
+        var options = Settings.CircuitBreaker;
+        var probe = new ShardRecoveryProbe(_breakers[shard], _dataSources[shard], options.ProbeInterval, Settings.Time, _stopping.Token);
+        if (options.ProbeInterval > TimeSpan.Zero)
+        {
+            _breakers[shard].Opened = probe.Start;
+        }
+
+        return probe;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            foreach (var probe in _probes)
+            {
+                await probe.Running.ConfigureAwait(false); // never faults: a stopped probe ends quietly
+            }
+
+            foreach (var source in _dataSources)
+            {
+                await source.DisposeAsync().ConfigureAwait(false);
+            }
+
+            _stopping.Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _stopping.Cancel(); // a probe still running ends quietly at its next step
+            foreach (var source in _dataSources)
+            {
+                source.Dispose();
+            }
+
+            _stopping.Dispose();
+        }
+    }
+}

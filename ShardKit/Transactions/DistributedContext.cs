@@ -1,0 +1,22 @@
+namespace ShardKit;
+
+/// <summary>
+/// What a data source's distributed transactions share: the validated settings, whether any has begun (the recovery
+/// service waits for that before it touches a shard), and a test hook awaited at each step of a two-phase commit.
+/// </summary>
+internal sealed class DistributedContext(DistributedSettings settings)
+{
+    private readonly TaskCompletionSource _inUse = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public DistributedSettings Settings { get; } = settings;
+
+    /// <summary>Completes when the first distributed transaction begins.</summary>
+    public Task InUse => _inUse.Task;
+
+    /// <summary>Test hook: awaited at each step of a two-phase commit, with the shard for per-shard steps.</summary>
+    public Func<DistributedStep, string?, Task>? OnStep { get; set; }
+
+    public void Begun() => _inUse.TrySetResult();
+
+    public Task StepAsync(DistributedStep step, string? shard) => OnStep is { } hook ? hook(step, shard) : Task.CompletedTask;
+}
