@@ -58,8 +58,9 @@ public sealed partial class FanOutScope
     public BroadcastResult Execute(string sql, object? param = null, int? commandTimeout = null, CommandType? commandType = null) =>
         Wait(ExecuteAsync(sql, param, commandTimeout, commandType));
 
-    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command) =>
-        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => ReadRowsAsync<T>(connection, command, token))).ToArray();
+    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command,
+        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null) =>
+        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => (read ?? ReadRowsAsync<T>)(connection, command, token))).ToArray();
 
     private static Func<System.Data.Common.DbDataReader, T> RowParser<T>(System.Data.Common.DbDataReader reader)
     {
