@@ -10,7 +10,9 @@ public abstract partial class ShardCommandTarget
 {
     /// <summary>
     /// Runs a query on the shard that owns its key and maps each row to two objects split at <paramref name="splitOn"/>,
-    /// combined by <paramref name="map"/> (Dapper's multi-mapping).
+    /// combined by <paramref name="map"/> (Dapper's multi-mapping). The parameters are searched for the key name of
+    /// <typeparamref name="TReturn"/>'s <c>[ShardKey]</c>, else of the first mapped type that has one. The rows are read
+    /// whole (<paramref name="buffered"/> is accepted for Dapper's signature).
     /// </summary>
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public Task<IEnumerable<TReturn>> QueryAsync<TFirst, TSecond, TReturn>(string sql, Func<TFirst, TSecond, TReturn> map,

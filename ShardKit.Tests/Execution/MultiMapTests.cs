@@ -49,7 +49,15 @@ public sealed class MultiMapTests
     /// </summary>
     internal static async Task SeedAsync(ShardTestContext ctx, int customers = 60)
     {
-        await using var db = ctx.Source.CreateConnection();
+        // A data source of its own, with the same placement: the one under test learns no key name from the seeding.
+        var builder = new ShardedDataSourceBuilder();
+        for (var i = 0; i < ctx.Shards.Count; i++)
+        {
+            builder.AddShard(ctx.Shards.Names[i], ctx.Shards.ConnectionStrings[i]);
+        }
+
+        await using var seeder = builder.Build();
+        await using var db = seeder.CreateConnection();
         var rows = Enumerable.Range(1, customers).SelectMany(c => Enumerable.Range(1, 3).Select(i => new SeedRow
         {
             CustomerId = c,
