@@ -43,7 +43,8 @@ public sealed class GridReaderTests
         var scope = db.ForKey(42L);
 
         var grid = await scope.QueryMultipleAsync($"select 1; select 2");
-        Assert.ThrowsAsync<ShardedConnectionBusyException>(() => scope.QueryAsync<int>("select 3"));
+        var busy = Assert.ThrowsAsync<ShardedConnectionBusyException>(() => scope.QueryAsync<int>("select 3"));
+        Assert.That(busy!.Message, Does.Contain("grid reader not yet disposed"));
         Assert.Throws<ShardedConnectionBusyException>(() => db.OnShard("s0").QueryMultiple("select 4"));
         Assert.That(await grid.ReadFirstAsync<int>(), Is.EqualTo(1), "the refused calls left the grid alone");
         await grid.DisposeAsync();
