@@ -1,6 +1,7 @@
 using System.Data;
 using System.Runtime.CompilerServices;
 using Dapper;
+using Npgsql;
 
 namespace ShardKit;
 
@@ -158,11 +159,11 @@ public sealed partial class FanOutScope
     }
 
     private async Task<(List<ShardRow<T>> Rows, IReadOnlyList<ShardFailure> Failures)> CollectAsync<T>(CommandDefinition command,
-        MergePlan<T> plan, string operation)
+        MergePlan<T> plan, string operation, Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
     {
         IReadOnlyList<ShardFailure> failures = [];
         var rows = new List<ShardRow<T>>();
-        await foreach (var row in RunAsync(command, plan, operation, f => failures = f, default).ConfigureAwait(false))
+        await foreach (var row in RunAsync(command, plan, operation, f => failures = f, default, read).ConfigureAwait(false))
         {
             rows.Add(row);
         }
@@ -172,12 +173,13 @@ public sealed partial class FanOutScope
 
     /// <summary>Starts every shard's query at once, merges their streams, and cancels whatever is still running at the end.</summary>
     private async IAsyncEnumerable<ShardRow<T>> RunAsync<T>(CommandDefinition command, MergePlan<T> plan, string operation,
-        Action<IReadOnlyList<ShardFailure>> reportFailures, [EnumeratorCancellation] CancellationToken cancellationToken)
+        Action<IReadOnlyList<ShardFailure>> reportFailures, [EnumeratorCancellation] CancellationToken cancellationToken,
+        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
     {
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(command.CancellationToken, cancellationToken);
         using var activity = ShardKitTelemetry.StartFanOut(operation, _shards.Length, plan.Kind);
         using var run = new FanOutRun(_connection.Session, _shards, Options, operation, command.CommandText, cancel.Token);
-        var streams = OpenStreams<T>(run, command);
+        var streams = OpenStreams(run, command, read);
         var sources = streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
         long merged = 0;
         // The merge watches only the caller's token: a shard failure or a timeout cancels the run, and the streams turn

@@ -58,6 +58,7 @@ public sealed partial class FanOutScope
     public BroadcastResult Execute(string sql, object? param = null, int? commandTimeout = null, CommandType? commandType = null) =>
         Wait(ExecuteAsync(sql, param, commandTimeout, commandType));
 
-    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command) =>
-        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => ShardRowReader.ReadAsync<T>(connection, command, token))).ToArray();
+    private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command,
+        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null) =>
+        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => (read ?? ShardRowReader.ReadAsync<T>)(connection, command, token))).ToArray();
 }

@@ -10,8 +10,8 @@ public sealed class ShardedConnectionBusyException : ShardKitException
 {
     internal const string Rule =
         "A ShardedConnection runs one operation at a time, and another operation on this connection is still running " +
-        "(a call not yet awaited, or a stream not yet read to the end or disposed). Await each call and finish or " +
-        "dispose each stream before the next; for concurrent work create one connection per concurrent operation " +
+        "(a call not yet awaited, a stream not yet read to the end or disposed, or a QueryMultiple grid reader not yet " +
+        "disposed). Await each call and finish or dispose each stream and grid reader before the next; for concurrent work create one connection per concurrent operation " +
         "(they are cheap: shards.CreateConnection(); their shard connections come from the pools).";
 
     /// <summary>Creates an exception that states the rule.</summary>

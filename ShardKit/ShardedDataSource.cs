@@ -44,14 +44,18 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
     public static ShardedDataSource Create(ShardKitOptions options, ILoggerFactory? loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
+        var entityErrors = new List<string>();
+        var entities = options.ConfigurationErrors is null ? EntityRegistration.FromOptions(options, entityErrors) : [];
+        entityErrors.AddRange(EntityRegistration.Conflicts(entities));
         var settings = new DataSourceSettings
         {
+            Entities = entities,
             LoggerFactory = loggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance,
             Retries = options.Retries,
             CircuitBreaker = options.CircuitBreaker,
             Distributed = options.DistributedTransactions,
         };
-        return new ShardedDataSource(ShardMapFactory.Create(options), settings);
+        return new ShardedDataSource(EntityRegistration.CreateMap(() => ShardMapFactory.Create(options), entityErrors), settings);
     }
 
     /// <summary>The shard map this data source routes by.</summary>

@@ -1,3 +1,4 @@
+using System.Reflection;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 
@@ -103,6 +104,25 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
+    /// <summary>
+    /// Registers every type of <paramref name="assembly"/> that declares a <c>[ShardKey]</c>, as
+    /// <see cref="AddEntity{T}"/> does for one: <c>AddEntitiesFromAssembly(typeof(Order).Assembly)</c>.
+    /// </summary>
+    /// <exception cref="ShardConfigurationException">The assembly declares no keyed type, or a type declares its key wrongly.</exception>
+    public ShardedDataSourceBuilder AddEntitiesFromAssembly(Assembly assembly)
+    {
+        ArgumentNullException.ThrowIfNull(assembly);
+        var errors = new List<string>();
+        var types = EntityRegistration.FromAssembly(assembly, errors);
+        if (errors.Count > 0)
+        {
+            throw new ShardConfigurationException(errors);
+        }
+
+        _settings = _settings with { Entities = [.. _settings.Entities, .. types] };
+        return this;
+    }
+
     /// <summary>Adjusts each shard's <see cref="NpgsqlDataSourceBuilder"/> (type mappings, logging, pool settings).</summary>
     public ShardedDataSourceBuilder ConfigureShardDataSource(Action<NpgsqlDataSourceBuilder> configure)
     {
@@ -155,13 +175,15 @@ public sealed class ShardedDataSourceBuilder
     /// <summary>Validates the settings and builds the data source, one pooled <see cref="NpgsqlDataSource"/> per shard.</summary>
     /// <returns>The data source; dispose it when the app stops (it owns the shards' pools).</returns>
     /// <exception cref="ShardConfigurationException">
-    /// Anything is wrong with the shards or the map: the message lists every problem at once, never with a password.
+    /// Anything is wrong with the shards or the map, or two registered entities share a key name with keys of different
+    /// kinds: the message lists every problem at once, never with a password.
     /// </exception>
     public ShardedDataSource Build()
     {
-        var map = ShardMapFactory.Create(_options, _chooser,
+        var map = EntityRegistration.CreateMap(() => ShardMapFactory.Create(_options, _chooser,
             _options.Strategy == ShardingStrategyKind.Range ? _ranges.ToArray() : null,
-            _options.Strategy == ShardingStrategyKind.List ? new Dictionary<ShardKeyValue, string>(_list) : null);
-        return new ShardedDataSource(map, _settings);
+            _options.Strategy == ShardingStrategyKind.List ? new Dictionary<ShardKeyValue, string>(_list) : null),
+            EntityRegistration.Conflicts(_settings.Entities));
+        return new ShardedDataSource(map, _settings with { Entities = _settings.Entities.Distinct().ToArray() });
     }
 }

@@ -39,6 +39,19 @@ public sealed class ShardKitOptions
     /// <summary>Distributed (two-phase commit) transactions: the coordinator shard and recovery thresholds.</summary>
     public DistributedTransactionOptions DistributedTransactions { get; set; } = new();
 
+    /// <summary>
+    /// Entity types whose <c>[ShardKey]</c> names route untyped commands (<c>Execute</c>, <c>ExecuteScalar</c>, DTO and
+    /// anonymous parameters) from the first call, as <see cref="ShardedDataSourceBuilder.AddEntity{T}"/> does; each
+    /// assembly-qualified: <c>"MyApp.Orders.Order, MyApp"</c>.
+    /// </summary>
+    public IList<string> EntityTypes { get; } = new List<string>();
+
+    /// <summary>
+    /// Assemblies (by name, <c>"MyApp"</c>) whose types with a <c>[ShardKey]</c> are all registered, as
+    /// <see cref="ShardedDataSourceBuilder.AddEntitiesFromAssembly"/> does.
+    /// </summary>
+    public IList<string> EntityAssemblies { get; } = new List<string>();
+
     // Problems found in the configuration section before binding (unknown keys, unconvertible values); when set,
     // the section was not bound and these are the only errors reported.
     internal IReadOnlyList<string>? ConfigurationErrors { get; set; }

@@ -13,6 +13,11 @@ public sealed class ShardKitOptionsValidator : IValidateOptions<ShardKitOptions>
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = ShardMapFactory.Validate(options);
+        if (options.ConfigurationErrors is null)
+        {
+            errors.AddRange(EntityRegistration.Conflicts(EntityRegistration.FromOptions(options, errors)));
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

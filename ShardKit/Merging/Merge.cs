@@ -6,7 +6,7 @@ namespace ShardKit;
 /// <see cref="FanOutScope.QueryAsync{T}(string, object?, MergePlan{T}?, int?, System.Data.CommandType?, CancellationToken)"/>
 /// and friends; scalar merges (<see cref="ScalarMerge{T}"/>) to <c>ExecuteScalarAsync</c>.
 /// </summary>
-public static class Merge
+public static partial class Merge
 {
     /// <summary>
     /// Every shard's rows, in the order they arrive: the default when no plan is given, and the way to say so on purpose
