@@ -37,7 +37,7 @@ public sealed partial class ArchitectureTests
         ("Ids/ShardIdSql.cs", "ShardedDataSource"),
     ];
 
-    private static readonly string[] DoorFiles = ["ShardedDataSource", "ShardedDataSourceBuilder", "ShardedConnection", "ShardCommandTarget", "FanOutScope", "ShardScope"];
+    private static readonly string[] DoorFiles = ["ShardedDataSource", "ShardedDataSourceBuilder", "ShardedConnection", "ShardCommandTarget", "FanOutScope", "ShardScope", "ShardGridReader"];
 
     [Test]
     public void Folders_depend_one_way_and_no_folder_names_the_public_doors()

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using Npgsql;
 
 namespace ShardKit;
@@ -39,6 +40,7 @@ public sealed partial class ShardedConnection
         var shards = Session.Shards;
         var source = ShardConnectionSource.Of(Session);
         var command = ShardCommand.For(operation, sql, isWrite: false);
+        Exception? previous = null;
         for (var attempt = 0; ; attempt++)
         {
             using var call = new ShardCall(shards, shard, command);
@@ -66,6 +68,12 @@ public sealed partial class ShardedConnection
                             yield break;
                         }
                     }
+                    catch (ShardUnavailableException) when (previous is not null)
+                    {
+                        // Our own retries opened the breaker: the failure that made them is the one to report.
+                        ExceptionDispatchInfo.Throw(previous);
+                        throw;
+                    }
                     catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
                     {
                         var error = call.Failed(e, opening: connection is null);
@@ -79,6 +87,7 @@ public sealed partial class ShardedConnection
                             throw error;
                         }
 
+                        previous = error;
                         break; // nothing reached the caller yet: try again
                     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Npgsql;
 
 namespace ShardKit;
@@ -20,6 +21,7 @@ internal static class ShardPipeline
         ShardCommand command, TState state, Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async,
         CancellationToken cancellationToken)
     {
+        Exception? previous = null;
         for (var attempt = 0; ; attempt++)
         {
             TimeSpan delay;
@@ -62,6 +64,12 @@ internal static class ShardPipeline
                         await source.ReleaseAsync(connection, async).ConfigureAwait(false);
                     }
                 }
+                catch (ShardUnavailableException) when (previous is not null)
+                {
+                    // Our own retries opened the breaker: the failure that made them is the one to report.
+                    ExceptionDispatchInfo.Throw(previous);
+                    throw;
+                }
                 catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
                 {
                     var error = Classify(shards, source, shard, command, e, timeout);
@@ -75,6 +83,8 @@ internal static class ShardPipeline
 
                         throw error;
                     }
+
+                    previous = error;
                 }
                 finally
                 {

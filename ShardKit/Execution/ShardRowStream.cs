@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Npgsql;
 
 namespace ShardKit;
@@ -213,6 +214,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
         var shards = _run.Session.Shards;
         var source = ShardConnectionSource.Of(_run.Session);
+        Exception? previous = null;
         for (var attempt = 0; ; attempt++)
         {
             _call?.Dispose();
@@ -223,6 +225,13 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             {
                 return await StartOnceAsync(query, attempt == 0).ConfigureAwait(false);
             }
+            catch (ShardUnavailableException) when (previous is not null)
+            {
+                // Our own retries opened the breaker: the failure that made them is the one to report.
+                _recorded = previous;
+                ExceptionDispatchInfo.Throw(previous);
+                throw;
+            }
             catch (Exception e) when (e is not ShardKitException && !_cancel.IsCancellationRequested)
             {
                 await DisposeRowsAsync().ConfigureAwait(false);
@@ -232,6 +241,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                     _recorded = error;
                     throw error;
                 }
+
+                previous = error;
             }
 
             await Task.Delay(delay, shards.Settings.Time, _cancel.Token).ConfigureAwait(false);

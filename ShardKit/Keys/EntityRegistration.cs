@@ -111,9 +111,9 @@ internal static class EntityRegistration
     }
 
     /// <summary>Builds the shard map, reporting its errors together with <paramref name="entityErrors"/> in one exception.</summary>
-    public static ShardMap CreateMap(Func<ShardMap> create, List<string> entityErrors)
+    public static TMap CreateMap<TMap>(Func<TMap> create, List<string> entityErrors)
     {
-        ShardMap map;
+        TMap map;
         try
         {
             map = create();
