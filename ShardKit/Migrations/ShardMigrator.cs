@@ -127,7 +127,7 @@ public sealed class ShardMigrator
                 return new ShardMigrationStatus(shard.Name, await _history.ReadAsync(connection, cancellationToken).ConfigureAwait(false), Migrations);
             }
         }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or IOException or TimeoutException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (ShardErrors.FromShard(e))
         {
             return new ShardMigrationStatus(shard.Name, e.GetType().Name + ": " + ConnectionStrings.Redact(e.Message, shard.ConnectionString));
         }
