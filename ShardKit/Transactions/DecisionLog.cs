@@ -21,17 +21,52 @@ internal static class DecisionLog
 
     // A decision must survive a crash the moment it is acknowledged, even where the server runs with
     // synchronous_commit = off: this statement's own transaction raises it to on (stricter levels are kept).
-    private const string InsertSql =
+    private const string InsertOnlySql =
         "insert into " + Table + " (gid, outcome, shards) select $1, $2, $3 from (select set_config('synchronous_commit', " +
-        "case when current_setting('synchronous_commit') in ('off', 'local') then 'on' else current_setting('synchronous_commit') end, true)) durable " +
-        "on conflict (gid) do nothing";
+        "case when current_setting('synchronous_commit') in ('off', 'local') then 'on' else current_setting('synchronous_commit') end, true)) durable";
+
+    private const string InsertSql = InsertOnlySql + " on conflict (gid) do nothing";
+
+    /// <summary>
+    /// The commit decision as the first statement of a batch that ends the coordinator's own transaction with
+    /// <c>COMMIT</c>. A plain insert, no <c>on conflict</c>: when recovery's abort row is already there the insert fails,
+    /// and the transaction with it, so the <c>COMMIT</c> after it never commits the coordinator's data under an abort;
+    /// when recovery's insert is still uncommitted, this one waits for it. Its <c>set_config</c> makes the whole
+    /// transaction's commit durable.
+    /// </summary>
+    public static NpgsqlBatchCommand CommitInTransaction(string gid, string[] shards) => new(InsertOnlySql)
+    {
+        Parameters = { new() { Value = gid }, new() { Value = Commit }, new() { Value = shards } },
+    };
+
+    /// <summary>True when <paramref name="error"/> is the commit insert colliding with a decision already recorded.</summary>
+    public static bool IsConflict(PostgresException error) =>
+        error is { SqlState: PostgresErrorCodes.UniqueViolation, TableName: Table };
+
+    /// <summary>
+    /// Creates the log unless it exists. A decision written inside a transaction cannot create the table on the fly (a
+    /// failed insert aborts the transaction), so the coordinator's local commit makes sure of it beforehand, once. Checking
+    /// first keeps a role with INSERT but no CREATE working once the table exists.
+    /// </summary>
+    public static async Task EnsureAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        var check = new NpgsqlCommand("select to_regclass('" + Table + "') is not null", connection);
+        await using (check.ConfigureAwait(false))
+        {
+            if (await check.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true)
+            {
+                return;
+            }
+        }
+
+        await CreateAsync(connection).ConfigureAwait(false);
+    }
 
     /// <summary>Records a decision; returns the outcome that holds (<c>abort</c> when recovery got there first).</summary>
     public static Task<string> RecordAsync(NpgsqlConnection connection, string gid, string outcome, string[] shards, CancellationToken cancellationToken) =>
         CreatingTableAsync(connection, async () =>
         {
-            var insert = new NpgsqlCommand(
-                InsertSql, connection);
+            var insert = new NpgsqlCommand(InsertSql, connection);
             await using (insert.ConfigureAwait(false))
             {
                 insert.Parameters.Add(new() { Value = gid });

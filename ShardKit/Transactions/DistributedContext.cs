@@ -7,6 +7,7 @@ namespace ShardKit;
 internal sealed class DistributedContext(DistributedSettings settings)
 {
     private readonly TaskCompletionSource _inUse = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private bool _decisionLogReady;
 
     public DistributedSettings Settings { get; } = settings;
 
@@ -15,6 +16,16 @@ internal sealed class DistributedContext(DistributedSettings settings)
 
     /// <summary>Test hook: awaited at each step of a two-phase commit, with the shard for per-shard steps.</summary>
     public Func<DistributedStep, string?, Task>? OnStep { get; set; }
+
+    /// <summary>
+    /// True once the coordinator's decision log is known to exist; the coordinator's local commit writes its decision
+    /// inside its own transaction, where a missing table could not be created on the fly.
+    /// </summary>
+    public bool DecisionLogReady
+    {
+        get => Volatile.Read(ref _decisionLogReady);
+        set => Volatile.Write(ref _decisionLogReady, value);
+    }
 
     public void Begun() => _inUse.TrySetResult();
 

@@ -84,15 +84,27 @@ public sealed partial class DistributedTransaction
         var coordinator = Settings.CoordinatorIndex;
         var gid = GlobalTransactionId.New(Set.NameOf(coordinator));
         GlobalId = gid;
+
+        // When the coordinator takes part, its own part is not prepared: it commits in the same local transaction that
+        // records the decision (as Citus does), which saves its PREPARE and COMMIT PREPARED round trips.
+        var local = shards.Contains(coordinator);
+        var prepared = local ? shards.Where(shard => shard != coordinator).ToArray() : shards;
         await StepAsync(DistributedStep.BeforePrepare, null).ConfigureAwait(false);
+        if (local && await EnsureDecisionLogAsync(coordinator).ConfigureAwait(false) is { } missing)
+        {
+            await Task.WhenAll(shards.Select(shard => RollbackOnAsync(shard, CancellationToken.None))).ConfigureAwait(false);
+            _state = (int)Phase.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            throw new ShardAggregateException([new ShardFailure(Set.NameOf(coordinator), DecisionNotWritten(gid, coordinator, missing))]);
+        }
 
         // Phase 1. Every shard is asked even when one fails early, so each ends prepared or rolled back, never open.
-        var failures = await Task.WhenAll(shards.Select(shard => PrepareAsync(shard, gid, cancellationToken))).ConfigureAwait(false);
+        var failures = await Task.WhenAll(prepared.Select(shard => PrepareAsync(shard, gid, cancellationToken))).ConfigureAwait(false);
         if (failures.Any(f => f is not null))
         {
             var failed = failures.OfType<ShardFailure>().ToArray();
             // A failed shard may still have prepared (its answer was lost), so every shard is asked; "does not exist" is fine.
-            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            await RollbackAllAsync(prepared, local ? coordinator : null, gid).ConfigureAwait(false);
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             ShardKitLog.DistributedPrepareFailed(Set.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
@@ -102,7 +114,7 @@ public sealed partial class DistributedTransaction
         await StepAsync(DistributedStep.BeforeDecision, null).ConfigureAwait(false);
         if (cancellationToken.IsCancellationRequested)
         {
-            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            await RollbackAllAsync(prepared, local ? coordinator : null, gid).ConfigureAwait(false);
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             cancellationToken.ThrowIfCancellationRequested();
@@ -110,23 +122,16 @@ public sealed partial class DistributedTransaction
 
         // The decision. Once the commit row is durable the transaction is committed, whatever happens next, so from
         // here on cancellation is no longer honored: the caller gets a definite answer.
-        var (outcome, decisionError) = await DecideAsync(gid, names, coordinator, activity).ConfigureAwait(false);
-        if (outcome != DecisionLog.Commit)
+        var refusal = local
+            ? await CommitWithDecisionAsync(gid, names, coordinator, activity).ConfigureAwait(false)
+            : await DecideAsync(gid, names, coordinator, activity).ConfigureAwait(false);
+        if (refusal is not null)
         {
-            await RollbackPreparedAsync(shards, gid).ConfigureAwait(false);
+            await RollbackPreparedAsync(prepared, gid).ConfigureAwait(false);
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             ShardKitLog.DistributedAbortedByRecovery(Set.Logger, gid);
-            var coordinatorName = Set.NameOf(coordinator);
-            throw new ShardAggregateException([new ShardFailure(coordinatorName, decisionError is not null
-                ? new ShardKitException(
-                    $"Distributed transaction {gid} was rolled back: its commit decision could not be written to the coordinator shard " +
-                    $"'{coordinatorName}' ({decisionError.Message}). Nothing was committed; fix the cause (the role needs INSERT on " +
-                    $"{DecisionLog.Table}, and CREATE the first time unless the table exists) and retry.", decisionError)
-                : new ShardKitException(
-                    $"Distributed transaction {gid} was rolled back: recovery found it prepared for longer than " +
-                    $"AbortPreparedAfter ({Settings.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
-                    "retry, and raise DistributedTransactionOptions.AbortPreparedAfter if commits can legitimately take that long."))]);
+            throw new ShardAggregateException([new ShardFailure(Set.NameOf(coordinator), refusal)]);
         }
 
         _state = (int)Phase.Committed;
@@ -134,7 +139,7 @@ public sealed partial class DistributedTransaction
         await StepAsync(DistributedStep.AfterDecision, null).ConfigureAwait(false);
 
         // Phase 2. Past the decision nothing throws: a shard that cannot commit now is finished by recovery.
-        var pending = await Task.WhenAll(shards.Select(shard => CommitPreparedAsync(shard, gid))).ConfigureAwait(false);
+        var pending = await Task.WhenAll(prepared.Select(shard => CommitPreparedAsync(shard, gid))).ConfigureAwait(false);
         var pendingNames = pending.OfType<string>().ToArray();
         if (pendingNames.Length > 0)
         {
@@ -147,6 +152,104 @@ public sealed partial class DistributedTransaction
 
         return new DistributedCommitResult(gid, names, pendingNames);
     }
+
+    // Makes sure the coordinator's decision log exists, once per data source; returns why it could not.
+    private async Task<Exception?> EnsureDecisionLogAsync(int coordinator)
+    {
+        if (_context.DecisionLogReady)
+        {
+            return null;
+        }
+
+        try
+        {
+            await ShardPipeline.RunAsync(Set, ShardConnectionSource.Pooled, coordinator,
+                ShardCommand.For(DistributedOperation, "create table if not exists " + DecisionLog.Table, isWrite: true), 0,
+                static async (connection, _, token) =>
+                {
+                    await DecisionLog.EnsureAsync(connection, token).ConfigureAwait(false);
+                    return 0;
+                }, async: true, CancellationToken.None).ConfigureAwait(false);
+            _context.DecisionLogReady = true;
+            return null;
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e))
+        {
+            return e;
+        }
+    }
+
+    // Commits the coordinator's own part and records the decision in one round trip: the decision insert, then COMMIT,
+    // on the coordinator's participant connection inside its still-open transaction. Returns null once committed, or
+    // why nothing was (the coordinator's transaction is rolled back then). A server that refused answered; a connection
+    // that broke did not, and then the COMMIT may or may not have happened: in doubt, for recovery to read from the log.
+    private async Task<Exception?> CommitWithDecisionAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
+    {
+        var name = Set.NameOf(coordinator);
+        try
+        {
+            await ShardPipeline.RunAsync(Set, ShardConnectionSource.Given(_participants[coordinator]!), coordinator,
+                ShardCommand.For(DistributedOperation, "insert into " + DecisionLog.Table + "; commit", isWrite: true) with { Once = true },
+                (gid, names), static async (connection, s, _) =>
+                {
+                    var batch = new NpgsqlBatch(connection)
+                    {
+                        BatchCommands = { DecisionLog.CommitInTransaction(s.gid, s.names), new NpgsqlBatchCommand("commit") },
+                    };
+                    await using var batchScope = batch.ConfigureAwait(false);
+                    return await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+                }, async: true, CancellationToken.None).ConfigureAwait(false);
+            return null;
+        }
+        catch (PostgresException e) when (!ShardErrors.IsConnectionFailure(e))
+        {
+            // The server refused (the insert failed, so the COMMIT after it never ran; or COMMIT itself failed, as a
+            // deferred constraint can): nothing was committed there.
+            await RollbackOnAsync(coordinator, CancellationToken.None).ConfigureAwait(false);
+            if (e.SqlState == PostgresErrorCodes.UndefinedTable)
+            {
+                _context.DecisionLogReady = false; // dropped since it was checked: the next commit creates it again
+            }
+
+            return e switch
+            {
+                _ when DecisionLog.IsConflict(e) => AbortedByRecovery(gid),
+                { SqlState: PostgresErrorCodes.InFailedSqlTransaction } => Refusal(name, e),
+                _ when e.BatchCommand is { CommandText: "commit" } => Refusal(name, e),
+                _ => DecisionNotWritten(gid, coordinator, e),
+            };
+        }
+        catch (ShardUnavailableException e)
+        {
+            await RollbackOnAsync(coordinator, CancellationToken.None).ConfigureAwait(false);
+            return DecisionNotWritten(gid, coordinator, e); // refused before anything was sent
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            await CloseParticipantAsync(coordinator).ConfigureAwait(false);
+            _state = (int)Phase.InDoubt;
+            ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
+            ShardKitLog.DistributedInDoubt(Set.Logger, gid, name, e);
+            throw new DistributedTransactionInDoubtException(gid, names, name, e);
+        }
+    }
+
+    // Rolls back the prepared shards and, when the coordinator commits locally, its still-open transaction.
+    private async Task RollbackAllAsync(int[] prepared, int? local, string gid)
+    {
+        var localRollback = local is { } shard ? RollbackOnAsync(shard, CancellationToken.None) : Task.CompletedTask;
+        await Task.WhenAll(RollbackPreparedAsync(prepared, gid), localRollback).ConfigureAwait(false);
+    }
+
+    private ShardKitException DecisionNotWritten(string gid, int coordinator, Exception error) => new(
+        $"Distributed transaction {gid} was rolled back: its commit decision could not be written to the coordinator shard " +
+        $"'{Set.NameOf(coordinator)}' ({error.Message}). Nothing was committed; fix the cause (the role needs INSERT on " +
+        $"{DecisionLog.Table}, and CREATE the first time unless the table exists) and retry.", error);
+
+    private ShardKitException AbortedByRecovery(string gid) => new(
+        $"Distributed transaction {gid} was rolled back: recovery found it prepared for longer than " +
+        $"AbortPreparedAfter ({Settings.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
+        "retry, and raise DistributedTransactionOptions.AbortPreparedAfter if commits can legitimately take that long.");
 
     private async Task<ShardFailure?> PrepareAsync(int shard, string gid, CancellationToken cancellationToken)
     {
@@ -197,11 +300,12 @@ public sealed partial class DistributedTransaction
         _ => error,
     };
 
-    // Writes the commit decision. Writing it is idempotent (the primary key keeps one row per id and the row that is
-    // there is read back), so a write whose result is unknown (the connection broke) is simply tried again on a fresh
-    // connection. Only a first attempt the server itself refused proves nothing was decided; if no attempt gets an
-    // answer, the outcome is in doubt until recovery reads the log.
-    private async Task<(string Outcome, Exception? Error)> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
+    // Writes the commit decision when the coordinator takes no part (it has nothing of its own to commit with it).
+    // Writing it is idempotent (the primary key keeps one row per id and the row that is there is read back), so a
+    // write whose result is unknown (the connection broke) is simply tried again on a fresh connection. Only a first
+    // attempt the server itself refused proves nothing was decided; if no attempt gets an answer, the outcome is in
+    // doubt until recovery reads the log. Returns null once committed, or why nothing was.
+    private async Task<Exception?> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
     {
         Exception? first = null;
         for (var attempt = 0; attempt < 3; attempt++)
@@ -212,15 +316,15 @@ public sealed partial class DistributedTransaction
                     ShardCommand.For(DistributedOperation, "insert into " + DecisionLog.Table, isWrite: true) with { Once = true }, (gid, names),
                     static (connection, s, _) => new ValueTask<string>(DecisionLog.RecordAsync(connection, s.gid, DecisionLog.Commit, s.names, CancellationToken.None)),
                     async: true, CancellationToken.None).ConfigureAwait(false);
-                return (outcome, null);
+                return outcome == DecisionLog.Commit ? null : AbortedByRecovery(gid);
             }
             catch (ShardUnavailableException e) when (attempt == 0)
             {
-                return (DecisionLog.Abort, e); // the breaker refused before anything was sent: nothing was decided
+                return DecisionNotWritten(gid, coordinator, e); // the breaker refused before anything was sent: nothing was decided
             }
             catch (PostgresException e) when (attempt == 0 && !ShardErrors.IsConnectionFailure(e))
             {
-                return (DecisionLog.Abort, e);
+                return DecisionNotWritten(gid, coordinator, e);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
