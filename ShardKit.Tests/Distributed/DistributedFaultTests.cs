@@ -13,6 +13,7 @@ namespace ShardKit.Tests.Distributed;
 public sealed class DistributedFaultTests
 {
     private const int ServerCount = 3;
+    private const int Coordinator = 0;
     private static readonly string[] Names = ["f0", "f1", "f2"];
     private static readonly DistributedStep[] Steps =
     [
@@ -111,8 +112,10 @@ public sealed class DistributedFaultTests
         var participants = Enumerable.Range(0, ServerCount).OrderBy(_ => random.Next()).Take(random.Next(2, ServerCount + 1)).Order().ToArray();
         var rowsPerShard = participants.ToDictionary(p => p, _ => random.Next(1, 3));
         var step = Steps[random.Next(Steps.Length)];
+        // The coordinator (f0) is never prepared when it takes part: it commits its own part with the decision.
+        var prepared = participants.Where(p => p != Coordinator).ToArray();
         var stepShard = step is DistributedStep.PrepareShard or DistributedStep.CommitPreparedShard
-            ? Names[participants[random.Next(participants.Length)]]
+            ? Names[prepared[random.Next(prepared.Length)]]
             : null;
         var target = random.Next(ServerCount);
         var restoreEarly = random.Next(2) == 0;

@@ -9,15 +9,15 @@ public sealed class DistributedTransactionTests
 
     [TestCase(2)]
     [TestCase(4)]
-    public async Task Commit_across_shards_prepares_logs_a_decision_and_lands_everywhere(int shardCount)
+    public async Task Commit_across_shards_prepares_the_others_commits_the_coordinator_with_its_decision_and_lands_everywhere(int shardCount)
     {
         await using var s = await DistributedShards.SharedAsync(shardCount);
-        var steps = new List<DistributedStep>();
-        s.Source.OnDistributedStep = (step, _) =>
+        var steps = new List<(DistributedStep Step, string? Shard)>();
+        s.Source.OnDistributedStep = (step, shard) =>
         {
             lock (steps)
             {
-                steps.Add(step);
+                steps.Add((step, shard));
             }
 
             return Task.CompletedTask;
@@ -38,8 +38,10 @@ public sealed class DistributedTransactionTests
         Assert.That(await s.CountsAsync(), Is.All.EqualTo(1));
         Assert.That(await s.PreparedAsync(), Is.Empty);
         Assert.That(await s.DecisionsAsync(), Is.EqualTo(new[] { (result.GlobalId!, "commit") }));
-        Assert.That(steps.Count(st => st == DistributedStep.PrepareShard), Is.EqualTo(shardCount));
-        Assert.That(steps.Count(st => st == DistributedStep.CommitPreparedShard), Is.EqualTo(shardCount));
+        var others = s.Names.Skip(1).ToArray();
+        Assert.That(steps.Where(st => st.Step == DistributedStep.PrepareShard).Select(st => st.Shard!).Order(), Is.EqualTo(others),
+            "every shard but the coordinator is prepared; the coordinator commits its own part with the decision");
+        Assert.That(steps.Where(st => st.Step == DistributedStep.CommitPreparedShard).Select(st => st.Shard!).Order(), Is.EqualTo(others));
         Assert.That(db.CurrentDistributedTransaction, Is.Null);
 
         var report = await s.Source.RecoverAsync();

@@ -6,15 +6,16 @@ public sealed partial class DistributedTransaction
 {
     /// <summary>
     /// Commits on every shard touched, atomically. One shard: a plain <c>COMMIT</c>. Several: <c>PREPARE TRANSACTION</c>
-    /// on each (in parallel). If a shard refuses (also when a command in the transaction failed there earlier, which
-    /// PostgreSQL would otherwise answer with a silent rollback), everything is rolled back and a
-    /// <see cref="ShardAggregateException"/> names the shard; either way the connection's sessions are left outside any
-    /// transaction, ready for the next command. Then the commit decision is written to the coordinator's decision log, and from that moment the
-    /// transaction is committed: <c>COMMIT PREPARED</c> runs on each shard (in parallel), and a shard that cannot be
-    /// reached is listed in <see cref="DistributedCommitResult.PendingShards"/> for recovery to finish, never thrown.
-    /// If the decision itself cannot be confirmed, <see cref="DistributedTransactionInDoubtException"/> says so.
-    /// <paramref name="cancellationToken"/> is honored until the decision starts being written (a cancelled commit rolls
-    /// back everywhere), not after.
+    /// on each shard other than the coordinator (in parallel). If a shard refuses (also when a command in the transaction
+    /// failed there earlier, which PostgreSQL would otherwise answer with a silent rollback), everything is rolled back and
+    /// a <see cref="ShardAggregateException"/> names the shard; either way the connection's sessions are left outside any
+    /// transaction, ready for the next command. Then the commit decision is written to the coordinator's decision log, in
+    /// the coordinator's own transaction when it took part (its data commits with the decision, in one round trip), and
+    /// from that moment the transaction is committed: <c>COMMIT PREPARED</c> runs on each prepared shard (in parallel), and
+    /// a shard that cannot be reached is listed in <see cref="DistributedCommitResult.PendingShards"/> for recovery to
+    /// finish, never thrown. If the decision itself cannot be confirmed, <see cref="DistributedTransactionInDoubtException"/>
+    /// says so. <paramref name="cancellationToken"/> is honored until the decision starts being written (a cancelled
+    /// commit rolls back everywhere), not after.
     /// </summary>
     public async Task<DistributedCommitResult> CommitAsync(CancellationToken cancellationToken = default)
     {
@@ -153,103 +154,12 @@ public sealed partial class DistributedTransaction
         return new DistributedCommitResult(gid, names, pendingNames);
     }
 
-    // Makes sure the coordinator's decision log exists, once per data source; returns why it could not.
-    private async Task<Exception?> EnsureDecisionLogAsync(int coordinator)
-    {
-        if (_context.DecisionLogReady)
-        {
-            return null;
-        }
-
-        try
-        {
-            await ShardPipeline.RunAsync(Set, ShardConnectionSource.Pooled, coordinator,
-                ShardCommand.For(DistributedOperation, "create table if not exists " + DecisionLog.Table, isWrite: true), 0,
-                static async (connection, _, token) =>
-                {
-                    await DecisionLog.EnsureAsync(connection, token).ConfigureAwait(false);
-                    return 0;
-                }, async: true, CancellationToken.None).ConfigureAwait(false);
-            _context.DecisionLogReady = true;
-            return null;
-        }
-        catch (Exception e) when (ShardErrors.FromShard(e))
-        {
-            return e;
-        }
-    }
-
-    // Commits the coordinator's own part and records the decision in one round trip: the decision insert, then COMMIT,
-    // on the coordinator's participant connection inside its still-open transaction. Returns null once committed, or
-    // why nothing was (the coordinator's transaction is rolled back then). A server that refused answered; a connection
-    // that broke did not, and then the COMMIT may or may not have happened: in doubt, for recovery to read from the log.
-    private async Task<Exception?> CommitWithDecisionAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
-    {
-        var name = Set.NameOf(coordinator);
-        try
-        {
-            await ShardPipeline.RunAsync(Set, ShardConnectionSource.Given(_participants[coordinator]!), coordinator,
-                ShardCommand.For(DistributedOperation, "insert into " + DecisionLog.Table + "; commit", isWrite: true) with { Once = true },
-                (gid, names), static async (connection, s, _) =>
-                {
-                    var batch = new NpgsqlBatch(connection)
-                    {
-                        BatchCommands = { DecisionLog.CommitInTransaction(s.gid, s.names), new NpgsqlBatchCommand("commit") },
-                    };
-                    await using var batchScope = batch.ConfigureAwait(false);
-                    return await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
-                }, async: true, CancellationToken.None).ConfigureAwait(false);
-            return null;
-        }
-        catch (PostgresException e) when (!ShardErrors.IsConnectionFailure(e))
-        {
-            // The server refused (the insert failed, so the COMMIT after it never ran; or COMMIT itself failed, as a
-            // deferred constraint can): nothing was committed there.
-            await RollbackOnAsync(coordinator, CancellationToken.None).ConfigureAwait(false);
-            if (e.SqlState == PostgresErrorCodes.UndefinedTable)
-            {
-                _context.DecisionLogReady = false; // dropped since it was checked: the next commit creates it again
-            }
-
-            return e switch
-            {
-                _ when DecisionLog.IsConflict(e) => AbortedByRecovery(gid),
-                { SqlState: PostgresErrorCodes.InFailedSqlTransaction } => Refusal(name, e),
-                _ when e.BatchCommand is { CommandText: "commit" } => Refusal(name, e),
-                _ => DecisionNotWritten(gid, coordinator, e),
-            };
-        }
-        catch (ShardUnavailableException e)
-        {
-            await RollbackOnAsync(coordinator, CancellationToken.None).ConfigureAwait(false);
-            return DecisionNotWritten(gid, coordinator, e); // refused before anything was sent
-        }
-        catch (Exception e) when (e is not OutOfMemoryException)
-        {
-            await CloseParticipantAsync(coordinator).ConfigureAwait(false);
-            _state = (int)Phase.InDoubt;
-            ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
-            ShardKitLog.DistributedInDoubt(Set.Logger, gid, name, e);
-            throw new DistributedTransactionInDoubtException(gid, names, name, e);
-        }
-    }
-
     // Rolls back the prepared shards and, when the coordinator commits locally, its still-open transaction.
     private async Task RollbackAllAsync(int[] prepared, int? local, string gid)
     {
         var localRollback = local is { } shard ? RollbackOnAsync(shard, CancellationToken.None) : Task.CompletedTask;
         await Task.WhenAll(RollbackPreparedAsync(prepared, gid), localRollback).ConfigureAwait(false);
     }
-
-    private ShardKitException DecisionNotWritten(string gid, int coordinator, Exception error) => new(
-        $"Distributed transaction {gid} was rolled back: its commit decision could not be written to the coordinator shard " +
-        $"'{Set.NameOf(coordinator)}' ({error.Message}). Nothing was committed; fix the cause (the role needs INSERT on " +
-        $"{DecisionLog.Table}, and CREATE the first time unless the table exists) and retry.", error);
-
-    private ShardKitException AbortedByRecovery(string gid) => new(
-        $"Distributed transaction {gid} was rolled back: recovery found it prepared for longer than " +
-        $"AbortPreparedAfter ({Settings.AbortPreparedAfter}) with no decision and aborted it. Nothing was committed; " +
-        "retry, and raise DistributedTransactionOptions.AbortPreparedAfter if commits can legitimately take that long.");
 
     private async Task<ShardFailure?> PrepareAsync(int shard, string gid, CancellationToken cancellationToken)
     {
@@ -299,45 +209,6 @@ public sealed partial class DistributedTransaction
             "there. Nothing was committed anywhere; fix the failing command and run the whole transaction again.", error),
         _ => error,
     };
-
-    // Writes the commit decision when the coordinator takes no part (it has nothing of its own to commit with it).
-    // Writing it is idempotent (the primary key keeps one row per id and the row that is there is read back), so a
-    // write whose result is unknown (the connection broke) is simply tried again on a fresh connection. Only a first
-    // attempt the server itself refused proves nothing was decided; if no attempt gets an answer, the outcome is in
-    // doubt until recovery reads the log. Returns null once committed, or why nothing was.
-    private async Task<Exception?> DecideAsync(string gid, string[] names, int coordinator, System.Diagnostics.Activity? activity)
-    {
-        Exception? first = null;
-        for (var attempt = 0; attempt < 3; attempt++)
-        {
-            try
-            {
-                var outcome = await ShardPipeline.RunAsync(Set, ShardConnectionSource.Pooled, coordinator,
-                    ShardCommand.For(DistributedOperation, "insert into " + DecisionLog.Table, isWrite: true) with { Once = true }, (gid, names),
-                    static (connection, s, _) => new ValueTask<string>(DecisionLog.RecordAsync(connection, s.gid, DecisionLog.Commit, s.names, CancellationToken.None)),
-                    async: true, CancellationToken.None).ConfigureAwait(false);
-                return outcome == DecisionLog.Commit ? null : AbortedByRecovery(gid);
-            }
-            catch (ShardUnavailableException e) when (attempt == 0)
-            {
-                return DecisionNotWritten(gid, coordinator, e); // the breaker refused before anything was sent: nothing was decided
-            }
-            catch (PostgresException e) when (attempt == 0 && !ShardErrors.IsConnectionFailure(e))
-            {
-                return DecisionNotWritten(gid, coordinator, e);
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                first ??= e;
-            }
-        }
-
-        _state = (int)Phase.InDoubt;
-        ShardKitTelemetry.RecordOutcome(activity, "in_doubt");
-        var coordinatorName = Set.NameOf(coordinator);
-        ShardKitLog.DistributedInDoubt(Set.Logger, gid, coordinatorName, first!);
-        throw new DistributedTransactionInDoubtException(gid, names, coordinatorName, first);
-    }
 
     // Returns the shard's name when the commit is left to recovery.
     private async Task<string?> CommitPreparedAsync(int shard, string gid)

@@ -7,8 +7,8 @@ namespace ShardKit;
 /// A transaction over any number of shards, committed atomically with PostgreSQL two-phase commit. While it is open,
 /// commands on its <see cref="ShardedConnection"/> route by key as usual; each shard a command reaches starts its own
 /// transaction there on first use. <see cref="CommitAsync"/> commits a single shard plainly and several with
-/// <c>PREPARE TRANSACTION</c>, a decision logged on the coordinator shard, and <c>COMMIT PREPARED</c>. Disposing it
-/// without a commit rolls back everywhere.
+/// <c>PREPARE TRANSACTION</c>, a decision logged on the coordinator shard (committed together with the coordinator's own
+/// part when it took part), and <c>COMMIT PREPARED</c>. Disposing it without a commit rolls back everywhere.
 /// </summary>
 public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposable, IShardEnlistment
 {
