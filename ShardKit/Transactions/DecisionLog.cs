@@ -4,7 +4,8 @@ namespace ShardKit;
 
 /// <summary>
 /// The two-phase commit decision log: one row per decided global id in <c>shardkit_2pc_decisions</c> on the
-/// coordinator shard, created when the first decision is recorded (<c>create table if not exists</c>); reads of a log
+/// coordinator shard, created when the first decision is recorded, or before it when the decision is written inside the
+/// coordinator's own transaction (<c>create table if not exists</c>); reads of a log
 /// that does not exist yet find no decisions and create nothing. A committer writes <c>commit</c> only
 /// after every shard prepared; recovery writes <c>abort</c> before rolling back an undecided id. The primary key makes
 /// the two exclusive: whichever insert lands first is the outcome, and the other side reads it back.

@@ -12,7 +12,9 @@ namespace ShardKit;
 /// Safe against a concurrent committer: recovery never rolls back without first inserting an <c>abort</c> row for the
 /// id, and a committer never commits without first inserting its <c>commit</c> row. The decision table's primary key
 /// lets exactly one of the two exist; each side reads back the row that won and acts on it, so a slow committer that
-/// loses is told its transaction rolled back. Safe against itself: inserts are <c>on conflict do nothing</c>, and
+/// loses is told its transaction rolled back. A coordinator that commits its own part with the decision inserts
+/// without <c>on conflict</c>: losing fails its insert and rolls its transaction back; winning makes recovery's insert
+/// wait for that transaction's end and then read <c>commit</c> back. Safe against itself: inserts are <c>on conflict do nothing</c>, and
 /// finishing an id someone else finished ("prepared transaction does not exist") counts as done, and one another session
 /// is finishing at that moment ("is busy") is left to it.
 /// </remarks>
