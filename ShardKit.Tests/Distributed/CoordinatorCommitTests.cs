@@ -114,6 +114,37 @@ public sealed class CoordinatorCommitTests
     }
 
     [Test]
+    public async Task A_coordinator_connection_known_lost_before_the_commit_rolls_back_everywhere_and_prepares_nothing()
+    {
+        await using var s = await DistributedShards.SharedAsync(2, proxied: true);
+        var prepares = 0;
+        s.Source.OnDistributedStep = (step, _) =>
+        {
+            if (step == DistributedStep.PrepareShard)
+            {
+                Interlocked.Increment(ref prepares);
+            }
+
+            return Task.CompletedTask;
+        };
+        await using var db = s.Source.CreateConnection();
+        db.Retries = ShardRetryOptions.None;
+        await using var tx = await db.BeginDistributedTransactionAsync();
+        await InsertOnEveryShard(s, 1)(db);
+        s.Proxies[0].Cut();
+        s.Proxies[0].Restore();
+        Assert.ThrowsAsync(Is.InstanceOf<ShardConnectionException>(), () => db.OnShard(s.Names[0]).ExecuteAsync("select 1"));
+
+        var error = Assert.ThrowsAsync<ShardAggregateException>(() => tx.CommitAsync());
+
+        Assert.That(error!.FailedShards, Is.EqualTo(new[] { s.Names[0] }));
+        Assert.That(error.InnerExceptions.Single().Message, Does.Contain("lost inside the distributed transaction").And.Contain("Nothing was committed"));
+        Assert.That(prepares, Is.Zero, "the outcome was certain before anything was prepared");
+        Assert.That(await s.CountsAsync(), Is.All.Zero);
+        Assert.That(await s.PreparedAsync(), Is.Empty);
+    }
+
+    [Test]
     public async Task The_first_commit_creates_a_missing_decision_log_and_a_log_dropped_later_fails_one_commit_cleanly()
     {
         var set = await Shards.GetAsync();

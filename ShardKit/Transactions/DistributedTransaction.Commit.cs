@@ -91,12 +91,13 @@ public sealed partial class DistributedTransaction
         var local = shards.Contains(coordinator);
         var prepared = local ? shards.Where(shard => shard != coordinator).ToArray() : shards;
         await StepAsync(DistributedStep.BeforePrepare, null).ConfigureAwait(false);
-        if (local && await EnsureDecisionLogAsync(coordinator).ConfigureAwait(false) is { } missing)
+        var cannot = local ? CoordinatorLost(coordinator) ?? await EnsureDecisionLogAsync(coordinator).ConfigureAwait(false) : null;
+        if (cannot is not null)
         {
             await Task.WhenAll(shards.Select(shard => RollbackOnAsync(shard, CancellationToken.None))).ConfigureAwait(false);
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
-            throw new ShardAggregateException([new ShardFailure(Set.NameOf(coordinator), DecisionNotWritten(gid, coordinator, missing))]);
+            throw new ShardAggregateException([new ShardFailure(Set.NameOf(coordinator), cannot)]);
         }
 
         // Phase 1. Every shard is asked even when one fails early, so each ends prepared or rolled back, never open.

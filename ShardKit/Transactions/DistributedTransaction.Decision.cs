@@ -6,6 +6,14 @@ namespace ShardKit;
 // it cannot be.
 public sealed partial class DistributedTransaction
 {
+    // A coordinator connection already known broken lost its part with its session: nothing can commit there, which is
+    // certain now, before anything is prepared (sent with the decision, the failure would leave the outcome in doubt).
+    private ShardKitException? CoordinatorLost(int coordinator) => _participants[coordinator] is { State: System.Data.ConnectionState.Open }
+        ? null
+        : new ShardKitException(
+            $"The connection to the coordinator shard '{Set.NameOf(coordinator)}' was lost inside the distributed transaction; its " +
+            "work there is gone. Nothing was committed anywhere; run the whole transaction again.");
+
     // Makes sure the coordinator's decision log exists, once per data source; returns why it could not.
     private async Task<Exception?> EnsureDecisionLogAsync(int coordinator)
     {
@@ -28,7 +36,7 @@ public sealed partial class DistributedTransaction
         }
         catch (Exception e) when (ShardErrors.FromShard(e))
         {
-            return e;
+            return DecisionNotWritten(GlobalId!, coordinator, e);
         }
     }
 
