@@ -49,8 +49,9 @@ internal sealed class ToolShards : IAsyncDisposable
         var builder = new ShardedDataSourceBuilder();
         foreach (var shard in shards)
         {
+            // NAME=Host=…: a bare connection string (Host=db0;…) has no key=value right after its first '='.
             var split = shard.IndexOf('=', StringComparison.Ordinal);
-            if (split <= 0)
+            if (split <= 0 || !shard[(split + 1)..].Split(';')[0].Contains('=', StringComparison.Ordinal))
             {
                 throw new UsageException(
                     $"--shard '{NameOnly(shard)}' is not NAME=CONNECTION_STRING; write for example --shard \"s0=Host=db0;Database=app;Username=app\".");
