@@ -27,6 +27,11 @@ internal static class MigrationCommands
         Description = "The shard migrated first, alone (default: the first shard).",
     };
 
+    private static readonly Option<bool> NoCanary = new("--no-canary")
+    {
+        Description = "Start every shard at once instead of the canary first (about half the time; for scripts proven on a copy).",
+    };
+
     private static readonly Option<int> Parallelism = new("--parallelism")
     {
         Description = "How many shards after the canary migrate at once.",
@@ -68,6 +73,7 @@ internal static class MigrationCommands
         command.Options.Add(HistorySchema);
         command.Options.Add(HistoryTable);
         command.Options.Add(Canary);
+        command.Options.Add(NoCanary);
         command.Options.Add(Parallelism);
         command.Options.Add(LockTimeout);
         command.SetAction(async (parsed, cancellationToken) =>
@@ -95,7 +101,7 @@ internal static class MigrationCommands
             }
 
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"Done: {result.AppliedCount} script runs applied; canary {result.CanaryShard}."));
+                $"Done: {result.AppliedCount} script runs applied; canary {result.CanaryShard ?? "none"}."));
             return ExitCodes.Ok;
         });
         return command;
@@ -129,6 +135,7 @@ internal static class MigrationCommands
             HistorySchema = parsed.GetValue(HistorySchema) ?? defaults.HistorySchema,
             HistoryTable = parsed.GetValue(HistoryTable) ?? defaults.HistoryTable,
             CanaryShard = parsed.GetValue(Canary),
+            CanaryFirst = !parsed.GetValue(NoCanary),
             MaxParallelism = parsed.GetValue(Parallelism) is var parallelism and > 0 ? parallelism : defaults.MaxParallelism,
             LockTimeout = TimeSpan.FromSeconds(parsed.GetValue(LockTimeout) is var seconds and >= 0 ? seconds : defaults.LockTimeout.TotalSeconds),
         };
