@@ -100,13 +100,8 @@ public sealed class ShardMigrator
         }
         finally
         {
-            foreach (var session in sessions)
-            {
-                if (session is not null)
-                {
-                    await session.DisposeAsync().ConfigureAwait(false);
-                }
-            }
+            // Each release is a round trip: in parallel, so a run over many shards does not end with one per shard in turn.
+            await Task.WhenAll(sessions.OfType<ShardMigrationSession>().Select(s => s.DisposeAsync().AsTask())).ConfigureAwait(false);
         }
     }
 
