@@ -79,9 +79,18 @@ internal static class MigrationCommands
         command.SetAction(async (parsed, cancellationToken) =>
         {
             var migrations = Load(parsed);
+            var options = ApplyOptionsFrom(parsed);
             await using var tool = shards.Open(parsed);
-            var options = OptionsFrom(parsed);
-            var migrator = tool.Source.CreateMigrator(migrations, options);
+            ShardMigrator migrator;
+            try
+            {
+                migrator = tool.Source.CreateMigrator(migrations, options);
+            }
+            catch (MigrationException e)
+            {
+                throw new UsageException(e.Message); // the options do not fit the shards (a --canary that is not one)
+            }
+
             var progress = new ProgressPrinter(output);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"Migrating {tool.Source.ShardNames.Count} shards with {migrations.Count} scripts from {Path.GetFullPath(parsed.GetValue(Scripts)!)}."));
@@ -127,6 +136,7 @@ internal static class MigrationCommands
         }
     }
 
+    // Status takes only where the history lives; apply also how to run.
     private static MigrationOptions OptionsFrom(ParseResult parsed)
     {
         var defaults = new MigrationOptions();
@@ -134,10 +144,30 @@ internal static class MigrationCommands
         {
             HistorySchema = parsed.GetValue(HistorySchema) ?? defaults.HistorySchema,
             HistoryTable = parsed.GetValue(HistoryTable) ?? defaults.HistoryTable,
+        };
+    }
+
+    private static MigrationOptions ApplyOptionsFrom(ParseResult parsed)
+    {
+        if (parsed.GetValue(Parallelism) < 1)
+        {
+            throw new UsageException($"--parallelism is {parsed.GetValue(Parallelism)}; pass at least 1 (the shard count for the fastest run).");
+        }
+
+        if (parsed.GetValue(LockTimeout) < 0)
+        {
+            throw new UsageException("--lock-timeout is negative; pass the seconds to wait for another run's lock (0 fails at once).");
+        }
+
+        var history = OptionsFrom(parsed);
+        return new MigrationOptions
+        {
+            HistorySchema = history.HistorySchema,
+            HistoryTable = history.HistoryTable,
             CanaryShard = parsed.GetValue(Canary),
             CanaryFirst = !parsed.GetValue(NoCanary),
-            MaxParallelism = parsed.GetValue(Parallelism) is var parallelism and > 0 ? parallelism : defaults.MaxParallelism,
-            LockTimeout = TimeSpan.FromSeconds(parsed.GetValue(LockTimeout) is var seconds and >= 0 ? seconds : defaults.LockTimeout.TotalSeconds),
+            MaxParallelism = parsed.GetValue(Parallelism),
+            LockTimeout = TimeSpan.FromSeconds(parsed.GetValue(LockTimeout)),
         };
     }
 

@@ -160,6 +160,9 @@ public sealed class ShardKitToolTests
     [TestCase(new[] { "migrations", "apply", "--shard", "Host=localhost;Password=hunter2", "--scripts", "." }, "is not NAME=CONNECTION_STRING")]
     [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--config", "a.json", "--scripts", "." }, "not both")]
     [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--parallelism", "x" }, "--parallelism")]
+    [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--parallelism", "0" }, "--parallelism is 0")]
+    [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--lock-timeout=-1" }, "--lock-timeout is negative")]
+    [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--canary", "s9" }, "CanaryShard 's9' is not a shard")]
     [TestCase(new[] { "migrations", "migrate" }, "migrate")]
     [TestCase(new string[0], "Required command was not provided")]
     public async Task Bad_arguments_exit_2_with_a_message_that_names_the_problem(string[] args, string expected)
