@@ -32,7 +32,7 @@ internal sealed class ProgressPrinter(TextWriter output) : IProgress<MigrationPr
         var at = Stopwatch.GetElapsedTime(_started).TotalSeconds;
         var duration = value.Stage == MigrationStage.Started ? "" : string.Create(CultureInfo.InvariantCulture, $" {value.Elapsed.TotalMilliseconds,8:0} ms");
         var line = string.Create(CultureInfo.InvariantCulture,
-            $"[{at,7:0.00}s] {value.Shard,-12} {value.Script,-32} {value.Stage.ToString().ToLowerInvariant(),-8}{duration}{(value.IsCanary ? "  (canary)" : "")}");
+            $"[{at,7:0.00}s] {value.Shard,-12} {value.Script,-32} {value.Stage.ToString().ToLowerInvariant(),-8}{duration}{(value.IsCanary ? "  (canary)" : "")}").TrimEnd();
         lock (_gate)
         {
             output.WriteLine(line);

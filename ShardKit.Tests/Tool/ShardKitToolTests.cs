@@ -26,6 +26,7 @@ public sealed class ShardKitToolTests
         Assert.That(before.Output, Does.Contain("pending"));
 
         var apply = await ToolRun.RunAsync(["migrations", "apply", .. Args(shards)]);
+        await TestContext.Out.WriteLineAsync(apply.Output);
         Assert.That(apply.ExitCode, Is.EqualTo(ExitCodes.Ok), apply.ToString());
         Assert.That(apply.Error, Is.Empty);
         foreach (var name in shards.Names)
