@@ -239,6 +239,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                 if (!ShardPipeline.ShouldRetry(shards, source, _shard, _run.ReadCommand, error, attempt, out delay))
                 {
                     _recorded = error;
+                    if (ReferenceEquals(error, e))
+                    {
+                        throw;
+                    }
+
                     throw error;
                 }
 
