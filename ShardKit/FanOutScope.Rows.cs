@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using Dapper;
+using Npgsql;
+
+namespace ShardKit;
+
+public sealed partial class FanOutScope
+{
+    /// <summary>
+    /// One multi-shard read: on the first move it starts every shard's query at once and merges their streams by the
+    /// plan; at the end (or on disposal) it cancels whatever is still running and reports the failures. A hand-written
+    /// enumerator, so a row already buffered reaches the caller without an asynchronous state machine.
+    /// </summary>
+    private sealed class MergedRows<T>(FanOutScope scope, CommandDefinition command, MergePlan<T> plan, string operation,
+        Action<IReadOnlyList<ShardFailure>> reportFailures, CancellationToken cancellationToken, bool wholeShards,
+        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read)
+        : IAsyncEnumerable<ShardRow<T>>, IAsyncEnumerator<ShardRow<T>>
+    {
+        private CancellationTokenSource? _cancel;
+        private Activity? _activity;
+        private FanOutRun? _run;
+        private ShardRowStream<T>[]? _streams;
+        private IAsyncEnumerator<ShardRow<T>>? _merge;
+        private long _merged;
+        private bool _finished;
+        private CancellationToken _enumeratorToken;
+
+        public ShardRow<T> Current => _merge!.Current;
+
+        public IAsyncEnumerator<ShardRow<T>> GetAsyncEnumerator(CancellationToken token = default)
+        {
+            _enumeratorToken = token; // as [EnumeratorCancellation] does: either token cancels
+            return this;
+        }
+
+        public ValueTask<bool> MoveNextAsync()
+        {
+            if (_merge is not null && !_finished)
+            {
+                ValueTask<bool> next;
+                try
+                {
+                    next = _merge.MoveNextAsync();
+                }
+                catch (Exception e)
+                {
+                    next = ValueTask.FromException<bool>(e);
+                }
+
+                if (next.IsCompletedSuccessfully && next.Result)
+                {
+                    _merged++;
+                    return next;
+                }
+
+                return MoveNextSlowAsync(next);
+            }
+
+            return MoveNextSlowAsync(null);
+        }
+
+        public ValueTask DisposeAsync() => FinishAsync();
+
+        private async ValueTask<bool> MoveNextSlowAsync(ValueTask<bool>? pending)
+        {
+            if (_finished)
+            {
+                return false;
+            }
+
+            try
+            {
+                if (_merge is null)
+                {
+                    Start(); // here, in an async method: the fan-out's activity is current for the shards' spans only
+                }
+
+                if (await (pending ?? _merge!.MoveNextAsync()).ConfigureAwait(false))
+                {
+                    _merged++;
+                    return true;
+                }
+            }
+            catch (Exception)
+            {
+                await FinishAsync().ConfigureAwait(false);
+                throw;
+            }
+
+            await FinishAsync().ConfigureAwait(false);
+            return false;
+        }
+
+        private void Start()
+        {
+            _cancel = CancellationTokenSource.CreateLinkedTokenSource(command.CancellationToken, cancellationToken, _enumeratorToken);
+            _activity = ShardKitTelemetry.StartFanOut(operation, scope._shards.Length, plan.Kind);
+            _run = new FanOutRun(scope._connection.Session, scope._shards, scope.Options, operation, command.CommandText, _cancel.Token);
+            if (wholeShards)
+            {
+                _run.ReadShardsWhole();
+            }
+
+            _streams = scope.OpenStreams(_run, command, read);
+            var sources = _streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
+            // The merge watches only the caller's token: a shard failure or a timeout cancels the run, and the streams
+            // turn that into the policy's error (or a missing shard), which the merge must see rather than a bare cancellation.
+            _merge = plan.MergeAsync(sources, _cancel.Token).GetAsyncEnumerator(_cancel.Token);
+        }
+
+        private async ValueTask FinishAsync()
+        {
+            if (_finished)
+            {
+                return;
+            }
+
+            _finished = true;
+            try
+            {
+                if (_merge is not null)
+                {
+                    await _merge.DisposeAsync().ConfigureAwait(false);
+                }
+
+                if (_streams is not null)
+                {
+                    // In parallel: each stream stopped early may need a round trip to cancel its query.
+                    await Task.WhenAll(_streams.Select(s => s.DisposeAsync().AsTask())).ConfigureAwait(false);
+                }
+
+                if (_run is not null)
+                {
+                    reportFailures(_run.Failures);
+                    ShardKitTelemetry.RecordRowsMerged(_merged, plan.Kind, operation);
+                    _activity?.SetTag(ShardKitTelemetry.RowsTag, _merged);
+                }
+            }
+            finally
+            {
+                _run?.Dispose();
+                _activity?.Dispose();
+                _cancel?.Dispose();
+            }
+        }
+    }
+}
