@@ -169,14 +169,10 @@ public sealed partial class FanOutScope
     {
         IReadOnlyList<ShardFailure> failures = [];
         var rows = new List<TRow>();
-        IAsyncEnumerator<ShardRow<T>> merged = new MergedRows<T>(this, command, plan, operation, f => failures = f, default,
-            wholeShards: plan.TakeCount is null, read);
-        await using (merged.ConfigureAwait(false))
+        var merged = new MergedRows<T>(this, command, plan, operation, f => failures = f, default, wholeShards: plan.TakeCount is null, read);
+        await using (((IAsyncDisposable)merged).ConfigureAwait(false))
         {
-            while (await merged.MoveNextAsync().ConfigureAwait(false))
-            {
-                rows.Add(select(merged.Current));
-            }
+            await merged.CollectAsync(rows, select).ConfigureAwait(false);
         }
 
         return (rows, failures);

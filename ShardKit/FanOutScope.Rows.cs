@@ -61,6 +61,63 @@ public sealed partial class FanOutScope
 
         public ValueTask DisposeAsync() => FinishAsync();
 
+        /// <summary>
+        /// Every merged row into <paramref name="rows"/>. When each shard is read whole and the plan only concatenates,
+        /// the shards' lists are appended as they complete, with no merge per row; otherwise the merge runs over the
+        /// shards' buffers, and the list is sized once the first shards are in.
+        /// </summary>
+        public async Task CollectAsync<TRow>(List<TRow> rows, Func<ShardRow<T>, TRow> select)
+        {
+            if (!wholeShards || !plan.IsConcatOnly)
+            {
+                while (await MoveNextAsync().ConfigureAwait(false))
+                {
+                    if (_merged == 1 && wholeShards)
+                    {
+                        rows.EnsureCapacity(_streams!.Sum(s => s.BufferedRows) + _streams!.Length);
+                    }
+
+                    rows.Add(select(Current));
+                }
+
+                return;
+            }
+
+            try
+            {
+                Start();
+                foreach (var (shard, shardRows) in await ReadShardsAsync().ConfigureAwait(false))
+                {
+                    rows.EnsureCapacity(rows.Count + shardRows.Count);
+                    foreach (var row in shardRows)
+                    {
+                        rows.Add(select(new ShardRow<T>(shard, row)));
+                    }
+                }
+
+                _merged = rows.Count;
+            }
+            finally
+            {
+                await FinishAsync().ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>Each shard's rows in the order the shards complete; the first failure (as the policy made it) ends the wait.</summary>
+        private async Task<List<(string Shard, List<T> Rows)>> ReadShardsAsync()
+        {
+            var reads = _streams!.Select(s => s.ReadWholeAsync()).ToList();
+            var done = new List<(string, List<T>)>(reads.Count);
+            while (reads.Count > 0)
+            {
+                var read = await Task.WhenAny(reads).WaitAsync(_cancel!.Token).ConfigureAwait(false);
+                reads.Remove(read);
+                done.Add(await read.ConfigureAwait(false));
+            }
+
+            return done;
+        }
+
         private async ValueTask<bool> MoveNextSlowAsync(ValueTask<bool>? pending)
         {
             if (_finished)

@@ -71,6 +71,26 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         return Tracked(MoveNextCoreAsync(null));
     }
 
+    /// <summary>Rows read ahead and not yet returned (a run that reads shards whole); a sizing hint.</summary>
+    public int BufferedRows => _buffer is { } buffer ? Math.Max(0, buffer.Count - _bufferIndex - 1) : 0;
+
+    /// <summary>
+    /// Every row of a shard read whole (<see cref="FanOutRun.Buffered"/>), with the same bookkeeping as reading them one
+    /// by one: empty when the shard failed under partial results.
+    /// </summary>
+    public async Task<(string Shard, List<T> Rows)> ReadWholeAsync()
+    {
+        if (!await MoveNextAsync().ConfigureAwait(false))
+        {
+            return (Shard, []);
+        }
+
+        var rows = _buffer ?? throw new InvalidOperationException("The run does not read shards whole.");
+        _bufferIndex = rows.Count - 1;
+        await MoveNextAsync().ConfigureAwait(false); // the end: the call completes, the connection goes back
+        return (Shard, rows);
+    }
+
     private ValueTask<bool> Tracked(ValueTask<bool> next)
     {
         if (next.IsCompleted)

@@ -42,6 +42,9 @@ public sealed partial class MergePlan<T>
 
     internal bool IsDistinct => DistinctComparer is not null;
 
+    /// <summary>True when the plan only concatenates the shards' rows: no order, groups, duplicates, cursor, skip or take.</summary>
+    internal bool IsConcatOnly => Order is null && Grouping is null && DistinctComparer is null && !HasCursor && SkipCount == 0 && TakeCount is null;
+
     internal static MergePlan<T> Ordered(IComparer<T> order) => new("ordered") { Order = order };
 
     internal static MergePlan<T> Grouped(RowGrouping<T> grouping) => new("grouped") { Grouping = grouping };
