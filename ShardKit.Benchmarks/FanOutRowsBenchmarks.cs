@@ -93,6 +93,7 @@ public class FanOutRowsBenchmarks
     }
 
     [Benchmark(Baseline = true, Description = "sequential loop, Dapper QueryAsync per shard")]
+    [BenchmarkCategory("arrival", "ordered", "take")]
     public async Task<List<NameRow>> SequentialLoopAsync()
     {
         var rows = new List<NameRow>();
@@ -189,10 +190,10 @@ public class FanOutRowsBenchmarks
             Console.WriteLine($"{bench.Case}: median of {rounds} rounds, {Environment.ProcessorCount} cores");
             foreach (var (name, run) in variants)
             {
-                var (mine, loop) = await InterleavedAsync(rounds, run, bench.SequentialLoopAsync);
+                var (mine, loop, mineCpu, loopCpu) = await InterleavedAsync(rounds, run, bench.SequentialLoopAsync);
                 var rows = name.StartsWith("take", StringComparison.Ordinal) ? bench.TakeCount : bench.Case.Rows;
                 Console.WriteLine($"  {name,-32} {mine,8:F1} ms  loop {loop,8:F1} ms  ratio {mine / loop:F2}  " +
-                                  $"{rows / mine * 1000 / Environment.ProcessorCount / 1e6:F2}M rows/s/core (loop {bench.Case.Rows / loop * 1000 / Environment.ProcessorCount / 1e6:F2}M)");
+                                  $"client CPU {mineCpu,7:F0} ms (loop {loopCpu,7:F0})  {rows / mineCpu / 1000:F2}M rows per CPU-second (loop {bench.Case.Rows / loopCpu / 1000:F2}M)");
             }
         }
         finally
@@ -201,27 +202,41 @@ public class FanOutRowsBenchmarks
         }
     }
 
-    private static async Task<(double Mine, double Loop)> InterleavedAsync(int rounds, Func<Task> mine, Func<Task> loop)
+    private static async Task<(double Mine, double Loop, double MineCpu, double LoopCpu)> InterleavedAsync(int rounds, Func<Task> mine, Func<Task> loop)
     {
         var a = new List<double>();
         var b = new List<double>();
+        var cpuA = new List<double>();
+        var cpuB = new List<double>();
         await mine();
         await loop();
         for (var round = 0; round < rounds; round++)
         {
             // As BenchmarkDotNet does between iterations: neither side pays for the other's garbage.
-            GC.Collect();
-            var t = Stopwatch.GetTimestamp();
-            await mine();
-            a.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
-            GC.Collect();
-            t = Stopwatch.GetTimestamp();
-            await loop();
-            b.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+            a.Add(await TimeAsync(mine, cpuA));
+            b.Add(await TimeAsync(loop, cpuB));
         }
 
-        a.Sort();
-        b.Sort();
-        return (a[a.Count / 2], b[b.Count / 2]);
+        return (Median(a), Median(b), Median(cpuA), Median(cpuB));
+    }
+
+    // Wall-clock milliseconds; the process's CPU milliseconds (this client's cost, GC included) into cpu.
+    private static async Task<double> TimeAsync(Func<Task> run, List<double> cpu)
+    {
+        GC.Collect();
+        var process = Process.GetCurrentProcess();
+        var cpuBefore = process.TotalProcessorTime;
+        var t = Stopwatch.GetTimestamp();
+        await run();
+        var wall = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
+        process.Refresh();
+        cpu.Add((process.TotalProcessorTime - cpuBefore).TotalMilliseconds);
+        return wall;
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
     }
 }

@@ -1,3 +1,4 @@
+using System.Data;
 using System.Data.Common;
 using Dapper;
 using Npgsql;
@@ -12,6 +13,7 @@ namespace ShardKit;
 internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken)
     : IAsyncEnumerable<T>, IAsyncEnumerator<T>
 {
+    private const CommandBehavior ReadBehavior = CommandBehavior.SequentialAccess | CommandBehavior.SingleResult;
     private DbDataReader? _reader;
     private Func<DbDataReader, T>? _parse;
     private bool _ended;
@@ -66,7 +68,8 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 
     private async Task OpenAsync()
     {
-        _reader = await connection.ExecuteReaderAsync(ShardRowReader.WithToken(command, cancellationToken)).ConfigureAwait(false);
+        // As Dapper's own QueryAsync reads: columns once, in order, so Npgsql need not hold a whole row to hand it out.
+        _reader = await connection.ExecuteReaderAsync(ShardRowReader.WithToken(command, cancellationToken), ReadBehavior).ConfigureAwait(false);
         _parse = ShardRowReader.RowParser<T>(_reader);
     }
 
