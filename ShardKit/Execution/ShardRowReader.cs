@@ -38,6 +38,13 @@ internal static class ShardRowReader
     public static IAsyncEnumerable<T> ReadAsync<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken) =>
         new ShardRows<T>(connection, command, cancellationToken);
 
+    /// <summary>
+    /// A routed unbuffered query: Dapper's binding and mapping, in its transaction, without the cancel request Dapper's
+    /// own unbuffered query sends at the end of every stream (only a stream stopped early asks for one).
+    /// </summary>
+    public static IAsyncEnumerable<T> ReadRoutedAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
+        new ShardRows<T>(connection, command, command.CancellationToken, routed: true);
+
     /// <summary>The same command with the shard's own token (and no transaction: a fan-out runs outside one).</summary>
     public static CommandDefinition WithToken(CommandDefinition command, CancellationToken token) =>
         new(command.CommandText, command.Parameters, null, command.CommandTimeout, command.CommandType, command.Flags, token);

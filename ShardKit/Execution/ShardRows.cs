@@ -10,17 +10,35 @@ namespace ShardKit;
 /// Npgsql's buffer (its <c>ReadAsync</c> then completes synchronously) costs the parse and nothing else, and a whole
 /// shard can be read into a list in one tight loop. Enumerate once.
 /// </summary>
-internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken)
+/// <param name="connection">The shard's open connection.</param>
+/// <param name="command">The query, its parameters bound by Dapper.</param>
+/// <param name="cancellationToken">Cancels the query (with the enumerator's token, if one is given).</param>
+/// <param name="routed">
+/// A routed stream: the command keeps its transaction, and a stream disposed before its end asks the server to cancel
+/// the rest (as Dapper's unbuffered query does, but only then). A fan-out's stream cancels on its own terms.
+/// </param>
+internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken, bool routed = false)
     : IAsyncEnumerable<T>, IAsyncEnumerator<T>
 {
     private const CommandBehavior ReadBehavior = CommandBehavior.SequentialAccess | CommandBehavior.SingleResult;
     private DbDataReader? _reader;
     private Func<DbDataReader, T>? _parse;
     private bool _ended;
+    private CancellationTokenSource? _linked;
 
     public T Current { get; private set; } = default!;
 
-    public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken cancellationToken = default) => this;
+    public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken token = default)
+    {
+        if (token.CanBeCanceled && token != cancellationToken)
+        {
+            // As [EnumeratorCancellation] does: either token cancels.
+            _linked = cancellationToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, token) : null;
+            cancellationToken = _linked?.Token ?? token;
+        }
+
+        return this;
+    }
 
     public ValueTask<bool> MoveNextAsync()
     {
@@ -58,7 +76,36 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
         }
     }
 
-    public ValueTask DisposeAsync() => CloseAsync();
+    public async ValueTask DisposeAsync()
+    {
+        var cancelled = false;
+        if (routed && _reader is IWrappedDataReader { Command: { } stopped })
+        {
+            // Stopped before the end: without a cancel, closing the reader would read the rest of the rows.
+            try
+            {
+                stopped.Cancel();
+                cancelled = true;
+            }
+            catch (Exception)
+            {
+                // Best effort: without the cancel the reader reads on to the end.
+            }
+        }
+
+        try
+        {
+            await CloseAsync().ConfigureAwait(false);
+        }
+        catch (Exception) when (cancelled)
+        {
+            // The cancel we asked for, reported by the reader it stopped.
+        }
+        finally
+        {
+            _linked?.Dispose();
+        }
+    }
 
     private async ValueTask<bool> OpenThenReadAsync()
     {
@@ -69,7 +116,10 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     private async Task OpenAsync()
     {
         // As Dapper's own QueryAsync reads: columns once, in order, so Npgsql need not hold a whole row to hand it out.
-        _reader = await connection.ExecuteReaderAsync(ShardRowReader.WithToken(command, cancellationToken), ReadBehavior).ConfigureAwait(false);
+        var definition = routed
+            ? new CommandDefinition(command.CommandText, command.Parameters, command.Transaction, command.CommandTimeout, command.CommandType, command.Flags, cancellationToken)
+            : ShardRowReader.WithToken(command, cancellationToken);
+        _reader = await connection.ExecuteReaderAsync(definition, ReadBehavior).ConfigureAwait(false);
         _parse = ShardRowReader.RowParser<T>(_reader);
     }
 
