@@ -7,5 +7,11 @@ if (args.Length == 0)
     return await Tour.RunAsync();
 }
 
+if (args[0] == "fanout-rows")
+{
+    await FanOutRowsBenchmarks.RatiosAsync(args);
+    return 0;
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(Tour).Assembly).Run(args);
 return 0;

@@ -57,9 +57,9 @@ public sealed partial class FanOutScope
         Func<NpgsqlConnection, CommandDefinition, Task<IEnumerable<TReturn>>> query)
     {
         var plan = merge ?? Unplanned(command, "Query", Merge.Concat<TReturn>());
-        var (rows, failures) = await CollectAsync(command, plan, "Query",
+        var (rows, failures) = await CollectAsync(command, plan, "Query", static r => r.Row,
             (connection, cmd, token) => MappedRowsAsync(query, connection, ShardRowReader.WithToken(cmd, token), token)).ConfigureAwait(false);
-        return new FanOutResult<TReturn>(rows.ConvertAll(r => r.Row), failures);
+        return new FanOutResult<TReturn>(rows, failures);
     }
 
     private static async IAsyncEnumerable<TReturn> MappedRowsAsync<TReturn>(Func<NpgsqlConnection, CommandDefinition, Task<IEnumerable<TReturn>>> query,

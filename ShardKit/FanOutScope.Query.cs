@@ -1,5 +1,4 @@
 using System.Data;
-using System.Runtime.CompilerServices;
 using Dapper;
 using Npgsql;
 
@@ -22,8 +21,9 @@ public sealed partial class FanOutScope
     /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<FanOutResult<T>> QueryAsync<T>(CommandDefinition command, MergePlan<T>? merge)
     {
-        var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "Query", Merge.Concat<T>()), "Query").ConfigureAwait(false);
-        return new FanOutResult<T>(rows.ConvertAll(r => r.Row), failures);
+        var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "Query", Merge.Concat<T>()), "Query", static r => r.Row)
+            .ConfigureAwait(false);
+        return new FanOutResult<T>(rows, failures);
     }
 
     /// <summary>Like <see cref="QueryAsync{T}(string, object?, MergePlan{T}?, int?, CommandType?, CancellationToken)"/>, each row tagged with its shard's name.</summary>
@@ -32,7 +32,8 @@ public sealed partial class FanOutScope
         int? commandTimeout = null, CommandType? commandType = null, CancellationToken cancellationToken = default)
     {
         var command = Command(sql, param, commandTimeout, commandType, cancellationToken);
-        var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "QueryWithShard", Merge.Concat<T>()), "Query").ConfigureAwait(false);
+        var (rows, failures) = await CollectAsync(command, merge ?? Unplanned(command, "QueryWithShard", Merge.Concat<T>()), "Query", static r => r)
+            .ConfigureAwait(false);
         return new FanOutResult<ShardRow<T>>(rows, failures);
     }
 
@@ -154,54 +155,33 @@ public sealed partial class FanOutScope
         var plan = merge is null
             ? (count == 1 ? Unplanned(command, "QueryFirst", Merge.First<T>()) : Unplanned(command, "QuerySingle", Merge.Concat<T>().Take(count)))
             : merge.Take(count);
-        var (rows, _) = await CollectAsync(command, plan, count == 1 ? "QueryFirst" : "QuerySingle").ConfigureAwait(false);
-        return rows.ConvertAll(r => r.Row);
+        var (rows, _) = await CollectAsync(command, plan, count == 1 ? "QueryFirst" : "QuerySingle", static r => r.Row).ConfigureAwait(false);
+        return rows;
     }
 
-    private async Task<(List<ShardRow<T>> Rows, IReadOnlyList<ShardFailure> Failures)> CollectAsync<T>(CommandDefinition command,
-        MergePlan<T> plan, string operation, Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
+    /// <summary>
+    /// Reads the merged rows into a list. Without a limit that could stop the shards early, each shard reads its rows
+    /// to the end on its own (every shard in parallel, parsing included) and the merge runs over those buffers.
+    /// </summary>
+    private async Task<(List<TRow> Rows, IReadOnlyList<ShardFailure> Failures)> CollectAsync<T, TRow>(CommandDefinition command,
+        MergePlan<T> plan, string operation, Func<ShardRow<T>, TRow> select,
+        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
     {
         IReadOnlyList<ShardFailure> failures = [];
-        var rows = new List<ShardRow<T>>();
-        await foreach (var row in RunAsync(command, plan, operation, f => failures = f, default, read).ConfigureAwait(false))
+        var rows = new List<TRow>();
+        var merged = new MergedRows<T>(this, command, plan, operation, f => failures = f, default, wholeShards: plan.TakeCount is null, read);
+        await using (((IAsyncDisposable)merged).ConfigureAwait(false))
         {
-            rows.Add(row);
+            await merged.CollectAsync(rows, select).ConfigureAwait(false);
         }
 
         return (rows, failures);
     }
 
     /// <summary>Starts every shard's query at once, merges their streams, and cancels whatever is still running at the end.</summary>
-    private async IAsyncEnumerable<ShardRow<T>> RunAsync<T>(CommandDefinition command, MergePlan<T> plan, string operation,
-        Action<IReadOnlyList<ShardFailure>> reportFailures, [EnumeratorCancellation] CancellationToken cancellationToken,
-        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
-    {
-        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(command.CancellationToken, cancellationToken);
-        using var activity = ShardKitTelemetry.StartFanOut(operation, _shards.Length, plan.Kind);
-        using var run = new FanOutRun(_connection.Session, _shards, Options, operation, command.CommandText, cancel.Token);
-        var streams = OpenStreams(run, command, read);
-        var sources = streams.Select(s => new MergeSource<T>(s.Shard, s)).ToArray();
-        long merged = 0;
-        // The merge watches only the caller's token: a shard failure or a timeout cancels the run, and the streams turn
-        // that into the policy's error (or a missing shard), which the merge must see rather than a bare cancellation.
-        try
-        {
-            await foreach (var row in plan.MergeAsync(sources, cancel.Token).ConfigureAwait(false))
-            {
-                merged++;
-                yield return row;
-            }
-        }
-        finally
-        {
-            // In parallel: each stream stopped early may need a round trip to cancel its query.
-            await Task.WhenAll(streams.Select(s => s.DisposeAsync().AsTask())).ConfigureAwait(false);
-
-            reportFailures(run.Failures);
-            ShardKitTelemetry.RecordRowsMerged(merged, plan.Kind, operation);
-            activity?.SetTag(ShardKitTelemetry.RowsTag, merged);
-        }
-    }
+    private MergedRows<T> RunAsync<T>(CommandDefinition command, MergePlan<T> plan, string operation,
+        Action<IReadOnlyList<ShardFailure>> reportFailures, CancellationToken cancellationToken) =>
+        new(this, command, plan, operation, reportFailures, cancellationToken, wholeShards: false, read: null);
 
     /// <summary>
     /// The plan for a read given none: <paramref name="fallback"/> (arrival order), unless the SQL orders, limits,

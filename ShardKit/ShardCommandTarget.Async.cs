@@ -157,7 +157,7 @@ public abstract partial class ShardCommandTarget
             {
                 var bound = Bind(command, part.Shard, part.Parameters);
                 var rows = Owner.StreamOnShardAsync(part.Shard, "QueryUnbuffered", command.CommandText, bound,
-                    static (c, cmd) => c.QueryUnbufferedAsync<T>(cmd.CommandText, cmd.Parameters, (DbTransaction?)cmd.Transaction, cmd.CommandTimeout, cmd.CommandType),
+                    static (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd),
                     cancellationToken);
                 await foreach (var row in rows.ConfigureAwait(false))
                 {

@@ -21,6 +21,7 @@ public sealed class DelayProxy : IAsyncDisposable
     private TcpListener? _listener;
     private int _nextLinkId;
     private long _delayTicks;
+    private int _accepted;
 
     private DelayProxy(IPEndPoint upstream, TimeSpan oneWayDelay)
     {
@@ -33,6 +34,9 @@ public sealed class DelayProxy : IAsyncDisposable
 
     /// <summary>The loopback port clients connect to.</summary>
     public int Port { get; }
+
+    /// <summary>Connections accepted so far (a cancel request is one too: PostgreSQL takes it on a new connection).</summary>
+    public int AcceptedConnections => Volatile.Read(ref _accepted);
 
     /// <summary>True while the proxy refuses connections.</summary>
     public bool IsCut { get; private set; }
@@ -123,6 +127,7 @@ public sealed class DelayProxy : IAsyncDisposable
                 return; // stopped by Cut or Dispose
             }
 
+            Interlocked.Increment(ref _accepted);
             _ = ServeAsync(client);
         }
     }

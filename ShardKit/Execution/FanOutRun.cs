@@ -66,10 +66,19 @@ internal sealed partial class FanOutRun : IDisposable
     /// <summary>Cancelled by the caller, the overall timeout, or (complete results) the first failure.</summary>
     public CancellationToken Token => _all.Token;
 
-    /// <summary>True when fewer slots than shards: each shard buffers its rows while it holds a slot.</summary>
-    public bool Buffered { get; }
+    /// <summary>
+    /// True when each shard reads its rows to the end while it holds a slot: when there are fewer slots than shards,
+    /// or when the caller collects every row anyway (<see cref="ReadShardsWhole"/>).
+    /// </summary>
+    public bool Buffered { get; private set; }
 
     public SemaphoreSlim Slots { get; }
+
+    /// <summary>
+    /// Each shard reads all its rows on its own, in parallel with the others, before the merge sees them: for a caller
+    /// that collects every row, so no limit can stop a shard early and nothing is saved by streaming.
+    /// </summary>
+    public void ReadShardsWhole() => Buffered = true;
 
     public bool OverallTimedOut => _overall?.IsCancellationRequested == true;
 

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Dapper;
 using Npgsql;
 
@@ -36,19 +35,15 @@ internal static class ShardRowReader
     /// Reads rows with Dapper's parameter binding and row mapping but its own loop: Dapper's unbuffered query sends
     /// the server a cancel request (a new socket) whenever it finishes, which a fan-out would pay on every shard.
     /// </summary>
-    public static async IAsyncEnumerable<T> ReadAsync<T>(NpgsqlConnection connection, CommandDefinition command,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var reader = await connection.ExecuteReaderAsync(WithToken(command, cancellationToken)).ConfigureAwait(false);
-        await using (reader.ConfigureAwait(false))
-        {
-            var parse = RowParser<T>(reader);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                yield return parse(reader);
-            }
-        }
-    }
+    public static IAsyncEnumerable<T> ReadAsync<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken) =>
+        new ShardRows<T>(connection, command, cancellationToken);
+
+    /// <summary>
+    /// A routed unbuffered query: Dapper's binding and mapping, in its transaction, without the cancel request Dapper's
+    /// own unbuffered query sends at the end of every stream (only a stream stopped early asks for one).
+    /// </summary>
+    public static IAsyncEnumerable<T> ReadRoutedAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
+        new ShardRows<T>(connection, command, command.CancellationToken, routed: true);
 
     /// <summary>The same command with the shard's own token (and no transaction: a fan-out runs outside one).</summary>
     public static CommandDefinition WithToken(CommandDefinition command, CancellationToken token) =>

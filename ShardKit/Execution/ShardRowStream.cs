@@ -44,7 +44,55 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
     public ValueTask<bool> MoveNextAsync()
     {
-        var next = MoveNextCoreAsync();
+        // The per-row path: a row already buffered (here, or in the reader) passes without an asynchronous state machine.
+        if (_started && !_finished)
+        {
+            if (_buffer is not null)
+            {
+                return ++_bufferIndex < _buffer.Count ? new ValueTask<bool>(true) : Tracked(MoveNextCoreAsync(new ValueTask<bool>(false)));
+            }
+
+            if (_rows is ShardRows<T> rows)
+            {
+                ValueTask<bool> next;
+                try
+                {
+                    next = rows.MoveNextAsync();
+                }
+                catch (Exception e)
+                {
+                    next = ValueTask.FromException<bool>(e);
+                }
+
+                return next.IsCompletedSuccessfully && next.Result ? next : Tracked(MoveNextCoreAsync(next));
+            }
+        }
+
+        return Tracked(MoveNextCoreAsync(null));
+    }
+
+    /// <summary>Rows read ahead and not yet returned (a run that reads shards whole); a sizing hint.</summary>
+    public int BufferedRows => _buffer is { } buffer ? Math.Max(0, buffer.Count - _bufferIndex - 1) : 0;
+
+    /// <summary>
+    /// Every row of a shard read whole (<see cref="FanOutRun.Buffered"/>), with the same bookkeeping as reading them one
+    /// by one: empty when the shard failed under partial results.
+    /// </summary>
+    public async Task<(string Shard, List<T> Rows)> ReadWholeAsync()
+    {
+        if (!await MoveNextAsync().ConfigureAwait(false))
+        {
+            return (Shard, []);
+        }
+
+        var rows = _buffer ?? throw new InvalidOperationException("The run does not read shards whole.");
+        _bufferIndex = rows.Count - 1;
+        await MoveNextAsync().ConfigureAwait(false); // the end: the call completes, the connection goes back
+        return (Shard, rows);
+    }
+
+    private ValueTask<bool> Tracked(ValueTask<bool> next)
+    {
         if (next.IsCompleted)
         {
             return next;
@@ -56,7 +104,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         return new ValueTask<bool>(inFlight);
     }
 
-    private async ValueTask<bool> MoveNextCoreAsync()
+    /// <param name="pending">The read already started by the fast path, if any.</param>
+    private async ValueTask<bool> MoveNextCoreAsync(ValueTask<bool>? pending)
     {
         if (_finished)
         {
@@ -66,7 +115,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         try
         {
             bool more;
-            if (!_started)
+            if (pending is { } read)
+            {
+                more = await read.ConfigureAwait(false);
+            }
+            else if (!_started)
             {
                 _started = true;
                 more = await _first.ConfigureAwait(false);
@@ -279,9 +332,16 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
         // Fewer slots than shards: read this shard to the end, then free the slot for the next one.
         var buffer = new List<T>();
-        while (await _rows.MoveNextAsync().ConfigureAwait(false))
+        if (_rows is ShardRows<T> rows)
         {
-            buffer.Add(_rows.Current);
+            await rows.ReadAllAsync(buffer).ConfigureAwait(false);
+        }
+        else
+        {
+            while (await _rows.MoveNextAsync().ConfigureAwait(false))
+            {
+                buffer.Add(_rows.Current);
+            }
         }
 
         await DisposeRowsAsync().ConfigureAwait(false);

@@ -1,54 +1,80 @@
-using System.Runtime.CompilerServices;
-
 namespace ShardKit;
 
 /// <summary>
 /// Concatenates the shards' rows in the order they arrive: whichever shard has a row ready is read next, so a slow
-/// shard never holds back the others (and a first match can stop the rest early).
+/// shard never holds back the others (and a first match can stop the rest early). Each shard has at most one read in
+/// flight; the shard whose row was returned last is advanced on the next call, so a satisfied limit reads no further.
 /// </summary>
-internal static class ArrivalMerge
+internal sealed class ArrivalMerge<T>(MergeSource<T>[] sources, CancellationToken cancellationToken) : IMergeCursor<T>
 {
-    public static async IAsyncEnumerable<ShardRow<T>> MergeAsync<T>(MergeSource<T>[] sources,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    private readonly Task<bool>?[] _pending = new Task<bool>?[sources.Length]; // null once the shard has ended
+    private int _active = sources.Length;
+    private bool _started;
+    private int _next;
+    private int _last = -1;
+
+    public ShardRow<T> Current { get; private set; }
+
+    public ValueTask<bool> MoveNextAsync()
     {
-        var pending = new Task<bool>?[sources.Length];
-        for (var i = 0; i < sources.Length; i++)
+        if (!_started)
         {
-            pending[i] = sources[i].AdvanceAsync().AsTask();
+            _started = true;
+            for (var i = 0; i < sources.Length; i++)
+            {
+                _pending[i] = sources[i].AdvanceAsync().AsTask(); // a completed read is a cached task: no allocation
+            }
+        }
+        else if (_last >= 0)
+        {
+            _pending[_last] = sources[_last].AdvanceAsync().AsTask();
+            _last = -1;
         }
 
-        var active = sources.Length;
-        var next = 0;
-        while (active > 0)
+        while (_active > 0)
         {
-            var ready = NextReady(pending, next);
+            var ready = NextReady();
             if (ready < 0)
             {
-                await Task.WhenAny(pending.Where(t => t is not null)!).WaitAsync(cancellationToken).ConfigureAwait(false);
-                continue;
+                return WaitThenMoveAsync();
             }
 
             // Round robin among ready shards, so one fast shard does not starve the others' buffers.
-            next = (ready + 1) % sources.Length;
-            if (!await pending[ready]!.ConfigureAwait(false))
+            _next = (ready + 1) % sources.Length;
+            var read = _pending[ready]!;
+            if (!read.IsCompletedSuccessfully)
             {
-                pending[ready] = null;
-                active--;
+                return new ValueTask<bool>(read); // the shard's failure, as the policy made it
+            }
+
+            if (!read.Result)
+            {
+                _pending[ready] = null;
+                _active--;
                 continue;
             }
 
             var source = sources[ready];
-            yield return new ShardRow<T>(source.Shard, source.Rows.Current);
-            pending[ready] = source.AdvanceAsync().AsTask();
+            Current = new ShardRow<T>(source.Shard, source.Rows.Current);
+            _last = ready;
+            return new ValueTask<bool>(true);
         }
+
+        return new ValueTask<bool>(false);
     }
 
-    private static int NextReady(Task<bool>?[] pending, int start)
+    private async ValueTask<bool> WaitThenMoveAsync()
     {
-        for (var n = 0; n < pending.Length; n++)
+        await Task.WhenAny(_pending.OfType<Task<bool>>()).WaitAsync(cancellationToken).ConfigureAwait(false);
+        return await MoveNextAsync().ConfigureAwait(false);
+    }
+
+    private int NextReady()
+    {
+        for (var n = 0; n < _pending.Length; n++)
         {
-            var i = (start + n) % pending.Length;
-            if (pending[i] is { IsCompleted: true })
+            var i = (_next + n) % _pending.Length;
+            if (_pending[i] is { IsCompleted: true })
             {
                 return i;
             }

@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace ShardKit;
 
 /// <summary>
@@ -25,8 +23,7 @@ public sealed class FanOutStream<T> : IAsyncEnumerable<T>
     public IAsyncEnumerable<ShardRow<T>> WithShardNames() => new Tagged(this);
 
     /// <inheritdoc />
-    public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken cancellationToken = default) =>
-        Untagged(cancellationToken).GetAsyncEnumerator(cancellationToken);
+    public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken cancellationToken = default) => new Untagged(this, cancellationToken);
 
     private IAsyncEnumerable<ShardRow<T>> Start(CancellationToken cancellationToken)
     {
@@ -38,12 +35,21 @@ public sealed class FanOutStream<T> : IAsyncEnumerable<T>
         return _rows(failures => Failures = failures, cancellationToken);
     }
 
-    private async IAsyncEnumerable<T> Untagged([EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>The rows without their shard names; a pass-through, so a buffered row costs no state machine here.</summary>
+    private sealed class Untagged(FanOutStream<T> stream, CancellationToken cancellationToken) : IAsyncEnumerator<T>
     {
-        await foreach (var row in Start(cancellationToken).ConfigureAwait(false))
+        private IAsyncEnumerator<ShardRow<T>>? _rows;
+
+        public T Current => _rows!.Current.Row;
+
+        public ValueTask<bool> MoveNextAsync()
         {
-            yield return row.Row;
+            // Started on the first move, as an async iterator would: a second enumeration fails there, not before.
+            _rows ??= stream.Start(cancellationToken).GetAsyncEnumerator(cancellationToken);
+            return _rows.MoveNextAsync();
         }
+
+        public ValueTask DisposeAsync() => _rows?.DisposeAsync() ?? ValueTask.CompletedTask;
     }
 
     private sealed class Tagged(FanOutStream<T> stream) : IAsyncEnumerable<ShardRow<T>>

@@ -42,6 +42,9 @@ public sealed partial class MergePlan<T>
 
     internal bool IsDistinct => DistinctComparer is not null;
 
+    /// <summary>True when the plan only concatenates the shards' rows: no order, groups, duplicates, cursor, skip or take.</summary>
+    internal bool IsConcatOnly => Order is null && Grouping is null && DistinctComparer is null && !HasCursor && SkipCount == 0 && TakeCount is null;
+
     internal static MergePlan<T> Ordered(IComparer<T> order) => new("ordered") { Order = order };
 
     internal static MergePlan<T> Grouped(RowGrouping<T> grouping) => new("grouped") { Grouping = grouping };
@@ -106,8 +109,16 @@ public sealed partial class MergePlan<T>
     public MergePlan<T> Distinct(IEqualityComparer<T>? comparer = null) => With(p => p.DistinctComparer = comparer ?? RowEquality<T>.Default);
 
     /// <summary>Runs the plan over the shards' row streams.</summary>
-    internal IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources, CancellationToken cancellationToken = default) =>
-        Order is not null && Grouping is null ? new OrderedRows(this, sources, cancellationToken) : StagedAsync(Rows(sources, cancellationToken), cancellationToken);
+    internal IAsyncEnumerable<ShardRow<T>> MergeAsync(MergeSource<T>[] sources, CancellationToken cancellationToken = default)
+    {
+        if (Grouping is not null)
+        {
+            return StagedAsync(GroupedAsync(sources, cancellationToken), cancellationToken);
+        }
+
+        IMergeCursor<T> merge = Order is null ? new ArrivalMerge<T>(sources, cancellationToken) : new OrderedMerge<T>(sources, Order);
+        return new StagedRows(this, merge, cancellationToken);
+    }
 
     private async IAsyncEnumerable<ShardRow<T>> StagedAsync(IAsyncEnumerable<ShardRow<T>> rows,
         [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -131,13 +142,11 @@ public sealed partial class MergePlan<T>
         }
     }
 
-    private IAsyncEnumerable<ShardRow<T>> Rows(MergeSource<T>[] sources, CancellationToken cancellationToken) =>
-        Grouping is not null ? GroupedAsync(sources, cancellationToken) : ArrivalMerge.MergeAsync(sources, cancellationToken);
-
     private async IAsyncEnumerable<ShardRow<T>> GroupedAsync(MergeSource<T>[] sources,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var groups = await Grouping!.CombineAsync(ArrivalMerge.MergeAsync(sources, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var arrival = new StagedRows(Concat, new ArrivalMerge<T>(sources, cancellationToken), cancellationToken);
+        var groups = await Grouping!.CombineAsync(arrival, cancellationToken).ConfigureAwait(false);
         IEnumerable<ShardRow<T>> result = groups;
         if (Order is not null)
         {

@@ -7,7 +7,7 @@ namespace ShardKit;
 /// Ties between shards go to the shard listed first, so the output is deterministic. A hand-written cursor rather
 /// than an async iterator: rows already buffered come through without any asynchronous machinery.
 /// </summary>
-internal sealed class OrderedMerge<T>
+internal sealed class OrderedMerge<T> : IMergeCursor<T>
 {
     private readonly MergeSource<T>[] _sources;
     private readonly IComparer<T> _order;

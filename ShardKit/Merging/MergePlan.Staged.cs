@@ -4,14 +4,15 @@ namespace ShardKit;
 public sealed partial class MergePlan<T>
 {
     /// <summary>
-    /// The ordered merge with the later stages inline, as a hand-written enumerator: a row already buffered by its
-    /// shard passes through without any asynchronous state machine, which is most of the cost per row otherwise.
+    /// The merge (ordered or arrival order) with the later stages inline, as a hand-written enumerator: a row already
+    /// buffered by its shard passes through without any asynchronous state machine, which is most of the cost per row
+    /// otherwise.
     /// </summary>
-    private sealed class OrderedRows(MergePlan<T> plan, MergeSource<T>[] sources, CancellationToken cancellationToken)
+    private sealed class StagedRows(MergePlan<T> plan, IMergeCursor<T> merge, CancellationToken cancellationToken)
         : IAsyncEnumerable<ShardRow<T>>, IAsyncEnumerator<ShardRow<T>>
     {
         private readonly Stages _stages = new(plan);
-        private readonly OrderedMerge<T> _merge = new(sources, plan.Order!);
+        private readonly IMergeCursor<T> _merge = merge;
         private CancellationToken _token = cancellationToken;
         private int _started;
 
