@@ -1,6 +1,7 @@
 using System.Reflection;
 using Microsoft.Extensions.Logging;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
@@ -149,6 +150,33 @@ public sealed class ShardedDataSourceBuilder
     public ShardedDataSourceBuilder UseRetries(ShardRetryOptions retries)
     {
         _settings = _settings with { Retries = retries ?? throw new ArgumentNullException(nameof(retries)) };
+        return this;
+    }
+
+    /// <summary>
+    /// Builds each shard's Polly.Core pipeline yourself, with Polly's own strategies and options, in place of ShardKit's
+    /// retry strategy; <paramref name="configure"/> gets the shard's builder (already on this data source's
+    /// <see cref="TimeProvider"/>) and the shard's name. ShardKit's rules still decide what the pipeline may repeat: it
+    /// runs only commands that are safe to run again (reads, writes when <see cref="ShardRetryOptions.RetryWrites"/> is
+    /// set, nothing inside a transaction, nothing when the connection's <see cref="ShardRetryOptions.MaxRetries"/> is 0);
+    /// every other command runs once, outside it. Each attempt is one call through the shard's circuit breaker: a refusal
+    /// is a <see cref="ShardUnavailableException"/> (after a real failure of the same command, that failure is reported).
+    /// Use <see cref="ShardResilience.IsTransient"/> to handle what ShardKit would retry.
+    /// </summary>
+    /// <example>
+    /// <code>
+    /// builder.UseResilience((pipeline, shard) => pipeline.AddRetry(new RetryStrategyOptions
+    /// {
+    ///     ShouldHandle = new PredicateBuilder().Handle&lt;Exception&gt;(ShardResilience.IsTransient),
+    ///     MaxRetryAttempts = 4,
+    ///     BackoffType = DelayBackoffType.Exponential,
+    ///     UseJitter = true,
+    /// }));
+    /// </code>
+    /// </example>
+    public ShardedDataSourceBuilder UseResilience(Action<ResiliencePipelineBuilder, string> configure)
+    {
+        _settings = _settings with { ConfigureResilience = configure ?? throw new ArgumentNullException(nameof(configure)) };
         return this;
     }
 
