@@ -146,7 +146,10 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
-    /// <summary>How transient failures are retried (default: reads twice, writes never).</summary>
+    /// <summary>
+    /// How ShardKit's retry strategy (on each shard's Polly.Core pipeline) retries transient failures (default: reads
+    /// twice, writes never). To use Polly's own strategies instead, see <see cref="UseResilience"/>.
+    /// </summary>
     public ShardedDataSourceBuilder UseRetries(ShardRetryOptions retries)
     {
         _settings = _settings with { Retries = retries ?? throw new ArgumentNullException(nameof(retries)) };
