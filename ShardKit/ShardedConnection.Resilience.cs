@@ -69,7 +69,7 @@ public sealed partial class ShardedConnection
 
     // One attempt at a stream's start: breaker, connection, the query, its first row. On success the call and the rows
     // belong to the caller; on failure both are closed here.
-    private async ValueTask<(ShardCall Call, IAsyncEnumerator<T> Rows, bool Any)> StartStreamAsync<TState, T>(ResilienceContext context,
+    private async ValueTask<Outcome<(ShardCall Call, IAsyncEnumerator<T> Rows, bool Any)>> StartStreamAsync<TState, T>(ResilienceContext context,
         int shard, ShardCommand command, TState state, Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query,
         CancellationToken cancellationToken)
     {
@@ -88,19 +88,14 @@ public sealed partial class ShardedConnection
                 call.Completed();
             }
 
-            return (call, rows, any);
+            return Outcome.FromResult((call, rows, any));
         }
         catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
         {
             var error = call.Failed(e, opening: connection is null);
             ShardPipeline.Failed(context, error);
             await CloseAsync(call, rows).ConfigureAwait(false);
-            if (ReferenceEquals(error, e))
-            {
-                throw;
-            }
-
-            throw error;
+            return Outcome.FromException<(ShardCall, IAsyncEnumerator<T>, bool)>(error);
         }
         catch
         {

@@ -164,7 +164,9 @@ public sealed class ShardedDataSourceBuilder
     /// set, nothing inside a transaction, nothing when the connection's <see cref="ShardRetryOptions.MaxRetries"/> is 0);
     /// every other command runs once, outside it. Each attempt is one call through the shard's circuit breaker: a refusal
     /// is a <see cref="ShardUnavailableException"/> (after a real failure of the same command, that failure is reported).
-    /// Use <see cref="ShardResilience.IsTransient"/> to handle what ShardKit would retry.
+    /// Use <see cref="ShardResilience.IsTransient"/> to handle what ShardKit would retry. Attempts run one after another
+    /// on the connection's session (one open connection per shard), so a strategy that runs them side by side (hedging)
+    /// does not fit.
     /// </summary>
     /// <example>
     /// <code>

@@ -27,27 +27,32 @@ internal static class ShardPipeline
             s.Command, s.State, s.Work, s.Async, s.Caller), async, cancellationToken);
 
     /// <summary>
-    /// Runs <paramref name="attempt"/> through the shard's pipeline when the command may run again (a transient failure,
-    /// a read or a write the retry options allow, never inside a transaction or on a given connection, never a command
-    /// run <c>Once</c>), once otherwise. An attempt records its failure on the shard with <see cref="Failed"/>; the
-    /// failure the caller gets is the last one recorded, also when a later attempt is refused by the breaker our own
-    /// retries opened. Logs that failure once.
+    /// Runs <paramref name="attempt"/> through the shard's pipeline when the command may run again (a read or a write the
+    /// retry options allow, retries not turned off, never inside a transaction or on a given connection, never a command
+    /// run <c>Once</c>), once and directly otherwise. An attempt returns its failure as an outcome (nothing is thrown per
+    /// attempt) and records it on the shard with <see cref="Failed"/>; the failure the caller gets is the last one
+    /// recorded, also when a later attempt is refused by the breaker our own retries opened. Logs that failure once.
     /// </summary>
     public static async ValueTask<TResult> ExecuteAsync<TState, TResult>(ShardSet shards, ShardConnectionSource source, int shard,
-        ShardCommand command, TState state, Func<ResilienceContext, TState, ValueTask<TResult>> attempt, bool async,
+        ShardCommand command, TState state, Func<ResilienceContext, TState, ValueTask<Outcome<TResult>>> attempt, bool async,
         CancellationToken cancellationToken)
     {
         var retries = source.Retries(shards);
         var mayRepeat = source.MayRetry && !command.Once && (!command.IsWrite || retries.RetryWrites) && retries.MaxRetries > 0;
-        var pipeline = mayRepeat ? shards.PipelineAt(shard) : ResiliencePipeline.Empty;
         var context = ResilienceContextPool.Shared.Get(cancellationToken);
         context.Properties.Set(ShardRetryStrategy.Options, retries);
         context.Properties.Set(ShardRetryStrategy.Operation, command.Operation);
         try
         {
+            if (!mayRepeat)
+            {
+                return ResultOf(await attempt(context, state).ConfigureAwait(false)); // complete already when not async
+            }
+
+            var pipeline = shards.PipelineAt(shard);
             return async
-                ? await pipeline.ExecuteAsync(attempt, context, state).ConfigureAwait(false)
-                : pipeline.Execute(static (c, s) => s.Attempt(c, s.State).GetAwaiter().GetResult(), context, (Attempt: attempt, State: state));
+                ? ResultOf(await pipeline.ExecuteOutcomeAsync(attempt, context, state).ConfigureAwait(false))
+                : pipeline.Execute(static (c, s) => ResultOf(s.Attempt(c, s.State).GetAwaiter().GetResult()), context, (Attempt: attempt, State: state));
         }
         catch (Exception e) when (context.Properties.TryGetValue(ShardRetryStrategy.Failure, out var failure)
             && (ReferenceEquals(e, failure) || e is ShardUnavailableException))
@@ -63,11 +68,17 @@ internal static class ShardPipeline
         }
     }
 
+    private static TResult ResultOf<TResult>(Outcome<TResult> outcome)
+    {
+        outcome.ThrowIfException();
+        return outcome.Result!;
+    }
+
     /// <summary>Remembers the failure an attempt recorded on the shard (see <see cref="ExecuteAsync"/>).</summary>
     public static void Failed(ResilienceContext context, Exception error) => context.Properties.Set(ShardRetryStrategy.Failure, error);
 
     // One attempt: breaker, slot, timeout, connection, command, classification of a failure.
-    private static async ValueTask<TResult> AttemptAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
+    private static async ValueTask<Outcome<TResult>> AttemptAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
         ShardConnectionSource source, int shard, ShardCommand command, TState state,
         Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
     {
@@ -102,7 +113,7 @@ internal static class ShardPipeline
             {
                 var result = await work(connection, state, token).ConfigureAwait(false);
                 call.Completed();
-                return result;
+                return Outcome.FromResult(result);
             }
             finally
             {
@@ -113,12 +124,7 @@ internal static class ShardPipeline
         {
             var error = call.Failed(Classify(shards, source, shard, command, e, timeout), opening: connection is null);
             Failed(context, error);
-            if (ReferenceEquals(error, e))
-            {
-                throw;
-            }
-
-            throw error;
+            return Outcome.FromException<TResult>(error);
         }
         finally
         {

@@ -217,7 +217,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             _cancel.Token).ConfigureAwait(false);
     }
 
-    private async ValueTask<bool> AttemptAsync(ResilienceContext context, Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
+    private async ValueTask<Outcome<bool>> AttemptAsync(ResilienceContext context, Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         var first = _call is null;
         _call?.Dispose();
@@ -225,7 +225,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         _connection = null;
         try
         {
-            return await StartOnceAsync(query, first).ConfigureAwait(false);
+            return Outcome.FromResult(await StartOnceAsync(query, first).ConfigureAwait(false));
         }
         catch (Exception e) when (e is not ShardKitException && !_cancel.IsCancellationRequested)
         {
@@ -233,12 +233,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             var error = _call.Failed(e, opening: _connection is null);
             _recorded = error; // counted on the shard already: the read that reports it does not count it again
             ShardPipeline.Failed(context, error);
-            if (ReferenceEquals(error, e))
-            {
-                throw;
-            }
-
-            throw error;
+            return Outcome.FromException<bool>(error);
         }
     }
 
