@@ -26,12 +26,16 @@ internal sealed class BenchmarkShards : IAsyncDisposable
     /// Allows more shards than servers: shard i then uses server i mod n (same database), which suits fan-out reads
     /// that only measure the cost of talking to many shards, each through its own proxy and connection.
     /// </param>
+    /// <param name="databasePrefix">
+    /// Gives each shard a database of its own, <c>{prefix}_{i}</c> on server i mod n (created when missing), so more shards
+    /// than servers still have separate schemas, as migrations need.
+    /// </param>
     public static async Task<BenchmarkShards> StartAsync(int count = 4, TimeSpan delay = default, Action<ShardedDataSourceBuilder>? configure = null,
-        bool shareServers = false)
+        bool shareServers = false, string? databasePrefix = null)
     {
         Dapper.DefaultTypeMap.MatchNamesWithUnderscores = true;
         var shards = await TestShards.GetAsync();
-        if (shards.Count < count && !shareServers)
+        if (shards.Count < count && !shareServers && databasePrefix is null)
         {
             throw new InvalidOperationException($"The benchmark needs {count} shards; set SHARDKIT_TEST_SHARD_COUNT={count}.");
         }
@@ -42,6 +46,11 @@ internal sealed class BenchmarkShards : IAsyncDisposable
         for (var i = 0; i < count; i++)
         {
             var cs = shards.ConnectionStrings[i % shards.Count];
+            if (databasePrefix is not null)
+            {
+                cs = await DatabaseAsync(cs, $"{databasePrefix}_{i}");
+            }
+
             if (delay > TimeSpan.Zero)
             {
                 var proxy = DelayProxy.Start(cs, delay);
@@ -57,6 +66,22 @@ internal sealed class BenchmarkShards : IAsyncDisposable
         var result = new BenchmarkShards(builder.Build(), strings);
         result._proxies.AddRange(proxies);
         return result;
+    }
+
+    private static async Task<string> DatabaseAsync(string server, string database)
+    {
+        await using (var conn = new NpgsqlConnection(server))
+        {
+            await conn.OpenAsync();
+            await using var exists = new NpgsqlCommand("select exists (select 1 from pg_database where datname = $1)", conn) { Parameters = { new() { Value = database } } };
+            if (!(bool)(await exists.ExecuteScalarAsync())!)
+            {
+                await using var create = new NpgsqlCommand($"create database \"{database}\"", conn);
+                await create.ExecuteNonQueryAsync();
+            }
+        }
+
+        return new NpgsqlConnectionStringBuilder(server) { Database = database }.ConnectionString;
     }
 
     public async Task OnEveryShardAsync(string sql)

@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 namespace ShardKit.Tests;
 
 /// <summary>
-/// The library's folders depend one way: SQL text → configuration → telemetry → keys → routing → execution → merging, with writes,
+/// The library's folders depend one way: SQL text → configuration → shared exceptions and their classifier, telemetry → keys → routing → execution → merging, with writes,
 /// transactions, ids and migrations on top, the public doors (data source, builder, connection, scopes) above them and
 /// dependency injection last. Shared exceptions at the root may be named anywhere; the doors nowhere below them. The
 /// check reads every library file's type references (comments and string contents removed).
@@ -14,9 +14,9 @@ public sealed partial class ArchitectureTests
     private static readonly Dictionary<string, int> Layers = new()
     {
         ["Compatibility"] = 0,
-        ["Shared"] = 1,
         ["Sql"] = 1,
         ["Configuration"] = 2,
+        ["Shared"] = 3,
         ["Telemetry"] = 3,
         ["Keys"] = 4,
         ["Routing"] = 5,

@@ -107,7 +107,7 @@ public abstract partial class ShardCommandTarget
             tasks[i] = Owner.RunOnShardAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
                 static (c, s) => PipelinedBatch.ExecuteAsync(c, (NpgsqlTransaction?)s.Command.Transaction, s.Own, s.Command.CommandText,
                     s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken),
-                command.CancellationToken);
+                command.CancellationToken).AsTask();
         }
 
         return ShardTasks.WhenAllAsync(tasks, names, static rows => rows);
@@ -210,6 +210,6 @@ public abstract partial class ShardCommandTarget
             .ConfigureAwait(false);
 
         Task<TResult> RunPartAsync(RoutePart part) =>
-            Owner.RunOnShardAsync(part.Shard, operation, command.CommandText, isWrite, Bind(command, part.Shard, part.Parameters), run, command.CancellationToken);
+            Owner.RunOnShardAsync(part.Shard, operation, command.CommandText, isWrite, Bind(command, part.Shard, part.Parameters), run, command.CancellationToken).AsTask();
     }
 }

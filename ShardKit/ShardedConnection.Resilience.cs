@@ -17,10 +17,10 @@ public sealed partial class ShardedConnection
     }
 
     /// <summary>Runs one command on one shard of this connection's session, through the shard pipeline.</summary>
-    internal Task<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
+    internal ValueTask<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
         Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken) =>
         ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, ShardCommand.For(operation, sql, isWrite),
-            (State: state, Work: work), static (c, s, _) => new ValueTask<TResult>(s.Work(c, s.State)), async: true, cancellationToken).AsTask();
+            (State: state, Work: work), static (c, s, _) => new ValueTask<TResult>(s.Work(c, s.State)), async: true, cancellationToken);
 
     /// <summary>The synchronous twin of <see cref="RunOnShardAsync"/>: the same pipeline, every step synchronous.</summary>
     internal TResult RunOnShard<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,

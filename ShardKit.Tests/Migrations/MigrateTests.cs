@@ -87,6 +87,29 @@ public sealed class MigrateTests
     }
 
     [Test]
+    public async Task Without_the_canary_first_every_shard_starts_at_once_and_each_failed_shard_is_listed()
+    {
+        await using var shards = await MigrationShards.SharedAsync();
+        var migrations = new[]
+        {
+            shards.Script(1, "create_a", "create table {0}.a (x int)"),
+            shards.Script(2, "alter_missing", "alter table {0}.missing add column y int"),
+        };
+        var options = new MigrationOptions { HistorySchema = shards.Schema, CanaryFirst = false, MaxParallelism = shards.Direct.Count };
+
+        var error = Assert.ThrowsAsync<MigrationException>(() => shards.Source.MigrateAsync(migrations, options))!;
+
+        Assert.That(error.Failures.Select(f => f.Shard), Is.EqualTo(shards.Names), "no canary stopped the others: every shard ran and failed");
+        Assert.That(error.Message, Does.Not.Contain("canary"));
+        Assert.That(await shards.HistoryAsync(), Has.All.EqualTo(new long[] { 1 }));
+
+        var fixedScripts = new[] { migrations[0], shards.Script(2, "alter_a", "alter table {0}.a add column y int") };
+        var result = await shards.Source.MigrateAsync(fixedScripts, options);
+        Assert.That(result.CanaryShard, Is.Null);
+        Assert.That(result.AppliedVersions.Values, Has.All.EqualTo(new long[] { 2 }));
+    }
+
+    [Test]
     public async Task A_transactional_script_failing_halfway_leaves_nothing_of_it_on_the_shard()
     {
         await using var shards = await MigrationShards.SharedAsync();

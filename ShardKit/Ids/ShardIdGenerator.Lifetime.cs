@@ -17,7 +17,7 @@ public sealed partial class ShardIdGenerator
             await BackgroundRenewal.ConfigureAwait(false);
             await _table.ReleaseAsync(Worker, _owner, StopIssuing(), CancellationToken.None).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
+        catch (Exception e) when (ShardErrors.FromShard(e))
         {
             // The lease then simply runs out; nothing is unsafe about that.
             ShardKitLog.IdLeaseReleaseFailed(_logger, Worker, _table.Name, e);
@@ -39,7 +39,7 @@ public sealed partial class ShardIdGenerator
             BackgroundRenewal.GetAwaiter().GetResult();
             _table.Release(Worker, _owner, StopIssuing());
         }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException)
+        catch (Exception e) when (ShardErrors.FromShard(e))
         {
             ShardKitLog.IdLeaseReleaseFailed(_logger, Worker, _table.Name, e);
         }
@@ -74,7 +74,7 @@ public sealed partial class ShardIdGenerator
         {
             // Already logged as lost; NextId reports it once the current lease runs out.
         }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException or ObjectDisposedException)
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is ObjectDisposedException)
         {
             ShardKitLog.IdLeaseRenewalFailed(_logger, Worker, _table.Name, LeaseExpiresAt, e);
         }

@@ -240,7 +240,7 @@ internal sealed class ShardMigrationSession : IAsyncDisposable
                 await ScalarAsync<bool>("select pg_advisory_unlock($1, $2)", CancellationToken.None).ConfigureAwait(false);
             }
         }
-        catch (Exception e) when (e is NpgsqlException or IOException or TimeoutException or InvalidOperationException)
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
         {
             // The lock is a session lock: closing the connection below releases it anyway.
         }

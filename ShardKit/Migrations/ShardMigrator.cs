@@ -40,10 +40,11 @@ public sealed class ShardMigrator
     public MigrationOptions Options { get; }
 
     /// <summary>
-    /// Brings every shard up to date. Takes every shard's migration lock first (in shard order) and reads the histories;
-    /// refuses to start when a shard is unreachable or an applied script changed (<see cref="MigrationOptions.AllowChecksumDrift"/>).
-    /// Then applies the pending scripts to the canary shard alone, and when they all succeeded, to the other shards in
-    /// parallel (at most <see cref="MigrationOptions.MaxParallelism"/> at once). Each transactional script commits on a
+    /// Brings every shard up to date. Takes every shard's migration lock first (the first shard's, then the others' in
+    /// parallel) and reads the histories; refuses to start when a shard is unreachable or an applied script changed
+    /// (<see cref="MigrationOptions.AllowChecksumDrift"/>). Then applies the pending scripts to the canary shard alone, and
+    /// when they all succeeded, to the other shards in parallel (at most <see cref="MigrationOptions.MaxParallelism"/> at
+    /// once); with <see cref="MigrationOptions.CanaryFirst"/> off, to every shard in parallel at once. Each transactional script commits on a
     /// shard together with its history row, or not at all; a run that failed somewhere converges when run again.
     /// </summary>
     /// <param name="progress">
@@ -62,17 +63,19 @@ public sealed class ShardMigrator
         var sessions = new ShardMigrationSession?[shards.Count];
         try
         {
-            // In shard order, so two runs never hold each other's first locks.
-            foreach (var shard in shards)
-            {
-                sessions[shard.Index] = await ShardMigrationSession.OpenAsync(_dataSource.DataSourceAt(shard.Index), shard, _history, Options,
-                    _dataSource.Logger, cancellationToken).ConfigureAwait(false);
-            }
+            // The first shard's lock before any other: every run over these shards queues there, so two runs never hold
+            // locks the other waits for, and the other shards connect, lock and read their histories in parallel.
+            sessions[0] = await OpenAsync(shards[0], cancellationToken).ConfigureAwait(false);
+            await Task.WhenAll(shards.Skip(1).Select(async shard =>
+                sessions[shard.Index] = await OpenAsync(shard, cancellationToken).ConfigureAwait(false))).ConfigureAwait(false);
 
             ThrowOnChecksumDrift(sessions!);
             var applied = new ConcurrentDictionary<string, IReadOnlyList<long>>();
-            var canary = sessions[_canary]!;
-            applied[canary.Shard.Name] = await canary.ApplyAsync(Pending(canary), isCanary: true, progress, cancellationToken).ConfigureAwait(false);
+            var canary = Options.CanaryFirst ? sessions[_canary]! : null;
+            if (canary is not null)
+            {
+                applied[canary.Shard.Name] = await canary.ApplyAsync(Pending(canary), isCanary: true, progress, cancellationToken).ConfigureAwait(false);
+            }
 
             var failures = new ConcurrentBag<ShardFailure>();
             var parallel = new ParallelOptions { MaxDegreeOfParallelism = Options.MaxParallelism, CancellationToken = cancellationToken };
@@ -93,17 +96,12 @@ public sealed class ShardMigrator
                 throw Combined(failures.OrderBy(f => _dataSource.Map.IndexOf(f.Shard)).ToArray(), applied.Keys);
             }
 
-            return new MigrationResult(canary.Shard.Name, _dataSource.Map.ShardNames.ToDictionary(n => n, n => applied[n]));
+            return new MigrationResult(canary?.Shard.Name, _dataSource.Map.ShardNames.ToDictionary(n => n, n => applied[n]));
         }
         finally
         {
-            foreach (var session in sessions)
-            {
-                if (session is not null)
-                {
-                    await session.DisposeAsync().ConfigureAwait(false);
-                }
-            }
+            // Each release is a round trip: in parallel, so a run over many shards does not end with one per shard in turn.
+            await Task.WhenAll(sessions.OfType<ShardMigrationSession>().Select(s => s.DisposeAsync().AsTask())).ConfigureAwait(false);
         }
     }
 
@@ -127,11 +125,14 @@ public sealed class ShardMigrator
                 return new ShardMigrationStatus(shard.Name, await _history.ReadAsync(connection, cancellationToken).ConfigureAwait(false), Migrations);
             }
         }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or IOException or TimeoutException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (ShardErrors.FromShard(e))
         {
             return new ShardMigrationStatus(shard.Name, e.GetType().Name + ": " + ConnectionStrings.Redact(e.Message, shard.ConnectionString));
         }
     }
+
+    private Task<ShardMigrationSession> OpenAsync(ShardInfo shard, CancellationToken cancellationToken) =>
+        ShardMigrationSession.OpenAsync(_dataSource.DataSourceAt(shard.Index), shard, _history, Options, _dataSource.Logger, cancellationToken);
 
     private List<Migration> Pending(ShardMigrationSession session)
     {

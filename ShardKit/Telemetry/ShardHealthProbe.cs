@@ -30,7 +30,7 @@ internal static class ShardHealthProbe
                 Circuit = circuit(),
             };
         }
-        catch (Exception e) when (e is NpgsqlException or TimeoutException or IOException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (ShardErrors.FromShard(e))
         {
             return new ShardHealth
             {

@@ -125,7 +125,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
                 {
                     _transactions[shard]!.Dispose();
                 }
-                catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException)
+                catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
                 {
                     // A broken connection's transaction is already gone on the server.
                 }
@@ -180,7 +180,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         {
             await _participants[shard]!.DisposeAsync().ConfigureAwait(false);
         }
-        catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException or TimeoutException)
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
         {
             // Closing a broken connection may fail; either way it no longer holds a transaction.
         }

@@ -179,8 +179,7 @@ internal static class TransactionRecovery
             return await ShardPipeline.RunAsync(source, ShardConnectionSource.Pooled, shard, ShardCommand.For("Recover", null, isWrite: true),
                 work, static (connection, work, _) => new ValueTask<T>(work(connection)), async: true, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is ShardKitException or NpgsqlException or IOException or TimeoutException or System.Net.Sockets.SocketException
-                                      && !cancellationToken.IsCancellationRequested)
+        catch (Exception e) when (ShardErrors.FromShard(e) && !cancellationToken.IsCancellationRequested)
         {
             var name = source.NameOf(shard);
             ShardKitLog.RecoveryShardFailed(source.Logger, name, e.GetType().Name, e);

@@ -30,6 +30,13 @@ internal static class ShardErrors
         _ => ShardErrorKind.Other,
     };
 
+    /// <summary>
+    /// An error that came from a shard or the way to it (its server, its connection, a timeout, or ShardKit's shaping of
+    /// one): what code that must outlive a sick shard catches. Programming errors are not.
+    /// </summary>
+    public static bool FromShard(Exception error) =>
+        error is ShardKitException or NpgsqlException or IOException or TimeoutException or SocketException;
+
     /// <summary>A sign the shard is down (counts against its breaker); a command timeout is not.</summary>
     public static bool IsConnectionFailure(Exception error) => Classify(error, opening: false) == ShardErrorKind.ConnectionFailure;
 

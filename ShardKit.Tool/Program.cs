@@ -1,0 +1,1 @@
+return await ShardKit.Tool.ShardKitTool.RunAsync(args, Console.Out, Console.Error);
