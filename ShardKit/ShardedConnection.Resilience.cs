@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.ExceptionServices;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
@@ -31,80 +31,104 @@ public sealed partial class ShardedConnection
 
     /// <summary>
     /// Streams one query's rows from one shard: the pipeline's steps (breaker, connection, span, one classification of
-    /// a failure), and another attempt where safe only until the first row reaches the caller. The shard's first answer
-    /// settles a probe; a stream stopped or cancelled before it frees the probe.
+    /// a failure), and another attempt where safe only until the first row reaches the caller (the start runs through the
+    /// shard's pipeline). The shard's first answer settles a probe; a stream stopped or cancelled before it frees the probe.
     /// </summary>
     internal async IAsyncEnumerable<T> StreamOnShardAsync<TState, T>(int shard, string operation, string? sql, TState state,
         Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var shards = Session.Shards;
-        var source = ShardConnectionSource.Of(Session);
         var command = ShardCommand.For(operation, sql, isWrite: false);
-        Exception? previous = null;
-        for (var attempt = 0; ; attempt++)
+        var (call, rows, any) = await ShardPipeline.ExecuteAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, command,
+            (Db: this, Shard: shard, Command: command, State: state, Query: query, Token: cancellationToken),
+            static (context, s) => s.Db.StartStreamAsync(context, s.Shard, s.Command, s.State, s.Query, s.Token), async: true,
+            cancellationToken).ConfigureAwait(false);
+        using (call)
         {
-            using var call = new ShardCall(shards, shard, command);
-            NpgsqlConnection? connection = null;
-            IAsyncEnumerator<T>? rows = null;
-            var delivered = false;
-            TimeSpan delay = default;
             try
             {
-                while (true)
+                if (!any)
                 {
-                    try
-                    {
-                        if (rows is null)
-                        {
-                            call.Admit();
-                            call.Start();
-                            connection = await Session.OpenAsync(shard, cancellationToken).ConfigureAwait(false);
-                            rows = query(connection, state).GetAsyncEnumerator(cancellationToken);
-                        }
+                    yield break; // an empty result is an answer too: the start completed the call
+                }
 
-                        if (!await rows.MoveNextAsync().ConfigureAwait(false))
-                        {
-                            call.Completed(); // an empty result is an answer too
-                            yield break;
-                        }
-                    }
-                    catch (ShardUnavailableException) when (previous is not null)
-                    {
-                        // Our own retries opened the breaker: the failure that made them is the one to report.
-                        ExceptionDispatchInfo.Throw(previous);
-                        throw;
-                    }
-                    catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
-                    {
-                        var error = call.Failed(e, opening: connection is null);
-                        if (delivered || !ShardPipeline.ShouldRetry(shards, source, shard, command, error, attempt, out delay))
-                        {
-                            if (ReferenceEquals(error, e))
-                            {
-                                throw;
-                            }
-
-                            throw error;
-                        }
-
-                        previous = error;
-                        break; // nothing reached the caller yet: try again
-                    }
-
-                    call.Answered(); // the shard answered, whether or not the caller reads on
-                    delivered = true;
+                call.Answered(); // the shard answered, whether or not the caller reads on
+                do
+                {
                     yield return rows.Current;
                 }
+                while (await NextRowAsync(call, rows, cancellationToken).ConfigureAwait(false));
+
+                call.Completed();
             }
             finally
             {
-                if (rows is not null)
-                {
-                    await rows.DisposeAsync().ConfigureAwait(false);
-                }
+                await rows.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    // One attempt at a stream's start: breaker, connection, the query, its first row. On success the call and the rows
+    // belong to the caller; on failure both are closed here.
+    private async ValueTask<Outcome<(ShardCall Call, IAsyncEnumerator<T> Rows, bool Any)>> StartStreamAsync<TState, T>(ResilienceContext context,
+        int shard, ShardCommand command, TState state, Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query,
+        CancellationToken cancellationToken)
+    {
+        var call = new ShardCall(Session.Shards, shard, command);
+        NpgsqlConnection? connection = null;
+        IAsyncEnumerator<T>? rows = null;
+        try
+        {
+            call.Admit();
+            call.Start();
+            connection = await Session.OpenAsync(shard, cancellationToken).ConfigureAwait(false);
+            rows = query(connection, state).GetAsyncEnumerator(cancellationToken);
+            var any = await rows.MoveNextAsync().ConfigureAwait(false);
+            if (!any)
+            {
+                call.Completed();
             }
 
-            await Task.Delay(delay, shards.Settings.Time, cancellationToken).ConfigureAwait(false);
+            return Outcome.FromResult((call, rows, any));
+        }
+        catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
+        {
+            var error = call.Failed(e, opening: connection is null);
+            ShardPipeline.Failed(context, error);
+            await CloseAsync(call, rows).ConfigureAwait(false);
+            return Outcome.FromException<(ShardCall, IAsyncEnumerator<T>, bool)>(error);
+        }
+        catch
+        {
+            await CloseAsync(call, rows).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    // A failure after rows reached the caller is the shard's, and is not tried again.
+    private static async ValueTask<bool> NextRowAsync<T>(ShardCall call, IAsyncEnumerator<T> rows, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await rows.MoveNextAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
+        {
+            var error = call.Failed(e, opening: false);
+            if (ReferenceEquals(error, e))
+            {
+                throw;
+            }
+
+            throw error;
+        }
+    }
+
+    private static async ValueTask CloseAsync<T>(ShardCall call, IAsyncEnumerator<T>? rows)
+    {
+        call.Dispose();
+        if (rows is not null)
+        {
+            await rows.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

@@ -1,6 +1,7 @@
 using System.Reflection;
 using Microsoft.Extensions.Logging;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
@@ -145,10 +146,42 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
-    /// <summary>How transient failures are retried (default: reads twice, writes never).</summary>
+    /// <summary>
+    /// How ShardKit's retry strategy (on each shard's Polly.Core pipeline) retries transient failures (default: reads
+    /// twice, writes never). To use Polly's own strategies instead, see <see cref="UseResilience"/>.
+    /// </summary>
     public ShardedDataSourceBuilder UseRetries(ShardRetryOptions retries)
     {
         _settings = _settings with { Retries = retries ?? throw new ArgumentNullException(nameof(retries)) };
+        return this;
+    }
+
+    /// <summary>
+    /// Builds each shard's Polly.Core pipeline yourself, with Polly's own strategies and options, in place of ShardKit's
+    /// retry strategy; <paramref name="configure"/> gets the shard's builder (already on this data source's
+    /// <see cref="TimeProvider"/>) and the shard's name. ShardKit's rules still decide what the pipeline may repeat: it
+    /// runs only commands that are safe to run again (reads, writes when <see cref="ShardRetryOptions.RetryWrites"/> is
+    /// set, nothing inside a transaction, nothing when the connection's <see cref="ShardRetryOptions.MaxRetries"/> is 0);
+    /// every other command runs once, outside it. Each attempt is one call through the shard's circuit breaker: a refusal
+    /// is a <see cref="ShardUnavailableException"/> (after a real failure of the same command, that failure is reported).
+    /// Use <see cref="ShardResilience.IsTransient"/> to handle what ShardKit would retry. Attempts run one after another
+    /// on the connection's session (one open connection per shard), so a strategy that runs them side by side (hedging)
+    /// does not fit.
+    /// </summary>
+    /// <example>
+    /// <code>
+    /// builder.UseResilience((pipeline, shard) => pipeline.AddRetry(new RetryStrategyOptions
+    /// {
+    ///     ShouldHandle = new PredicateBuilder().Handle&lt;Exception&gt;(ShardResilience.IsTransient),
+    ///     MaxRetryAttempts = 4,
+    ///     BackoffType = DelayBackoffType.Exponential,
+    ///     UseJitter = true,
+    /// }));
+    /// </code>
+    /// </example>
+    public ShardedDataSourceBuilder UseResilience(Action<ResiliencePipelineBuilder, string> configure)
+    {
+        _settings = _settings with { ConfigureResilience = configure ?? throw new ArgumentNullException(nameof(configure)) };
         return this;
     }
 

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
@@ -14,6 +15,9 @@ internal sealed record DataSourceSettings
     public ILoggerFactory LoggerFactory { get; init; } = NullLoggerFactory.Instance;
 
     public ShardRetryOptions Retries { get; init; } = ShardRetryOptions.Default;
+
+    /// <summary>Builds a shard's Polly pipeline in place of ShardKit's retry strategy (UseResilience).</summary>
+    public Action<ResiliencePipelineBuilder, string>? ConfigureResilience { get; init; }
 
     public CircuitBreakerOptions CircuitBreaker { get; init; } = CircuitBreakerOptions.Default;
 

@@ -2,8 +2,10 @@ namespace ShardKit;
 
 /// <summary>
 /// Retries of transient failures (<see cref="Npgsql.NpgsqlException.IsTransient"/>): bounded exponential backoff with
-/// jitter. Reads are retried; writes only when <see cref="RetryWrites"/> says the caller made them idempotent. Nothing
-/// is retried inside a transaction.
+/// jitter, waited on the data source's <see cref="TimeProvider"/> by ShardKit's retry strategy on each shard's Polly.Core
+/// pipeline. Reads are retried; writes only when <see cref="RetryWrites"/> says the caller made them idempotent. Nothing
+/// is retried inside a transaction. With <c>UseResilience</c> your own strategies decide the attempts and delays;
+/// <see cref="RetryWrites"/> and <see cref="MaxRetries"/> 0 (no retries) still apply.
 /// </summary>
 public sealed record ShardRetryOptions
 {

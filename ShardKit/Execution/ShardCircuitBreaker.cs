@@ -7,7 +7,9 @@ namespace ShardKit;
 /// consecutive connection failures (commands fail fast), half-open after the break (one probe at a time; success
 /// closes it, a connection failure opens it again, anything else frees the probe for the next command). While open, a
 /// <see cref="ShardRecoveryProbe"/> tries the shard in the background and closes the breaker as soon as it answers.
-/// Time comes from a <see cref="TimeProvider"/>, so tests need no sleeps.
+/// Time comes from a <see cref="TimeProvider"/>, so tests need no sleeps. Not Polly's breaker: that one counts a failure
+/// ratio over at least two calls, closes a half-open circuit on any outcome it does not handle (a SQL error, a
+/// cancellation), and settles only inside one <c>Execute</c>, while a stream settles its probe at its first row.
 /// </summary>
 internal sealed class ShardCircuitBreaker(string shard, CircuitBreakerOptions options, TimeProvider time, ILogger logger)
 {

@@ -1,13 +1,15 @@
 using System.Runtime.ExceptionServices;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
 /// <summary>
 /// The one way a command reaches a shard, whatever the path (routed, fan-out, batch, two-phase steps, recovery):
-/// breaker → slot → timeout → connection → command → one classification of a failure → span and duration → another
-/// attempt where safe. A concern that belongs to every command is added here, once. Streams, whose rows outlive one
-/// call, take the same steps through <see cref="ShardCall"/> and <see cref="ShouldRetry"/>.
+/// breaker → slot → timeout → connection → command → one classification of a failure → span and duration, as one
+/// attempt; another attempt where safe comes from the shard's Polly pipeline (<see cref="ShardSet.PipelineAt"/>). A
+/// concern that belongs to every command is added here, once. Streams, whose rows outlive one call, run their start (up
+/// to the shard's first answer) through <see cref="ExecuteAsync"/> with attempts of their own.
 /// </summary>
 internal static class ShardPipeline
 {
@@ -17,111 +19,121 @@ internal static class ShardPipeline
     /// async work). Errors ShardKit raises itself pass through unchanged; caller cancellation passes through unrecorded.
     /// The state argument lets callers pass a static lambda, so the hot path captures nothing.
     /// </summary>
-    public static async ValueTask<TResult> RunAsync<TState, TResult>(ShardSet shards, ShardConnectionSource source, int shard,
+    public static ValueTask<TResult> RunAsync<TState, TResult>(ShardSet shards, ShardConnectionSource source, int shard,
         ShardCommand command, TState state, Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async,
+        CancellationToken cancellationToken) =>
+        ExecuteAsync(shards, source, shard, command, (Shards: shards, Source: source, Shard: shard, Command: command, State: state,
+            Work: work, Async: async, Caller: cancellationToken), static (context, s) => AttemptAsync(context, s.Shards, s.Source, s.Shard,
+            s.Command, s.State, s.Work, s.Async, s.Caller), async, cancellationToken);
+
+    /// <summary>
+    /// Runs <paramref name="attempt"/> through the shard's pipeline when the command may run again (a read or a write the
+    /// retry options allow, retries not turned off, never inside a transaction or on a given connection, never a command
+    /// run <c>Once</c>), once and directly otherwise. An attempt returns its failure as an outcome (nothing is thrown per
+    /// attempt) and records it on the shard with <see cref="Failed"/>; the failure the caller gets is the last one
+    /// recorded, also when a later attempt is refused by the breaker our own retries opened. Logs that failure once.
+    /// </summary>
+    public static async ValueTask<TResult> ExecuteAsync<TState, TResult>(ShardSet shards, ShardConnectionSource source, int shard,
+        ShardCommand command, TState state, Func<ResilienceContext, TState, ValueTask<Outcome<TResult>>> attempt, bool async,
         CancellationToken cancellationToken)
     {
-        Exception? previous = null;
-        for (var attempt = 0; ; attempt++)
+        var retries = source.Retries(shards);
+        var mayRepeat = source.MayRetry && !command.Once && (!command.IsWrite || retries.RetryWrites) && retries.MaxRetries > 0;
+        var context = ResilienceContextPool.Shared.Get(cancellationToken);
+        context.Properties.Set(ShardRetryStrategy.Options, retries);
+        context.Properties.Set(ShardRetryStrategy.Operation, command.Operation);
+        try
         {
-            TimeSpan delay;
-            using (var call = new ShardCall(shards, shard, command))
+            if (!mayRepeat)
             {
-                NpgsqlConnection? connection = null;
-                CancellationTokenSource? timeout = null;
-                var holdsSlot = false;
-                try
-                {
-                    if (source.Admits)
-                    {
-                        call.Admit();
-                    }
-
-                    if (command.Slots is { } slots)
-                    {
-                        await WaitAsync(slots, async, cancellationToken).ConfigureAwait(false);
-                        holdsSlot = true;
-                    }
-
-                    call.Start();
-                    var token = cancellationToken;
-                    if (command.Timeout is { } limit)
-                    {
-                        timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                        timeout.CancelAfter(limit); // from the shard's start, not from its wait for a slot
-                        token = timeout.Token;
-                    }
-
-                    connection = await source.OpenAsync(shards, shard, async, token).ConfigureAwait(false);
-                    try
-                    {
-                        var result = await work(connection, state, token).ConfigureAwait(false);
-                        call.Completed();
-                        return result;
-                    }
-                    finally
-                    {
-                        await source.ReleaseAsync(connection, async).ConfigureAwait(false);
-                    }
-                }
-                catch (ShardUnavailableException) when (previous is not null)
-                {
-                    // Our own retries opened the breaker: the failure that made them is the one to report.
-                    ExceptionDispatchInfo.Throw(previous);
-                    throw;
-                }
-                catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
-                {
-                    var error = Classify(shards, source, shard, command, e, timeout);
-                    error = call.Failed(error, opening: connection is null);
-                    if (!ShouldRetry(shards, source, shard, command, error, attempt, out delay))
-                    {
-                        if (ReferenceEquals(error, e))
-                        {
-                            throw;
-                        }
-
-                        throw error;
-                    }
-
-                    previous = error;
-                }
-                finally
-                {
-                    timeout?.Dispose();
-                    if (holdsSlot)
-                    {
-                        command.Slots!.Release();
-                    }
-                }
+                return ResultOf(await attempt(context, state).ConfigureAwait(false)); // complete already when not async
             }
 
-            await DelayAsync(shards.Settings.Time, delay, async, cancellationToken).ConfigureAwait(false);
+            var pipeline = shards.PipelineAt(shard);
+            return async
+                ? ResultOf(await pipeline.ExecuteOutcomeAsync(attempt, context, state).ConfigureAwait(false))
+                : pipeline.Execute(static (c, s) => ResultOf(s.Attempt(c, s.State).GetAwaiter().GetResult()), context, (Attempt: attempt, State: state));
+        }
+        catch (Exception e) when (context.Properties.TryGetValue(ShardRetryStrategy.Failure, out var failure)
+            && (ReferenceEquals(e, failure) || e is ShardUnavailableException))
+        {
+            ShardKitLog.CommandFailed(shards.Logger, command.Operation, shards.NameOf(shard), failure.GetType().Name, failure);
+            // Our own retries opened the breaker: the failure that made them is the one to report.
+            ExceptionDispatchInfo.Throw(failure);
+            throw;
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
         }
     }
 
-    /// <summary>
-    /// Whether a failed attempt is tried again (with the delay before it): a transient failure, attempts left, and a
-    /// command that may run twice (a read, or a write the retry options allow; never inside a transaction). Logs and
-    /// counts the decision either way.
-    /// </summary>
-    public static bool ShouldRetry(ShardSet shards, ShardConnectionSource source, int shard, in ShardCommand command, Exception error,
-        int attempt, out TimeSpan delay)
+    private static TResult ResultOf<TResult>(Outcome<TResult> outcome)
     {
-        var retries = source.Retries(shards);
-        var maxRetries = source.MayRetry && !command.Once && (!command.IsWrite || retries.RetryWrites) ? retries.MaxRetries : 0;
-        var name = shards.NameOf(shard);
-        delay = default;
-        if (attempt >= maxRetries || !ShardErrors.IsTransient(error))
-        {
-            ShardKitLog.CommandFailed(shards.Logger, command.Operation, name, error.GetType().Name, error);
-            return false;
-        }
+        outcome.ThrowIfException();
+        return outcome.Result!;
+    }
 
-        delay = retries.DelayBefore(attempt + 1);
-        ShardKitTelemetry.Retries.Add(1, new KeyValuePair<string, object?>(ShardKitTelemetry.ShardTag, name));
-        ShardKitLog.Retrying(shards.Logger, command.Operation, name, attempt + 1, maxRetries, (long)delay.TotalMilliseconds);
-        return true;
+    /// <summary>Remembers the failure an attempt recorded on the shard (see <see cref="ExecuteAsync"/>).</summary>
+    public static void Failed(ResilienceContext context, Exception error) => context.Properties.Set(ShardRetryStrategy.Failure, error);
+
+    // One attempt: breaker, slot, timeout, connection, command, classification of a failure.
+    private static async ValueTask<Outcome<TResult>> AttemptAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
+        ShardConnectionSource source, int shard, ShardCommand command, TState state,
+        Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
+    {
+        using var call = new ShardCall(shards, shard, command);
+        NpgsqlConnection? connection = null;
+        CancellationTokenSource? timeout = null;
+        var holdsSlot = false;
+        try
+        {
+            if (source.Admits)
+            {
+                call.Admit();
+            }
+
+            if (command.Slots is { } slots)
+            {
+                await WaitAsync(slots, async, cancellationToken).ConfigureAwait(false);
+                holdsSlot = true;
+            }
+
+            call.Start();
+            var token = context.CancellationToken; // the caller's, or a token a strategy of the pipeline links to it
+            if (command.Timeout is { } limit)
+            {
+                timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+                timeout.CancelAfter(limit); // from the shard's start, not from its wait for a slot
+                token = timeout.Token;
+            }
+
+            connection = await source.OpenAsync(shards, shard, async, token).ConfigureAwait(false);
+            try
+            {
+                var result = await work(connection, state, token).ConfigureAwait(false);
+                call.Completed();
+                return Outcome.FromResult(result);
+            }
+            finally
+            {
+                await source.ReleaseAsync(connection, async).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
+        {
+            var error = call.Failed(Classify(shards, source, shard, command, e, timeout), opening: connection is null);
+            Failed(context, error);
+            return Outcome.FromException<TResult>(error);
+        }
+        finally
+        {
+            timeout?.Dispose();
+            if (holdsSlot)
+            {
+                command.Slots!.Release();
+            }
+        }
     }
 
     // A per-shard timeout that fired is the shard's timeout; an error a transaction gives a meaning to takes that meaning.
@@ -144,18 +156,6 @@ internal static class ShardPipeline
         }
 
         slots.Wait(cancellationToken);
-        return ValueTask.CompletedTask;
-    }
-
-    private static ValueTask DelayAsync(TimeProvider time, TimeSpan delay, bool async, CancellationToken cancellationToken)
-    {
-        var wait = Task.Delay(delay, time, cancellationToken);
-        if (async)
-        {
-            return new ValueTask(wait);
-        }
-
-        wait.GetAwaiter().GetResult();
         return ValueTask.CompletedTask;
     }
 }

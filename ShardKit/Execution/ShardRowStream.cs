@@ -1,5 +1,5 @@
-using System.Runtime.ExceptionServices;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
@@ -260,50 +260,33 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
     }
 
-    // Until a row reaches the caller a failed start is tried again where the pipeline says it is safe (a transient
-    // failure, attempts left); a start stopped by a timeout, the caller or another shard's failure is not.
+    // Until a row reaches the caller a failed start is tried again where the shard's pipeline says it is safe (a
+    // transient failure, attempts left); a start stopped by a timeout, the caller or another shard's failure is not.
     private async Task<bool> StartAsync(Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
-        var shards = _run.Session.Shards;
-        var source = ShardConnectionSource.Of(_run.Session);
-        Exception? previous = null;
-        for (var attempt = 0; ; attempt++)
+        return await ShardPipeline.ExecuteAsync(_run.Session.Shards, ShardConnectionSource.Of(_run.Session), _shard, _run.ReadCommand,
+            (Stream: this, Query: query), static (context, s) => s.Stream.AttemptAsync(context, s.Query), async: true,
+            _cancel.Token).ConfigureAwait(false);
+    }
+
+    private async ValueTask<Outcome<bool>> AttemptAsync(ResilienceContext context, Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
+    {
+        var first = _call is null;
+        _call?.Dispose();
+        _call = new ShardCall(_run.Session.Shards, _shard, _run.ReadCommand);
+        _connection = null;
+        try
         {
-            _call?.Dispose();
-            _call = new ShardCall(shards, _shard, _run.ReadCommand);
-            _connection = null;
-            TimeSpan delay;
-            try
-            {
-                return await StartOnceAsync(query, attempt == 0).ConfigureAwait(false);
-            }
-            catch (ShardUnavailableException) when (previous is not null)
-            {
-                // Our own retries opened the breaker: the failure that made them is the one to report.
-                _recorded = previous;
-                ExceptionDispatchInfo.Throw(previous);
-                throw;
-            }
-            catch (Exception e) when (e is not ShardKitException && !_cancel.IsCancellationRequested)
-            {
-                await DisposeRowsAsync().ConfigureAwait(false);
-                var error = _call.Failed(e, opening: _connection is null);
-                if (!ShardPipeline.ShouldRetry(shards, source, _shard, _run.ReadCommand, error, attempt, out delay))
-                {
-                    _recorded = error;
-                    if (ReferenceEquals(error, e))
-                    {
-                        throw;
-                    }
-
-                    throw error;
-                }
-
-                previous = error;
-            }
-
-            await Task.Delay(delay, shards.Settings.Time, _cancel.Token).ConfigureAwait(false);
+            return Outcome.FromResult(await StartOnceAsync(query, first).ConfigureAwait(false));
+        }
+        catch (Exception e) when (e is not ShardKitException && !_cancel.IsCancellationRequested)
+        {
+            await DisposeRowsAsync().ConfigureAwait(false);
+            var error = _call.Failed(e, opening: _connection is null);
+            _recorded = error; // counted on the shard already: the read that reports it does not count it again
+            ShardPipeline.Failed(context, error);
+            return Outcome.FromException<bool>(error);
         }
     }
 

@@ -1,16 +1,18 @@
 using Microsoft.Extensions.Logging;
 using Npgsql;
+using Polly;
 
 namespace ShardKit;
 
 /// <summary>
 /// Every shard of a data source as the layers below the public doors see it: the frozen map, one pooled Npgsql data
-/// source (named after the shard, so Npgsql's own metrics carry it) and one circuit breaker with its recovery probe per
-/// shard, the settings and the logger. Owned and disposed by the data source.
+/// source (named after the shard, so Npgsql's own metrics carry it), one Polly resilience pipeline (retries, on the
+/// settings' <see cref="TimeProvider"/>) and one circuit breaker with its recovery probe per shard, the settings and the logger. Owned and disposed by the data source.
 /// </summary>
 internal sealed class ShardSet : IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource[] _dataSources;
+    private readonly ResiliencePipeline[] _pipelines;
     private readonly ShardCircuitBreaker[] _breakers;
     private readonly ShardRecoveryProbe[] _probes;
     private readonly CancellationTokenSource _stopping = new();
@@ -27,6 +29,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
             KeyNames.Remember(ShardKeyMember.For(entity));
         }
 
+        _pipelines = map.Shards.Select(BuildPipeline).ToArray();
         _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
         _probes = map.Shards.Select(shard => StartProbingWhenOpen(shard.Index)).ToArray();
     }
@@ -46,6 +49,9 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
 
     public NpgsqlDataSource DataSourceAt(int shard) => _dataSources[shard];
 
+    /// <summary>The shard's pipeline: every command that may run again runs through it, one breaker-admitted call per attempt.</summary>
+    public ResiliencePipeline PipelineAt(int shard) => _pipelines[shard];
+
     public ShardCircuitBreaker BreakerAt(int shard) => _breakers[shard];
 
     public ShardInfo ShardAt(int shard) => Map.Shards[shard];
@@ -64,6 +70,22 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
             .ConfigureBatchFilter(static _ => !ShardKitTelemetry.InCommandSpan)
             .ConfigureCopyOperationFilter(static _ => !ShardKitTelemetry.InCommandSpan));
         settings.ConfigureShard?.Invoke(builder);
+        return builder.Build();
+    }
+
+    // ShardKit's retry strategy, or the user's own strategies (UseResilience) in its place; time from the settings either way.
+    private ResiliencePipeline BuildPipeline(ShardInfo shard)
+    {
+        var builder = new ResiliencePipelineBuilder { Name = "ShardKit", InstanceName = shard.Name, TimeProvider = Settings.Time };
+        if (Settings.ConfigureResilience is { } configure)
+        {
+            configure(builder, shard.Name);
+        }
+        else
+        {
+            builder.AddShardRetry(shard.Name, Logger);
+        }
+
         return builder.Build();
     }
 
