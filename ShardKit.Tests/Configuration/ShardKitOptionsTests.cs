@@ -68,6 +68,24 @@ public sealed class ShardKitOptionsTests
         Assert.That(error!.Message, Does.Contain("UseCustomSharding"));
     }
 
+    [Test]
+    public void Binding_retry_and_breaker_settings_changes_this_options_object_only_never_the_shared_defaults()
+    {
+        var bound = new ShardKitOptions();
+        Config(new()
+        {
+            ["Retries:RetryWrites"] = "true",
+            ["Retries:MaxRetries"] = "7",
+            ["CircuitBreaker:FailureThreshold"] = "1",
+        }).Bind(bound);
+
+        Assert.That((bound.Retries.RetryWrites, bound.Retries.MaxRetries, bound.CircuitBreaker.FailureThreshold), Is.EqualTo((true, 7, 1)));
+        // The binder sets properties in place: the shared defaults every other data source starts from must be untouched.
+        Assert.That((ShardRetryOptions.Default.RetryWrites, ShardRetryOptions.Default.MaxRetries), Is.EqualTo((false, 2)));
+        Assert.That(CircuitBreakerOptions.Default.FailureThreshold, Is.EqualTo(5));
+        Assert.That(new ShardKitOptions().Retries.RetryWrites, Is.False);
+    }
+
     private static OptionsValidationException StartupError(Dictionary<string, string?> values)
     {
         using var provider = new ServiceCollection().AddShardKit(Config(values).GetSection("ShardKit")).BuildServiceProvider();

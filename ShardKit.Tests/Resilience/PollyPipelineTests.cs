@@ -54,7 +54,9 @@ public sealed class PollyPipelineTests
     public async Task A_retry_strategy_built_with_pollys_options_repeats_reads_but_never_a_write_or_a_transactions_command()
     {
         var configured = new ConcurrentBag<string>();
+        using var capture = new TelemetryCapture();
         await using var ctx = await ShardTestContext.CreateAsync("create table {0} (id bigint); create sequence {0}_attempts", b => b
+            .UseLoggerFactory(capture)
             .UseResilience((pipeline, shard) =>
             {
                 configured.Add(shard);
@@ -74,7 +76,8 @@ public sealed class PollyPipelineTests
         Assert.That(await attempts(), Is.EqualTo(4), "a read: the first attempt and the strategy's three retries");
 
         Assert.ThrowsAsync<PostgresException>(() => db.OnShard("s0").ExecuteAsync(sql));
-        Assert.That(await attempts(), Is.EqualTo(5), "a write runs once unless RetryWrites says it is safe twice");
+        Assert.That(await attempts(), Is.EqualTo(5), () => "a write runs once unless RetryWrites says it is safe twice; logs: " +
+            string.Join(" | ", capture.Logs.Select(l => l.EventId + ": " + l.Message)));
 
         await using (var tx = await db.OnShard("s0").BeginTransactionAsync())
         {

@@ -31,10 +31,10 @@ public sealed class ShardKitOptions
     public string? DefaultShard { get; set; }
 
     /// <summary>Retries of transient failures; reads only unless <see cref="ShardRetryOptions.RetryWrites"/>.</summary>
-    public ShardRetryOptions Retries { get; set; } = ShardRetryOptions.Default;
+    public ShardRetryOptions Retries { get; set; } = new(); // own instance: the binder sets properties in place
 
     /// <summary>The per-shard circuit breaker.</summary>
-    public CircuitBreakerOptions CircuitBreaker { get; set; } = CircuitBreakerOptions.Default;
+    public CircuitBreakerOptions CircuitBreaker { get; set; } = new(); // never the shared Default, which binding would change
 
     /// <summary>Distributed (two-phase commit) transactions: the coordinator shard and recovery thresholds.</summary>
     public DistributedTransactionOptions DistributedTransactions { get; set; } = new();
