@@ -19,16 +19,7 @@ public sealed class CoordinatorCommitTests
     public async Task Recovery_that_aborts_first_makes_the_coordinator_roll_back_its_own_part_too()
     {
         await using var s = await DistributedShards.SharedAsync(2, o => o.AbortPreparedAfter = TimeSpan.Zero);
-        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        s.Source.OnDistributedStep = async (step, _) =>
-        {
-            if (step == DistributedStep.BeforeDecision)
-            {
-                paused.TrySetResult();
-                await resume.Task;
-            }
-        };
+        var (paused, resume) = s.PauseAt(DistributedStep.BeforeDecision);
         await using var db = s.Source.CreateConnection();
         var tx = await db.BeginDistributedTransactionAsync();
         await InsertOnEveryShard(s, 1)(db);

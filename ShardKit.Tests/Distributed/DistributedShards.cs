@@ -87,6 +87,25 @@ internal sealed class DistributedShards : IAsyncDisposable
     /// <summary>A key that modulo placement puts on shard <paramref name="shard"/>.</summary>
     public long KeyOn(int shard, int nth = 0) => shard + (long)nth * Names.Length;
 
+    /// <summary>
+    /// Holds every commit at <paramref name="step"/>: <c>Paused</c> completes when one arrives there, and the commit goes
+    /// on once <c>Resume</c> is set.
+    /// </summary>
+    public (TaskCompletionSource Paused, TaskCompletionSource Resume) PauseAt(DistributedStep step)
+    {
+        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Source.OnDistributedStep = async (at, _) =>
+        {
+            if (at == step)
+            {
+                paused.TrySetResult();
+                await resume.Task;
+            }
+        };
+        return (paused, resume);
+    }
+
     public async Task OnEveryShardAsync(string sql)
     {
         foreach (var cs in Direct)

@@ -93,16 +93,7 @@ public sealed class RecoveryTests
     public async Task A_committer_that_loses_the_race_to_recovery_is_told_it_rolled_back()
     {
         await using var s = await DistributedShards.SharedAsync(2, o => o.AbortPreparedAfter = TimeSpan.Zero);
-        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        s.Source.OnDistributedStep = async (step, _) =>
-        {
-            if (step == DistributedStep.BeforeDecision)
-            {
-                paused.TrySetResult();
-                await resume.Task;
-            }
-        };
+        var (paused, resume) = s.PauseAt(DistributedStep.BeforeDecision);
         await using var db = s.Source.CreateConnection();
         var tx = await db.BeginDistributedTransactionAsync();
         await InsertOnEveryShard(s, 1)(db);
@@ -124,16 +115,7 @@ public sealed class RecoveryTests
     public async Task Recovery_waits_for_an_in_flight_commit_and_the_commit_then_succeeds()
     {
         await using var s = await DistributedShards.SharedAsync(2);
-        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        s.Source.OnDistributedStep = async (step, _) =>
-        {
-            if (step == DistributedStep.BeforeDecision)
-            {
-                paused.TrySetResult();
-                await resume.Task;
-            }
-        };
+        var (paused, resume) = s.PauseAt(DistributedStep.BeforeDecision);
         await using var db = s.Source.CreateConnection();
         var tx = await db.BeginDistributedTransactionAsync();
         await InsertOnEveryShard(s, 1)(db);

@@ -16,21 +16,21 @@ namespace ShardKit;
 /// </example>
 public sealed class ShardMigrator
 {
-    private readonly ShardSet _dataSource;
+    private readonly ShardSet _shards;
     private readonly MigrationHistory _history;
     private readonly int _canary;
 
-    internal ShardMigrator(ShardSet dataSource, IEnumerable<Migration> migrations, MigrationOptions? options)
+    internal ShardMigrator(ShardSet shards, IEnumerable<Migration> migrations, MigrationOptions? options)
     {
-        _dataSource = dataSource;
+        _shards = shards;
         Options = options ?? new MigrationOptions();
         Options.Validate();
         Migrations = MigrationList.Ordered(migrations);
         _history = new MigrationHistory(Options);
         _canary = Options.CanaryShard is null ? 0
-            : dataSource.Map.ShardNames.ToList().IndexOf(Options.CanaryShard) is var index and >= 0 ? index
+            : shards.Map.ShardNames.ToList().IndexOf(Options.CanaryShard) is var index and >= 0 ? index
             : throw new MigrationException($"MigrationOptions.CanaryShard '{Options.CanaryShard}' is not a shard; the shards are: " +
-                                           string.Join(", ", dataSource.Map.ShardNames) + ".");
+                                           string.Join(", ", shards.Map.ShardNames) + ".");
     }
 
     /// <summary>The scripts, in version order.</summary>
@@ -59,7 +59,7 @@ public sealed class ShardMigrator
     /// </exception>
     public async Task<MigrationResult> MigrateAsync(IProgress<MigrationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        var shards = _dataSource.Map.Shards;
+        var shards = _shards.Map.Shards;
         var sessions = new ShardMigrationSession?[shards.Count];
         try
         {
@@ -93,10 +93,10 @@ public sealed class ShardMigrator
 
             if (!failures.IsEmpty)
             {
-                throw Combined(failures.OrderBy(f => _dataSource.Map.IndexOf(f.Shard)).ToArray(), applied.Keys);
+                throw Combined(failures.OrderBy(f => _shards.Map.IndexOf(f.Shard)).ToArray(), applied.Keys);
             }
 
-            return new MigrationResult(canary?.Shard.Name, _dataSource.Map.ShardNames.ToDictionary(n => n, n => applied[n]));
+            return new MigrationResult(canary?.Shard.Name, _shards.Map.ShardNames.ToDictionary(n => n, n => applied[n]));
         }
         finally
         {
@@ -111,7 +111,7 @@ public sealed class ShardMigrator
     /// </summary>
     public async Task<MigrationStatus> GetStatusAsync(CancellationToken cancellationToken = default)
     {
-        var shards = await Task.WhenAll(_dataSource.Map.Shards.Select(shard => ReadStatusAsync(shard, cancellationToken))).ConfigureAwait(false);
+        var shards = await Task.WhenAll(_shards.Map.Shards.Select(shard => ReadStatusAsync(shard, cancellationToken))).ConfigureAwait(false);
         return new MigrationStatus(shards);
     }
 
@@ -119,7 +119,7 @@ public sealed class ShardMigrator
     {
         try
         {
-            var connection = await _dataSource.DataSourceAt(shard.Index).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            var connection = await _shards.DataSourceAt(shard.Index).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
             await using (connection.ConfigureAwait(false))
             {
                 return new ShardMigrationStatus(shard.Name, await _history.ReadAsync(connection, cancellationToken).ConfigureAwait(false), Migrations);
@@ -132,7 +132,7 @@ public sealed class ShardMigrator
     }
 
     private Task<ShardMigrationSession> OpenAsync(ShardInfo shard, CancellationToken cancellationToken) =>
-        ShardMigrationSession.OpenAsync(_dataSource.DataSourceAt(shard.Index), shard, _history, Options, _dataSource.Logger, cancellationToken);
+        ShardMigrationSession.OpenAsync(_shards.DataSourceAt(shard.Index), shard, _history, Options, _shards.Logger, cancellationToken);
 
     private List<Migration> Pending(ShardMigrationSession session)
     {
