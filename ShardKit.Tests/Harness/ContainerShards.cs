@@ -19,7 +19,8 @@ internal sealed class ContainerShards : IAsyncDisposable
         var containers = Enumerable.Range(0, count)
             .Select(_ => new PostgreSqlBuilder(Image)
                 .WithCommand("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_prepared_transactions=100",
-                    "-c", "max_connections=200")
+                    "-c", "max_connections=200",
+                    "-c", "wal_level=logical", "-c", "max_replication_slots=20", "-c", "max_wal_senders=20")
                 .Build())
             .ToArray();
         var shards = new ContainerShards(containers);

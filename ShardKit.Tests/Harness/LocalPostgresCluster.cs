@@ -106,6 +106,10 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
             "-c max_prepared_transactions=100",
             "-c shared_buffers=32MB",
             "-c max_wal_size=1GB",
+            // Moving buckets between shards streams changes through logical replication slots.
+            "-c wal_level=logical",
+            "-c max_replication_slots=20",
+            "-c max_wal_senders=20",
             "-c log_min_messages=warning",
         }.Concat(_extraSettings.Select(setting => "-c " + setting)));
         return ProcessRunner.RunAsync(_binaries.PgCtl,
