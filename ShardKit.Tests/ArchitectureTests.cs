@@ -25,6 +25,7 @@ public sealed partial class ArchitectureTests
         ["Transactions"] = 8,
         ["Writes"] = 9,
         ["Ids"] = 9,
+        ["Resharding"] = 10,
         ["Migrations"] = 10,
         ["Doors"] = 11,
         ["DependencyInjection"] = 12,
@@ -37,7 +38,7 @@ public sealed partial class ArchitectureTests
         ("Ids/ShardIdSql.cs", "ShardedDataSource"),
     ];
 
-    private static readonly string[] DoorFiles = ["ShardedDataSource", "ShardedDataSourceBuilder", "ShardedConnection", "ShardCommandTarget", "FanOutScope", "ShardScope", "ShardGridReader"];
+    private static readonly string[] DoorFiles = ["ShardedDataSource", "ShardedDataSourceBuilder", "ShardedConnection", "ShardCommandTarget", "FanOutScope", "ShardScope", "ShardGridReader", "ShardResharding"];
 
     [Test]
     public void Folders_depend_one_way_and_no_folder_names_the_public_doors()

@@ -20,10 +20,26 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, typeof(T));
         using var operation = Owner.EnterOperation();
-        return route.IsSingle
-            ? await Owner.RunOnShardAsync(route.Shard, "Query", command.CommandText, isWrite: false, Bind(command, route.Shard, command.Parameters),
-                static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
-            : await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return route.IsSingle
+                    ? await Owner.RunOnShardAsync(route.Shard, "Query", command.CommandText, isWrite: false, Bind(command, route.Shard, command.Parameters),
+                        static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
+                    : await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, typeof(T));
+        }
     }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
@@ -82,6 +98,27 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return await ExecuteRoutedAsync(route, command).ConfigureAwait(false);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, null);
+        }
+    }
+
+    private async Task<int> ExecuteRoutedAsync(Route route, CommandDefinition command)
+    {
         if (route.IsSingle)
         {
             return await Owner.RunOnShardAsync(route.Shard, "Execute", command.CommandText, isWrite: true, Bind(command, route.Shard, command.Parameters),
@@ -125,13 +162,30 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
-        if (!route.IsSingle)
+        for (var attempt = 0; ; attempt++)
         {
-            throw ScalarAcrossShards();
-        }
+            if (!route.IsSingle)
+            {
+                throw ScalarAcrossShards();
+            }
 
-        return await Owner.RunOnShardAsync(route.Shard, "ExecuteScalar", command.CommandText, isWrite: false, Bind(command, route.Shard, command.Parameters),
-            static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false);
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return await Owner.RunOnShardAsync(route.Shard, "ExecuteScalar", command.CommandText, isWrite: false,
+                    Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken)
+                    .ConfigureAwait(false);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, null);
+        }
     }
 
     /// <summary>Streams the rows of a query on the key's shard without buffering them; split keys stream shard by shard.</summary>
@@ -171,6 +225,27 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, typeof(T));
         using var operation = Owner.EnterOperation();
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return await QueryOneRoutedAsync<T>(route, command, orDefault, single).ConfigureAwait(false);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, typeof(T));
+        }
+    }
+
+    private async Task<T> QueryOneRoutedAsync<T>(Route route, CommandDefinition command, bool orDefault, bool single)
+    {
         if (!route.IsSingle)
         {
             return First(await QuerySplitAsync<T>(route, command).ConfigureAwait(false), orDefault, single);

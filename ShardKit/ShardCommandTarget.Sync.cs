@@ -75,10 +75,26 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
-        return route.IsSingle
-            ? Owner.RunOnShard(route.Shard, "Execute", command.CommandText, true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
-            : IsItemBatch(route, command) ? RunBatchParts(route, command).Sum()
-            : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return route.IsSingle
+                    ? Owner.RunOnShard(route.Shard, "Execute", command.CommandText, true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
+                    : IsItemBatch(route, command) ? RunBatchParts(route, command).Sum()
+                    : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, null);
+        }
     }
 
     // The synchronous twin of RunBatchPartsAsync: one thread-pool worker per shard, each sending pipelined batches.

@@ -26,6 +26,22 @@ public abstract partial class ShardCommandTarget
         return route;
     }
 
+    // How many times a write a shard refused (its bucket moved) is routed again by a newer map.
+    private const int MoveAttempts = 4;
+
+    /// <summary>
+    /// Whether a command a shard refused because its bucket moved may run again by a newer map: the data source follows a
+    /// stored map, no transaction is open (inside one the refusal reaches the caller), and nothing of the command was
+    /// kept (one shard, or an item batch whose shards apply all or nothing).
+    /// </summary>
+    private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command) =>
+        attempt < MoveAttempts && ShardBucketMovedException.IsMoved(error) && Owner.DataSource.Shards.Follower is not null
+        && !Owner.Session.InTransaction && command.Transaction is null && (route.IsSingle || IsItemBatch(route, command));
+
+    /// <summary>Waits for a map newer than the one the refused command was routed by; false when none came in time.</summary>
+    private Task<bool> WaitForNewerMapAsync(long epoch, CancellationToken cancellationToken) =>
+        Owner.DataSource.Shards.Follower!.WaitForNewerMapAsync(epoch, cancellationToken);
+
     private CommandDefinition Bind(in CommandDefinition command, int shard, object? parameters) =>
         new(command.CommandText, parameters, Owner.TransactionOn(shard), command.CommandTimeout, command.CommandType,
             command.Flags, command.CancellationToken);

@@ -54,6 +54,11 @@ internal static class ShardErrors
     /// </summary>
     public static Exception ForShard(Exception error, ShardInfo shard, bool opening)
     {
+        if (error is PostgresException { SqlState: ShardBucketMovedException.SqlState } moved)
+        {
+            return new ShardBucketMovedException(shard.Name, moved) { Data = { [ShardKitException.ShardDataKey] = shard.Name } };
+        }
+
         if (error is not ShardKitException && Classify(error, opening) == ShardErrorKind.ConnectionFailure)
         {
             error = new ShardConnectionException(shard.Name,

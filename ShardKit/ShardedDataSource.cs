@@ -9,6 +9,8 @@ namespace ShardKit;
 /// </summary>
 public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
 {
+    private ShardResharding? _resharding;
+
     internal ShardedDataSource(ShardMap map, DataSourceSettings settings)
     {
         Distributed = new DistributedContext(DistributedSettings.From(settings.Distributed, map));
@@ -54,6 +56,7 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
             Retries = options.Retries,
             CircuitBreaker = options.CircuitBreaker,
             Distributed = options.DistributedTransactions,
+            StoredMap = options.StoredMap,
         };
         return new ShardedDataSource(EntityRegistration.CreateMap(() => ShardMapFactory.Create(options), entityErrors), settings);
     }
@@ -63,6 +66,12 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
 
     /// <summary>The shard names in configured order.</summary>
     public IReadOnlyList<string> ShardNames => Map.ShardNames;
+
+    /// <summary>
+    /// Online resharding (seed the stored map, add a shard, move buckets, audit); needs
+    /// <see cref="ShardedDataSourceBuilder.UseStoredMap"/>.
+    /// </summary>
+    public ShardResharding Resharding => _resharding ??= new ShardResharding(this);
 
     /// <summary>A new connection; it opens per-shard connections lazily, from the shards' pools.</summary>
     /// <returns>A connection for one unit of work at a time; cheap to create, dispose it when done.</returns>

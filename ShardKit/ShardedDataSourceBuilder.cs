@@ -205,6 +205,22 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
+    /// <summary>
+    /// Takes the bucket map from the catalog (schema <c>shardkit</c>) on <paramref name="catalogShard"/> instead of the
+    /// even spread over the shards, and follows it while buckets move (<see cref="ShardResharding"/>): the map is read when
+    /// the data source is built, then on every <c>NOTIFY shardkit_map</c> and every
+    /// <see cref="StoredMapOptions.CheckInterval"/>; while the catalog cannot be read the last map stays in use. List every
+    /// shard the catalog may name (also a new, still empty one). Seed the catalog once with
+    /// <see cref="ShardResharding.SeedAsync"/> (or <c>shardkit map seed</c>); until then the even spread is used. Needs hash sharding.
+    /// </summary>
+    public ShardedDataSourceBuilder UseStoredMap(string catalogShard, Action<StoredMapOptions>? configure = null)
+    {
+        var stored = new StoredMapOptions { CatalogShard = catalogShard };
+        configure?.Invoke(stored);
+        _options.StoredMap = stored;
+        return this;
+    }
+
     /// <summary>Validates the settings and builds the data source, one pooled <see cref="NpgsqlDataSource"/> per shard.</summary>
     /// <returns>The data source; dispose it when the app stops (it owns the shards' pools).</returns>
     /// <exception cref="ShardConfigurationException">
@@ -217,6 +233,6 @@ public sealed class ShardedDataSourceBuilder
             _options.Strategy == ShardingStrategyKind.Range ? _ranges.ToArray() : null,
             _options.Strategy == ShardingStrategyKind.List ? new Dictionary<ShardKeyValue, string>(_list) : null),
             EntityRegistration.Conflicts(_settings.Entities));
-        return new ShardedDataSource(map, _settings with { Entities = _settings.Entities.Distinct().ToArray() });
+        return new ShardedDataSource(map, _settings with { Entities = _settings.Entities.Distinct().ToArray(), StoredMap = _options.StoredMap });
     }
 }

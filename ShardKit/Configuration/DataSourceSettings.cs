@@ -23,6 +23,9 @@ internal sealed record DataSourceSettings
 
     public DistributedTransactionOptions? Distributed { get; init; }
 
+    /// <summary>The stored map to follow (UseStoredMap); null for a map fixed at build time.</summary>
+    public StoredMapOptions? StoredMap { get; init; }
+
     /// <summary>Entity types registered with AddEntity; their key names are known from the first command.</summary>
     public IReadOnlyList<Type> Entities { get; init; } = [];
 }

@@ -40,6 +40,12 @@ public sealed class ShardKitOptions
     public DistributedTransactionOptions DistributedTransactions { get; set; } = new();
 
     /// <summary>
+    /// Take the bucket map from the catalog on a shard and follow its changes (buckets moved online), instead of the
+    /// even spread computed from <see cref="Shards"/> and <see cref="Buckets"/>; null (the default) keeps that map.
+    /// </summary>
+    public StoredMapOptions? StoredMap { get; set; }
+
+    /// <summary>
     /// Entity types whose <c>[ShardKey]</c> names route untyped commands (<c>Execute</c>, <c>ExecuteScalar</c>, DTO and
     /// anonymous parameters) from the first call, as <see cref="ShardedDataSourceBuilder.AddEntity{T}"/> does; each
     /// assembly-qualified: <c>"MyApp.Orders.Order, MyApp"</c>.

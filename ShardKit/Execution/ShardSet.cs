@@ -16,11 +16,13 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
     private readonly ShardCircuitBreaker[] _breakers;
     private readonly ShardRecoveryProbe[] _probes;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly ShardMapFollower? _follower;
+    private ShardMap _map;
     private int _disposed;
 
     public ShardSet(ShardMap map, DataSourceSettings settings)
     {
-        Map = map;
+        _map = map;
         Settings = settings;
         Logger = settings.LoggerFactory.CreateLogger("ShardKit");
         _dataSources = map.Shards.Select(shard => Build(shard, settings)).ToArray();
@@ -32,9 +34,44 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         _pipelines = map.Shards.Select(BuildPipeline).ToArray();
         _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
         _probes = map.Shards.Select(shard => StartProbingWhenOpen(shard.Index)).ToArray();
+        if (settings.StoredMap is { } stored)
+        {
+            _follower = new ShardMapFollower(this, stored);
+            try
+            {
+                _follower.Start();
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
     }
 
-    public ShardMap Map { get; }
+    /// <summary>The map commands route by now: fixed, or the stored map's latest epoch. Read it once per command.</summary>
+    public ShardMap Map => Volatile.Read(ref _map);
+
+    /// <summary>The stored map's follower; null when the map is fixed.</summary>
+    public ShardMapFollower? Follower => _follower;
+
+    /// <summary>Routes by <paramref name="map"/> from now on, unless a newer map is in place already.</summary>
+    public bool Replace(ShardMap map)
+    {
+        while (true)
+        {
+            var current = Volatile.Read(ref _map);
+            if (map.Epoch <= current.Epoch)
+            {
+                return false;
+            }
+
+            if (ReferenceEquals(Interlocked.CompareExchange(ref _map, map, current), current))
+            {
+                return true;
+            }
+        }
+    }
 
     public DataSourceSettings Settings { get; }
 
@@ -107,6 +144,11 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             await _stopping.CancelAsync().ConfigureAwait(false);
+            if (_follower is not null)
+            {
+                await _follower.DisposeAsync().ConfigureAwait(false);
+            }
+
             foreach (var probe in _probes)
             {
                 await probe.Running.ConfigureAwait(false); // never faults: a stopped probe ends quietly
@@ -126,6 +168,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             _stopping.Cancel(); // a probe still running ends quietly at its next step
+            _follower?.DisposeAsync().AsTask().GetAwaiter().GetResult();
             foreach (var source in _dataSources)
             {
                 source.Dispose();

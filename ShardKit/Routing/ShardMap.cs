@@ -1,20 +1,26 @@
 namespace ShardKit;
 
 /// <summary>
-/// The frozen shard map: the shards in order and the strategy that places keys on them. Built and validated by
-/// <see cref="ShardedDataSourceBuilder"/> or from <see cref="ShardKitOptions"/>; never changes afterwards.
+/// A frozen shard map: the shards in order and the strategy that places keys on them. Built and validated by
+/// <see cref="ShardedDataSourceBuilder"/> or from <see cref="ShardKitOptions"/>; never changes afterwards. A data source
+/// with a stored map (<see cref="ShardedDataSourceBuilder.UseStoredMap"/>) replaces its map by a newer one (a higher
+/// <see cref="Epoch"/>) when buckets move; each command routes by the map it started with.
 /// </summary>
 public sealed class ShardMap
 {
     private readonly Dictionary<string, int> _indexByName;
 
-    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy)
+    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0)
     {
         Shards = shards;
         Strategy = strategy;
+        Epoch = epoch;
         _indexByName = shards.ToDictionary(s => s.Name, s => s.Index, StringComparer.Ordinal);
         ShardNames = shards.Select(s => s.Name).ToArray();
     }
+
+    /// <summary>The stored map's epoch (raised by one with every bucket switch); 0 for a map from options.</summary>
+    public long Epoch { get; }
 
     /// <summary>The shard names in configured order.</summary>
     public IReadOnlyList<string> ShardNames { get; }
@@ -36,6 +42,11 @@ public sealed class ShardMap
     public int BucketOf(ShardKeyValue key) => Strategy is HashShardingStrategy hash
         ? hash.BucketOf(key)
         : throw new InvalidOperationException($"Buckets exist only with hash sharding; this map uses {Strategy.Name}.");
+
+    /// <summary>The same shards with the buckets placed as <paramref name="owners"/> says (shard index per bucket).</summary>
+    internal ShardMap WithOwners(int[] owners, long epoch) => new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch);
+
+    internal bool Contains(string shardName) => _indexByName.ContainsKey(shardName);
 
     internal int IndexOf(string shardName) => _indexByName.TryGetValue(shardName, out var index)
         ? index

@@ -84,6 +84,11 @@ internal static class ShardMapFactory
                 break;
         }
 
+        if (options.StoredMap is { } stored)
+        {
+            errors.AddRange(stored.Validate(shards.Select(s => s.Name).ToArray(), options.Strategy));
+        }
+
         return errors.Count == 0 && strategy is not null ? new ShardMap(shards, strategy) : null;
     }
 

@@ -1,0 +1,193 @@
+using Dapper;
+using Npgsql;
+
+namespace ShardKit.Tests.Resharding;
+
+[TestFixture]
+public sealed class StoredMapTests
+{
+    private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
+
+    // Switches one bucket's owner the way a move's last steps do (source gives up, target takes, catalog names it), with no rows.
+    private static async Task SwitchByHandAsync(ReshardingShards shards, int bucket, int from, int to, bool notify = true)
+    {
+        await using (var source = await shards.OpenAsync(from))
+        {
+            await source.ExecuteAsync("update shardkit.bucket_owner set owned = false, epoch = epoch + 1 where bucket = @bucket", new { bucket });
+        }
+
+        await using (var target = await shards.OpenAsync(to))
+        {
+            await target.ExecuteAsync("update shardkit.bucket_owner set owned = true, epoch = epoch + 1 where bucket = @bucket", new { bucket });
+        }
+
+        await using var catalog = await shards.OpenAsync(0);
+        await catalog.ExecuteAsync("""
+            update shardkit.map_bucket set shard = @shard where bucket = @bucket;
+            update shardkit.map set epoch = epoch + 1;
+            """, new { bucket, shard = $"s{to}" });
+        if (notify)
+        {
+            await catalog.ExecuteAsync("select pg_notify('shardkit_map', 'x')");
+        }
+    }
+
+    private static long KeyIn(ShardMap map, int bucket) =>
+        Enumerable.Range(1, 1_000_000).Select(i => (long)i).First(k => map.BucketOf(k) == bucket);
+
+    [Test]
+    public async Task An_unseeded_catalog_leaves_the_configured_spread_and_seeding_stores_it_at_epoch_1()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var source = shards.NewSource();
+        Assert.That(source.Map.Epoch, Is.EqualTo(0));
+
+        var epoch = await source.Resharding.SeedAsync([Items]);
+
+        Assert.That(epoch, Is.EqualTo(1));
+        Assert.That(source.Map.Epoch, Is.EqualTo(1));
+        Assert.That(source.Map.Buckets!.BucketsOf(1), Is.EqualTo(Enumerable.Range(shards.Buckets / 2, shards.Buckets / 2)));
+        Assert.That(await shards.ScalarAsync<int>(1, "select count(*)::int from shardkit.bucket_owner where owned"), Is.EqualTo(shards.Buckets / 2));
+        // Seeding again keeps the stored map.
+        Assert.That(await source.Resharding.SeedAsync([Items]), Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task A_write_on_a_shard_that_does_not_own_the_bucket_is_refused_inside_PostgreSQL_also_without_ShardKit()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var source = shards.NewSource();
+        await source.Resharding.SeedAsync([Items]);
+        var key = KeyIn(source.Map, 0); // bucket 0 is s0's
+
+        await using var wrong = await shards.OpenAsync(1);
+        var raw = Assert.ThrowsAsync<PostgresException>(() => wrong.ExecuteAsync("insert into items (id) values (@key)", new { key }));
+        Assert.That(raw!.SqlState, Is.EqualTo(ShardBucketMovedException.SqlState));
+
+        await using var db = source.CreateConnection();
+        var typed = Assert.ThrowsAsync<ShardBucketMovedException>(() =>
+            db.OnShard("s1").ExecuteAsync("insert into items (id) values (@key)", new { key }));
+        Assert.That(typed!.Shard, Is.EqualTo("s1"));
+        Assert.That(typed.Bucket, Is.EqualTo(0));
+        Assert.That(await shards.ScalarAsync<long>(1, "select count(*) from items"), Is.EqualTo(0));
+
+        // Updates and deletes of rows of a bucket the shard does not own are refused too; a bulk COPY as well.
+        await using var right = await shards.OpenAsync(0);
+        await right.ExecuteAsync("insert into items (id) values (@key)", new { key });
+        await right.ExecuteAsync("update shardkit.bucket_owner set owned = false where bucket = 0");
+        Assert.That(Assert.ThrowsAsync<PostgresException>(() => right.ExecuteAsync("update items set n = 1"))!.SqlState, Is.EqualTo("SK001"));
+        Assert.That(Assert.ThrowsAsync<PostgresException>(() => right.ExecuteAsync("delete from items"))!.SqlState, Is.EqualTo("SK001"));
+        Assert.That(Assert.ThrowsAsync<PostgresException>(async () =>
+        {
+            await using var copy = await right.BeginBinaryImportAsync("copy items (id) from stdin (format binary)");
+            await copy.StartRowAsync();
+            await copy.WriteAsync(Enumerable.Range(1, 1_000_000).Select(i => (long)i).Where(k => source.Map.BucketOf(k) == 0).Skip(1).First());
+            await copy.CompleteAsync();
+        })!.SqlState, Is.EqualTo("SK001"));
+        Assert.That(await right.ExecuteScalarAsync<int>("select n from items"), Is.EqualTo(0));
+    }
+
+    [Test]
+    public async Task A_routed_write_on_an_old_map_is_run_again_on_the_new_owner()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        // An app that hears of no move by itself: a check interval of an hour, and the switch sends no notification.
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var key = KeyIn(app.Map, 1);
+        Assert.That(app.Map.ShardFor(key), Is.EqualTo("s0"));
+
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        Assert.That(app.Map.ShardFor(key), Is.EqualTo("s0"), "the app still routes by its old map");
+
+        await using var db = app.CreateConnection();
+        var affected = await db.ExecuteAsync("insert into items (id, payload) values (@Id, @Payload)", new Item { Id = key, Payload = "moved" });
+
+        Assert.That(affected, Is.EqualTo(1));
+        Assert.That(app.Map.Epoch, Is.EqualTo(2));
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from items"), Is.EqualTo(0), "nothing on the old owner");
+        Assert.That(await shards.ScalarAsync<string>(1, "select payload from items where id = @key", new { key }), Is.EqualTo("moved"));
+        // Reads follow the new map too.
+        Assert.That((await db.QueryAsync<Item>("select * from items where id = @Id", new Item { Id = key })).Single().Payload, Is.EqualTo("moved"));
+    }
+
+    [Test]
+    public async Task A_notification_brings_the_new_map_without_any_write()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        await app.Resharding.SeedAsync([Items]);
+
+        await SwitchByHandAsync(shards, bucket: 2, from: 0, to: 1);
+
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (app.Map.Epoch < 2 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.That(app.Map.Epoch, Is.EqualTo(2), string.Join("\n", shards.Logs.Logs.Select(l => l.Message)));
+        Assert.That(app.Map.Buckets!.ShardOfBucket(2), Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task Inside_a_transaction_the_refusal_reaches_the_caller_and_nothing_is_written()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        await app.Resharding.SeedAsync([Items]);
+        var key = KeyIn(app.Map, 3);
+        await SwitchByHandAsync(shards, bucket: 3, from: 0, to: 1, notify: false);
+
+        await using var db = app.CreateConnection();
+        await using var transaction = await db.ForKey(key).BeginTransactionAsync();
+        var error = Assert.ThrowsAsync<ShardBucketMovedException>(() =>
+            db.ExecuteAsync("insert into items (id) values (@Id)", new Item { Id = key }));
+        Assert.That(error!.Shard, Is.EqualTo("s0"));
+        await transaction.RollbackAsync();
+        Assert.That((await shards.AllRowsAsync()).Count, Is.EqualTo(0));
+    }
+
+    [Test]
+    public async Task A_catalog_that_cannot_be_read_keeps_the_last_map()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromMilliseconds(50));
+        await app.Resharding.SeedAsync([Items]);
+        await using (var catalog = await shards.OpenAsync(0))
+        {
+            await catalog.ExecuteAsync("alter table shardkit.map rename to map_gone");
+        }
+
+        await Task.Delay(300);
+        Assert.That(app.Map.Epoch, Is.EqualTo(1), "an unreadable catalog changes nothing");
+        await using var db = app.CreateConnection();
+        Assert.That(await db.ExecuteAsync("insert into items (id) values (@Id)", new Item { Id = 7 }), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void Bad_stored_map_settings_are_refused_at_build_time()
+    {
+        var error = Assert.Throws<ShardConfigurationException>(() => new ShardedDataSourceBuilder()
+            .AddShard("a", "Host=127.0.0.1;Port=1").UseStoredMap("nope", o => o.CheckInterval = TimeSpan.Zero).Build());
+        Assert.That(error!.Message, Does.Contain("'nope' is not a configured shard").And.Contain("CheckInterval"));
+
+        var modulo = Assert.Throws<ShardConfigurationException>(() => new ShardedDataSourceBuilder()
+            .AddShard("a", "Host=127.0.0.1;Port=1").UseModuloSharding().UseStoredMap("a").Build());
+        Assert.That(modulo!.Message, Does.Contain("needs hash sharding"));
+    }
+
+    [Test]
+    public async Task Resharding_without_a_stored_map_or_seed_says_what_to_do()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var plain = shards.NewSource(stored: false);
+        Assert.That(Assert.ThrowsAsync<InvalidOperationException>(() => plain.Resharding.MoveBucketsAsync([1], "s1"))!.Message,
+            Does.Contain("UseStoredMap"));
+
+        var unseeded = shards.NewSource();
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => unseeded.Resharding.MoveBucketsAsync([1], "s1"))!.Message,
+            Does.Contain("seed"));
+    }
+}

@@ -1,0 +1,521 @@
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace ShardKit;
+
+/// <summary>
+/// Moves hash buckets from one shard to another while the app reads and writes, as a state machine the catalog
+/// records (<see cref="MoveState"/>), so a crashed or stopped move resumes where it was:
+/// preflight → slot and publication with an exported snapshot → chunked binary copy → catch-up from the slot until the
+/// lag is under the gate → freeze of the moving buckets alone on the source (their ownership rows locked <c>for update</c>;
+/// their writers wait inside PostgreSQL) → drain to the source's WAL position → verify → the source gives the buckets up
+/// (epoch + 1) → the target takes them → the catalog switches and notifies → slot and publication dropped → the
+/// source's copies deleted in throttled batches. Until the source gives the buckets up a move can be cancelled and
+/// leaves nothing behind; after it, the switch is completed (never undone) on resume.
+/// </summary>
+internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IProgress<MoveProgress>? progress)
+{
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private ShardSet Shards => admin.Shards;
+
+    public async Task<MoveResult> MoveAsync(IReadOnlyCollection<int> buckets, string target, CancellationToken cancellationToken)
+    {
+        var map = Shards.Map;
+        var bucketMap = map.Buckets ?? throw new ShardMoveException(null, "Moving buckets needs hash sharding.");
+        if (buckets.Count == 0 || buckets.Any(b => b < 0 || b >= bucketMap.Count) || buckets.Distinct().Count() != buckets.Count)
+        {
+            throw new ArgumentException($"Buckets must be distinct numbers from 0 to {bucketMap.Count - 1}, at least one.", nameof(buckets));
+        }
+
+        if (!map.Contains(target))
+        {
+            throw new ShardMoveException(null, $"There is no shard named '{target}'; the configured shards are: {string.Join(", ", map.ShardNames)}. " +
+                "Add the new shard to every app's configuration first.");
+        }
+
+        await RefreshAsync(cancellationToken).ConfigureAwait(false);
+        map = Shards.Map;
+        if (map.Epoch == 0)
+        {
+            throw new ShardMoveException(null, "The catalog holds no map yet: seed it first (ShardResharding.SeedAsync or `shardkit map seed`).");
+        }
+
+        var sources = buckets.Select(b => map.Buckets!.ShardOfBucket(b)).Distinct().ToArray();
+        if (sources.Length != 1)
+        {
+            throw new ShardMoveException(null, $"The buckets belong to {sources.Length} shards ({string.Join(", ", sources.Select(map.ShardNames.ElementAt))}); " +
+                "move the buckets of one source shard at a time.");
+        }
+
+        var source = map.ShardNames[sources[0]];
+        if (source == target)
+        {
+            throw new ShardMoveException(null, $"The buckets are on '{target}' already.");
+        }
+
+        var id = "m" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Guid.NewGuid().ToString("N")[..6];
+        await CheckNoOverlapAsync(buckets, cancellationToken).ConfigureAwait(false);
+        await ExecuteCatalogAsync("insert into shardkit.move (id, buckets, source, target, state) values ($1, $2, $3, $4, 'Started')",
+            cancellationToken, id, buckets.Order().ToArray(), source, target).ConfigureAwait(false);
+        return await RunAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null), cancellationToken)
+            .ConfigureAwait(false);
+    }
+
+    public async Task<MoveResult> ResumeAsync(string moveId, CancellationToken cancellationToken)
+    {
+        var move = await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false);
+        if (move.State is MoveState.Done or MoveState.Cancelled)
+        {
+            throw new ShardMoveException(moveId, $"Move {moveId} is {move.State}; there is nothing to resume.");
+        }
+
+        return await RunAsync(move, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async Task CancelAsync(string moveId, CancellationToken cancellationToken)
+    {
+        var move = await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false);
+        if (move.State is MoveState.Cancelled)
+        {
+            return;
+        }
+
+        if (move.State is MoveState.Switching or MoveState.Switched or MoveState.Done
+            || !await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false))
+        {
+            throw new ShardMoveException(moveId, $"Move {moveId} has switched its buckets to '{move.Target}' already ({move.State}); " +
+                "it cannot be cancelled. Resume it to finish, then move the buckets back if you want them on " + $"'{move.Source}'.");
+        }
+
+        var sourceShard = Shards.ShardAt(Shards.Map.IndexOf(move.Source));
+        await BucketReplication.DropAsync(sourceShard.ConnectionString, moveId, cancellationToken).ConfigureAwait(false);
+        var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
+        await DeleteRowsAsync(Shards.Map.IndexOf(move.Target), move.Buckets, tables, cancellationToken).ConfigureAwait(false);
+        await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, moveId).ConfigureAwait(false);
+        await SetStateAsync(moveId, MoveState.Cancelled, cancellationToken).ConfigureAwait(false);
+    }
+
+    // The state machine from wherever the catalog says the move is.
+    private async Task<MoveResult> RunAsync(MoveInfo move, CancellationToken cancellationToken)
+    {
+        var sourceIndex = Shards.Map.IndexOf(move.Source);
+        var targetIndex = Shards.Map.IndexOf(move.Target);
+        var sourceCs = Shards.ShardAt(sourceIndex).ConnectionString;
+        var targetCs = Shards.ShardAt(targetIndex).ConnectionString;
+        var bucketCount = Shards.Map.Buckets!.Count;
+        var state = move.State;
+        var rowsCopied = move.RowsCopied;
+        var pause = move.PauseMs is { } ms ? TimeSpan.FromMilliseconds(ms) : TimeSpan.Zero;
+        try
+        {
+            var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
+            var moved = await PreflightAsync(move, sourceIndex, targetIndex, tables, cancellationToken).ConfigureAwait(false);
+            if (state is MoveState.Started or MoveState.Copying or MoveState.CatchingUp)
+            {
+                if (state is MoveState.Started)
+                {
+                    // Nothing of this move may exist yet; a crash between creating the slot and recording it left one.
+                    await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+                }
+
+                var replication = state is MoveState.Started
+                    ? await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false)
+                    : await BucketReplication.ResumeAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false);
+                await using (replication.ConfigureAwait(false))
+                {
+                    if (state is MoveState.Started or MoveState.Copying)
+                    {
+                        state = await SetStateAsync(move.MoveId, MoveState.Copying, cancellationToken).ConfigureAwait(false);
+                        var done = await DoneChunksAsync(move.MoveId, cancellationToken).ConfigureAwait(false);
+                        var copiedBefore = rowsCopied;
+                        var copied = new Progress<long>(rows => Report(move.MoveId, MoveState.Copying, copiedBefore + rows, -1, null));
+                        await replication.CopyAsync(targetCs, move.Buckets, bucketCount, options.Parallelism,
+                            (table, bucket) => done.Contains((table, bucket)),
+                            (table, bucket, rows, token) => ChunkDoneAsync(move.MoveId, table, bucket, rows, token),
+                            copied, cancellationToken).ConfigureAwait(false);
+                        rowsCopied = await RowsCopiedAsync(move.MoveId, cancellationToken).ConfigureAwait(false);
+                        state = await SetStateAsync(move.MoveId, MoveState.CatchingUp, cancellationToken).ConfigureAwait(false);
+                    }
+
+                    await CatchUpUnderGateAsync(move, replication, sourceIndex, targetCs, bucketCount, rowsCopied, cancellationToken).ConfigureAwait(false);
+                    pause = await FreezeAndSwitchAsync(move, replication, moved, sourceIndex, targetIndex, targetCs, bucketCount, cancellationToken)
+                        .ConfigureAwait(false);
+                    state = MoveState.Switched;
+                }
+            }
+            else if (state is MoveState.Switching)
+            {
+                // The source may have given the buckets up before the crash: finish the switch; otherwise go back to catching up.
+                if (await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false))
+                {
+                    await SetStateAsync(move.MoveId, MoveState.CatchingUp, cancellationToken).ConfigureAwait(false);
+                    return await RunAsync(move with { State = MoveState.CatchingUp }, cancellationToken).ConfigureAwait(false);
+                }
+
+                await CompleteSwitchAsync(move, targetIndex, await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false), pause, cancellationToken)
+                    .ConfigureAwait(false);
+                state = MoveState.Switched;
+            }
+
+            // Switched: the slot goes first (the deletions below must not stream to anyone), then the source's copies.
+            await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+            Report(move.MoveId, MoveState.Switched, rowsCopied, 0, pause);
+            await Task.Delay(options.CleanupDelay, cancellationToken).ConfigureAwait(false);
+            await DeleteRowsAsync(sourceIndex, move.Buckets, await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken)
+                .ConfigureAwait(false);
+            await SetStateAsync(move.MoveId, MoveState.Done, cancellationToken).ConfigureAwait(false);
+            Report(move.MoveId, MoveState.Done, rowsCopied, 0, pause);
+            return new MoveResult(move.MoveId, move.Buckets, move.Source, move.Target, rowsCopied, pause, _clock.Elapsed, Shards.Map.Epoch);
+        }
+        catch (Exception e) when (e is not ShardMoveException && (ShardErrors.FromShard(e) || e is OperationCanceledException))
+        {
+            await TryRecordErrorAsync(move.MoveId, e).ConfigureAwait(false);
+            if (e is OperationCanceledException)
+            {
+                throw;
+            }
+
+            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
+                $"'{move.Target}' stopped while {state}: {e.Message} Resume it with ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`) " +
+                "or cancel it.", e);
+        }
+    }
+
+    private async Task CatchUpUnderGateAsync(MoveInfo move, BucketReplication replication, int sourceIndex, string targetCs, int bucketCount,
+        long rowsCopied, CancellationToken cancellationToken)
+    {
+        for (var round = 0; round < 50; round++)
+        {
+            var until = await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false);
+            var started = Stopwatch.GetTimestamp();
+            await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, until, cancellationToken).ConfigureAwait(false);
+            var now = await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false);
+            var lag = (long)(ulong)(now - until);
+            Report(move.MoveId, MoveState.CatchingUp, rowsCopied, lag, null);
+            // Under the gate, or one round was quick: the frozen drain will be short.
+            if (lag <= options.MaxLagBytes || Stopwatch.GetElapsedTime(started) < TimeSpan.FromMilliseconds(50))
+            {
+                return;
+            }
+        }
+    }
+
+    // Freeze the buckets on the source, drain, verify, switch. Returns the writers' pause.
+    private async Task<TimeSpan> FreezeAndSwitchAsync(MoveInfo move, BucketReplication replication, IReadOnlyList<MovedTable> moved,
+        int sourceIndex, int targetIndex, string targetCs, int bucketCount, CancellationToken cancellationToken)
+    {
+        var sourceCs = Shards.ShardAt(sourceIndex).ConnectionString;
+        for (var attempt = 1; ; attempt++)
+        {
+            var connection = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using var _ = connection.ConfigureAwait(false);
+            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using var __ = transaction.ConfigureAwait(false);
+            long epoch;
+            var frozen = 0L;
+            try
+            {
+                await ReshardingAdmin.ExecuteAsync(connection,
+                    $"set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'", cancellationToken).ConfigureAwait(false);
+                var freeze = new NpgsqlCommand(
+                    "select max(epoch) from (select epoch from shardkit.bucket_owner where bucket = any($1) order by bucket for update) o",
+                    connection, transaction);
+                await using (freeze.ConfigureAwait(false))
+                {
+                    freeze.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
+                    epoch = (long)(await freeze.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))! + 1;
+                }
+
+                frozen = Stopwatch.GetTimestamp();
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && attempt < options.FreezeAttempts)
+            {
+                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze waited too long", $"attempt {attempt}; catching up and trying again");
+                await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
+                await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false),
+                    cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            // Frozen: every write of these buckets that committed is in the WAL before this position; no other can commit.
+            var drainTo = await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false);
+            await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, drainTo, cancellationToken).ConfigureAwait(false);
+            if (options.Verify)
+            {
+                var mismatches = await BucketReplication.VerifyAsync(sourceCs, targetCs, moved, move.Buckets, bucketCount, cancellationToken)
+                    .ConfigureAwait(false);
+                if (mismatches.Count > 0)
+                {
+                    await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
+                    throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: the target's rows differ from the source's in " +
+                        $"{mismatches.Count} chunk(s) ({string.Join("; ", mismatches.Take(5))}); nothing was switched. Cancel the move " +
+                        "(it removes the target's copies) and start it again.");
+                }
+            }
+
+            await SetStateAsync(move.MoveId, MoveState.Switching, cancellationToken).ConfigureAwait(false);
+            var release = new NpgsqlCommand("update shardkit.bucket_owner set owned = false, epoch = $2 where bucket = any($1)", connection, transaction);
+            await using (release.ConfigureAwait(false))
+            {
+                release.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
+                release.Parameters.Add(new NpgsqlParameter<long> { TypedValue = epoch });
+                await release.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            await CompleteSwitchAsync(move, targetIndex, epoch, null, cancellationToken).ConfigureAwait(false);
+            var pause = Stopwatch.GetElapsedTime(frozen);
+            await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)
+                .ConfigureAwait(false);
+            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms");
+            return pause;
+        }
+    }
+
+    // The target takes the buckets, then the catalog names it and notifies (the source gave them up before).
+    private async Task CompleteSwitchAsync(MoveInfo move, int targetIndex, long epoch, TimeSpan? pause, CancellationToken cancellationToken)
+    {
+        var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (target.ConfigureAwait(false))
+        {
+            var take = new NpgsqlCommand("update shardkit.bucket_owner set owned = true, epoch = $2 where bucket = any($1)", target);
+            await using (take.ConfigureAwait(false))
+            {
+                take.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
+                take.Parameters.Add(new NpgsqlParameter<long> { TypedValue = epoch });
+                await take.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        await ExecuteCatalogAsync($"""
+            update shardkit.map_bucket set shard = $2, epoch = (select epoch + 1 from shardkit.map) where bucket = any($1);
+            update shardkit.map set epoch = epoch + 1, updated = now();
+            update shardkit.move set state = 'Switched', updated = now() where id = $3;
+            select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
+            """, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
+        await RefreshAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<IReadOnlyList<MovedTable>> PreflightAsync(MoveInfo move, int sourceIndex, int targetIndex, IReadOnlyList<ShardedTable> tables,
+        CancellationToken cancellationToken)
+    {
+        if (tables.Count == 0)
+        {
+            throw new ShardMoveException(move.MoveId, "The catalog lists no sharded tables; seed it with the tables whose rows move (SeedAsync).");
+        }
+
+        var moved = new List<MovedTable>();
+        var source = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = source.ConfigureAwait(false);
+        var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var __ = target.ConfigureAwait(false);
+        foreach (var table in tables)
+        {
+            var onSource = await MovedTables.DescribeAsync(source, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);
+            var onTarget = await MovedTables.DescribeAsync(target, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);
+            if (!onSource.Columns.SequenceEqual(onTarget.Columns) || !onSource.PrimaryKey.SequenceEqual(onTarget.PrimaryKey))
+            {
+                throw new ShardMoveException(move.MoveId, $"Table {table.Table} differs between '{move.Source}' ({string.Join(", ", onSource.Columns)}) and " +
+                    $"'{move.Target}' ({string.Join(", ", onTarget.Columns)}); migrate the target to the same schema first.");
+            }
+
+            foreach (var (connection, name) in new[] { (source, move.Source), (target, move.Target) })
+            {
+                if (await CountTriggersAsync(connection, table.Table, cancellationToken).ConfigureAwait(false) < 3)
+                {
+                    throw new ShardMoveException(move.MoveId, $"Table {table.Table} on '{name}' has no ownership fence; run SeedAsync (or " +
+                        "AddShardAsync for a new shard) so writes on an old map cannot land on the wrong shard.");
+                }
+            }
+
+            moved.Add(onSource);
+        }
+
+        return moved;
+    }
+
+    private static async Task<int> CountTriggersAsync(NpgsqlConnection connection, string table, CancellationToken cancellationToken)
+    {
+        var command = new NpgsqlCommand(FenceSql.CountTriggers, connection);
+        await using var _ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table });
+        return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    private async Task DeleteRowsAsync(int shard, IReadOnlyList<int> buckets, IReadOnlyList<ShardedTable> tables, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        await ReshardingAdmin.ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false)", cancellationToken).ConfigureAwait(false);
+        var bucketCount = Shards.Map.Buckets!.Count;
+        foreach (var table in tables)
+        {
+            var type = await admin.KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
+            var bucket = FenceSql.BucketOf(FenceSql.HashOf(type, table.KeyColumn)!, bucketCount);
+            while (true)
+            {
+                var delete = new NpgsqlCommand(
+                    $"delete from {table.Table} where ctid = any(array(select ctid from {table.Table} where {bucket} = any($1) limit {options.DeleteBatchSize}))",
+                    connection);
+                await using (delete.ConfigureAwait(false))
+                {
+                    delete.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
+                    if (await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 0)
+                    {
+                        break;
+                    }
+                }
+
+                await Task.Delay(options.DeletePause, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        await ReshardingAdmin.ExecuteAsync(connection, "select set_config('shardkit.fence', '', false)", cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<bool> SourceOwnsAsync(MoveInfo move, CancellationToken cancellationToken) =>
+        await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false) < 0;
+
+    // The buckets' epoch on the source once it gave them up; -1 while it still owns any.
+    private async Task<long> SourceEpochAsync(MoveInfo move, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(Shards.Map.IndexOf(move.Source)).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select case when bool_or(owned) then -1 else max(epoch) end from shardkit.bucket_owner where bucket = any($1)", connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
+        return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    private async Task<NpgsqlLogSequenceNumber> CurrentLsnAsync(int shard, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select pg_current_wal_lsn()", connection);
+        await using var __ = command.ConfigureAwait(false);
+        return (NpgsqlLogSequenceNumber)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    private async Task CheckNoOverlapAsync(IReadOnlyCollection<int> buckets, CancellationToken cancellationToken)
+    {
+        var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select id from shardkit.move where state not in ('Done', 'Cancelled') and buckets && $1 limit 1", connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
+        if (await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string other)
+        {
+            throw new ShardMoveException(other, $"Move {other} is still moving some of these buckets; resume or cancel it first.");
+        }
+    }
+
+    private async Task<HashSet<(string, int)>> DoneChunksAsync(string moveId, CancellationToken cancellationToken)
+    {
+        var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select table_name, bucket from shardkit.move_chunk where move_id = $1", connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = moveId });
+        var done = new HashSet<(string, int)>();
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using (reader.ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                done.Add((reader.GetString(0), reader.GetInt32(1)));
+            }
+        }
+
+        return done;
+    }
+
+    private Task ChunkDoneAsync(string moveId, string table, int bucket, long rows, CancellationToken cancellationToken) =>
+        ExecuteCatalogAsync("""
+            insert into shardkit.move_chunk (move_id, table_name, bucket, rows) values ($1, $2, $3, $4) on conflict do nothing;
+            update shardkit.move set rows_copied = (select coalesce(sum(rows), 0) from shardkit.move_chunk where move_id = $1), updated = now() where id = $1;
+            """, cancellationToken, moveId, table, bucket, rows);
+
+    private async Task<long> RowsCopiedAsync(string moveId, CancellationToken cancellationToken) =>
+        (await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false)).RowsCopied;
+
+    public async Task<MoveInfo> ReadMoveAsync(string moveId, CancellationToken cancellationToken) =>
+        (await ReadMovesAsync(moveId, cancellationToken).ConfigureAwait(false)).FirstOrDefault()
+        ?? throw new ShardMoveException(moveId, $"There is no move '{moveId}' in the catalog; list the moves with GetMovesAsync (`shardkit move list`).");
+
+    public async Task<IReadOnlyList<MoveInfo>> ReadMovesAsync(string? moveId, CancellationToken cancellationToken)
+    {
+        var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand(
+            "select id, buckets, source, target, state, rows_copied, pause_ms, error from shardkit.move where $1::text is null or id = $1 order by started, id",
+            connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string?> { TypedValue = moveId, NpgsqlDbType = NpgsqlDbType.Text });
+        var moves = new List<MoveInfo>();
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using (reader.ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                moves.Add(new MoveInfo(reader.GetString(0), reader.GetFieldValue<int[]>(1), reader.GetString(2), reader.GetString(3),
+                    Enum.Parse<MoveState>(reader.GetString(4)), reader.GetInt64(5), reader.IsDBNull(6) ? null : reader.GetDouble(6),
+                    reader.IsDBNull(7) ? null : reader.GetString(7)));
+            }
+        }
+
+        return moves;
+    }
+
+    private async Task<MoveState> SetStateAsync(string moveId, MoveState state, CancellationToken cancellationToken)
+    {
+        await ExecuteCatalogAsync("update shardkit.move set state = $2, error = null, updated = now() where id = $1", cancellationToken, moveId, state.ToString())
+            .ConfigureAwait(false);
+        ShardKitLog.MoveStep(Shards.Logger, moveId, state.ToString(), "recorded");
+        return state;
+    }
+
+    private async Task TryRecordErrorAsync(string moveId, Exception error)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1", timeout.Token, moveId,
+                error.GetType().Name + ": " + error.Message).ConfigureAwait(false);
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException)
+        {
+            // The catalog is down too: the state it holds is still where the move stopped.
+        }
+    }
+
+    private async Task ExecuteCatalogAsync(string sql, CancellationToken cancellationToken, params object[] parameters)
+    {
+        var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        // Named parameters let Npgsql split a script into statements; $n would send it as one (refused with parameters).
+        var command = new NpgsqlCommand(System.Text.RegularExpressions.Regex.Replace(sql, @"\$(\d+)", "@p$1"), connection);
+        await using var __ = command.ConfigureAwait(false);
+        for (var i = 0; i < parameters.Length; i++)
+        {
+            command.Parameters.Add(new NpgsqlParameter("p" + (i + 1).ToString(CultureInfo.InvariantCulture), parameters[i]));
+        }
+
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task RefreshAsync(CancellationToken cancellationToken)
+    {
+        if (Shards.Follower is { } follower)
+        {
+            await follower.RefreshAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private void Report(string moveId, MoveState state, long rows, long lag, TimeSpan? pause) =>
+        progress?.Report(new MoveProgress(moveId, state, rows, lag, _clock.Elapsed, pause));
+
+    private static string Describe(IReadOnlyList<int> buckets) =>
+        buckets.Count <= 8 ? string.Join(",", buckets) : $"{string.Join(",", buckets.Take(8))}… ({buckets.Count})";
+}

@@ -1,0 +1,121 @@
+using System.Globalization;
+
+namespace ShardKit;
+
+/// <summary>
+/// The ownership fence every shard keeps for itself: <c>shardkit.bucket_owner</c> (bucket, owned, epoch) and, per
+/// sharded table, statement-level triggers that lock the touched buckets' rows <c>for share</c> and refuse the statement
+/// (SQLSTATE <c>SK001</c>, <see cref="ShardBucketMovedException"/>) when the shard does not own one of them. The check
+/// runs inside the write itself, so it costs no round trip and also stops writers that bypass ShardKit or run on an old
+/// map. A move freezes a bucket by locking its row <c>for update</c>: that bucket's writers wait inside PostgreSQL, every
+/// other bucket runs on. Sessions that move rows set <c>shardkit.fence = off</c>.
+/// </summary>
+internal static class FenceSql
+{
+    public const string Functions = """
+        create schema if not exists shardkit;
+        create table if not exists shardkit.bucket_owner (
+            bucket int primary key,
+            owned boolean not null,
+            epoch bigint not null default 0);
+
+        create or replace function shardkit.check_buckets(buckets int[]) returns void
+        language plpgsql
+        as $$
+        declare
+            refused int;
+            refused_epoch bigint;
+        begin
+            if buckets is null or cardinality(buckets) = 0 or current_setting('shardkit.fence', true) = 'off' then
+                return;
+            end if;
+            -- Lock first, in bucket order (a move locks the same way); then read what the lock let through.
+            perform 1 from shardkit.bucket_owner where bucket = any(buckets) order by bucket for share;
+            select b, coalesce(o.epoch, 0) into refused, refused_epoch
+            from unnest(buckets) as b left join shardkit.bucket_owner o on o.bucket = b
+            where o.owned is not true
+            limit 1;
+            if refused is not null then
+                raise exception 'this shard does not own bucket %', refused
+                    using errcode = 'SK001',
+                          detail = format('bucket=%s epoch=%s', refused, refused_epoch),
+                          hint = 'The bucket lives on another shard: route the write by the current shard map.';
+            end if;
+        end
+        $$;
+        """;
+
+    /// <summary>The SQL hash of a key column of <paramref name="type"/> (as <c>regtype</c> prints it), or null.</summary>
+    public static string? HashOf(string type, string column) => type switch
+    {
+        "smallint" or "integer" or "bigint" => $"hashint8({column}::bigint)",
+        "text" or "character varying" => $"hashtext({column}::text)",
+        "uuid" => $"uuid_hash({column})",
+        _ => null,
+    };
+
+    /// <summary>The bucket of a row in SQL, as <c>BucketMath.BucketOf</c> computes it.</summary>
+    public static string BucketOf(string hash, int bucketCount) =>
+        string.Create(CultureInfo.InvariantCulture, $"((({hash})::bigint + 2147483648) * {bucketCount} >> 32)::int");
+
+    /// <summary>
+    /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched
+    /// (old and new) are checked. <paramref name="table"/> and <paramref name="keyColumn"/> are plain identifiers.
+    /// </summary>
+    public static string Triggers(string table, string keyColumn, string keyType, int bucketCount)
+    {
+        var hash = HashOf(keyType, "r." + keyColumn) ?? throw new ArgumentException($"unhashable key type {keyType}", nameof(keyType));
+        var bucket = BucketOf(hash, bucketCount);
+        var name = FunctionName(table);
+        return $$"""
+            create or replace function shardkit."{{name}}_new"() returns trigger
+            language plpgsql
+            as $$
+            begin
+                perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r));
+                return null;
+            end
+            $$;
+            create or replace function shardkit."{{name}}_old"() returns trigger
+            language plpgsql
+            as $$
+            begin
+                perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r));
+                return null;
+            end
+            $$;
+            create or replace function shardkit."{{name}}_both"() returns trigger
+            language plpgsql
+            as $$
+            begin
+                perform shardkit.check_buckets(array(
+                    select distinct {{bucket}} from fence_old r union select distinct {{bucket}} from fence_new r));
+                return null;
+            end
+            $$;
+            drop trigger if exists shardkit_fence_insert on {{table}};
+            drop trigger if exists shardkit_fence_update on {{table}};
+            drop trigger if exists shardkit_fence_delete on {{table}};
+            create trigger shardkit_fence_insert after insert on {{table}} referencing new table as fence_new
+                for each statement execute function shardkit."{{name}}_new"();
+            create trigger shardkit_fence_update after update on {{table}} referencing old table as fence_old new table as fence_new
+                for each statement execute function shardkit."{{name}}_both"();
+            create trigger shardkit_fence_delete after delete on {{table}} referencing old table as fence_old
+                for each statement execute function shardkit."{{name}}_old"();
+            """;
+    }
+
+    /// <summary>Removes a table's fence triggers (the functions stay; they are harmless alone).</summary>
+    public static string DropTriggers(string table) => $"""
+        drop trigger if exists shardkit_fence_insert on {table};
+        drop trigger if exists shardkit_fence_update on {table};
+        drop trigger if exists shardkit_fence_delete on {table};
+        """;
+
+    /// <summary>Whether the fence triggers are on <c>$1</c> (a table name): the count of them, 3 when complete.</summary>
+    public const string CountTriggers = """
+        select count(*)::int from pg_trigger where tgrelid = to_regclass($1) and tgname like 'shardkit_fence_%' and not tgisinternal
+        """;
+
+    private static string FunctionName(string table) => "fence_" + table.Replace('.', '_');
+}

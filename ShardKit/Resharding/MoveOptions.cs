@@ -1,0 +1,114 @@
+namespace ShardKit;
+
+/// <summary>How a bucket move runs (<see cref="ShardResharding.MoveBucketsAsync"/>).</summary>
+public sealed class MoveOptions
+{
+    /// <summary>How many (table, bucket) chunks are copied at once; 4 by default.</summary>
+    public int Parallelism { get; set; } = 4;
+
+    /// <summary>
+    /// The catch-up gate: the bucket is frozen only once the target is at most this many bytes of the source's WAL behind
+    /// (so the frozen drain is short); 1 MiB by default.
+    /// </summary>
+    public long MaxLagBytes { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// How long the freeze waits for transactions that hold the bucket (an open transaction that wrote it, a prepared
+    /// transaction) before it lets go and tries again; 2 seconds by default. New writers of the bucket wait behind it.
+    /// </summary>
+    public TimeSpan FreezeLockTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How many times the freeze is tried before the move stops (resumable); 5 by default.</summary>
+    public int FreezeAttempts { get; set; } = 5;
+
+    /// <summary>Compare chunked checksums of the bucket's rows on both sides while it is frozen, before the switch; on by default.</summary>
+    public bool Verify { get; set; } = true;
+
+    /// <summary>How long after the switch the source's copies are deleted, so readers on an older map finish; 2 seconds by default.</summary>
+    public TimeSpan CleanupDelay { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Rows deleted per statement when the source's copies are removed; 5,000 by default.</summary>
+    public int DeleteBatchSize { get; set; } = 5000;
+
+    /// <summary>The pause between two delete statements (throttling); 10 ms by default.</summary>
+    public TimeSpan DeletePause { get; set; } = TimeSpan.FromMilliseconds(10);
+
+    internal void Validate()
+    {
+        if (Parallelism < 1 || MaxLagBytes < 0 || FreezeLockTimeout <= TimeSpan.Zero || FreezeAttempts < 1 || DeleteBatchSize < 1
+            || CleanupDelay < TimeSpan.Zero || DeletePause < TimeSpan.Zero)
+        {
+            throw new ArgumentException("MoveOptions: Parallelism, FreezeAttempts and DeleteBatchSize must be at least 1, " +
+                "FreezeLockTimeout positive, and MaxLagBytes, CleanupDelay and DeletePause zero or more.");
+        }
+    }
+}
+
+/// <summary>A step of a bucket move, as the catalog records it.</summary>
+public enum MoveState
+{
+    /// <summary>Recorded; nothing created yet.</summary>
+    Started,
+
+    /// <summary>The slot and publication exist; the bucket's rows are being copied.</summary>
+    Copying,
+
+    /// <summary>Copied; the slot's changes are being applied to the target.</summary>
+    CatchingUp,
+
+    /// <summary>The source gave the bucket up; the target and the catalog are being switched.</summary>
+    Switching,
+
+    /// <summary>The target owns the bucket; the source's copies are being removed.</summary>
+    Switched,
+
+    /// <summary>Finished: the target owns the bucket and nothing of the move is left.</summary>
+    Done,
+
+    /// <summary>Cancelled before the switch: the source still owns the bucket and nothing of the move is left.</summary>
+    Cancelled,
+}
+
+/// <summary>Where a move is, reported as it runs.</summary>
+/// <param name="MoveId">The move's id (resume or cancel it by this id).</param>
+/// <param name="State">The step it is in.</param>
+/// <param name="RowsCopied">Rows copied so far.</param>
+/// <param name="LagBytes">How far the target is behind the source's WAL (catch-up), or -1 before catch-up.</param>
+/// <param name="Elapsed">Time since this run of the move started.</param>
+/// <param name="Pause">How long the bucket's writers waited at the switch, once it is done.</param>
+public sealed record MoveProgress(string MoveId, MoveState State, long RowsCopied, long LagBytes, TimeSpan Elapsed, TimeSpan? Pause);
+
+/// <summary>A finished move.</summary>
+/// <param name="MoveId">The move's id.</param>
+/// <param name="Buckets">The buckets moved.</param>
+/// <param name="Source">The shard that owned them.</param>
+/// <param name="Target">The shard that owns them now.</param>
+/// <param name="RowsCopied">Rows copied (under the slot's snapshot).</param>
+/// <param name="Pause">How long the buckets' writers waited: from the freeze to the catalog's switch.</param>
+/// <param name="Duration">The whole move.</param>
+/// <param name="Epoch">The map's epoch after the switch.</param>
+public sealed record MoveResult(string MoveId, IReadOnlyList<int> Buckets, string Source, string Target, long RowsCopied,
+    TimeSpan Pause, TimeSpan Duration, long Epoch);
+
+/// <summary>A move as the catalog records it.</summary>
+/// <param name="MoveId">The move's id.</param>
+/// <param name="Buckets">Its buckets.</param>
+/// <param name="Source">The shard the buckets leave.</param>
+/// <param name="Target">The shard they go to.</param>
+/// <param name="State">Its step.</param>
+/// <param name="RowsCopied">Rows copied.</param>
+/// <param name="PauseMs">The writers' pause at the switch, in milliseconds, once switched.</param>
+/// <param name="Error">The last error that stopped it, if any.</param>
+public sealed record MoveInfo(string MoveId, IReadOnlyList<int> Buckets, string Source, string Target, MoveState State, long RowsCopied,
+    double? PauseMs, string? Error);
+
+/// <summary>A table whose rows move with their buckets: its name (optionally schema-qualified) and its shard-key column.</summary>
+/// <param name="Table">The table, a plain identifier or schema.table.</param>
+/// <param name="KeyColumn">The column whose hash places the row (smallint, integer, bigint, text, varchar or uuid).</param>
+public sealed record ShardedTable(string Table, string KeyColumn);
+
+/// <summary>Rows a shard holds of buckets it does not own (a placement audit); 0 everywhere when placement is right.</summary>
+/// <param name="Shard">The shard.</param>
+/// <param name="Table">The table.</param>
+/// <param name="Rows">Rows whose bucket the shard does not own.</param>
+public sealed record MisplacedRows(string Shard, string Table, long Rows);

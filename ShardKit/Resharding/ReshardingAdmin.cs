@@ -1,0 +1,205 @@
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// The catalog and fence work around moves: seeding the stored map and every shard's fence from the current map,
+/// fencing a new shard, reading the tables and moves the catalog records, and the placement audit.
+/// </summary>
+internal sealed class ReshardingAdmin(ShardSet shards)
+{
+    public ShardSet Shards { get; } = shards;
+
+    public int CatalogIndex => Shards.Settings.StoredMap is { } stored
+        ? Shards.Map.IndexOf(stored.CatalogShard)
+        : throw new InvalidOperationException(
+            "This data source has no stored map: build it with UseStoredMap(catalogShard) (or ShardKit:StoredMap) to move buckets.");
+
+    public NpgsqlDataSource Catalog => Shards.DataSourceAt(CatalogIndex);
+
+    /// <summary>
+    /// Writes the current map to the catalog (when it holds none yet) and installs each shard's fence for
+    /// <paramref name="tables"/>: ownership rows for every bucket and the triggers. Safe to run again: a stored map and
+    /// existing ownership rows are kept, tables are added, triggers replaced.
+    /// </summary>
+    public async Task<long> SeedAsync(IReadOnlyList<ShardedTable> tables, CancellationToken cancellationToken)
+    {
+        foreach (var table in tables)
+        {
+            if (!SqlNames.IsValid(table.Table) || !SqlNames.IsValidColumn(table.KeyColumn))
+            {
+                throw new ArgumentException($"'{table.Table}'.'{table.KeyColumn}' is not a plain table and column name; use letters, " +
+                    "digits and _ (a table may be schema.table).", nameof(tables));
+            }
+        }
+
+        var map = Shards.Map;
+        var buckets = map.Buckets ?? throw new InvalidOperationException("Moving buckets needs hash sharding.");
+        long epoch;
+        var catalog = await Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (catalog.ConfigureAwait(false))
+        {
+            var transaction = await catalog.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using var _ = transaction.ConfigureAwait(false);
+            await ExecuteAsync(catalog, $"select pg_advisory_xact_lock({LockKey}); {StoredMapCatalog.Schema}", cancellationToken).ConfigureAwait(false);
+            var stored = await StoredMapCatalog.ReadAsync(catalog, async: true, cancellationToken).ConfigureAwait(false);
+            if (stored is null)
+            {
+                var seed = new NpgsqlCommand("""
+                    insert into shardkit.map (epoch, bucket_count) values (1, @count);
+                    insert into shardkit.map_bucket (bucket, shard, epoch) select b - 1, s, 1 from unnest(@owners::text[]) with ordinality as u(s, b);
+                    """, catalog);
+                await using (seed.ConfigureAwait(false))
+                {
+                    seed.Parameters.Add(new NpgsqlParameter<int>("count", buckets.Count));
+                    seed.Parameters.Add(new NpgsqlParameter<string[]> { ParameterName = "owners", TypedValue = Enumerable.Range(0, buckets.Count).Select(b => map.ShardNames[buckets.ShardOfBucket(b)]).ToArray() });
+                    await seed.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                stored = new StoredMap(1, buckets.Count, Enumerable.Range(0, buckets.Count).Select(b => map.ShardNames[buckets.ShardOfBucket(b)]).ToArray());
+            }
+
+            foreach (var table in tables)
+            {
+                var add = new NpgsqlCommand(
+                    "insert into shardkit.map_table (table_name, key_column) values ($1, $2) on conflict (table_name) do update set key_column = excluded.key_column",
+                    catalog);
+                await using (add.ConfigureAwait(false))
+                {
+                    add.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.Table });
+                    add.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.KeyColumn });
+                    await add.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            epoch = stored.Epoch;
+            for (var shard = 0; shard < Shards.Count; shard++)
+            {
+                var owned = Enumerable.Range(0, stored.Owners.Length).Where(b => stored.Owners[b] == map.ShardNames[shard]).ToArray();
+                await FenceAsync(shard, owned, stored.BucketCount, tables, cancellationToken).ConfigureAwait(false);
+            }
+
+            await ExecuteAsync(catalog, $"select pg_notify('{StoredMapCatalog.Channel}', '{epoch}')", cancellationToken).ConfigureAwait(false);
+        }
+
+        if (Shards.Follower is { } follower)
+        {
+            await follower.RefreshAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return epoch;
+    }
+
+    /// <summary>The tables the catalog moves with their buckets.</summary>
+    public async Task<IReadOnlyList<ShardedTable>> TablesAsync(CancellationToken cancellationToken)
+    {
+        var connection = await Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select table_name, key_column from shardkit.map_table order by table_name", connection);
+        await using var __ = command.ConfigureAwait(false);
+        var tables = new List<ShardedTable>();
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using (reader.ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                tables.Add(new ShardedTable(reader.GetString(0), reader.GetString(1)));
+            }
+        }
+
+        return tables;
+    }
+
+    /// <summary>
+    /// Installs <paramref name="shard"/>'s fence: ownership rows (owning <paramref name="owned"/>, not the other buckets;
+    /// rows already there are kept) and the triggers on each table.
+    /// </summary>
+    public async Task FenceAsync(int shard, IReadOnlyCollection<int> owned, int bucketCount, IReadOnlyList<ShardedTable> tables,
+        CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        await using var __ = transaction.ConfigureAwait(false);
+        await ExecuteAsync(connection, $"select pg_advisory_xact_lock({LockKey}); {FenceSql.Functions}", cancellationToken).ConfigureAwait(false);
+        var rows = new NpgsqlCommand("""
+            insert into shardkit.bucket_owner (bucket, owned, epoch)
+            select b, b = any($1), 1 from generate_series(0, $2 - 1) as b
+            on conflict (bucket) do nothing
+            """, connection);
+        await using (rows.ConfigureAwait(false))
+        {
+            rows.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = owned.ToArray() });
+            rows.Parameters.Add(new NpgsqlParameter<int> { TypedValue = bucketCount });
+            await rows.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var table in tables)
+        {
+            var type = await KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
+            await ExecuteAsync(connection, FenceSql.Triggers(table.Table, table.KeyColumn, type, bucketCount), cancellationToken).ConfigureAwait(false);
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Counts, on every shard and table, the rows whose bucket the shard does not own (by its own fence): 0 everywhere
+    /// when every row is where the map says. Rows of a move in progress count where they are copies.
+    /// </summary>
+    public async Task<IReadOnlyList<MisplacedRows>> AuditAsync(CancellationToken cancellationToken)
+    {
+        var tables = await TablesAsync(cancellationToken).ConfigureAwait(false);
+        var bucketCount = Shards.Map.Buckets?.Count ?? 0;
+        var results = new List<MisplacedRows>();
+        for (var shard = 0; shard < Shards.Count; shard++)
+        {
+            var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using var _ = connection.ConfigureAwait(false);
+            foreach (var table in tables)
+            {
+                var type = await KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
+                var bucket = FenceSql.BucketOf(FenceSql.HashOf(type, "t." + table.KeyColumn)!, bucketCount);
+                var command = new NpgsqlCommand(
+                    $"select count(*) from {table.Table} t where not exists (select 1 from shardkit.bucket_owner o where o.bucket = {bucket} and o.owned)",
+                    connection);
+                await using (command.ConfigureAwait(false))
+                {
+                    var rows = (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+                    results.Add(new MisplacedRows(Shards.NameOf(shard), table.Table, rows));
+                }
+            }
+        }
+
+        return results;
+    }
+
+    /// <summary>The key column's type as <c>regtype</c> prints it, checked hashable.</summary>
+    public async Task<string> KeyTypeAsync(NpgsqlConnection connection, int shard, ShardedTable table, CancellationToken cancellationToken)
+    {
+        var command = new NpgsqlCommand(
+            "select a.atttypid::regtype::text from pg_attribute a where a.attrelid = to_regclass($1) and a.attname = lower($2) and not a.attisdropped",
+            connection);
+        await using var _ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.Table });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.KeyColumn });
+        var type = await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string
+            ?? throw new ShardConfigurationException(
+                $"Shard '{Shards.NameOf(shard)}' has no column {table.KeyColumn} in table {table.Table}; create the table on every shard first.");
+        return FenceSql.HashOf(type, "x") is null
+            ? throw new ShardConfigurationException(
+                $"Column {table.Table}.{table.KeyColumn} is {type}; buckets are computed from smallint, integer, bigint, text, varchar and uuid keys.")
+            : type;
+    }
+
+    public static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        var command = new NpgsqlCommand(sql, connection);
+        await using var _ = command.ConfigureAwait(false);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    // Seeding and fencing take turns (concurrent "create or replace" of one function fails).
+    private const long LockKey = 0x5348_4B52_4553_4844; // "SHKRESHD"
+}

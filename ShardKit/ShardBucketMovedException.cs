@@ -1,0 +1,80 @@
+using Npgsql;
+
+namespace ShardKit;
+
+/// <summary>
+/// A shard refused a write because it no longer owns (or does not yet own) the hash bucket of a row: the bucket moved
+/// to another shard (<see cref="ShardResharding.MoveBucketsAsync"/>). Outside a transaction ShardKit follows the move
+/// itself (it reloads the stored map and runs the command again on the new owner); inside one, or when the map does
+/// not change in time, this reaches the caller: roll the transaction back and run it again.
+/// </summary>
+public sealed class ShardBucketMovedException : ShardKitException
+{
+    /// <summary>The SQLSTATE of the shard's fence (<c>shardkit.check_buckets</c>).</summary>
+    public const string SqlState = "SK001";
+
+    /// <summary>Creates an exception naming the shard that refused and the bucket it refused, from the fence's error.</summary>
+    public ShardBucketMovedException(string shard, PostgresException error)
+        : base($"Shard '{shard}' refused a write: {error.MessageText}. The bucket moved to another shard; ShardKit " +
+               "retries such a write on the new owner outside a transaction. Inside a transaction, roll it back and run it again.",
+            error)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        Shard = shard;
+        (Bucket, Epoch) = Parse(error.Detail);
+    }
+
+    /// <summary>Creates an exception with a message.</summary>
+    public ShardBucketMovedException(string message)
+        : base(message) => Shard = "";
+
+    /// <summary>Creates an exception with a message and a cause.</summary>
+    public ShardBucketMovedException(string message, Exception? innerException)
+        : base(message, innerException) => Shard = "";
+
+    /// <summary>Creates an exception with no message.</summary>
+    public ShardBucketMovedException() => Shard = "";
+
+    /// <summary>The shard that refused the write.</summary>
+    public string Shard { get; }
+
+    /// <summary>The refused bucket; -1 when the shard did not say.</summary>
+    public int Bucket { get; } = -1;
+
+    /// <summary>The bucket's epoch on the refusing shard (the epoch of the move that took it away); 0 when unknown.</summary>
+    public long Epoch { get; }
+
+    /// <summary>Whether <paramref name="error"/>, or an error inside it, is a shard's refusal of a moved bucket.</summary>
+    public static bool IsMoved(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is ShardBucketMovedException or PostgresException { SqlState: SqlState })
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // The fence's detail reads "bucket=<n> epoch=<e>".
+    private static (int Bucket, long Epoch) Parse(string? detail)
+    {
+        var bucket = -1;
+        var epoch = 0L;
+        foreach (var part in (detail ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (part.StartsWith("bucket=", StringComparison.Ordinal))
+            {
+                _ = int.TryParse(part.AsSpan(7), System.Globalization.CultureInfo.InvariantCulture, out bucket);
+            }
+            else if (part.StartsWith("epoch=", StringComparison.Ordinal))
+            {
+                _ = long.TryParse(part.AsSpan(6), System.Globalization.CultureInfo.InvariantCulture, out epoch);
+            }
+        }
+
+        return (bucket, epoch);
+    }
+}
