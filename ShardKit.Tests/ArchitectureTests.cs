@@ -25,6 +25,7 @@ public sealed partial class ArchitectureTests
         ["Transactions"] = 8,
         ["Writes"] = 9,
         ["Ids"] = 9,
+        ["Resharding"] = 9,
         ["Migrations"] = 10,
         ["Doors"] = 11,
         ["DependencyInjection"] = 12,
