@@ -1,0 +1,230 @@
+using System.Text.RegularExpressions;
+using Npgsql;
+using Npgsql.Replication;
+using Npgsql.Replication.PgOutput;
+
+namespace ShardKit;
+
+/// <summary>
+/// Moves the rows of some hash buckets from a source shard to a target shard: a publication and a logical replication
+/// slot (pgoutput) on the source, a binary COPY of each (table, bucket) chunk under the slot's exported snapshot, then
+/// catch-up from the slot applied to the target by primary key, then removal of slot and publication.
+/// </summary>
+/// <remarks>
+/// Privileges: on the source, a role with the REPLICATION attribute that owns the tables (CREATE PUBLICATION ... FOR
+/// TABLE needs ownership and CREATE on the database); on the target, INSERT, UPDATE, DELETE and SELECT on the tables.
+/// No superuser and no CREATE SUBSCRIPTION. Every target connection first turns the ownership fence off for its session
+/// (<c>shardkit.fence = off</c>), since the target does not own the buckets yet.
+/// </remarks>
+internal sealed partial class BucketReplication : IAsyncDisposable
+{
+    private const string Prefix = "shardkit_move_";
+
+    private readonly string _source;
+    private readonly IReadOnlyList<MovedTable> _tables;
+    private LogicalReplicationConnection? _exporter;
+    private string? _snapshot;
+
+    private BucketReplication(string source, string moveId, IReadOnlyList<MovedTable> tables, LogicalReplicationConnection? exporter, string? snapshot)
+    {
+        _source = source;
+        _tables = tables;
+        _exporter = exporter;
+        _snapshot = snapshot;
+        SlotName = Prefix + moveId;
+    }
+
+    /// <summary>The name of the slot and of the publication: <c>shardkit_move_{moveId}</c>.</summary>
+    public string SlotName { get; }
+
+    /// <summary>The exported snapshot the next copy reads under, until a copy has imported it; null after a resume.</summary>
+    public string? Snapshot => _snapshot;
+
+    /// <summary>
+    /// Creates the publication <c>shardkit_move_{moveId}</c> for <paramref name="tables"/> and a logical slot of the same name
+    /// with an exported snapshot, held open until <see cref="CopyAsync"/> has imported it.
+    /// Needs, on the source, ownership of the tables, CREATE on the database and the REPLICATION attribute.
+    /// </summary>
+    /// <exception cref="BucketMoveException">The slot or publication already exists: resume or drop that move.</exception>
+    public static async Task<BucketReplication> StartAsync(string sourceConnectionString, string moveId, IReadOnlyList<MovedTable> tables, CancellationToken ct)
+    {
+        ValidateMoveId(moveId);
+        ArgumentOutOfRangeException.ThrowIfZero(tables.Count);
+        var name = Prefix + moveId;
+        var connection = await OpenAsync(sourceConnectionString, ct).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            try
+            {
+                await ExecuteAsync(connection, $"create publication {MovedTable.Quote(name)} for table " +
+                                               string.Join(", ", tables.Select(t => t.QualifiedName)), ct).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
+            {
+                throw new BucketMoveException($"Publication {name} already exists: move {moveId} was started before; resume it or drop it first.", e);
+            }
+        }
+
+        var exporter = new LogicalReplicationConnection(sourceConnectionString);
+        try
+        {
+            await exporter.Open(ct).ConfigureAwait(false);
+            var slot = await exporter.CreatePgOutputReplicationSlot(name, temporarySlot: false, LogicalSlotSnapshotInitMode.Export, cancellationToken: ct)
+                .ConfigureAwait(false);
+            return new BucketReplication(sourceConnectionString, moveId, tables, exporter, slot.SnapshotName);
+        }
+        catch (Exception e)
+        {
+            await exporter.DisposeAsync().ConfigureAwait(false);
+            await DropAsync(sourceConnectionString, moveId, CancellationToken.None).ConfigureAwait(false);
+            if (e is PostgresException { SqlState: PostgresErrorCodes.DuplicateObject })
+            {
+                throw new BucketMoveException($"Replication slot {name} already exists: move {moveId} was started before; resume it or drop it first.", e);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Takes up a move whose slot and publication exist (after a crash). There is no snapshot: a copy then reads current
+    /// data, and catch-up replays from the slot's confirmed position, which is harmless on newer rows.
+    /// Needs to read <c>pg_replication_slots</c> and <c>pg_publication</c> (any role).
+    /// </summary>
+    /// <exception cref="BucketMoveException">The slot or the publication is missing: start the move again.</exception>
+    public static async Task<BucketReplication> ResumeAsync(string sourceConnectionString, string moveId, IReadOnlyList<MovedTable> tables, CancellationToken ct)
+    {
+        ValidateMoveId(moveId);
+        var name = Prefix + moveId;
+        var connection = await OpenAsync(sourceConnectionString, ct).ConfigureAwait(false);
+        await using var connectionLifetime = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand(
+            "select (select count(*) from pg_replication_slots where slot_name = $1 and plugin = 'pgoutput'), " +
+            "(select count(*) from pg_publication where pubname = $1)", connection) { Parameters = { new() { Value = name } } };
+        await using var commandLifetime = command.ConfigureAwait(false);
+        var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        await using var readerLifetime = reader.ConfigureAwait(false);
+        await reader.ReadAsync(ct).ConfigureAwait(false);
+        if (reader.GetInt64(0) == 0 || reader.GetInt64(1) == 0)
+        {
+            throw new BucketMoveException($"Move {moveId} cannot resume: its replication slot or publication {name} is missing on the source; " +
+                                          "drop what is left of it and start the move again.");
+        }
+
+        return new BucketReplication(sourceConnectionString, moveId, tables, exporter: null, snapshot: null);
+    }
+
+    /// <summary>
+    /// Drops the slot and the publication of <paramref name="moveId"/> if they exist, first ending a walsender that still
+    /// streams the slot. Idempotent. Needs the REPLICATION attribute (to drop the slot), ownership of the publication, and to
+    /// be the role that holds the slot's walsender (or a member of <c>pg_signal_backend</c>) when it is still active.
+    /// </summary>
+    public static async Task DropAsync(string sourceConnectionString, string moveId, CancellationToken ct)
+    {
+        ValidateMoveId(moveId);
+        var name = Prefix + moveId;
+        var connection = await OpenAsync(sourceConnectionString, ct).ConfigureAwait(false);
+        await using var connectionLifetime = connection.ConfigureAwait(false);
+        for (var attempt = 0; ; attempt++)
+        {
+            var command = new NpgsqlCommand(
+                "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1 and active_pid is not null; " +
+                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and active_pid is null",
+                connection) { Parameters = { new() { Value = name } } };
+            await using var commandLifetime = command.ConfigureAwait(false);
+            try
+            {
+                await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+                if (await CountAsync(connection, "select count(*) from pg_replication_slots where slot_name = $1", name, ct).ConfigureAwait(false) == 0)
+                {
+                    break;
+                }
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ObjectInUse && attempt < 100)
+            {
+                // The terminated walsender has not let go of the slot yet.
+            }
+
+            if (attempt >= 100)
+            {
+                throw new BucketMoveException($"Replication slot {name} is still in use after 10 s; end the process that streams it and drop again.");
+            }
+
+            await Task.Delay(100, ct).ConfigureAwait(false);
+        }
+
+        await ExecuteAsync(connection, $"drop publication if exists {MovedTable.Quote(name)}", ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Lets go of the exported snapshot if no copy took it. The slot and publication stay (see <see cref="DropAsync"/>).</summary>
+    public async ValueTask DisposeAsync() => await ReleaseSnapshotAsync().ConfigureAwait(false);
+
+    private async Task ReleaseSnapshotAsync()
+    {
+        _snapshot = null;
+        if (_exporter is { } exporter)
+        {
+            _exporter = null;
+            await exporter.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private static void ValidateMoveId(string moveId)
+    {
+        if (!MoveId().IsMatch(moveId))
+        {
+            throw new ArgumentException($"Move id '{moveId}' must be 1 to 40 lower-case letters, digits or underscores: it names a slot.", nameof(moveId));
+        }
+    }
+
+    private static PgOutputReplicationOptions Options(string publication) =>
+        new(publication, PgOutputProtocolVersion.V1, binary: false, streamingMode: null, messages: true, twoPhase: null);
+
+    private static async Task<NpgsqlConnection> OpenAsync(string connectionString, CancellationToken ct)
+    {
+        var connection = new NpgsqlConnection(connectionString);
+        try
+        {
+            await connection.OpenAsync(ct).ConfigureAwait(false);
+            return connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    // A target connection: the fence refuses writes to buckets the target does not own yet, which is every moving bucket.
+    private static async Task<NpgsqlConnection> OpenTargetAsync(string connectionString, CancellationToken ct)
+    {
+        var connection = await OpenAsync(connectionString, ct).ConfigureAwait(false);
+        try
+        {
+            await ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false)", ct).ConfigureAwait(false);
+            return connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken ct)
+    {
+        var command = new NpgsqlCommand(sql, connection);
+        await using var commandLifetime = command.ConfigureAwait(false);
+        await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+    }
+
+    private static async Task<long> CountAsync(NpgsqlConnection connection, string sql, string name, CancellationToken ct)
+    {
+        var command = new NpgsqlCommand(sql, connection) { Parameters = { new() { Value = name } } };
+        await using var commandLifetime = command.ConfigureAwait(false);
+        return (long)(await command.ExecuteScalarAsync(ct).ConfigureAwait(false))!;
+    }
+
+    [GeneratedRegex("^[a-z0-9_]{1,40}$")]
+    private static partial Regex MoveId();
+}
