@@ -128,9 +128,9 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         for (var attempt = 0; ; attempt++)
         {
             var command = new NpgsqlCommand(
-                "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1 and active_pid is not null; " +
-                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and active_pid is null",
-                connection) { Parameters = { new() { Value = name } } };
+                "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = @name and active_pid is not null; " +
+                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = @name and active_pid is null",
+                connection) { Parameters = { new("name", name) } };
             await using var commandLifetime = command.ConfigureAwait(false);
             try
             {

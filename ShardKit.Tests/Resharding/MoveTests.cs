@@ -1,0 +1,267 @@
+using System.Collections.Concurrent;
+using Dapper;
+
+namespace ShardKit.Tests.Resharding;
+
+[TestFixture]
+public sealed class MoveTests
+{
+    private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
+
+    private static readonly MoveOptions Quick = new() { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };
+
+    /// <summary>
+    /// Writers that each own every <c>Writers</c>-th key, so each knows the true final state of its keys: inserts,
+    /// updates and deletes through ShardKit, one after another, until stopped. Any error is kept and fails the test.
+    /// </summary>
+    private sealed class Writers(ShardedDataSource source, int writers, long keys)
+    {
+        private readonly CancellationTokenSource _stop = new();
+
+        public ConcurrentDictionary<long, int?> Truth { get; } = new(); // key -> n, null = deleted
+
+        public ConcurrentQueue<Exception> Errors { get; } = new();
+
+        public long Operations;
+
+        public List<Task> Tasks { get; } = [];
+
+        public void Start()
+        {
+            for (var w = 0; w < writers; w++)
+            {
+                var writer = w;
+                Tasks.Add(Task.Run(() => RunAsync(writer)));
+            }
+        }
+
+        public async Task StopAsync()
+        {
+            await _stop.CancelAsync();
+            await Task.WhenAll(Tasks);
+        }
+
+        private async Task RunAsync(int writer)
+        {
+            var random = new Random(writer);
+            await using var db = source.CreateConnection();
+            while (!_stop.IsCancellationRequested)
+            {
+                var key = (random.NextInt64(keys / writers) * writers) + writer + 1;
+                try
+                {
+                    if (!Truth.TryGetValue(key, out var n) || n is null)
+                    {
+                        await db.ExecuteAsync("insert into items (id, payload, n) values (@Id, @Payload, @N)", new Item { Id = key, Payload = $"k{key}", N = 1 });
+                        Truth[key] = 1;
+                    }
+                    else if (random.Next(4) == 0)
+                    {
+                        await db.ExecuteAsync("delete from items where id = @Id", new Item { Id = key });
+                        Truth[key] = null;
+                    }
+                    else
+                    {
+                        await db.ExecuteAsync("update items set n = n + 1 where id = @Id", new Item { Id = key });
+                        Truth[key] = n + 1;
+                    }
+
+                    Interlocked.Increment(ref Operations);
+                }
+                catch (Exception e)
+                {
+                    Errors.Enqueue(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    private static async Task AssertPlacedAsync(ReshardingShards shards, ShardedDataSource source, IReadOnlyDictionary<long, int?> truth)
+    {
+        await source.Resharding.RefreshMapAsync();
+        var rows = await shards.AllRowsAsync();
+        var duplicates = rows.GroupBy(r => r.Id).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
+        Assert.That(duplicates, Is.Empty, "a row on two shards");
+        var misplaced = rows.Where(r => source.Map.ShardFor(r.Id) != $"s{r.Shard}").Select(r => r.Id).ToList();
+        Assert.That(misplaced, Is.Empty, "a row on a shard that does not own its bucket");
+        var expected = truth.Where(t => t.Value is not null).ToDictionary(t => t.Key, t => t.Value!.Value);
+        var actual = rows.Where(r => truth.ContainsKey(r.Id)).ToDictionary(r => r.Id, r => r.N);
+        Assert.That(actual, Is.EquivalentTo(expected), "every committed write, and nothing else");
+        Assert.That((await source.Resharding.AuditPlacementAsync()).Sum(a => a.Rows), Is.EqualTo(0));
+        Assert.That(await shards.LeftoversAsync(), Is.EqualTo(0), "no replication slot or publication left");
+    }
+
+    private static async Task<Dictionary<long, int?>> SeedRowsAsync(ShardedDataSource source, int count)
+    {
+        await using var db = source.CreateConnection();
+        var items = Enumerable.Range(1, count).Select(i => new Item { Id = 1_000_000 + i, Payload = $"seed {i} 'quoted' ünïcode", N = i }).ToList();
+        await db.ExecuteAsync("insert into items (id, payload, n) values (@Id, @Payload, @N)", items);
+        return items.ToDictionary(i => i.Id, i => (int?)i.N);
+    }
+
+    [Test]
+    public async Task A_move_under_concurrent_writers_loses_duplicates_and_resurrects_nothing()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 3000);
+        var app = shards.NewSource();
+        var writers = new Writers(app, writers: 8, keys: 4000);
+        writers.Start();
+        await Task.Delay(300);
+
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        var states = new ConcurrentQueue<MoveState>();
+        var result = await admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick, new InlineProgress(p => states.Enqueue(p.State)));
+        await Task.Delay(300);
+        await writers.StopAsync();
+
+        Assert.That(writers.Errors, Is.Empty, string.Join("\n", writers.Errors.Select(e => e.ToString())));
+        Assert.That(writers.Operations, Is.GreaterThan(100));
+        Assert.That(result.Buckets, Is.EqualTo(buckets));
+        Assert.That(result.RowsCopied, Is.GreaterThan(0));
+        Assert.That(result.Pause, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(states, Does.Contain(MoveState.Copying).And.Contain(MoveState.Done));
+        Assert.That(admin.Map.Buckets!.BucketsOf(1), Is.SupersetOf(buckets));
+        foreach (var (key, n) in writers.Truth)
+        {
+            truth[key] = n;
+        }
+
+        await AssertPlacedAsync(shards, admin, truth);
+        var move = (await admin.Resharding.GetMovesAsync()).Single();
+        Assert.That(move.State, Is.EqualTo(MoveState.Done));
+        Assert.That(move.PauseMs, Is.GreaterThan(0));
+    }
+
+    [Test]
+    public async Task A_cancelled_move_leaves_nothing_behind_and_the_source_keeps_its_buckets()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 2000);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
+        using var stop = new CancellationTokenSource();
+
+        Assert.CatchAsync<OperationCanceledException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1 },
+            new InlineProgress(p =>
+            {
+                if (p.State == MoveState.Copying && p.RowsCopied > 0)
+                {
+                    stop.Cancel();
+                }
+            }), stop.Token));
+        var move = (await admin.Resharding.GetMovesAsync()).Single();
+        Assert.That(move.State, Is.EqualTo(MoveState.Copying));
+
+        await admin.Resharding.CancelMoveAsync(move.MoveId);
+
+        Assert.That((await admin.Resharding.GetMovesAsync()).Single().State, Is.EqualTo(MoveState.Cancelled));
+        Assert.That(admin.Map.Buckets!.BucketsOf(0), Is.SupersetOf(buckets));
+        await AssertPlacedAsync(shards, admin, truth);
+        // Cancelling again is harmless; resuming a cancelled move is refused.
+        await admin.Resharding.CancelMoveAsync(move.MoveId);
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.ResumeMoveAsync(move.MoveId))!.Message, Does.Contain("Cancelled"));
+    }
+
+    [Test]
+    public async Task A_stopped_move_resumes_and_copies_no_finished_chunk_again()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 2000);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
+        using var stop = new CancellationTokenSource();
+        Assert.CatchAsync<OperationCanceledException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1 },
+            new InlineProgress(p =>
+            {
+                if (p.State == MoveState.Copying && p.RowsCopied > 300)
+                {
+                    stop.Cancel();
+                }
+            }), stop.Token));
+        var stopped = (await admin.Resharding.GetMovesAsync()).Single();
+        var chunksBefore = await shards.ScalarAsync<int>(0, "select count(*)::int from shardkit.move_chunk");
+        Assert.That(chunksBefore, Is.GreaterThan(0).And.LessThan(16));
+        // Rows written while the move was stopped are caught up after the resume.
+        await using (var db = admin.CreateConnection())
+        {
+            foreach (var key in truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).Take(20).ToList())
+            {
+                await db.ExecuteAsync("update items set n = n + 1000 where id = @Id", new Item { Id = key });
+                truth[key] += 1000;
+            }
+        }
+
+        var result = await admin.Resharding.ResumeMoveAsync(stopped.MoveId, Quick);
+
+        Assert.That(result.MoveId, Is.EqualTo(stopped.MoveId));
+        Assert.That(await shards.ScalarAsync<int>(0, "select count(*)::int from shardkit.move_chunk"), Is.EqualTo(16));
+        await AssertPlacedAsync(shards, admin, truth);
+    }
+
+    [Test]
+    public async Task Adding_a_shard_gives_it_an_even_share_of_buckets_and_their_rows()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(3);
+        var two = shards.NewSource(take: 2);
+        await two.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(two, 3000);
+        var three = shards.NewSource();
+        Assert.That(three.Map.Buckets!.BucketsOf(2), Is.Empty, "the stored map gives the new shard nothing yet");
+
+        var moves = await three.Resharding.AddShardAsync("s2", Quick);
+
+        Assert.That(moves.Select(m => m.Source), Is.EquivalentTo(new[] { "s0", "s1" }));
+        var counts = Enumerable.Range(0, 3).Select(s => three.Map.Buckets!.BucketsOf(s).Count).ToArray();
+        Assert.That(counts.Max() - counts.Min(), Is.LessThanOrEqualTo(1), string.Join(",", counts));
+        await AssertPlacedAsync(shards, three, truth);
+        Assert.That((await shards.AllRowsAsync()).Count(r => r.Shard == 2), Is.GreaterThan(500));
+    }
+
+    [Test]
+    public async Task Bad_moves_are_refused_before_anything_is_recorded()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var mixed = new[] { admin.Map.Buckets!.BucketsOf(0)[0], admin.Map.Buckets.BucketsOf(1)[0] };
+
+        Assert.ThrowsAsync<ArgumentException>(() => admin.Resharding.MoveBucketsAsync([shards.Buckets], "s1"));
+        Assert.ThrowsAsync<ArgumentException>(() => admin.Resharding.MoveBucketsAsync([], "s1"));
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync([0], "s9"))!.Message, Does.Contain("no shard named 's9'"));
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync(mixed, "s1"))!.Message, Does.Contain("one source shard"));
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync([0], "s0"))!.Message, Does.Contain("already"));
+        Assert.ThrowsAsync<ArgumentException>(() => admin.Resharding.MoveBucketsAsync([0], "s1", new MoveOptions { Parallelism = 0 }));
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.ResumeMoveAsync("nope"))!.Message, Does.Contain("no move 'nope'"));
+        Assert.That(await admin.Resharding.GetMovesAsync(), Is.Empty);
+    }
+
+    [Test]
+    public async Task A_table_without_a_fence_on_the_target_stops_the_move_in_preflight()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        await using (var target = await shards.OpenAsync(1))
+        {
+            await target.ExecuteAsync("drop trigger shardkit_fence_insert on items");
+        }
+
+        var error = Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync([0], "s1", Quick));
+        Assert.That(error!.Message, Does.Contain("no ownership fence"));
+        Assert.That(error.MoveId, Is.Not.Null);
+        await admin.Resharding.CancelMoveAsync(error.MoveId!);
+        Assert.That(await shards.LeftoversAsync(), Is.EqualTo(0));
+    }
+}
+
+/// <summary>Handles each report on the reporting thread.</summary>
+internal sealed class InlineProgress(Action<MoveProgress> onReport) : IProgress<MoveProgress>
+{
+    public void Report(MoveProgress value) => onReport(value);
+}
