@@ -109,7 +109,7 @@ internal sealed partial class BucketReplication
             var command = new NpgsqlCommand(
                 "select confirmed_flush_lsn >= $2 from pg_replication_slots where slot_name = $1", connection)
             {
-                Parameters = { new() { Value = SlotName }, new() { Value = lsn } },
+                Parameters = { new() { Value = SlotName }, new() { Value = lsn, NpgsqlDbType = NpgsqlDbType.PgLsn } },
             };
             await using var commandLifetime = command.ConfigureAwait(false);
             if (await command.ExecuteScalarAsync(ct).ConfigureAwait(false) is true || DateTime.UtcNow > deadline)

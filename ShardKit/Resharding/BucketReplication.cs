@@ -127,14 +127,12 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         await using var connectionLifetime = connection.ConfigureAwait(false);
         for (var attempt = 0; ; attempt++)
         {
-            var command = new NpgsqlCommand(
-                "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = @name and active_pid is not null; " +
-                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = @name and active_pid is null",
-                connection) { Parameters = { new("name", name) } };
-            await using var commandLifetime = command.ConfigureAwait(false);
             try
             {
-                await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+                await CountAsync(connection, "select count(pg_terminate_backend(active_pid)) from pg_replication_slots " +
+                                             "where slot_name = $1 and active_pid is not null", name, ct).ConfigureAwait(false);
+                await CountAsync(connection, "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots " +
+                                             "where slot_name = $1 and active_pid is null", name, ct).ConfigureAwait(false);
                 if (await CountAsync(connection, "select count(*) from pg_replication_slots where slot_name = $1", name, ct).ConfigureAwait(false) == 0)
                 {
                     break;

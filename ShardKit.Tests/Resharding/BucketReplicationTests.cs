@@ -1,0 +1,341 @@
+using System.Collections.Concurrent;
+using Npgsql;
+
+namespace ShardKit.Tests.Resharding;
+
+public sealed class BucketReplicationTests
+{
+    private const int BucketCount = 16;
+    private static readonly int[] Buckets = [1, 5, 9, 14];
+
+    private static readonly Func<string, int, bool> NoneDone = static (_, _) => false;
+
+    [Test]
+    public async Task Copy_moves_exactly_the_rows_of_the_chosen_buckets()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text not null, amount numeric, at timestamptz)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, 'n' || g, g / 7.0, timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(-5000, 15000) g");
+        var table = await f.DescribeAsync("id");
+        var chunks = new ConcurrentDictionary<int, long>();
+
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        var copied = await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 3, NoneDone,
+            (name, bucket, rows, _) => { Assert.That(chunks.TryAdd(bucket, rows), Is.True, $"{name} bucket {bucket} once"); return Task.CompletedTask; },
+            progress: null, CancellationToken.None);
+
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var perBucket = (await MoveFixture.QueryAsync<(int Bucket, long Rows)>(f.Source,
+            $"select ({table.BucketSql(BucketCount)})::int, count(*) from {table.QualifiedName} group by 1")).ToDictionary(r => r.Bucket, r => r.Rows);
+        Assert.That(chunks, Is.EquivalentTo(Buckets.ToDictionary(b => b, b => perBucket[b])), "each chunk reports its bucket's rows");
+        Assert.That(copied, Is.EqualTo(Buckets.Sum(b => perBucket[b])));
+        Assert.That(perBucket.Values.Sum() - copied, Is.GreaterThan(10_000), "most rows belong to other buckets and stay");
+    }
+
+    [TestCase("bigint", "(g * 7919::int8 - 50000)")]
+    [TestCase("text", "('key-' || g || 'é''\"')")]
+    [TestCase("uuid", "md5(g::text)::uuid")]
+    public async Task Server_and_client_agree_on_every_row_bucket(string type, string key)
+    {
+        await using var f = await MoveFixture.CreateAsync($"create table {{0}} (k {type} primary key)");
+        await f.OnSourceAsync($"insert into {f.Table} select {key} from generate_series(1, 3000) g");
+        var table = await f.DescribeAsync("k");
+
+        var rows = await MoveFixture.QueryAsync<(string Key, int Bucket)>(f.Source,
+            $"select k::text, ({table.BucketSql(BucketCount)})::int from {table.QualifiedName}");
+
+        var disagree = rows.Where(r => table.BucketOfText(r.Key, BucketCount) != r.Bucket).ToList();
+        Assert.That(disagree, Is.Empty);
+        Assert.That(rows.Select(r => r.Bucket).Distinct().Count(), Is.EqualTo(BucketCount), "keys spread over every bucket");
+    }
+
+    [TestCase("bigint", "(g * 7919::int8 - 50000)")]
+    [TestCase("text", "('key-' || g || ' ''q'' \"d\" \\ ünï 🚀')")]
+    [TestCase("uuid", "md5(g::text)::uuid")]
+    public async Task Writes_during_the_copy_are_on_the_target_after_catch_up(string type, string key)
+    {
+        await using var f = await MoveFixture.CreateAsync($"create table {{0}} (k {type} primary key, n int not null, note text, big text)");
+        await f.OnSourceAsync(Seed(f.Table, key, 1, 4000));
+        var table = await f.DescribeAsync("k");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+
+        // After the snapshot: only the slot knows these.
+        await f.OnSourceAsync(Seed(f.Table, key, 4001, 5000));
+        await f.OnSourceAsync($"update {f.Table} set n = n + 100000, note = $$it's \"odd\" \\ ünïcødé 🚀 ' -- $$ where n % 5 = 0");
+        await f.OnSourceAsync($"delete from {f.Table} where n % 7 = 0");
+        await f.OnSourceAsync($"update {f.Table} set note = null, big = case when n % 150 = 0 then null else big end where n % 11 = 0 or n % 150 = 0");
+        await f.OnSourceAsync($"update {f.Table} set k = {key.Replace("g", "(n + 700000)", StringComparison.Ordinal)} where n % 13 = 0");
+        await f.OnSourceAsync($"begin; insert into {f.Table} select {key.Replace("g", "(g + 900000)", StringComparison.Ordinal)}, g, 'tx', null from generate_series(1, 50) g; " +
+                              $"delete from {f.Table} where n between 1 and 25 and note = 'tx'; update {f.Table} set n = -n where n % 17 = 0; commit");
+        using var stop = new CancellationTokenSource();
+        var writer = WriteUntilStoppedAsync(f, stop.Token);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await stop.CancelAsync();
+        var written = await writer;
+
+        var result = await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        Assert.That(written, Is.GreaterThan(0), "the writer ran during the copy");
+        Assert.That(result.Changes, Is.GreaterThan(0));
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var toasted = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table} where length(big) > 5000");
+        Assert.That(toasted[0], Is.GreaterThan(0), "rows whose TOASTed column was left unchanged by an update keep it");
+    }
+
+    [Test]
+    public async Task Catch_up_resumed_after_cancellation_and_run_again_gives_the_same_rows()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, n int not null, note text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, g, 'x' from generate_series(1, 20000) g");
+        var table = await f.DescribeAsync("id");
+        var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.DisposeAsync();
+        for (var i = 0; i < 400; i++)
+        {
+            await f.OnSourceAsync($"update {f.Table} set n = n + 1, note = 'round {i}' where id % 400 = {i}");
+        }
+
+        await f.OnSourceAsync($"delete from {f.Table} where id % 9 = 0");
+        var until = await f.SourceLsnAsync();
+
+        await using (var first = await BucketReplication.ResumeAsync(f.Source, f.MoveId, [table], CancellationToken.None))
+        {
+            using var soon = new CancellationTokenSource(TimeSpan.FromMilliseconds(100));
+            Assert.CatchAsync<OperationCanceledException>(() => first.CatchUpAsync(f.Target, Buckets, BucketCount, until, soon.Token));
+        }
+
+        await using var resumed = await BucketReplication.ResumeAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        var second = await resumed.CatchUpAsync(f.Target, Buckets, BucketCount, until, CancellationToken.None);
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var third = await resumed.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        Assert.That(second.Changes, Is.GreaterThan(0));
+        Assert.That(third.Changes, Is.Zero, "the slot confirmed what was applied, so nothing is replayed");
+        Assert.That(third.LastLsn, Is.GreaterThan(second.LastLsn));
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+    }
+
+    [Test]
+    public async Task A_copy_resumed_after_cancellation_copies_only_the_unfinished_chunks()
+    {
+        int[] buckets = [0, 2, 4, 6, 8, 10, 12, 14];
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, md5(g::text) from generate_series(1, 20000) g");
+        var table = await f.DescribeAsync("id");
+        var done = new ConcurrentDictionary<int, long>();
+        using var cancel = new CancellationTokenSource();
+        var firstCalls = 0;
+
+        await using (var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None))
+        {
+            Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, buckets, BucketCount, 1, NoneDone, (_, bucket, rows, _) =>
+            {
+                done[bucket] = rows;
+                if (++firstCalls == 3)
+                {
+                    cancel.Cancel();
+                }
+
+                return Task.CompletedTask;
+            }, null, cancel.Token));
+        }
+
+        var secondCalls = 0;
+        await using var resumed = await BucketReplication.ResumeAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await resumed.CopyAsync(f.Target, buckets, BucketCount, 2, (_, bucket) => done.ContainsKey(bucket), (_, bucket, rows, _) =>
+        {
+            Interlocked.Increment(ref secondCalls);
+            Assert.That(done.TryAdd(bucket, rows), Is.True, $"bucket {bucket} copied once");
+            return Task.CompletedTask;
+        }, null, CancellationToken.None);
+
+        Assert.That(firstCalls, Is.EqualTo(3));
+        Assert.That(secondCalls, Is.EqualTo(buckets.Length - 3), "only the unfinished chunks are copied again");
+        await resumed.CatchUpAsync(f.Target, buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+        await f.AssertMovedAsync(table, buckets, BucketCount);
+    }
+
+    [Test]
+    public async Task Drop_leaves_no_slot_or_publication_after_a_copy_cancelled_midway()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, md5(g::text) from generate_series(1, 20000) g");
+        var table = await f.DescribeAsync("id");
+        using var cancel = new CancellationTokenSource();
+        var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        Assert.That(await f.LeftoversAsync(), Is.EqualTo((1L, 1L)));
+        Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone,
+            (_, _, _, _) => cancel.CancelAsync(), null, cancel.Token));
+
+        await BucketReplication.DropAsync(f.Source, f.MoveId, CancellationToken.None);
+        await BucketReplication.DropAsync(f.Source, f.MoveId, CancellationToken.None);
+
+        Assert.That(await f.LeftoversAsync(), Is.EqualTo((0L, 0L)));
+        await move.DisposeAsync();
+    }
+
+    [Test]
+    public async Task Drop_ends_a_stream_that_still_holds_the_slot()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        var table = await f.DescribeAsync("id");
+        await using (await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None))
+        {
+        }
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var holder = Task.Run(async () =>
+        {
+            await using var replication = new Npgsql.Replication.LogicalReplicationConnection(f.Source);
+            await replication.Open(stop.Token);
+            var options = new Npgsql.Replication.PgOutput.PgOutputReplicationOptions(f.SlotName, Npgsql.Replication.PgOutput.PgOutputProtocolVersion.V1);
+            await foreach (var _ in Npgsql.Replication.PgOutputConnectionExtensions.StartReplication(replication,
+                               new Npgsql.Replication.PgOutput.PgOutputReplicationSlot(f.SlotName), options, stop.Token))
+            {
+            }
+        });
+        await WaitForAsync(async () => (await MoveFixture.QueryAsync<long>(f.Source,
+            "select count(*) from pg_replication_slots where slot_name = @n and active_pid is not null", new { n = f.SlotName }))[0] == 1);
+
+        await BucketReplication.DropAsync(f.Source, f.MoveId, CancellationToken.None);
+
+        Assert.That(await f.LeftoversAsync(), Is.EqualTo((0L, 0L)));
+        Assert.CatchAsync<Exception>(() => holder, "the stream was ended by the server");
+    }
+
+    [Test]
+    public async Task Starting_a_move_id_twice_names_the_move_and_keeps_the_first()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        var table = await f.DescribeAsync("id");
+        await using var first = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+
+        var e = Assert.ThrowsAsync<BucketMoveException>(() => BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None));
+
+        Assert.That(e!.Message, Does.Contain(f.MoveId).And.Contain("resume it or drop it"));
+        Assert.That(await f.LeftoversAsync(), Is.EqualTo((1L, 1L)));
+    }
+
+    [Test]
+    public async Task Resuming_a_move_that_was_never_started_says_to_start_again()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        var table = await f.DescribeAsync("id");
+
+        var e = Assert.ThrowsAsync<BucketMoveException>(() => BucketReplication.ResumeAsync(f.Source, f.MoveId, [table], CancellationToken.None));
+
+        Assert.That(e!.Message, Does.Contain(f.SlotName).And.Contain("start the move again"));
+    }
+
+    [TestCase("")]
+    [TestCase("Upper")]
+    [TestCase("a-b")]
+    [TestCase("x'; drop table y; --")]
+    public void A_move_id_that_cannot_name_a_slot_is_refused(string moveId)
+    {
+        var e = Assert.ThrowsAsync<ArgumentException>(() => BucketReplication.DropAsync("Host=unused", moveId, CancellationToken.None));
+
+        Assert.That(e!.Message, Does.Contain("lower-case letters, digits or underscores"));
+    }
+
+    [Test]
+    public async Task A_table_without_a_primary_key_is_refused_by_name()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint not null, name text)");
+
+        var e = Assert.ThrowsAsync<BucketMoveException>(() => f.DescribeAsync("id"));
+
+        Assert.That(e!.Message, Does.Contain(f.Table).And.Contain("no primary key or replica identity").And.Contain("ADD PRIMARY KEY"));
+    }
+
+    [Test]
+    public async Task A_replica_identity_index_stands_in_for_a_primary_key()
+    {
+        await using var f = await MoveFixture.CreateAsync(
+            "create table {0} (id bigint not null, name text); create unique index on {0} (id); alter table {0} replica identity using index {0}_id_idx");
+
+        var table = await f.DescribeAsync("id");
+
+        Assert.That(table.PrimaryKey, Is.EqualTo(new[] { "id" }));
+        Assert.That(table.Columns, Is.EqualTo(new[] { "id", "name" }));
+    }
+
+    [TestCase("numeric")]
+    [TestCase("date")]
+    [TestCase("character(8)")]
+    public async Task A_key_type_without_hash_placement_is_refused_by_name(string type)
+    {
+        await using var f = await MoveFixture.CreateAsync($"create table {{0}} (k {type} primary key)");
+
+        var e = Assert.ThrowsAsync<BucketMoveException>(() => f.DescribeAsync("k"));
+
+        Assert.That(e!.Message, Does.Contain(f.Table).And.Contain("no hash placement"));
+    }
+
+    [Test]
+    public async Task A_missing_table_or_key_column_is_refused_by_name()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+
+        var noColumn = Assert.ThrowsAsync<BucketMoveException>(() => f.DescribeAsync("customer_id"));
+        await using var connection = new NpgsqlConnection(f.Source);
+        await connection.OpenAsync();
+        var noTable = Assert.ThrowsAsync<BucketMoveException>(() => MovedTables.DescribeAsync(connection, "no_such_table_x", "id", CancellationToken.None));
+
+        Assert.That(noColumn!.Message, Does.Contain("\"customer_id\"").And.Contain(f.Table));
+        Assert.That(noTable!.Message, Does.Contain("no_such_table_x"));
+    }
+
+    [Test]
+    public async Task Verify_finds_no_mismatch_after_a_move_and_one_after_a_target_row_changes()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text, at timestamptz, f double precision)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, md5(g::text), now() - g * interval '1 s', g / 3.0 from generate_series(1, 10000) g");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+
+        var before = await BucketReplication.VerifyAsync(f.Source, f.Target, [table], Buckets, BucketCount, CancellationToken.None);
+        var victim = (await MoveFixture.QueryAsync<long>(f.Target, $"select min(id) from {f.Table}"))[0];
+        await f.OnTargetAsync($"update {f.Table} set name = name || '!' where id = {victim}");
+        var changed = await BucketReplication.VerifyAsync(f.Source, f.Target, [table], Buckets, BucketCount, CancellationToken.None);
+        await f.OnTargetAsync($"delete from {f.Table} where id = {victim}");
+        var deleted = await BucketReplication.VerifyAsync(f.Source, f.Target, [table], Buckets, BucketCount, CancellationToken.None);
+
+        var bucket = table.BucketOfText(victim.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount);
+        Assert.That(before, Is.Empty);
+        Assert.That(changed, Has.Count.EqualTo(1));
+        Assert.That(changed[0].Bucket, Is.EqualTo(bucket));
+        Assert.That(changed[0].SourceRows, Is.EqualTo(changed[0].TargetRows), "same count, different content");
+        Assert.That(deleted.Single().TargetRows, Is.EqualTo(deleted.Single().SourceRows - 1));
+    }
+
+    private static string Seed(string table, string key, int from, int to) =>
+        $"insert into {table} select {key}, g, 'note ' || g, case when g % 50 = 0 then (select string_agg(md5(random()::text || i), '') from generate_series(1, 400) i) end " +
+        $"from generate_series({from}, {to}) g";
+
+    private static async Task<int> WriteUntilStoppedAsync(MoveFixture f, CancellationToken stop)
+    {
+        var written = 0;
+        await using var connection = new NpgsqlConnection(f.Source);
+        await connection.OpenAsync(CancellationToken.None);
+        do
+        {
+            // Leaves the TOASTed column alone: pgoutput sends it as unchanged, the target must keep its copy.
+            await using var command = new NpgsqlCommand($"update {f.Table} set note = coalesce(note, '') || '+' where n % 97 = {written % 97}", connection);
+            await command.ExecuteNonQueryAsync(CancellationToken.None);
+            written++;
+        }
+        while (!stop.IsCancellationRequested);
+
+        return written;
+    }
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition)
+    {
+        for (var i = 0; i < 100 && !await condition(); i++)
+        {
+            await Task.Delay(100);
+        }
+    }
+}
