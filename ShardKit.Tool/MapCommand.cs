@@ -16,7 +16,8 @@ internal static class MapCommand
             await using var tool = shards.Open(parsed);
             var map = tool.Source.Map;
             output.WriteLine(map.Buckets is { } buckets
-                ? string.Create(CultureInfo.InvariantCulture, $"Strategy: {map.StrategyName}, {buckets.Count} buckets")
+                ? string.Create(CultureInfo.InvariantCulture, $"Strategy: {map.StrategyName}, {buckets.Count} buckets") +
+                    (map.Epoch > 0 ? string.Create(CultureInfo.InvariantCulture, $", stored map epoch {map.Epoch}") : "")
                 : $"Strategy: {map.StrategyName}");
             var table = new TextTable("#", "shard", "host", "port", "database", "buckets");
             for (var i = 0; i < map.ShardNames.Count; i++)

@@ -45,6 +45,16 @@ public static class ShardKitTool
             await error.WriteLineAsync("Migration failed: " + e.Message);
             return ExitCodes.Failed;
         }
+        catch (ShardMoveException e)
+        {
+            await error.WriteLineAsync("Move failed: " + e.Message);
+            return ExitCodes.Failed;
+        }
+        catch (InvalidOperationException e) when (e.Message.Contains("UseStoredMap", StringComparison.Ordinal))
+        {
+            await error.WriteLineAsync("No stored map: pass --catalog SHARD (the shard that holds the catalog), or set StoredMap:CatalogShard in the configuration.");
+            return ExitCodes.Usage;
+        }
         catch (OperationCanceledException)
         {
             await error.WriteLineAsync("Cancelled; a transactional script in flight rolled back. Run 'shardkit migrations status' to see where each shard is.");
@@ -60,7 +70,23 @@ public static class ShardKitTool
             MigrationCommands.Status(shards, output),
             MigrationCommands.Apply(shards, output),
         };
-        var map = new Command("map", "The shard map.") { MapCommand.Show(shards, output) };
-        return new RootCommand("ShardKit operator commands: schema migrations across shards, and the shard map.") { migrations, map };
+        var map = new Command("map", "The shard map: show it, store it in the catalog, audit placement.")
+        {
+            MapCommand.Show(shards, output),
+            MoveCommands.Seed(shards, output),
+            MoveCommands.Audit(shards, output),
+        };
+        var move = new Command("move", "Move hash buckets between shards online.")
+        {
+            MoveCommands.Start(shards, output),
+            MoveCommands.Resume(shards, output),
+            MoveCommands.Cancel(shards, output),
+            MoveCommands.List(shards, output),
+        };
+        var shard = new Command("shard", "Grow the shard count.") { MoveCommands.AddShard(shards, output) };
+        return new RootCommand("ShardKit operator commands: schema migrations across shards, the shard map, and online resharding.")
+        {
+            migrations, map, move, shard,
+        };
     }
 }

@@ -21,13 +21,27 @@ internal sealed class ShardOptions
         DefaultValueFactory = _ => ShardKitOptions.SectionName,
     };
 
+    public Option<string?> Catalog { get; } = new("--catalog")
+    {
+        Description = "The shard that holds the stored map (the catalog); with --config, the section's StoredMap:CatalogShard is used when absent.",
+    };
+
+    public Option<int> Buckets { get; } = new("--hash-buckets")
+    {
+        Description = "With --shard: the number of hash buckets (as the app's UseHashSharding).",
+        DefaultValueFactory = _ => 1024,
+    };
+
     public void AddTo(Command command)
     {
         command.Options.Add(Shard);
         command.Options.Add(Config);
         command.Options.Add(Section);
+        command.Options.Add(Catalog);
+        command.Options.Add(Buckets);
     }
 
     public ToolShards Open(ParseResult parsed) =>
-        ToolShards.Open(parsed.GetValue(Shard) ?? [], parsed.GetValue(Config), parsed.GetValue(Section)!);
+        ToolShards.Open(parsed.GetValue(Shard) ?? [], parsed.GetValue(Config), parsed.GetValue(Section)!, parsed.GetValue(Catalog),
+            parsed.GetValue(Buckets));
 }

@@ -21,7 +21,7 @@ internal sealed class ToolShards : IAsyncDisposable
     public ShardedDataSource Source { get; }
 
     /// <exception cref="UsageException">Neither or both sources given, a malformed --shard, or an invalid configuration.</exception>
-    public static ToolShards Open(IReadOnlyList<string> shards, string? configFile, string section)
+    public static ToolShards Open(IReadOnlyList<string> shards, string? configFile, string section, string? catalog = null, int buckets = 1024)
     {
         if (shards.Count > 0 == configFile is not null)
         {
@@ -32,7 +32,7 @@ internal sealed class ToolShards : IAsyncDisposable
 
         try
         {
-            return configFile is null ? FromArguments(shards) : FromConfig(configFile, section);
+            return configFile is null ? FromArguments(shards, catalog, buckets) : FromConfig(configFile, section, catalog);
         }
         catch (ShardConfigurationException e)
         {
@@ -44,9 +44,14 @@ internal sealed class ToolShards : IAsyncDisposable
         }
     }
 
-    private static ToolShards FromArguments(IReadOnlyList<string> shards)
+    private static ToolShards FromArguments(IReadOnlyList<string> shards, string? catalog, int buckets)
     {
-        var builder = new ShardedDataSourceBuilder();
+        var builder = new ShardedDataSourceBuilder().UseHashSharding(buckets);
+        if (catalog is not null)
+        {
+            builder.UseStoredMap(catalog);
+        }
+
         foreach (var shard in shards)
         {
             // NAME=Host=…: a bare connection string (Host=db0;…) has no key=value right after its first '='.
@@ -63,7 +68,7 @@ internal sealed class ToolShards : IAsyncDisposable
         return new ToolShards(builder.Build(), null);
     }
 
-    private static ToolShards FromConfig(string file, string section)
+    private static ToolShards FromConfig(string file, string section, string? catalog)
     {
         var path = Path.GetFullPath(file);
         if (!File.Exists(path))
@@ -74,7 +79,13 @@ internal sealed class ToolShards : IAsyncDisposable
         IConfigurationRoot configuration;
         try
         {
-            configuration = new ConfigurationBuilder().AddJsonFile(path, optional: false).Build();
+            var builder = new ConfigurationBuilder().AddJsonFile(path, optional: false);
+            if (catalog is not null)
+            {
+                builder.AddInMemoryCollection([new($"{section}:StoredMap:CatalogShard", catalog)]);
+            }
+
+            configuration = builder.Build();
         }
         catch (Exception e) when (e is InvalidDataException or FormatException or IOException)
         {

@@ -59,6 +59,27 @@ public sealed partial class FanOutScope
         Wait(ExecuteAsync(sql, param, commandTimeout, commandType));
 
     private ShardRowStream<T>[] OpenStreams<T>(FanOutRun run, CommandDefinition command,
-        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null) =>
-        _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) => (read ?? ShardRowReader.ReadAsync<T>)(connection, command, token))).ToArray();
+        Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
+    {
+        // While buckets move, a moving bucket's rows may sit on two shards: keep from each shard the rows it owns by
+        // the map this read started with, so no row comes twice and none is missed. Only rows that carry their key can be.
+        var map = _connection.DataSource.Map;
+        var owned = map.MovesInFlight && ShardKeyAccessor<T>.HasKey;
+        return _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) =>
+        {
+            var rows = (read ?? ShardRowReader.ReadAsync<T>)(connection, command, token);
+            return owned ? OwnedRows(rows, map, shard) : rows;
+        })).ToArray();
+    }
+
+    private static async IAsyncEnumerable<T> OwnedRows<T>(IAsyncEnumerable<T> rows, ShardMap map, int shard)
+    {
+        await foreach (var row in rows.ConfigureAwait(false))
+        {
+            if (row is null || map.Owns(shard, ShardKeyAccessor<T>.ReadOrNone(row)))
+            {
+                yield return row;
+            }
+        }
+    }
 }

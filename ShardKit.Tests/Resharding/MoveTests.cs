@@ -137,6 +137,52 @@ public sealed class MoveTests
     }
 
     [Test]
+    public async Task Fan_out_reads_during_a_move_return_every_row_once()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 3000);
+        var app = shards.NewSource();
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(12).ToArray();
+        var reads = 0;
+        var wrong = new ConcurrentQueue<string>();
+        using var done = new CancellationTokenSource();
+        var reader = Task.Run(async () =>
+        {
+            await using var db = app.CreateConnection();
+            while (!done.IsCancellationRequested)
+            {
+                var rows = (await db.AllShards().QueryAsync<Item>("select id, payload, n from items")).ToList();
+                var streamed = new List<Item>();
+                await foreach (var row in db.AllShards().QueryUnbufferedAsync<Item>("select id, payload, n from items"))
+                {
+                    streamed.Add(row);
+                }
+
+                foreach (var (name, list) in new[] { ("buffered", rows), ("unbuffered", streamed) })
+                {
+                    if (list.Count != truth.Count || list.Select(r => r.Id).Distinct().Count() != truth.Count)
+                    {
+                        wrong.Enqueue($"{name}: {list.Count} rows, {list.Select(r => r.Id).Distinct().Count()} distinct, epoch {app.Map.Epoch}");
+                    }
+                }
+
+                Interlocked.Increment(ref reads);
+            }
+        });
+
+        await admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { CleanupDelay = TimeSpan.FromMilliseconds(500), DeletePause = TimeSpan.Zero });
+        await Task.Delay(200);
+        await done.CancelAsync();
+        await reader;
+
+        Assert.That(wrong, Is.Empty);
+        Assert.That(reads, Is.GreaterThan(3));
+        await AssertPlacedAsync(shards, admin, truth);
+    }
+
+    [Test]
     public async Task A_cancelled_move_leaves_nothing_behind_and_the_source_keeps_its_buckets()
     {
         await using var shards = await ReshardingShards.CreateAsync(2);

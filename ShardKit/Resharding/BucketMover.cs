@@ -18,6 +18,7 @@ namespace ShardKit;
 internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IProgress<MoveProgress>? progress)
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private long _estimate = -1;
     private ShardSet Shards => admin.Shards;
 
     public async Task<MoveResult> MoveAsync(IReadOnlyCollection<int> buckets, string target, CancellationToken cancellationToken)
@@ -59,6 +60,8 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         await CheckNoOverlapAsync(buckets, cancellationToken).ConfigureAwait(false);
         await ExecuteCatalogAsync("insert into shardkit.move (id, buckets, source, target, state) values ($1, $2, $3, $4, 'Started')",
             cancellationToken, id, buckets.Order().ToArray(), source, target).ConfigureAwait(false);
+        await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+        await Task.Delay(options.AnnounceWait, cancellationToken).ConfigureAwait(false);
         return await RunAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null), cancellationToken)
             .ConfigureAwait(false);
     }
@@ -95,7 +98,14 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         await DeleteRowsAsync(Shards.Map.IndexOf(move.Target), move.Buckets, tables, cancellationToken).ConfigureAwait(false);
         await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, moveId).ConfigureAwait(false);
         await SetStateAsync(moveId, MoveState.Cancelled, cancellationToken).ConfigureAwait(false);
+        await AnnounceAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    // A new epoch with the same owners: followers read whether a move is under way (fan-outs then filter copies).
+    private Task AnnounceAsync(CancellationToken cancellationToken) => ExecuteCatalogAsync($"""
+        update shardkit.map set epoch = epoch + 1, updated = now();
+        select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
+        """, cancellationToken);
 
     // The state machine from wherever the catalog says the move is.
     private async Task<MoveResult> RunAsync(MoveInfo move, CancellationToken cancellationToken)
@@ -129,6 +139,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
                     {
                         state = await SetStateAsync(move.MoveId, MoveState.Copying, cancellationToken).ConfigureAwait(false);
                         var done = await DoneChunksAsync(move.MoveId, cancellationToken).ConfigureAwait(false);
+                        _estimate = await EstimateRowsAsync(sourceIndex, moved, move.Buckets.Count, bucketCount, cancellationToken).ConfigureAwait(false);
                         var copiedBefore = rowsCopied;
                         var copied = new Progress<long>(rows => Report(move.MoveId, MoveState.Copying, copiedBefore + rows, -1, null));
                         await replication.CopyAsync(targetCs, move.Buckets, bucketCount, options.Parallelism,
@@ -166,6 +177,8 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             await DeleteRowsAsync(sourceIndex, move.Buckets, await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken)
                 .ConfigureAwait(false);
             await SetStateAsync(move.MoveId, MoveState.Done, cancellationToken).ConfigureAwait(false);
+            await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+            await RefreshAsync(cancellationToken).ConfigureAwait(false);
             Report(move.MoveId, MoveState.Done, rowsCopied, 0, pause);
             return new MoveResult(move.MoveId, move.Buckets, move.Source, move.Target, rowsCopied, pause, _clock.Elapsed, Shards.Map.Epoch);
         }
@@ -389,6 +402,18 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
+    // The planner's row count of each table, times the moving share of buckets: enough for an ETA.
+    private async Task<long> EstimateRowsAsync(int shard, IReadOnlyList<MovedTable> tables, int moving, int bucketCount, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select coalesce(sum(greatest(reltuples, 0)), 0)::bigint from pg_class where oid = any($1::regclass[])", connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });
+        var rows = (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        return rows * moving / bucketCount;
+    }
+
     private async Task<NpgsqlLogSequenceNumber> CurrentLsnAsync(int shard, CancellationToken cancellationToken)
     {
         var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -514,7 +539,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
     }
 
     private void Report(string moveId, MoveState state, long rows, long lag, TimeSpan? pause) =>
-        progress?.Report(new MoveProgress(moveId, state, rows, lag, _clock.Elapsed, pause));
+        progress?.Report(new MoveProgress(moveId, state, rows, lag, _clock.Elapsed, pause, _estimate));
 
     private static string Describe(IReadOnlyList<int> buckets) =>
         buckets.Count <= 8 ? string.Join(",", buckets) : $"{string.Join(",", buckets.Take(8))}… ({buckets.Count})";

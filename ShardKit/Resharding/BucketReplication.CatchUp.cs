@@ -9,6 +9,9 @@ namespace ShardKit;
 
 internal sealed partial class BucketReplication
 {
+    // Source transactions applied per target transaction.
+    private const int CommitGroup = 256;
+
     private const string MarkerPrefix = "shardkit.move";
     private static readonly TimeSpan ConfirmWait = TimeSpan.FromSeconds(10);
 
@@ -48,6 +51,7 @@ internal sealed partial class BucketReplication
         await using var replicationLifetime = replication.ConfigureAwait(false);
         await replication.Open(ct).ConfigureAwait(false);
         var last = default(NpgsqlLogSequenceNumber);
+        var pending = 0;
         await foreach (var message in replication.StartReplication(new PgOutputReplicationSlot(SlotName), Options(SlotName), ct).ConfigureAwait(false))
         {
             switch (message)
@@ -56,9 +60,16 @@ internal sealed partial class BucketReplication
                     applier.Relation(relation);
                     break;
                 case CommitMessage commit:
-                    await applier.CommitAsync(ct).ConfigureAwait(false);
+                    // Source transactions are applied in groups (one target commit for many): applying is idempotent, and
+                    // the slot is told a position only once the target has committed everything before it.
                     last = commit.TransactionEndLsn;
-                    replication.SetReplicationStatus(last);
+                    if (++pending >= CommitGroup)
+                    {
+                        await applier.CommitAsync(ct).ConfigureAwait(false);
+                        replication.SetReplicationStatus(last);
+                        pending = 0;
+                    }
+
                     break;
                 case LogicalDecodingMessage logical when logical.Prefix == MarkerPrefix:
                     if (await ReadAsync(logical, ct).ConfigureAwait(false) != nonce)
@@ -66,6 +77,7 @@ internal sealed partial class BucketReplication
                         break; // a marker of an earlier catch-up of this or another move
                     }
 
+                    await applier.CommitAsync(ct).ConfigureAwait(false);
                     last = logical.MessageLsn > last ? logical.MessageLsn : last;
                     replication.SetReplicationStatus(last);
                     await replication.SendStatusUpdate(ct).ConfigureAwait(false);

@@ -27,6 +27,12 @@ public sealed class MoveOptions
     /// <summary>How long after the switch the source's copies are deleted, so readers on an older map finish; 2 seconds by default.</summary>
     public TimeSpan CleanupDelay { get; set; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// How long a move waits after announcing itself (a new map epoch that says a move is under way) before it copies
+    /// rows, so every app following the map reads fan-outs with the moving buckets' copies filtered out; 500 ms by default.
+    /// </summary>
+    public TimeSpan AnnounceWait { get; set; } = TimeSpan.FromMilliseconds(500);
+
     /// <summary>Rows deleted per statement when the source's copies are removed; 5,000 by default.</summary>
     public int DeleteBatchSize { get; set; } = 5000;
 
@@ -36,10 +42,10 @@ public sealed class MoveOptions
     internal void Validate()
     {
         if (Parallelism < 1 || MaxLagBytes < 0 || FreezeLockTimeout <= TimeSpan.Zero || FreezeAttempts < 1 || DeleteBatchSize < 1
-            || CleanupDelay < TimeSpan.Zero || DeletePause < TimeSpan.Zero)
+            || CleanupDelay < TimeSpan.Zero || DeletePause < TimeSpan.Zero || AnnounceWait < TimeSpan.Zero)
         {
             throw new ArgumentException("MoveOptions: Parallelism, FreezeAttempts and DeleteBatchSize must be at least 1, " +
-                "FreezeLockTimeout positive, and MaxLagBytes, CleanupDelay and DeletePause zero or more.");
+                "FreezeLockTimeout positive, and MaxLagBytes, AnnounceWait, CleanupDelay and DeletePause zero or more.");
         }
     }
 }
@@ -76,7 +82,9 @@ public enum MoveState
 /// <param name="LagBytes">How far the target is behind the source's WAL (catch-up), or -1 before catch-up.</param>
 /// <param name="Elapsed">Time since this run of the move started.</param>
 /// <param name="Pause">How long the bucket's writers waited at the switch, once it is done.</param>
-public sealed record MoveProgress(string MoveId, MoveState State, long RowsCopied, long LagBytes, TimeSpan Elapsed, TimeSpan? Pause);
+/// <param name="RowsEstimate">The rows the copy is expected to move (from the source's statistics), or -1 when unknown.</param>
+public sealed record MoveProgress(string MoveId, MoveState State, long RowsCopied, long LagBytes, TimeSpan Elapsed, TimeSpan? Pause,
+    long RowsEstimate = -1);
 
 /// <summary>A finished move.</summary>
 /// <param name="MoveId">The move's id.</param>

@@ -10,11 +10,12 @@ public sealed class ShardMap
 {
     private readonly Dictionary<string, int> _indexByName;
 
-    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0)
+    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, bool movesInFlight = false)
     {
         Shards = shards;
         Strategy = strategy;
         Epoch = epoch;
+        MovesInFlight = movesInFlight;
         _indexByName = shards.ToDictionary(s => s.Name, s => s.Index, StringComparer.Ordinal);
         ShardNames = shards.Select(s => s.Name).ToArray();
     }
@@ -44,7 +45,17 @@ public sealed class ShardMap
         : throw new InvalidOperationException($"Buckets exist only with hash sharding; this map uses {Strategy.Name}.");
 
     /// <summary>The same shards with the buckets placed as <paramref name="owners"/> says (shard index per bucket).</summary>
-    internal ShardMap WithOwners(int[] owners, long epoch) => new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch);
+    internal ShardMap WithOwners(int[] owners, long epoch, bool movesInFlight) =>
+        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, movesInFlight);
+
+    /// <summary>
+    /// A bucket move is under way: rows of a moving bucket may sit on two shards (the owner's, and a copy the other
+    /// holds before the switch or until its cleanup), so a fan-out keeps from each shard only the rows it owns.
+    /// </summary>
+    internal bool MovesInFlight { get; }
+
+    /// <summary>Whether <paramref name="shard"/> owns <paramref name="key"/>'s row by this map.</summary>
+    internal bool Owns(int shard, in ShardKeyValue key) => key.Kind == ShardKeyKind.None || Strategy.ShardOf(key) == shard;
 
     internal bool Contains(string shardName) => _indexByName.ContainsKey(shardName);
 

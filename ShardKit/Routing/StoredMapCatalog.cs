@@ -45,7 +45,8 @@ internal static class StoredMapCatalog
         """;
 
     private const string ReadSql = """
-        select m.epoch, m.bucket_count, array_agg(b.shard order by b.bucket)
+        select m.epoch, m.bucket_count, array_agg(b.shard order by b.bucket),
+            exists (select 1 from shardkit.move where state not in ('Done', 'Cancelled'))
         from shardkit.map m cross join shardkit.map_bucket b
         group by m.epoch, m.bucket_count
         """;
@@ -66,7 +67,7 @@ internal static class StoredMapCatalog
                 return null;
             }
 
-            return new StoredMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2));
+            return new StoredMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetBoolean(3));
         }
         catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
         {
@@ -107,9 +108,12 @@ internal static class StoredMapCatalog
             owners[b] = current.IndexOf(stored.Owners[b]);
         }
 
-        return current.WithOwners(owners, stored.Epoch);
+        return current.WithOwners(owners, stored.Epoch, stored.MovesInFlight);
     }
 }
 
-/// <summary>The stored map as read: its epoch, bucket count, and the owning shard's name per bucket.</summary>
-internal sealed record StoredMap(long Epoch, int BucketCount, string[] Owners);
+/// <summary>
+/// The stored map as read: its epoch, bucket count, the owning shard's name per bucket, and whether a move is under way
+/// (some bucket's rows may then sit on two shards: the owner's, and a copy on the other).
+/// </summary>
+internal sealed record StoredMap(long Epoch, int BucketCount, string[] Owners, bool MovesInFlight = false);
