@@ -133,11 +133,19 @@ internal sealed class ShardMapFollower : IAsyncDisposable
                     await listen.ExecuteNonQueryAsync(stopping).ConfigureAwait(false);
                 }
 
+                // A notification can arrive while the map is being read (after the read's snapshot): it must wake the
+                // next wait at once, not be consumed by the read.
+                var notified = 0;
+                connection.Notification += (_, _) => Volatile.Write(ref notified, 1);
                 while (!stopping.IsCancellationRequested)
                 {
                     // Read after listening, so a switch between the two is not missed; then on each wake-up.
+                    Volatile.Write(ref notified, 0);
                     Adopt(await StoredMapCatalog.ReadAsync(connection, async: true, stopping).ConfigureAwait(false));
-                    await connection.WaitAsync(_options.CheckInterval, stopping).ConfigureAwait(false);
+                    if (Volatile.Read(ref notified) == 0)
+                    {
+                        await connection.WaitAsync(_options.CheckInterval, stopping).ConfigureAwait(false);
+                    }
                 }
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
