@@ -40,7 +40,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         map = Shards.Map;
         if (map.Epoch == 0)
         {
-            throw new ShardMoveException(null, "The catalog holds no map yet: seed it first (ShardResharding.SeedAsync or `shardkit map seed`).");
+            throw ReshardingAdmin.NotSeeded();
         }
 
         var sources = buckets.Select(b => map.Buckets!.ShardOfBucket(b)).Distinct().ToArray();
@@ -479,7 +479,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         await using var __ = command.ConfigureAwait(false);
         command.Parameters.Add(new NpgsqlParameter<string?> { TypedValue = moveId, NpgsqlDbType = NpgsqlDbType.Text });
         var moves = new List<MoveInfo>();
-        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var reader = await ReshardingAdmin.ExecuteReaderAsync(command, cancellationToken).ConfigureAwait(false);
         await using (reader.ConfigureAwait(false))
         {
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))

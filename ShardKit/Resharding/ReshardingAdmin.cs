@@ -99,7 +99,7 @@ internal sealed class ReshardingAdmin(ShardSet shards)
         var command = new NpgsqlCommand("select table_name, key_column from shardkit.map_table order by table_name", connection);
         await using var __ = command.ConfigureAwait(false);
         var tables = new List<ShardedTable>();
-        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var reader = await ExecuteReaderAsync(command, cancellationToken).ConfigureAwait(false);
         await using (reader.ConfigureAwait(false))
         {
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
@@ -192,6 +192,22 @@ internal sealed class ReshardingAdmin(ShardSet shards)
                 $"Column {table.Table}.{table.KeyColumn} is {type}; buckets are computed from smallint, integer, bigint, text, varchar and uuid keys.")
             : type;
     }
+
+    /// <summary>Runs a catalog query; a catalog that was never seeded is a <see cref="ShardMoveException"/> saying so.</summary>
+    public static async Task<NpgsqlDataReader> ExecuteReaderAsync(NpgsqlCommand command, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
+        {
+            throw NotSeeded(e);
+        }
+    }
+
+    public static ShardMoveException NotSeeded(Exception? cause = null) => new(null,
+        "The catalog holds no map yet: seed it first (ShardResharding.SeedAsync or `shardkit map seed --table TABLE:KEY_COLUMN`).", cause);
 
     public static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken)
     {
