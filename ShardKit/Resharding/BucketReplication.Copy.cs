@@ -7,25 +7,43 @@ namespace ShardKit;
 
 internal sealed partial class BucketReplication
 {
-    private const int PumpBufferBytes = 64 * 1024;
+    private const int ReadBufferBytes = 64 * 1024;
+
+    // A sort of the rows read by one scan, in memory where it fits; any role may set work_mem.
+    private const string SourceSettings = "set work_mem = '64MB'";
+
+    // The 11-byte signature, no flags, no header extension.
+    private static readonly byte[] CopyHeader = [(byte)'P', (byte)'G', (byte)'C', (byte)'O', (byte)'P', (byte)'Y', (byte)'\n', 0xff, (byte)'\r', (byte)'\n', 0,
+        0, 0, 0, 0, 0, 0, 0, 0];
+    private static readonly byte[] CopyTrailer = [0xff, 0xff];
 
     /// <summary>
-    /// Copies every (table, bucket) chunk of <paramref name="buckets"/> that <paramref name="isDone"/> does not call done,
-    /// <paramref name="parallelism"/> chunks at once, as binary COPY piped from source to target without decoding. The
-    /// first copy after <see cref="StartAsync"/> reads under the slot's exported snapshot, then lets it go; after that (and
-    /// after a resume) each chunk reads current data. On the target each chunk is one transaction: it deletes the bucket's
-    /// rows first, so a chunk copied again replaces itself, then COPY, commit, then <paramref name="chunkDone"/>.
+    /// Copies every (table, bucket) chunk of <paramref name="buckets"/> that <paramref name="isDone"/> does not call done.
+    /// Each table's remaining buckets are cut into at most <paramref name="parallelism"/> groups read at once, each group
+    /// by one scan of the source table sorted by bucket (a scan per bucket would read the table once per bucket), as
+    /// binary COPY whose rows go to the target undecoded. The first copy after <see cref="StartAsync"/> reads under the
+    /// slot's exported snapshot, then lets it go; after that (and after a resume) it reads current data. On the target
+    /// each chunk is one transaction: it deletes the bucket's rows first, so a chunk copied again replaces itself, then
+    /// COPY, commit, then <paramref name="chunkDone"/>.
     /// Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
     /// </summary>
+    /// <param name="targetConnectionString">The target shard.</param>
+    /// <param name="buckets">The moving buckets.</param>
+    /// <param name="bucketCount">The number of buckets the hash space is cut into.</param>
+    /// <param name="parallelism">Scans (source connections, and target connections) at once.</param>
+    /// <param name="isDone">Whether a chunk (quoted table name, bucket) was copied before: it is skipped.</param>
+    /// <param name="chunkDone">Called after a chunk committed on the target, with its rows: record it to resume from.</param>
+    /// <param name="progress">Rows copied so far.</param>
+    /// <param name="ct">Stops the copy: the chunk in flight rolls back; committed chunks stay.</param>
     /// <returns>The rows copied.</returns>
     public async Task<long> CopyAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, int parallelism,
         Func<string, int, bool> isDone, Func<string, int, long, CancellationToken, Task> chunkDone, IProgress<long>? progress, CancellationToken ct)
     {
         ValidateBuckets(buckets, bucketCount);
         ArgumentOutOfRangeException.ThrowIfLessThan(parallelism, 1);
-        var chunks = new ConcurrentQueue<(MovedTable Table, int Bucket)>(
-            from table in _tables from bucket in buckets.Distinct().Order() where !isDone(table.QualifiedName, bucket) select (table, bucket));
-        var workers = Math.Min(parallelism, chunks.Count);
+        var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(_tables.SelectMany(table =>
+            Groups(buckets.Distinct().Order().Where(b => !isDone(table.QualifiedName, b)).ToArray(), parallelism).Select(g => (table, g))));
+        var workers = Math.Min(parallelism, scans.Count);
         var snapshot = _snapshot;
         var importing = workers;
         var allImported = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -37,9 +55,16 @@ internal sealed partial class BucketReplication
             }
         }
 
-        // The first failing chunk stops the others, so the error surfaces without waiting for the whole copy.
+        // The first failing scan stops the others, so the error surfaces without waiting for the whole copy.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         long total = 0;
+        async Task ChunkDoneAsync(MovedTable table, int bucket, long rows)
+        {
+            Interlocked.Add(ref total, rows);
+            await chunkDone(table.QualifiedName, bucket, rows, stop.Token).ConfigureAwait(false);
+            progress?.Report(Interlocked.Read(ref total));
+        }
+
         async Task WorkAsync()
         {
             var signalled = false;
@@ -47,6 +72,7 @@ internal sealed partial class BucketReplication
             {
                 var source = await OpenAsync(_source, stop.Token).ConfigureAwait(false);
                 await using var sourceLifetime = source.ConfigureAwait(false);
+                await ExecuteAsync(source, SourceSettings, stop.Token).ConfigureAwait(false);
                 if (snapshot is not null)
                 {
                     await ExecuteAsync(source, "begin isolation level repeatable read read only; set transaction snapshot " +
@@ -57,12 +83,9 @@ internal sealed partial class BucketReplication
                 Imported();
                 var target = await OpenTargetAsync(targetConnectionString, stop.Token).ConfigureAwait(false);
                 await using var targetLifetime = target.ConfigureAwait(false);
-                while (chunks.TryDequeue(out var chunk))
+                while (scans.TryDequeue(out var scan))
                 {
-                    var rows = await CopyChunkAsync(source, target, chunk.Table, chunk.Bucket, bucketCount, stop.Token).ConfigureAwait(false);
-                    Interlocked.Add(ref total, rows);
-                    await chunkDone(chunk.Table.QualifiedName, chunk.Bucket, rows, stop.Token).ConfigureAwait(false);
-                    progress?.Report(Interlocked.Read(ref total));
+                    await CopyScanAsync(source, target, scan.Table, scan.Buckets, bucketCount, ChunkDoneAsync, stop.Token).ConfigureAwait(false);
                 }
             }
             catch
@@ -107,40 +130,66 @@ internal sealed partial class BucketReplication
         }
     }
 
-    private static async Task<long> CopyChunkAsync(NpgsqlConnection source, NpgsqlConnection target, MovedTable table, int bucket, int bucketCount, CancellationToken ct)
+    // Contiguous runs of the sorted buckets, as even as they come.
+    private static IEnumerable<int[]> Groups(int[] buckets, int count)
     {
-        var inBucket = table.BucketSql(bucketCount) + " = " + bucket.ToString(CultureInfo.InvariantCulture);
-        var transaction = await target.BeginTransactionAsync(ct).ConfigureAwait(false);
-        await using var transactionLifetime = transaction.ConfigureAwait(false);
-        await ExecuteAsync(target, $"delete from {table.QualifiedName} where {inBucket}", ct).ConfigureAwait(false);
-        var counter = new CopyRowCounter();
+        count = Math.Min(count, buckets.Length);
+        for (var i = 0; i < count; i++)
+        {
+            yield return buckets[(buckets.Length * i / count)..(buckets.Length * (i + 1) / count)];
+        }
+    }
+
+    private static async Task CopyScanAsync(NpgsqlConnection source, NpgsqlConnection target, MovedTable table, int[] buckets, int bucketCount,
+        Func<MovedTable, int, long, Task> chunkDone, CancellationToken ct)
+    {
+        // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
+        var list = string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
         var input = await source.BeginRawBinaryCopyAsync(
-            $"copy (select {table.ColumnList} from {table.QualifiedName} where {inBucket}) to stdout (format binary)", ct).ConfigureAwait(false);
+            $"copy (select s.* from (select ({table.BucketSql(bucketCount)})::int4 as shardkit_bucket, {table.ColumnList} " +
+            $"from {table.QualifiedName} offset 0) s where s.shardkit_bucket in ({list}) order by 1) to stdout (format binary)", ct).ConfigureAwait(false);
+        var chunk = (TargetChunk?)null;
+        var pending = new Queue<int>(buckets);
         try
         {
-            var output = await target.BeginRawBinaryCopyAsync(
-                $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
-            try
+            var reader = new BucketRowReader();
+            var buffer = new byte[ReadBufferBytes];
+            int read;
+            while ((read = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
             {
-                var buffer = new byte[PumpBufferBytes];
-                int read;
-                while ((read = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
+                reader.Append(buffer.AsSpan(0, read));
+                while (reader.TryRead(out var bucket, out var row))
                 {
-                    counter.Feed(buffer.AsSpan(0, read));
-                    await output.WriteAsync(buffer.AsMemory(0, read), ct).ConfigureAwait(false);
+                    if (chunk?.Bucket != bucket)
+                    {
+                        await CompleteAsync(chunk).ConfigureAwait(false);
+                        chunk = null;
+                        while (pending.TryDequeue(out var next) && next != bucket)
+                        {
+                            await CompleteAsync(await TargetChunk.BeginAsync(target, table, next, bucketCount, ct).ConfigureAwait(false)).ConfigureAwait(false);
+                        }
+
+                        chunk = await TargetChunk.BeginAsync(target, table, bucket, bucketCount, ct).ConfigureAwait(false);
+                    }
+
+                    await chunk.WriteAsync(row, ct).ConfigureAwait(false);
                 }
             }
-            catch
-            {
-                // Disposing a COPY FROM STDIN completes it; a failed or cancelled chunk must be refused instead.
-                await output.CancelAsync().ConfigureAwait(false);
-                throw;
-            }
 
-            await output.DisposeAsync().ConfigureAwait(false);
+            await CompleteAsync(chunk).ConfigureAwait(false);
+            chunk = null;
+            while (pending.TryDequeue(out var empty))
+            {
+                await CompleteAsync(await TargetChunk.BeginAsync(target, table, empty, bucketCount, ct).ConfigureAwait(false)).ConfigureAwait(false);
+            }
         }
         catch
         {
+            if (chunk is not null)
+            {
+                await chunk.AbortAsync().ConfigureAwait(false);
+            }
+
             await input.CancelAsync().ConfigureAwait(false);
             throw;
         }
@@ -149,8 +198,14 @@ internal sealed partial class BucketReplication
             await input.DisposeAsync().ConfigureAwait(false);
         }
 
-        await transaction.CommitAsync(ct).ConfigureAwait(false);
-        return counter.Rows;
+        async Task CompleteAsync(TargetChunk? done)
+        {
+            if (done is not null)
+            {
+                await done.CommitAsync(ct).ConfigureAwait(false);
+                await chunkDone(table, done.Bucket, done.Rows).ConfigureAwait(false);
+            }
+        }
     }
 
     private static void ValidateBuckets(IReadOnlyCollection<int> buckets, int bucketCount)
@@ -164,4 +219,69 @@ internal sealed partial class BucketReplication
     }
 
     private static string Literal(string text) => "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'";
+
+    /// <summary>One bucket's rows arriving on the target: a transaction that deleted them first, and a binary COPY open.</summary>
+    private sealed class TargetChunk
+    {
+        private readonly NpgsqlTransaction _transaction;
+        private readonly NpgsqlRawCopyStream _copy;
+        private bool _copyEnded;
+
+        private TargetChunk(int bucket, NpgsqlTransaction transaction, NpgsqlRawCopyStream copy)
+        {
+            Bucket = bucket;
+            _transaction = transaction;
+            _copy = copy;
+        }
+
+        public int Bucket { get; }
+
+        public long Rows { get; private set; }
+
+        public static async Task<TargetChunk> BeginAsync(NpgsqlConnection target, MovedTable table, int bucket, int bucketCount, CancellationToken ct)
+        {
+            var transaction = await target.BeginTransactionAsync(ct).ConfigureAwait(false);
+            try
+            {
+                await ExecuteAsync(target, $"delete from {table.QualifiedName} where {table.BucketSql(bucketCount)} = " +
+                                           bucket.ToString(CultureInfo.InvariantCulture), ct).ConfigureAwait(false);
+                var copy = await target.BeginRawBinaryCopyAsync(
+                    $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
+                await copy.WriteAsync(CopyHeader, ct).ConfigureAwait(false);
+                return new TargetChunk(bucket, transaction, copy);
+            }
+            catch
+            {
+                await transaction.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+        }
+
+        public async Task WriteAsync(ReadOnlyMemory<byte> row, CancellationToken ct)
+        {
+            await _copy.WriteAsync(row, ct).ConfigureAwait(false);
+            Rows++;
+        }
+
+        public async Task CommitAsync(CancellationToken ct)
+        {
+            await _copy.WriteAsync(CopyTrailer, ct).ConfigureAwait(false);
+            _copyEnded = true;
+            await _copy.DisposeAsync().ConfigureAwait(false);
+            await _transaction.CommitAsync(ct).ConfigureAwait(false);
+            await _transaction.DisposeAsync().ConfigureAwait(false);
+        }
+
+        // Disposing a COPY FROM STDIN completes it; a failed or cancelled chunk must be refused instead.
+        public async Task AbortAsync()
+        {
+            if (!_copyEnded)
+            {
+                _copyEnded = true;
+                await _copy.CancelAsync().ConfigureAwait(false);
+            }
+
+            await _transaction.DisposeAsync().ConfigureAwait(false);
+        }
+    }
 }
