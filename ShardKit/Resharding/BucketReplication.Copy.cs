@@ -9,8 +9,9 @@ internal sealed partial class BucketReplication
 {
     private const int ReadBufferBytes = 64 * 1024;
 
-    // A sort of the rows read by one scan, in memory where it fits; any role may set work_mem.
-    private const string SourceSettings = "set work_mem = '64MB'";
+    // Each scan reads the whole source table once and commits its buckets on the target in one transaction: more
+    // buckets per scan read the table fewer times, fewer lose less work to a crash.
+    private const int MaxBucketsPerScan = 8;
 
     // The 11-byte signature, no flags, no header extension.
     private static readonly byte[] CopyHeader = [(byte)'P', (byte)'G', (byte)'C', (byte)'O', (byte)'P', (byte)'Y', (byte)'\n', 0xff, (byte)'\r', (byte)'\n', 0,
@@ -19,13 +20,13 @@ internal sealed partial class BucketReplication
 
     /// <summary>
     /// Copies every (table, bucket) chunk of <paramref name="buckets"/> that <paramref name="isDone"/> does not call done.
-    /// Each table's remaining buckets are cut into at most <paramref name="parallelism"/> groups read at once, each group
-    /// by one scan of the source table sorted by bucket (a scan per bucket would read the table once per bucket), as
-    /// binary COPY whose rows go to the target undecoded. The first copy after <see cref="StartAsync"/> reads under the
-    /// slot's exported snapshot, then lets it go; after that (and after a resume) it reads current data. On the target
-    /// each chunk is one transaction: it deletes the bucket's rows first, so a chunk copied again replaces itself, then
-    /// COPY, commit, then <paramref name="chunkDone"/>.
-    /// Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
+    /// Each table's remaining buckets are cut into groups of at most 8 (and at least <paramref name="parallelism"/>
+    /// groups), <paramref name="parallelism"/> groups at once; a group is one scan of the source table (a scan per bucket
+    /// would read the table once per bucket) as binary COPY whose rows go to the target undecoded, in one target
+    /// transaction that first deletes whatever those buckets hold there, so a chunk copied again replaces itself. After
+    /// that transaction commits, <paramref name="chunkDone"/> is called for each bucket of the group. The first copy after
+    /// <see cref="StartAsync"/> reads under the slot's exported snapshot, then lets it go; after that (and after a resume)
+    /// it reads current data. Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
     /// </summary>
     /// <param name="targetConnectionString">The target shard.</param>
     /// <param name="buckets">The moving buckets.</param>
@@ -34,7 +35,7 @@ internal sealed partial class BucketReplication
     /// <param name="isDone">Whether a chunk (quoted table name, bucket) was copied before: it is skipped.</param>
     /// <param name="chunkDone">Called after a chunk committed on the target, with its rows: record it to resume from.</param>
     /// <param name="progress">Rows copied so far.</param>
-    /// <param name="ct">Stops the copy: the chunk in flight rolls back; committed chunks stay.</param>
+    /// <param name="ct">Stops the copy: the groups in flight roll back; committed ones stay.</param>
     /// <returns>The rows copied.</returns>
     public async Task<long> CopyAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, int parallelism,
         Func<string, int, bool> isDone, Func<string, int, long, CancellationToken, Task> chunkDone, IProgress<long>? progress, CancellationToken ct)
@@ -72,7 +73,6 @@ internal sealed partial class BucketReplication
             {
                 var source = await OpenAsync(_source, stop.Token).ConfigureAwait(false);
                 await using var sourceLifetime = source.ConfigureAwait(false);
-                await ExecuteAsync(source, SourceSettings, stop.Token).ConfigureAwait(false);
                 if (snapshot is not null)
                 {
                     await ExecuteAsync(source, "begin isolation level repeatable read read only; set transaction snapshot " +
@@ -130,10 +130,11 @@ internal sealed partial class BucketReplication
         }
     }
 
-    // Contiguous runs of the sorted buckets, as even as they come.
-    private static IEnumerable<int[]> Groups(int[] buckets, int count)
+    // Contiguous runs of the sorted buckets, as even as they come: at least one per parallel scan, at most
+    // MaxBucketsPerScan buckets each.
+    private static IEnumerable<int[]> Groups(int[] buckets, int parallelism)
     {
-        count = Math.Min(count, buckets.Length);
+        var count = Math.Min(buckets.Length, Math.Max(parallelism, (buckets.Length + MaxBucketsPerScan - 1) / MaxBucketsPerScan));
         for (var i = 0; i < count; i++)
         {
             yield return buckets[(buckets.Length * i / count)..(buckets.Length * (i + 1) / count)];
@@ -145,13 +146,14 @@ internal sealed partial class BucketReplication
     {
         // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
         var list = string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
-        var input = await source.BeginRawBinaryCopyAsync(
-            $"copy (select s.* from (select ({table.BucketSql(bucketCount)})::int4 as shardkit_bucket, {table.ColumnList} " +
-            $"from {table.QualifiedName} offset 0) s where s.shardkit_bucket in ({list}) order by 1) to stdout (format binary)", ct).ConfigureAwait(false);
-        var chunk = (TargetChunk?)null;
-        var pending = new Queue<int>(buckets);
+        var rows = buckets.ToDictionary(b => b, _ => 0L);
+        var copy = await TargetCopy.BeginAsync(target, table, $"{table.BucketSql(bucketCount)} in ({list})", ct).ConfigureAwait(false);
+        var input = (NpgsqlRawCopyStream?)null;
         try
         {
+            input = await source.BeginRawBinaryCopyAsync(
+                $"copy (select s.* from (select ({table.BucketSql(bucketCount)})::int4 as shardkit_bucket, {table.ColumnList} " +
+                $"from {table.QualifiedName} offset 0) s where s.shardkit_bucket in ({list})) to stdout (format binary)", ct).ConfigureAwait(false);
             var reader = new BucketRowReader();
             var buffer = new byte[ReadBufferBytes];
             int read;
@@ -160,51 +162,35 @@ internal sealed partial class BucketReplication
                 reader.Append(buffer.AsSpan(0, read));
                 while (reader.TryRead(out var bucket, out var row))
                 {
-                    if (chunk?.Bucket != bucket)
-                    {
-                        await CompleteAsync(chunk).ConfigureAwait(false);
-                        chunk = null;
-                        while (pending.TryDequeue(out var next) && next != bucket)
-                        {
-                            await CompleteAsync(await TargetChunk.BeginAsync(target, table, next, bucketCount, ct).ConfigureAwait(false)).ConfigureAwait(false);
-                        }
-
-                        chunk = await TargetChunk.BeginAsync(target, table, bucket, bucketCount, ct).ConfigureAwait(false);
-                    }
-
-                    await chunk.WriteAsync(row, ct).ConfigureAwait(false);
+                    rows[bucket]++;
+                    await copy.WriteAsync(row, ct).ConfigureAwait(false);
                 }
             }
 
-            await CompleteAsync(chunk).ConfigureAwait(false);
-            chunk = null;
-            while (pending.TryDequeue(out var empty))
-            {
-                await CompleteAsync(await TargetChunk.BeginAsync(target, table, empty, bucketCount, ct).ConfigureAwait(false)).ConfigureAwait(false);
-            }
+            await copy.CommitAsync(ct).ConfigureAwait(false);
         }
         catch
         {
-            if (chunk is not null)
+            await copy.AbortAsync().ConfigureAwait(false);
+            if (input is not null)
             {
-                await chunk.AbortAsync().ConfigureAwait(false);
+                await input.CancelAsync().ConfigureAwait(false);
             }
 
-            await input.CancelAsync().ConfigureAwait(false);
             throw;
         }
         finally
         {
-            await input.DisposeAsync().ConfigureAwait(false);
+            if (input is not null)
+            {
+                await input.DisposeAsync().ConfigureAwait(false);
+            }
         }
 
-        async Task CompleteAsync(TargetChunk? done)
+        // Committed: every bucket of the scan is done, even if the caller stops now.
+        foreach (var bucket in buckets)
         {
-            if (done is not null)
-            {
-                await done.CommitAsync(ct).ConfigureAwait(false);
-                await chunkDone(table, done.Bucket, done.Rows).ConfigureAwait(false);
-            }
+            await chunkDone(table, bucket, rows[bucket]).ConfigureAwait(false);
         }
     }
 
@@ -220,35 +206,32 @@ internal sealed partial class BucketReplication
 
     private static string Literal(string text) => "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'";
 
-    /// <summary>One bucket's rows arriving on the target: a transaction that deleted them first, and a binary COPY open.</summary>
-    private sealed class TargetChunk
+    /// <summary>
+    /// The rows of one scan arriving on the target: a transaction that first deleted whatever those buckets held (a copy
+    /// cut short or not recorded), so a chunk copied again replaces itself, and a binary COPY.
+    /// </summary>
+    private sealed class TargetCopy
     {
         private readonly NpgsqlTransaction _transaction;
         private readonly NpgsqlRawCopyStream _copy;
         private bool _copyEnded;
 
-        private TargetChunk(int bucket, NpgsqlTransaction transaction, NpgsqlRawCopyStream copy)
+        private TargetCopy(NpgsqlTransaction transaction, NpgsqlRawCopyStream copy)
         {
-            Bucket = bucket;
             _transaction = transaction;
             _copy = copy;
         }
 
-        public int Bucket { get; }
-
-        public long Rows { get; private set; }
-
-        public static async Task<TargetChunk> BeginAsync(NpgsqlConnection target, MovedTable table, int bucket, int bucketCount, CancellationToken ct)
+        public static async Task<TargetCopy> BeginAsync(NpgsqlConnection target, MovedTable table, string inBuckets, CancellationToken ct)
         {
             var transaction = await target.BeginTransactionAsync(ct).ConfigureAwait(false);
             try
             {
-                await ExecuteAsync(target, $"delete from {table.QualifiedName} where {table.BucketSql(bucketCount)} = " +
-                                           bucket.ToString(CultureInfo.InvariantCulture), ct).ConfigureAwait(false);
+                await ExecuteAsync(target, $"delete from {table.QualifiedName} where {inBuckets}", ct).ConfigureAwait(false);
                 var copy = await target.BeginRawBinaryCopyAsync(
                     $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
                 await copy.WriteAsync(CopyHeader, ct).ConfigureAwait(false);
-                return new TargetChunk(bucket, transaction, copy);
+                return new TargetCopy(transaction, copy);
             }
             catch
             {
@@ -257,11 +240,7 @@ internal sealed partial class BucketReplication
             }
         }
 
-        public async Task WriteAsync(ReadOnlyMemory<byte> row, CancellationToken ct)
-        {
-            await _copy.WriteAsync(row, ct).ConfigureAwait(false);
-            Rows++;
-        }
+        public ValueTask WriteAsync(ReadOnlyMemory<byte> row, CancellationToken ct) => _copy.WriteAsync(row, ct);
 
         public async Task CommitAsync(CancellationToken ct)
         {
@@ -272,7 +251,7 @@ internal sealed partial class BucketReplication
             await _transaction.DisposeAsync().ConfigureAwait(false);
         }
 
-        // Disposing a COPY FROM STDIN completes it; a failed or cancelled chunk must be refused instead.
+        // Disposing a COPY FROM STDIN completes it; a failed or cancelled scan must be refused instead.
         public async Task AbortAsync()
         {
             if (!_copyEnded)
