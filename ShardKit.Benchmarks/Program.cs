@@ -13,5 +13,11 @@ if (args[0] == "fanout-rows")
     return 0;
 }
 
+if (args[0] == "move-copy")
+{
+    await MoveCopyBenchmarks.RatiosAsync(args);
+    return 0;
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(Tour).Assembly).Run(args);
 return 0;

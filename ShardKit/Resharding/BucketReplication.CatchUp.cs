@@ -47,6 +47,7 @@ internal sealed partial class BucketReplication
             throw new ArgumentOutOfRangeException(nameof(until), $"Position {until} is ahead of the source's WAL ({marker}); pass a position the source has written.");
         }
 
+        await WaitSlotFreeAsync(ct).ConfigureAwait(false);
         var replication = new LogicalReplicationConnection(_source);
         await using var replicationLifetime = replication.ConfigureAwait(false);
         await replication.Open(ct).ConfigureAwait(false);
@@ -108,6 +109,19 @@ internal sealed partial class BucketReplication
     {
         using var reader = new StreamReader(message.Data, Encoding.UTF8);
         return await reader.ReadToEndAsync(ct).ConfigureAwait(false);
+    }
+
+    // After a cancelled or crashed catch-up the old walsender may hold the slot for a moment; streaming it then fails.
+    private async Task WaitSlotFreeAsync(CancellationToken ct)
+    {
+        var connection = await OpenAsync(_source, ct).ConfigureAwait(false);
+        await using var connectionLifetime = connection.ConfigureAwait(false);
+        var deadline = DateTime.UtcNow + ConfirmWait;
+        while (await CountAsync(connection, "select count(*) from pg_replication_slots where slot_name = $1 and active_pid is not null",
+                   SlotName, ct).ConfigureAwait(false) > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20, ct).ConfigureAwait(false);
+        }
     }
 
     // The walsender takes a status update asynchronously; a resume must not start before the confirmed position.

@@ -7,25 +7,44 @@ namespace ShardKit;
 
 internal sealed partial class BucketReplication
 {
-    private const int PumpBufferBytes = 64 * 1024;
+    private const int ReadBufferBytes = 64 * 1024;
+
+    // Each scan reads the whole source table once and commits its buckets on the target in one transaction: more
+    // buckets per scan read the table fewer times, fewer lose less work to a crash.
+    private const int MaxBucketsPerScan = 8;
+
+    // The 11-byte signature, no flags, no header extension.
+    private static readonly byte[] CopyHeader = [(byte)'P', (byte)'G', (byte)'C', (byte)'O', (byte)'P', (byte)'Y', (byte)'\n', 0xff, (byte)'\r', (byte)'\n', 0,
+        0, 0, 0, 0, 0, 0, 0, 0];
+    private static readonly byte[] CopyTrailer = [0xff, 0xff];
 
     /// <summary>
-    /// Copies every (table, bucket) chunk of <paramref name="buckets"/> that <paramref name="isDone"/> does not call done,
-    /// <paramref name="parallelism"/> chunks at once, as binary COPY piped from source to target without decoding. The
-    /// first copy after <see cref="StartAsync"/> reads under the slot's exported snapshot, then lets it go; after that (and
-    /// after a resume) each chunk reads current data. On the target each chunk is one transaction: it deletes the bucket's
-    /// rows first, so a chunk copied again replaces itself, then COPY, commit, then <paramref name="chunkDone"/>.
-    /// Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
+    /// Copies every (table, bucket) chunk of <paramref name="buckets"/> that <paramref name="isDone"/> does not call done.
+    /// Each table's remaining buckets are cut into groups of at most 8 (and at least <paramref name="parallelism"/>
+    /// groups), <paramref name="parallelism"/> groups at once; a group is one scan of the source table (a scan per bucket
+    /// would read the table once per bucket) as binary COPY whose rows go to the target undecoded, in one target
+    /// transaction that first deletes whatever those buckets hold there, so a chunk copied again replaces itself. After
+    /// that transaction commits, <paramref name="chunkDone"/> is called for each bucket of the group. The first copy after
+    /// <see cref="StartAsync"/> reads under the slot's exported snapshot, then lets it go; after that (and after a resume)
+    /// it reads current data. Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
     /// </summary>
+    /// <param name="targetConnectionString">The target shard.</param>
+    /// <param name="buckets">The moving buckets.</param>
+    /// <param name="bucketCount">The number of buckets the hash space is cut into.</param>
+    /// <param name="parallelism">Scans (source connections, and target connections) at once.</param>
+    /// <param name="isDone">Whether a chunk (quoted table name, bucket) was copied before: it is skipped.</param>
+    /// <param name="chunkDone">Called after a chunk committed on the target, with its rows: record it to resume from.</param>
+    /// <param name="progress">Rows copied so far.</param>
+    /// <param name="ct">Stops the copy: the groups in flight roll back; committed ones stay.</param>
     /// <returns>The rows copied.</returns>
     public async Task<long> CopyAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, int parallelism,
         Func<string, int, bool> isDone, Func<string, int, long, CancellationToken, Task> chunkDone, IProgress<long>? progress, CancellationToken ct)
     {
         ValidateBuckets(buckets, bucketCount);
         ArgumentOutOfRangeException.ThrowIfLessThan(parallelism, 1);
-        var chunks = new ConcurrentQueue<(MovedTable Table, int Bucket)>(
-            from table in _tables from bucket in buckets.Distinct().Order() where !isDone(table.QualifiedName, bucket) select (table, bucket));
-        var workers = Math.Min(parallelism, chunks.Count);
+        var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(_tables.SelectMany(table =>
+            Groups(buckets.Distinct().Order().Where(b => !isDone(table.QualifiedName, b)).ToArray(), parallelism).Select(g => (table, g))));
+        var workers = Math.Min(parallelism, scans.Count);
         var snapshot = _snapshot;
         var importing = workers;
         var allImported = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -37,9 +56,16 @@ internal sealed partial class BucketReplication
             }
         }
 
-        // The first failing chunk stops the others, so the error surfaces without waiting for the whole copy.
+        // The first failing scan stops the others, so the error surfaces without waiting for the whole copy.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         long total = 0;
+        async Task ChunkDoneAsync(MovedTable table, int bucket, long rows)
+        {
+            Interlocked.Add(ref total, rows);
+            await chunkDone(table.QualifiedName, bucket, rows, stop.Token).ConfigureAwait(false);
+            progress?.Report(Interlocked.Read(ref total));
+        }
+
         async Task WorkAsync()
         {
             var signalled = false;
@@ -57,12 +83,9 @@ internal sealed partial class BucketReplication
                 Imported();
                 var target = await OpenTargetAsync(targetConnectionString, stop.Token).ConfigureAwait(false);
                 await using var targetLifetime = target.ConfigureAwait(false);
-                while (chunks.TryDequeue(out var chunk))
+                while (scans.TryDequeue(out var scan))
                 {
-                    var rows = await CopyChunkAsync(source, target, chunk.Table, chunk.Bucket, bucketCount, stop.Token).ConfigureAwait(false);
-                    Interlocked.Add(ref total, rows);
-                    await chunkDone(chunk.Table.QualifiedName, chunk.Bucket, rows, stop.Token).ConfigureAwait(false);
-                    progress?.Report(Interlocked.Read(ref total));
+                    await CopyScanAsync(source, target, scan.Table, scan.Buckets, bucketCount, ChunkDoneAsync, stop.Token).ConfigureAwait(false);
                 }
             }
             catch
@@ -107,50 +130,68 @@ internal sealed partial class BucketReplication
         }
     }
 
-    private static async Task<long> CopyChunkAsync(NpgsqlConnection source, NpgsqlConnection target, MovedTable table, int bucket, int bucketCount, CancellationToken ct)
+    // Contiguous runs of the sorted buckets, as even as they come: at least one per parallel scan, at most
+    // MaxBucketsPerScan buckets each.
+    private static IEnumerable<int[]> Groups(int[] buckets, int parallelism)
     {
-        var inBucket = table.BucketSql(bucketCount) + " = " + bucket.ToString(CultureInfo.InvariantCulture);
-        var transaction = await target.BeginTransactionAsync(ct).ConfigureAwait(false);
-        await using var transactionLifetime = transaction.ConfigureAwait(false);
-        await ExecuteAsync(target, $"delete from {table.QualifiedName} where {inBucket}", ct).ConfigureAwait(false);
-        var counter = new CopyRowCounter();
-        var input = await source.BeginRawBinaryCopyAsync(
-            $"copy (select {table.ColumnList} from {table.QualifiedName} where {inBucket}) to stdout (format binary)", ct).ConfigureAwait(false);
+        var count = Math.Min(buckets.Length, Math.Max(parallelism, (buckets.Length + MaxBucketsPerScan - 1) / MaxBucketsPerScan));
+        for (var i = 0; i < count; i++)
+        {
+            yield return buckets[(buckets.Length * i / count)..(buckets.Length * (i + 1) / count)];
+        }
+    }
+
+    private static async Task CopyScanAsync(NpgsqlConnection source, NpgsqlConnection target, MovedTable table, int[] buckets, int bucketCount,
+        Func<MovedTable, int, long, Task> chunkDone, CancellationToken ct)
+    {
+        // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
+        var list = string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
+        var rows = buckets.ToDictionary(b => b, _ => 0L);
+        var copy = await TargetCopy.BeginAsync(target, table, $"{table.BucketSql(bucketCount)} in ({list})", ct).ConfigureAwait(false);
+        var input = (NpgsqlRawCopyStream?)null;
         try
         {
-            var output = await target.BeginRawBinaryCopyAsync(
-                $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
-            try
+            input = await source.BeginRawBinaryCopyAsync(
+                $"copy (select s.* from (select ({table.BucketSql(bucketCount)})::int4 as shardkit_bucket, {table.ColumnList} " +
+                $"from {table.QualifiedName} offset 0) s where s.shardkit_bucket in ({list})) to stdout (format binary)", ct).ConfigureAwait(false);
+            var reader = new BucketRowReader();
+            var buffer = new byte[ReadBufferBytes];
+            int read;
+            while ((read = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
             {
-                var buffer = new byte[PumpBufferBytes];
-                int read;
-                while ((read = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
+                reader.Append(buffer.AsSpan(0, read));
+                while (reader.TryRead(out var bucket, out var row))
                 {
-                    counter.Feed(buffer.AsSpan(0, read));
-                    await output.WriteAsync(buffer.AsMemory(0, read), ct).ConfigureAwait(false);
+                    rows[bucket]++;
+                    await copy.WriteAsync(row, ct).ConfigureAwait(false);
                 }
             }
-            catch
-            {
-                // Disposing a COPY FROM STDIN completes it; a failed or cancelled chunk must be refused instead.
-                await output.CancelAsync().ConfigureAwait(false);
-                throw;
-            }
 
-            await output.DisposeAsync().ConfigureAwait(false);
+            await copy.CommitAsync(ct).ConfigureAwait(false);
         }
         catch
         {
-            await input.CancelAsync().ConfigureAwait(false);
+            await copy.AbortAsync().ConfigureAwait(false);
+            if (input is not null)
+            {
+                await input.CancelAsync().ConfigureAwait(false);
+            }
+
             throw;
         }
         finally
         {
-            await input.DisposeAsync().ConfigureAwait(false);
+            if (input is not null)
+            {
+                await input.DisposeAsync().ConfigureAwait(false);
+            }
         }
 
-        await transaction.CommitAsync(ct).ConfigureAwait(false);
-        return counter.Rows;
+        // Committed: every bucket of the scan is done, even if the caller stops now.
+        foreach (var bucket in buckets)
+        {
+            await chunkDone(table, bucket, rows[bucket]).ConfigureAwait(false);
+        }
     }
 
     private static void ValidateBuckets(IReadOnlyCollection<int> buckets, int bucketCount)
@@ -164,4 +205,62 @@ internal sealed partial class BucketReplication
     }
 
     private static string Literal(string text) => "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'";
+
+    /// <summary>
+    /// The rows of one scan arriving on the target: a transaction that first deleted whatever those buckets held (a copy
+    /// cut short or not recorded), so a chunk copied again replaces itself, and a binary COPY.
+    /// </summary>
+    private sealed class TargetCopy
+    {
+        private readonly NpgsqlTransaction _transaction;
+        private readonly NpgsqlRawCopyStream _copy;
+        private bool _copyEnded;
+
+        private TargetCopy(NpgsqlTransaction transaction, NpgsqlRawCopyStream copy)
+        {
+            _transaction = transaction;
+            _copy = copy;
+        }
+
+        public static async Task<TargetCopy> BeginAsync(NpgsqlConnection target, MovedTable table, string inBuckets, CancellationToken ct)
+        {
+            var transaction = await target.BeginTransactionAsync(ct).ConfigureAwait(false);
+            try
+            {
+                await ExecuteAsync(target, $"delete from {table.QualifiedName} where {inBuckets}", ct).ConfigureAwait(false);
+                var copy = await target.BeginRawBinaryCopyAsync(
+                    $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
+                await copy.WriteAsync(CopyHeader, ct).ConfigureAwait(false);
+                return new TargetCopy(transaction, copy);
+            }
+            catch
+            {
+                await transaction.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+        }
+
+        public ValueTask WriteAsync(ReadOnlyMemory<byte> row, CancellationToken ct) => _copy.WriteAsync(row, ct);
+
+        public async Task CommitAsync(CancellationToken ct)
+        {
+            await _copy.WriteAsync(CopyTrailer, ct).ConfigureAwait(false);
+            _copyEnded = true;
+            await _copy.DisposeAsync().ConfigureAwait(false);
+            await _transaction.CommitAsync(ct).ConfigureAwait(false);
+            await _transaction.DisposeAsync().ConfigureAwait(false);
+        }
+
+        // Disposing a COPY FROM STDIN completes it; a failed or cancelled scan must be refused instead.
+        public async Task AbortAsync()
+        {
+            if (!_copyEnded)
+            {
+                _copyEnded = true;
+                await _copy.CancelAsync().ConfigureAwait(false);
+            }
+
+            await _transaction.DisposeAsync().ConfigureAwait(false);
+        }
+    }
 }
