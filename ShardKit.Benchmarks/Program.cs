@@ -13,6 +13,12 @@ if (args[0] == "fanout-rows")
     return 0;
 }
 
+if (args[0] == "move-pause")
+{
+    await MovePauseRun.RunAsync(args);
+    return 0;
+}
+
 if (args[0] == "move-copy")
 {
     await MoveCopyBenchmarks.RatiosAsync(args);

@@ -85,8 +85,8 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             return;
         }
 
-        if (move.State is MoveState.Switching or MoveState.Switched or MoveState.Done
-            || !await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false))
+        // In Switching the source may still own the buckets (the freeze failed, or the mover stopped before giving them up).
+        if (move.State is MoveState.Switched or MoveState.Done || !await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false))
         {
             throw new ShardMoveException(moveId, $"Move {moveId} has switched its buckets to '{move.Target}' already ({move.State}); " +
                 "it cannot be cancelled. Resume it to finish, then move the buckets back if you want them on " + $"'{move.Source}'.");
@@ -167,6 +167,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
 
                 await CompleteSwitchAsync(move, targetIndex, await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false), pause, cancellationToken)
                     .ConfigureAwait(false);
+                await RefreshAsync(cancellationToken).ConfigureAwait(false);
                 state = MoveState.Switched;
             }
 
@@ -220,6 +221,9 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         int sourceIndex, int targetIndex, string targetCs, int bucketCount, CancellationToken cancellationToken)
     {
         var sourceCs = Shards.ShardAt(sourceIndex).ConnectionString;
+        // Recorded before the freeze (one catalog round trip less while writers wait): a resume in Switching whose source
+        // still owns the buckets goes back to catching up.
+        await SetStateAsync(move.MoveId, MoveState.Switching, cancellationToken).ConfigureAwait(false);
         for (var attempt = 1; ; attempt++)
         {
             var connection = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -255,6 +259,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             // Frozen: every write of these buckets that committed is in the WAL before this position; no other can commit.
             var drainTo = await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false);
             await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, drainTo, cancellationToken).ConfigureAwait(false);
+            var drained = Stopwatch.GetElapsedTime(frozen);
             if (options.Verify)
             {
                 var mismatches = await BucketReplication.VerifyAsync(sourceCs, targetCs, moved, move.Buckets, bucketCount, cancellationToken)
@@ -268,7 +273,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
                 }
             }
 
-            await SetStateAsync(move.MoveId, MoveState.Switching, cancellationToken).ConfigureAwait(false);
+            var verified = Stopwatch.GetElapsedTime(frozen);
             var release = new NpgsqlCommand("update shardkit.bucket_owner set owned = false, epoch = $2 where bucket = any($1)", connection, transaction);
             await using (release.ConfigureAwait(false))
             {
@@ -280,9 +285,11 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
             await CompleteSwitchAsync(move, targetIndex, epoch, null, cancellationToken).ConfigureAwait(false);
             var pause = Stopwatch.GetElapsedTime(frozen);
+            await RefreshAsync(cancellationToken).ConfigureAwait(false);
             await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)
                 .ConfigureAwait(false);
-            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms");
+            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", string.Create(CultureInfo.InvariantCulture,
+                $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms (drained at {drained.TotalMilliseconds:F1}, verified at {verified.TotalMilliseconds:F1})"));
             return pause;
         }
     }
@@ -308,7 +315,6 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             update shardkit.move set state = 'Switched', updated = now() where id = $3;
             select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
             """, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
-        await RefreshAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<IReadOnlyList<MovedTable>> PreflightAsync(MoveInfo move, int sourceIndex, int targetIndex, IReadOnlyList<ShardedTable> tables,

@@ -16,81 +16,165 @@ internal sealed partial class BucketReplication
     private static readonly TimeSpan ConfirmWait = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// Streams the slot from its confirmed position and applies the changes of rows in <paramref name="buckets"/> to the
-    /// target (see <see cref="ChangeApplier"/>), one target transaction per source transaction, confirming each applied
-    /// transaction to the slot. Stops at a marker it writes into the source's WAL (a non-transactional logical message)
-    /// after <paramref name="until"/>: every transaction committed before <paramref name="until"/> is then applied.
-    /// Replaying from an older position (after a cancelled catch-up or a crash) is harmless. Needs, on the source, the
+    /// Streams the slot and applies the changes of rows in <paramref name="buckets"/> to the target (see
+    /// <see cref="ChangeApplier"/>), many source transactions per target transaction, telling the slot a position only
+    /// once the target committed everything before it. Returns at a marker it writes into the source's WAL (a
+    /// non-transactional logical message) after <paramref name="until"/>: every transaction committed before
+    /// <paramref name="until"/> is then applied. The stream stays open between calls (a move catches up several times
+    /// and the last one, while its buckets are frozen, must be quick); it is opened again after a failure or
+    /// cancellation, from the slot's confirmed position; replaying from there is harmless. Needs, on the source, the
     /// REPLICATION attribute and (for the marker) EXECUTE on <c>pg_logical_emit_message</c>, which every role has;
     /// on the target, INSERT, UPDATE, DELETE and SELECT.
     /// </summary>
     /// <param name="targetConnectionString">The target shard.</param>
     /// <param name="buckets">The moving buckets.</param>
     /// <param name="bucketCount">The number of buckets the hash space is cut into.</param>
-    /// <param name="ct">Stops streaming; the target keeps every source transaction applied so far, whole.</param>
+    /// <param name="ct">Stops streaming (and closes the stream); the target keeps every group of source transactions applied so far, whole.</param>
     /// <param name="until">A source position, e.g. <c>pg_current_wal_lsn()</c> read when writes to the buckets stopped.</param>
     public async Task<CatchUp> CatchUpAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount,
         NpgsqlLogSequenceNumber until, CancellationToken ct)
     {
         ValidateBuckets(buckets, bucketCount);
+        var stream = _stream is { } open && open.Matches(targetConnectionString, buckets, bucketCount)
+            ? open
+            : await OpenStreamAsync(targetConnectionString, buckets, bucketCount, ct).ConfigureAwait(false);
+        try
+        {
+            var nonce = Guid.NewGuid().ToString("N");
+            var marker = await EmitMarkerAsync(nonce, ct).ConfigureAwait(false);
+            if (marker < until)
+            {
+                throw new ArgumentOutOfRangeException(nameof(until), $"Position {until} is ahead of the source's WAL ({marker}); pass a position the source has written.");
+            }
+
+            using var stop = ct.Register(static s => ((ChangeStream)s!).Stop(), stream);
+            return await stream.ApplyUntilAsync(nonce, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await CloseStreamAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task<ChangeStream> OpenStreamAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, CancellationToken ct)
+    {
+        await CloseStreamAsync().ConfigureAwait(false);
 
         // A slot streams to one connection at a time; the exporter, if still open, lets go of its snapshot first.
         await ReleaseSnapshotAsync().ConfigureAwait(false);
-        var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
-        await using var targetLifetime = target.ConfigureAwait(false);
-        var applier = new ChangeApplier(target, _tables, buckets, bucketCount);
-        await using var applierLifetime = applier.ConfigureAwait(false);
-        var nonce = Guid.NewGuid().ToString("N");
-        var marker = await EmitMarkerAsync(nonce, ct).ConfigureAwait(false);
-        if (marker < until)
-        {
-            throw new ArgumentOutOfRangeException(nameof(until), $"Position {until} is ahead of the source's WAL ({marker}); pass a position the source has written.");
-        }
-
         await WaitSlotFreeAsync(ct).ConfigureAwait(false);
-        var replication = new LogicalReplicationConnection(_source);
-        await using var replicationLifetime = replication.ConfigureAwait(false);
-        await replication.Open(ct).ConfigureAwait(false);
-        var last = default(NpgsqlLogSequenceNumber);
-        var pending = 0;
-        await foreach (var message in replication.StartReplication(new PgOutputReplicationSlot(SlotName), Options(SlotName), ct).ConfigureAwait(false))
+        var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
+        var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target, new ChangeApplier(target, _tables, buckets, bucketCount),
+            new LogicalReplicationConnection(_source));
+        try
         {
-            switch (message)
-            {
-                case RelationMessage relation:
-                    applier.Relation(relation);
-                    break;
-                case CommitMessage commit:
-                    // Source transactions are applied in groups (one target commit for many): applying is idempotent, and
-                    // the slot is told a position only once the target has committed everything before it.
-                    last = commit.TransactionEndLsn;
-                    if (++pending >= CommitGroup)
-                    {
-                        await applier.CommitAsync(ct).ConfigureAwait(false);
-                        replication.SetReplicationStatus(last);
-                        pending = 0;
-                    }
-
-                    break;
-                case LogicalDecodingMessage logical when logical.Prefix == MarkerPrefix:
-                    if (await ReadAsync(logical, ct).ConfigureAwait(false) != nonce)
-                    {
-                        break; // a marker of an earlier catch-up of this or another move
-                    }
-
-                    await applier.CommitAsync(ct).ConfigureAwait(false);
-                    last = logical.MessageLsn > last ? logical.MessageLsn : last;
-                    replication.SetReplicationStatus(last);
-                    await replication.SendStatusUpdate(ct).ConfigureAwait(false);
-                    await WaitConfirmedAsync(last, ct).ConfigureAwait(false);
-                    return new CatchUp(applier.Changes, last);
-                default:
-                    await applier.ApplyAsync(message, ct).ConfigureAwait(false);
-                    break;
-            }
+            await stream.StartAsync(SlotName, Options(SlotName), ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+            throw;
         }
 
-        throw new BucketMoveException($"The source ended replication slot {SlotName} before catch-up reached its marker; run catch-up again.");
+        _stream = stream;
+        return stream;
+    }
+
+    private async Task CloseStreamAsync()
+    {
+        if (_stream is { } stream)
+        {
+            _stream = null;
+            await stream.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>One open replication stream of the slot with its target connection and applier.</summary>
+    private sealed class ChangeStream(string target, IReadOnlyCollection<int> buckets, int bucketCount, NpgsqlConnection targetConnection,
+        ChangeApplier applier, LogicalReplicationConnection replication) : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _streaming = new();
+        private readonly int[] _buckets = [.. buckets.Order()];
+        private IAsyncEnumerator<PgOutputReplicationMessage>? _messages;
+        private NpgsqlLogSequenceNumber _last;
+        private int _pending;
+
+        public bool Matches(string targetConnectionString, IReadOnlyCollection<int> moving, int count) =>
+            target == targetConnectionString && count == bucketCount && moving.Order().SequenceEqual(_buckets);
+
+        public async Task StartAsync(string slot, PgOutputReplicationOptions options, CancellationToken ct)
+        {
+            await replication.Open(ct).ConfigureAwait(false);
+            _messages = replication.StartReplication(new PgOutputReplicationSlot(slot), options, _streaming.Token).GetAsyncEnumerator(_streaming.Token);
+        }
+
+        public void Stop() => _streaming.Cancel();
+
+        public async Task<CatchUp> ApplyUntilAsync(string nonce, CancellationToken ct)
+        {
+            var before = applier.Changes;
+            while (await _messages!.MoveNextAsync().ConfigureAwait(false))
+            {
+                switch (_messages.Current)
+                {
+                    case RelationMessage relation:
+                        applier.Relation(relation);
+                        break;
+                    case CommitMessage commit:
+                        // Source transactions are applied in groups (one target commit for many): applying is idempotent, and
+                        // the slot is told a position only once the target has committed everything before it.
+                        _last = commit.TransactionEndLsn;
+                        if (++_pending >= CommitGroup)
+                        {
+                            await applier.CommitAsync(ct).ConfigureAwait(false);
+                            replication.SetReplicationStatus(_last);
+                            _pending = 0;
+                        }
+
+                        break;
+                    case LogicalDecodingMessage logical when logical.Prefix == MarkerPrefix:
+                        if (await ReadAsync(logical, ct).ConfigureAwait(false) != nonce)
+                        {
+                            break; // a marker of an earlier catch-up of this or another move
+                        }
+
+                        await applier.CommitAsync(ct).ConfigureAwait(false);
+                        _pending = 0;
+                        _last = logical.MessageLsn > _last ? logical.MessageLsn : _last;
+                        replication.SetReplicationStatus(_last);
+                        await replication.SendStatusUpdate(ct).ConfigureAwait(false);
+                        return new CatchUp(applier.Changes - before, _last);
+                    case var message:
+                        await applier.ApplyAsync(message, ct).ConfigureAwait(false);
+                        break;
+                }
+            }
+
+            ct.ThrowIfCancellationRequested();
+            throw new BucketMoveException("The source ended the replication stream before catch-up reached its marker; run catch-up again.");
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _streaming.CancelAsync().ConfigureAwait(false);
+            if (_messages is not null)
+            {
+                try
+                {
+                    await _messages.DisposeAsync().ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or NpgsqlException or IOException)
+                {
+                    // The stream we stopped.
+                }
+            }
+
+            await replication.DisposeAsync().ConfigureAwait(false);
+            await applier.DisposeAsync().ConfigureAwait(false);
+            await targetConnection.DisposeAsync().ConfigureAwait(false);
+            _streaming.Dispose();
+        }
     }
 
     private async Task<NpgsqlLogSequenceNumber> EmitMarkerAsync(string nonce, CancellationToken ct)
@@ -120,29 +204,6 @@ internal sealed partial class BucketReplication
         while (await CountAsync(connection, "select count(*) from pg_replication_slots where slot_name = $1 and active_pid is not null",
                    SlotName, ct).ConfigureAwait(false) > 0 && DateTime.UtcNow < deadline)
         {
-            await Task.Delay(20, ct).ConfigureAwait(false);
-        }
-    }
-
-    // The walsender takes a status update asynchronously; a resume must not start before the confirmed position.
-    private async Task WaitConfirmedAsync(NpgsqlLogSequenceNumber lsn, CancellationToken ct)
-    {
-        var connection = await OpenAsync(_source, ct).ConfigureAwait(false);
-        await using var connectionLifetime = connection.ConfigureAwait(false);
-        var deadline = DateTime.UtcNow + ConfirmWait;
-        while (true)
-        {
-            var command = new NpgsqlCommand(
-                "select confirmed_flush_lsn >= $2 from pg_replication_slots where slot_name = $1", connection)
-            {
-                Parameters = { new() { Value = SlotName }, new() { Value = lsn, NpgsqlDbType = NpgsqlDbType.PgLsn } },
-            };
-            await using var commandLifetime = command.ConfigureAwait(false);
-            if (await command.ExecuteScalarAsync(ct).ConfigureAwait(false) is true || DateTime.UtcNow > deadline)
-            {
-                return;
-            }
-
             await Task.Delay(20, ct).ConfigureAwait(false);
         }
     }

@@ -24,6 +24,7 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     private readonly IReadOnlyList<MovedTable> _tables;
     private LogicalReplicationConnection? _exporter;
     private string? _snapshot;
+    private ChangeStream? _stream;
 
     private BucketReplication(string source, string moveId, IReadOnlyList<MovedTable> tables, LogicalReplicationConnection? exporter, string? snapshot)
     {
@@ -154,8 +155,12 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         await ExecuteAsync(connection, $"drop publication if exists {MovedTable.Quote(name)}", ct).ConfigureAwait(false);
     }
 
-    /// <summary>Lets go of the exported snapshot if no copy took it. The slot and publication stay (see <see cref="DropAsync"/>).</summary>
-    public async ValueTask DisposeAsync() => await ReleaseSnapshotAsync().ConfigureAwait(false);
+    /// <summary>Closes the replication stream and lets go of the exported snapshot if no copy took it. The slot and publication stay (see <see cref="DropAsync"/>).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await CloseStreamAsync().ConfigureAwait(false);
+        await ReleaseSnapshotAsync().ConfigureAwait(false);
+    }
 
     private async Task ReleaseSnapshotAsync()
     {

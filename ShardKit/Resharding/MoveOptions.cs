@@ -8,9 +8,9 @@ public sealed class MoveOptions
 
     /// <summary>
     /// The catch-up gate: the bucket is frozen only once the target is at most this many bytes of the source's WAL behind
-    /// (so the frozen drain is short); 1 MiB by default.
+    /// (so the frozen drain is short); 128 KiB by default.
     /// </summary>
-    public long MaxLagBytes { get; set; } = 1 << 20;
+    public long MaxLagBytes { get; set; } = 128 << 10;
 
     /// <summary>
     /// How long the freeze waits for transactions that hold the bucket (an open transaction that wrote it, a prepared
@@ -21,7 +21,10 @@ public sealed class MoveOptions
     /// <summary>How many times the freeze is tried before the move stops (resumable); 5 by default.</summary>
     public int FreezeAttempts { get; set; } = 5;
 
-    /// <summary>Compare chunked checksums of the bucket's rows on both sides while it is frozen, before the switch; on by default.</summary>
+    /// <summary>
+    /// Compare chunked checksums of the buckets' rows on both sides while they are frozen, before the switch (an exact
+    /// check; it scans each moved table once on both shards, which lengthens the writers' pause); on by default.
+    /// </summary>
     public bool Verify { get; set; } = true;
 
     /// <summary>How long after the switch the source's copies are deleted, so readers on an older map finish; 2 seconds by default.</summary>

@@ -1,0 +1,184 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Dapper;
+using Npgsql;
+using ShardKit.Tests.Harness;
+
+namespace ShardKit.Benchmarks;
+
+/// <summary>
+/// A live bucket move under write load, measured: <c>writers</c> concurrent writers upsert random keys through ShardKit
+/// (one statement per write), first for a baseline period with no move, then while a move of some buckets runs. It
+/// reports latency percentiles of the writes to the moving buckets and to the others, errors, the move's pause and copy
+/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s]</c>.
+/// </summary>
+public static class MovePauseRun
+{
+    public sealed record Report(int Writers, long Rows, int MovedBuckets, int BucketCount, Percentiles Baseline, Percentiles Moving, Percentiles Others,
+        int Errors, MoveResult Move)
+    {
+        public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"""
+            {Writers} writers, {Rows:N0} rows, moving {MovedBuckets} of {BucketCount} buckets ({Move.RowsCopied:N0} rows) from {Move.Source} to {Move.Target}
+              move: {Move.Duration.TotalSeconds:0.0} s, switch pause {Move.Pause.TotalMilliseconds:0.0} ms, errors {Errors}
+              writes, no move:            {Baseline}
+              writes to moving buckets:   {Moving}
+              writes to other buckets:    {Others}  (p99 {Others.P99 / Baseline.P99:0.00}x the no-move run)
+            """);
+    }
+
+    public sealed record Percentiles(int Count, double P50, double P99, double Max)
+    {
+        public static Percentiles Of(List<double> ms)
+        {
+            ms.Sort();
+            double At(double q) => ms.Count == 0 ? 0 : ms[Math.Min(ms.Count - 1, (int)(q * ms.Count))];
+            return new Percentiles(ms.Count, At(0.5), At(0.99), ms.Count == 0 ? 0 : ms[^1]);
+        }
+
+        public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Count,7:N0} writes  p50 {P50,6:0.00} ms  p99 {P99,7:0.00} ms  max {Max,7:0.0} ms");
+    }
+
+    public static async Task RunAsync(string[] args)
+    {
+        int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], CultureInfo.InvariantCulture) : fallback;
+        try
+        {
+            Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5))));
+        }
+        finally
+        {
+            await TestShards.ShutdownAsync();
+        }
+    }
+
+    public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024)
+    {
+        var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
+        var database = "move_" + Guid.NewGuid().ToString("N")[..10];
+        var direct = new List<string>();
+        foreach (var server in servers)
+        {
+            await using (var admin = new NpgsqlConnection(server))
+            {
+                await admin.OpenAsync();
+                await admin.ExecuteAsync($"create database {database}");
+            }
+
+            var cs = new NpgsqlConnectionStringBuilder(server) { Database = database, MaxPoolSize = writers + 20 }.ConnectionString;
+            direct.Add(cs);
+            await using var conn = new NpgsqlConnection(cs);
+            await conn.OpenAsync();
+            await conn.ExecuteAsync("create table move_items (id bigint primary key, payload text not null, n int not null default 0)");
+        }
+
+        try
+        {
+            var builder = new ShardedDataSourceBuilder().UseHashSharding(bucketCount).UseStoredMap("s0")
+                .UseLoggerFactory(new MoveLog());
+            for (var i = 0; i < direct.Count; i++)
+            {
+                builder.AddShard($"s{i}", direct[i]);
+            }
+
+            await using var source = builder.Build();
+            await source.Resharding.SeedAsync([new ShardedTable("move_items", "id")]);
+            await using (var db = source.CreateConnection())
+            {
+                await db.BulkInsertAsync("move_items", Enumerable.Range(1, rows).Select(i => new MoveItem(i, "payload " + i, 0)));
+            }
+
+            var moving = source.Map.Buckets!.BucketsOf(0).Take(moveBuckets).ToHashSet();
+            var keys = rows * 2L;
+            var phase = 0; // 0 warm-up, 1 baseline, 2 move, 3 done
+            var baselineMs = new ConcurrentBag<double>();
+            var movingMs = new ConcurrentBag<double>();
+            var otherMs = new ConcurrentBag<double>();
+            var errors = 0;
+            using var stop = new CancellationTokenSource();
+            var tasks = Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
+            {
+                var random = new Random(w);
+                await using var db = source.CreateConnection();
+                while (!stop.IsCancellationRequested)
+                {
+                    var key = random.NextInt64(1, keys);
+                    var started = Stopwatch.GetTimestamp();
+                    try
+                    {
+                        await db.ExecuteAsync("insert into move_items (id, payload) values (@Id, 'w') on conflict (id) do update set n = move_items.n + 1",
+                            new MoveItem(key, "", 0));
+                    }
+                    catch (Exception)
+                    {
+                        Interlocked.Increment(ref errors);
+                        continue;
+                    }
+
+                    var ms = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+                    switch (Volatile.Read(ref phase))
+                    {
+                        case 1:
+                            baselineMs.Add(ms);
+                            break;
+                        case 2:
+                            (moving.Contains(source.Map.BucketOf(key)) ? movingMs : otherMs).Add(ms);
+                            break;
+                    }
+                }
+            })).ToArray();
+
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            Volatile.Write(ref phase, 1);
+            await Task.Delay(baseline);
+            Volatile.Write(ref phase, 2);
+            var move = await source.Resharding.MoveBucketsAsync(moving, "s1", new MoveOptions { CleanupDelay = TimeSpan.Zero });
+            Volatile.Write(ref phase, 3);
+            await stop.CancelAsync();
+            await Task.WhenAll(tasks);
+            return new Report(writers, rows, moveBuckets, bucketCount, Percentiles.Of([.. baselineMs]), Percentiles.Of([.. movingMs]),
+                Percentiles.Of([.. otherMs]), errors, move);
+        }
+        finally
+        {
+            NpgsqlConnection.ClearAllPools();
+            foreach (var server in servers)
+            {
+                await using var admin = new NpgsqlConnection(server);
+                await admin.OpenAsync();
+                await admin.ExecuteAsync("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = @d and not active", new { d = database });
+                await admin.ExecuteAsync($"drop database if exists {database} with (force)");
+            }
+        }
+    }
+
+    // Prints ShardKit's move steps (with the switch's timings) as they happen.
+    private sealed class MoveLog : Microsoft.Extensions.Logging.ILoggerFactory, Microsoft.Extensions.Logging.ILogger
+    {
+        public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => categoryName == "ShardKit" ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
+        public void AddProvider(Microsoft.Extensions.Logging.ILoggerProvider provider)
+        {
+        }
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
+            Func<TState, Exception?, string> formatter)
+        {
+            if (eventId.Id == 1604)
+            {
+                Console.WriteLine("    " + formatter(state, exception));
+            }
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+
+    private sealed record MoveItem([property: ShardKey] long Id, string Payload, int N);
+}
