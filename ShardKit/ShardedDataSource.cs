@@ -54,6 +54,7 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
             Retries = options.Retries,
             CircuitBreaker = options.CircuitBreaker,
             Distributed = options.DistributedTransactions,
+            Replicas = options.Replicas,
         };
         return new ShardedDataSource(EntityRegistration.CreateMap(() => ShardMapFactory.Create(options), entityErrors), settings);
     }

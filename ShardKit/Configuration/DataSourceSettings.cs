@@ -23,6 +23,8 @@ internal sealed record DataSourceSettings
 
     public DistributedTransactionOptions? Distributed { get; init; }
 
+    public ReplicaOptions Replicas { get; init; } = ReplicaOptions.Default;
+
     /// <summary>Entity types registered with AddEntity; their key names are known from the first command.</summary>
     public IReadOnlyList<Type> Entities { get; init; } = [];
 }

@@ -82,7 +82,17 @@ internal static class ShardPipeline
         ShardConnectionSource source, int shard, ShardCommand command, TState state,
         Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
     {
-        using var call = new ShardCall(shards, shard, command);
+        ShardServer server;
+        try
+        {
+            server = source.Choose(shard, command); // per attempt: a standby that failed is not chosen again
+        }
+        catch (StandbyUnavailableException e)
+        {
+            return Outcome.FromException<TResult>(e);
+        }
+
+        using var call = new ShardCall(shards, shard, command, server);
         NpgsqlConnection? connection = null;
         CancellationTokenSource? timeout = null;
         var holdsSlot = false;
@@ -108,10 +118,11 @@ internal static class ShardPipeline
                 token = timeout.Token;
             }
 
-            connection = await source.OpenAsync(shards, shard, async, token).ConfigureAwait(false);
+            connection = await source.OpenAsync(shards, shard, server, async, token).ConfigureAwait(false);
             try
             {
                 var result = await work(connection, state, token).ConfigureAwait(false);
+                await source.WroteAsync(shard, command, connection, async, token).ConfigureAwait(false);
                 call.Completed();
                 return Outcome.FromResult(result);
             }

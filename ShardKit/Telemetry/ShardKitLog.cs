@@ -73,4 +73,7 @@ internal static partial class ShardKitLog
 
     [LoggerMessage(EventId = 1504, Level = LogLevel.Warning, Message = "Id generator could not release worker {Worker} in {Table}; the lease will run out by itself")]
     public static partial void IdLeaseReleaseFailed(ILogger logger, int worker, string table, Exception error);
+
+    [LoggerMessage(EventId = 1601, Level = LogLevel.Warning, Message = "Shard {Shard}: its primary is gone and standby {Standby} was promoted; writes go there from now on")]
+    public static partial void StandbyPromoted(ILogger logger, string shard, string standby);
 }
