@@ -38,6 +38,11 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         _pipelines = map.Shards.Select(BuildPipeline).ToArray();
         _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
         _probes = map.Shards.Select(shard => StartProbingWhenOpen(shard.Index)).ToArray();
+        foreach (var shard in _replicas)
+        {
+            shard.Promoted = _breakers[shard.Shard.Index].OnSuccess; // the new writer answered the check that found it
+        }
+
         _monitor = new StandbyMonitor(_replicas, settings.Replicas, settings.Time, Logger);
         _monitor.Start(_stopping.Token);
         _lagGauge = ShardKitTelemetry.ObserveStandbyLag(ObserveLag);

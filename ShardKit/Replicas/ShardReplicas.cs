@@ -42,8 +42,15 @@ internal sealed class ShardReplicas(ShardInfo shard, NpgsqlDataSource primary, S
         while ((ulong)seen < primaryPosition && Interlocked.CompareExchange(ref _primaryPosition, (long)primaryPosition, seen) != seen);
     }
 
+    /// <summary>Called once a promoted standby takes the writes (the shard set closes the breaker the old primary opened).</summary>
+    public Action? Promoted { get; set; }
+
     /// <summary>The writer stopped answering and standby <paramref name="standby"/> left recovery: it takes writes from now on.</summary>
-    public void Promote(int standby) => Volatile.Write(ref _writer, standby + 1);
+    public void Promote(int standby)
+    {
+        Volatile.Write(ref _writer, standby + 1);
+        Promoted?.Invoke();
+    }
 
     /// <summary>
     /// The server of one read: a standby that qualifies (starting at <paramref name="start"/>, so one connection keeps to
