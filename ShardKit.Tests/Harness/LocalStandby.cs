@@ -37,7 +37,7 @@ internal sealed class LocalStandby : IAsyncDisposable
     {
         var primary = LocalPostgresCluster.ConnectionStringFor(cluster.PortOf(primaryIndex));
         var dataDir = Path.Combine(cluster.Root, name);
-        var basebackup = Path.Combine(Path.GetDirectoryName(cluster.Binaries.PgCtl)!, "pg_basebackup");
+        var basebackup = cluster.Binaries.Program("pg_basebackup");
         var (code, output) = await ProcessRunner.RunAsync(basebackup,
             ["-D", dataDir, "-d", $"host=127.0.0.1 port={cluster.PortOf(primaryIndex)} user=postgres", "-X", "stream", "-R",
              "-C", "-S", name.Replace('-', '_'), "-c", "fast", "--no-sync"],

@@ -219,6 +219,8 @@ public sealed class ReadReplicaTests
         await using var source = await _shards.BuildAsync(CheckedByTest with { MaxStandbyLag = TimeSpan.FromSeconds(1) });
         await using var db = source.CreateConnection();
         db.ReadYourWrites = false; // only the time limit decides
+        await db.OnShard("rr0").ExecuteAsync("insert into items (k, v) values (@K, 1)", new { K = NextKey(0) });
+        await _shards.Standbys[0].CatchUpAsync(); // its last replayed commit is this one
         await _shards.Standbys[0].PauseReplayAsync();
         await Task.Delay(TimeSpan.FromSeconds(1.5));
         var key = NextKey(0);

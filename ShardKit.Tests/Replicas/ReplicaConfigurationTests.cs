@@ -133,4 +133,25 @@ public sealed class ReplicaConfigurationTests
         third.ResumeFrom(reader.ReadYourWritesToken);
         Assert.That(third.Session.Written[1], Is.EqualTo(0x4000000UL));
     }
+
+    [Test]
+    public void Each_reason_a_standby_is_skipped_is_named()
+    {
+        var standby = new StandbyServer(new StandbyInfo(0, "s0/standby-1", "Host=db0-replica"), null!);
+        var limits = new ReplicaOptions { MaxStandbyLag = TimeSpan.FromSeconds(2), MaxStandbyLagBytes = 100 };
+        string? Reject(StandbyStatus status, ulong written = 0)
+        {
+            standby.Status = status;
+            return standby.Reject(limits, written);
+        }
+
+        Assert.That(Reject(StandbyStatus.Unknown), Is.EqualTo("'s0/standby-1' is unreachable (not checked yet)"));
+        Assert.That(Reject(new(true, false, 10, 0, TimeSpan.Zero)), Is.EqualTo("'s0/standby-1' is no longer a standby (promoted)"));
+        Assert.That(Reject(new(true, true, 10, 101, TimeSpan.Zero)), Is.EqualTo("'s0/standby-1' is 101 bytes behind (MaxStandbyLagBytes 100)"));
+        Assert.That(Reject(new(true, true, 10, 50, null)), Does.Contain("has replayed no commit since it started, so how far is unknown"));
+        Assert.That(Reject(new(true, true, 10, 50, TimeSpan.FromSeconds(2.5))), Is.EqualTo("'s0/standby-1' is 2.5 s behind (MaxStandbyLag 2.0 s)"));
+        Assert.That(Reject(new(true, true, 10, 50, TimeSpan.FromSeconds(1)), written: 11), Is.EqualTo("'s0/standby-1' has not replayed this connection's last write yet"));
+        Assert.That(Reject(new(true, true, 10, 50, TimeSpan.FromSeconds(1)), written: 10), Is.Null);
+        Assert.That(Reject(new(true, true, 10, 0, null)), Is.Null, "caught up: an unknown time is no lag");
+    }
 }

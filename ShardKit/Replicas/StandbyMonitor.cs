@@ -50,9 +50,9 @@ internal sealed class StandbyMonitor
                 await Task.Delay(_options.RefreshInterval, _time, stopping).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        catch (Exception) when (stopping.IsCancellationRequested)
         {
-            // stopped with the data source
+            // Stopped with the data source; a check cut short may end in any error, none of them matters now.
         }
     }
 

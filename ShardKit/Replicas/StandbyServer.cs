@@ -40,6 +40,11 @@ internal sealed class StandbyServer(StandbyInfo info, NpgsqlDataSource dataSourc
             return string.Create(CultureInfo.InvariantCulture, $"'{info.Name}' is {status.LagBytes} bytes behind (MaxStandbyLagBytes {maxBytes})");
         }
 
+        if (options.MaxStandbyLag is not null && status.LagBytes > 0 && status.LagTime is null)
+        {
+            return $"'{info.Name}' is behind and has replayed no commit since it started, so how far is unknown (MaxStandbyLag is set)";
+        }
+
         if (options.MaxStandbyLag is { } maxTime && status.LagTime > maxTime)
         {
             return string.Create(CultureInfo.InvariantCulture, $"'{info.Name}' is {status.LagTime!.Value.TotalSeconds:0.0} s behind (MaxStandbyLag {maxTime.TotalSeconds:0.0} s)");
