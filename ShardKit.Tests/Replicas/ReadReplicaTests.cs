@@ -166,6 +166,34 @@ public sealed class ReadReplicaTests
     }
 
     [Test]
+    public async Task A_distributed_commit_is_remembered_on_every_shard_it_wrote()
+    {
+        await using var source = await _shards.BuildAsync(CheckedByTest);
+        await using var db = source.CreateConnection();
+        db.ReadPolicy = ReadPolicy.PreferStandby;
+        foreach (var standby in _shards.Standbys)
+        {
+            await standby.PauseReplayAsync();
+        }
+
+        var keys = new[] { NextKey(0), NextKey(1) };
+        await using (var transaction = await db.BeginDistributedTransactionAsync())
+        {
+            foreach (var key in keys)
+            {
+                await db.ForKey(key).ExecuteAsync("insert into items (k, v) values (@K, 10)", new { K = key });
+            }
+
+            Assert.That((await transaction.CommitAsync()).IsComplete, Is.True);
+        }
+
+        foreach (var key in keys)
+        {
+            Assert.That(await db.ForKey(key).QuerySingleOrDefaultAsync<int?>("select v from items where k = @K", new { K = key }), Is.EqualTo(10));
+        }
+    }
+
+    [Test]
     public async Task A_token_carries_the_write_position_to_another_connection()
     {
         await using var source = await _shards.BuildAsync(CheckedByTest);
