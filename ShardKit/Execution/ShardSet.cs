@@ -116,7 +116,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
     private ShardRecoveryProbe StartProbingWhenOpen(int shard)
     {
         var options = Settings.CircuitBreaker;
-        var probe = new ShardRecoveryProbe(_breakers[shard], _dataSources[shard], options.ProbeInterval, Settings.Time, _stopping.Token);
+        var probe = new ShardRecoveryProbe(_breakers[shard], _replicas[shard], options.ProbeInterval, Settings.Time, _stopping.Token);
         if (options.ProbeInterval > TimeSpan.Zero)
         {
             _breakers[shard].Opened = probe.Start;
