@@ -194,6 +194,33 @@ public sealed class ReadReplicaTests
     }
 
     [Test]
+    public async Task A_bulk_load_is_remembered_on_every_shard_it_committed()
+    {
+        await using var source = await _shards.BuildAsync(CheckedByTest);
+        await using var db = source.CreateConnection();
+        db.ReadPolicy = ReadPolicy.PreferStandby;
+        foreach (var standby in _shards.Standbys)
+        {
+            await standby.PauseReplayAsync();
+        }
+
+        var items = new[] { new Item { K = NextKey(0), V = 11 }, new Item { K = NextKey(1), V = 11 } };
+        await db.BulkInsertAsync("items", items);
+
+        foreach (var item in items)
+        {
+            Assert.That(await db.ForKey(item.K).QuerySingleOrDefaultAsync<int?>("select v from items where k = @K", new { item.K }), Is.EqualTo(11));
+        }
+    }
+
+    public sealed class Item
+    {
+        [ShardKey] public long K { get; init; }
+
+        public int V { get; init; }
+    }
+
+    [Test]
     public async Task A_token_carries_the_write_position_to_another_connection()
     {
         await using var source = await _shards.BuildAsync(CheckedByTest);
