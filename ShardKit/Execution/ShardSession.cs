@@ -9,14 +9,10 @@ namespace ShardKit;
 /// writes, and what a transaction pins: the one shard of a single-shard transaction, or the enlistment every connection
 /// of a distributed one joins. Owned and disposed by the public connection.
 /// </summary>
-internal sealed class ShardSession : IAsyncDisposable, IDisposable
+internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
 {
-    private const string WritePositionSql = "select pg_current_wal_insert_lsn()";
     private readonly NpgsqlConnection?[][] _connections; // [shard][server slot: 0 the writer, i + 1 standby i]
-    private readonly int _firstStandby = Random.Shared.Next(1 << 16); // spreads connections over a shard's standbys
     private ShardRetryOptions? _retries;
-    private ReadPolicy? _readPolicy;
-    private bool? _readYourWrites;
     private bool _disposed;
     private int _busy;
 
@@ -44,62 +40,6 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
     {
         get => _retries ?? Shards.Settings.Retries;
         set => _retries = value ?? throw new ArgumentNullException(nameof(value));
-    }
-
-    /// <summary>Where this session's reads go; starts as the data source's setting.</summary>
-    public ReadPolicy ReadPolicy
-    {
-        get => _readPolicy ?? Shards.Settings.Replicas.ReadPolicy;
-        set => _readPolicy = Enum.IsDefined(value) ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "Use Primary, PreferStandby or Standby.");
-    }
-
-    /// <summary>Whether reads wait for this session's writes to reach a standby; starts as the data source's setting.</summary>
-    public bool ReadYourWrites
-    {
-        get => _readYourWrites ?? Shards.Settings.Replicas.ReadYourWrites;
-        set => _readYourWrites = value;
-    }
-
-    /// <summary>The WAL position of this session's last write per shard (and of tokens it resumed from).</summary>
-    public WrittenPositions Written { get; }
-
-    /// <summary>
-    /// The one place a command's server is chosen: writes, anything inside a transaction and reads under
-    /// <see cref="ReadPolicy.Primary"/> run on the writer; other reads on a standby that qualifies (see <see cref="ShardReplicas.Choose"/>).
-    /// </summary>
-    public ShardServer Choose(int shard, bool isWrite, ReadPolicy? policy)
-    {
-        var replicas = Shards.ReplicasAt(shard);
-        if (isWrite || InTransaction || !replicas.HasStandbys && (policy ?? ReadPolicy) != ReadPolicy.Standby)
-        {
-            return ShardServer.Primary;
-        }
-
-        return replicas.Choose(Shards.Settings.Replicas, policy ?? ReadPolicy, ReadYourWrites ? Written[shard] : 0, _firstStandby);
-    }
-
-    /// <summary>
-    /// After a write or commit on <paramref name="shard"/>, remembers the writer's WAL position (one more statement on
-    /// the same connection) when reads of the shard could go to a standby. If that fails the write still stands, and the
-    /// shard's reads stay on the primary for this session.
-    /// </summary>
-    public async ValueTask WroteAsync(int shard, NpgsqlConnection connection, bool async, CancellationToken cancellationToken)
-    {
-        if (!ReadYourWrites || !Shards.ReplicasAt(shard).HasStandbys)
-        {
-            return;
-        }
-
-        try
-        {
-            using var command = new NpgsqlCommand(WritePositionSql, connection);
-            var position = async ? await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) : command.ExecuteScalar();
-            Written.Wrote(shard, (ulong)(NpgsqlTypes.NpgsqlLogSequenceNumber)position!);
-        }
-        catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException)
-        {
-            Written.Wrote(shard, ulong.MaxValue);
-        }
     }
 
     public void Pin(PinnedTransaction transaction) => Pinned = transaction;
