@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Npgsql;
 
 namespace ShardKit.Tests.Replicas;
@@ -167,6 +168,18 @@ public sealed class ReadReplicaTests
         }
 
         Assert.That(await db.ForKey(key).QuerySingleOrDefaultAsync<int?>("select v from items where k = @K", new { K = key }), Is.EqualTo(8));
+
+        await using var synchronous = source.CreateConnection();
+        synchronous.ReadPolicy = ReadPolicy.PreferStandby;
+        var other = NextKey(1);
+        using (var transaction = synchronous.OnShard("rr1").BeginTransaction())
+        {
+            synchronous.ForKey(other).Execute("insert into items (k, v) values (@K, 8)", new { K = other });
+            transaction.Commit();
+        }
+
+        Assert.That(synchronous.ForKey(other).QuerySingleOrDefault<int?>("select v from items where k = @K", new { K = other }), Is.EqualTo(8),
+            "the synchronous commit is remembered too");
     }
 
     [Test]
@@ -380,6 +393,9 @@ public sealed class ReadReplicaTests
         Assert.That(health.SelectMany(h => h.Standbys).Select(s => (s.Name, s.IsReachable, s.IsStandby)),
             Is.EqualTo(new[] { ("rr0/standby-1", true, true), ("rr1/standby-1", true, true) }));
         Assert.That(health[0].Standbys[0].LagBytes, Is.EqualTo(lag["rr0/standby-1"]));
+        var check = await new ShardHealthCheck(source).CheckHealthAsync(new HealthCheckContext());
+        Assert.That(check.Status, Is.EqualTo(HealthStatus.Healthy));
+        Assert.That((string)check.Data["rr0/standby-1"], Does.StartWith("up, ").And.EndWith($"{lag["rr0/standby-1"]} bytes behind"));
     }
 
     [Test]
