@@ -153,6 +153,22 @@ public sealed class ReadReplicaTests
     }
 
     [Test]
+    public async Task A_query_that_writes_is_refused_by_the_standby_and_runs_on_the_primary_as_a_write()
+    {
+        await using var source = await _shards.BuildAsync(CheckedByTest);
+        await using var db = source.CreateConnection();
+        db.ReadPolicy = ReadPolicy.Standby;
+        await _shards.Standbys[0].PauseReplayAsync();
+        var key = NextKey(0);
+
+        var port = await db.ForKey(key).QuerySingleAsync<int>("insert into items (k, v) values (@K, inet_server_port()) returning v", new { K = key });
+
+        Assert.That(port, Is.EqualTo(PrimaryPort(0)));
+        Assert.That(await db.ForKey(key).WithReadPolicy(ReadPolicy.PreferStandby).QuerySingleOrDefaultAsync<int?>("select v from items where k = @K", new { K = key }),
+            Is.EqualTo(PrimaryPort(0)), "remembered as a write: the paused standby is not used for it");
+    }
+
+    [Test]
     public async Task A_commit_is_remembered_like_a_write()
     {
         await using var source = await _shards.BuildAsync(CheckedByTest);
