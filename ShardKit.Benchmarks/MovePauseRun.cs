@@ -169,7 +169,7 @@ public static class MovePauseRun
         public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception,
             Func<TState, Exception?, string> formatter)
         {
-            if (eventId.Id == 1604)
+            if (eventId.Id == 1704)
             {
                 Console.WriteLine("    " + formatter(state, exception));
             }

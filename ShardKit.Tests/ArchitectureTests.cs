@@ -20,6 +20,7 @@ public sealed partial class ArchitectureTests
         ["Telemetry"] = 3,
         ["Keys"] = 4,
         ["Routing"] = 5,
+        ["Replicas"] = 5,
         ["Execution"] = 6,
         ["Merging"] = 7,
         ["Transactions"] = 8,

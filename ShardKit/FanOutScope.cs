@@ -33,6 +33,9 @@ public sealed partial class FanOutScope
     public FanOutScope WithOptions(FanOutOptions options) =>
         new(_connection, _shards, options ?? throw new ArgumentNullException(nameof(options)));
 
+    /// <summary>The same targets with each shard's read sent by <paramref name="policy"/> (see <see cref="FanOutOptions.ReadPolicy"/>).</summary>
+    public FanOutScope WithReadPolicy(ReadPolicy policy) => WithOptions(Options with { ReadPolicy = policy });
+
     /// <summary>
     /// Runs a statement on every targeted shard in parallel (DDL, migrations, cross-shard updates) and reports the
     /// affected rows per shard and in total. Each shard applies it on its own: when the run fails (any shard with

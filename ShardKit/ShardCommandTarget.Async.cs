@@ -26,7 +26,7 @@ public abstract partial class ShardCommandTarget
             try
             {
                 return route.IsSingle
-                    ? await Owner.RunOnShardAsync(route.Shard, "Query", command.CommandText, isWrite: false, Bind(command, route.Shard, command.Parameters),
+                    ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, isWrite: false, Bind(command, route.Shard, command.Parameters),
                         static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
                     : await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
             }
@@ -121,7 +121,7 @@ public abstract partial class ShardCommandTarget
     {
         if (route.IsSingle)
         {
-            return await Owner.RunOnShardAsync(route.Shard, "Execute", command.CommandText, isWrite: true, Bind(command, route.Shard, command.Parameters),
+            return await RunRoutedAsync(route.Shard, "Execute", command.CommandText, isWrite: true, Bind(command, route.Shard, command.Parameters),
                 static (c, cmd) => c.ExecuteAsync(cmd), command.CancellationToken).ConfigureAwait(false);
         }
 
@@ -141,7 +141,7 @@ public abstract partial class ShardCommandTarget
         for (var i = 0; i < parts.Length; i++)
         {
             var state = (Command: Bind(command, parts[i].Shard, null), Group: parts[i].Batch!, Shard: names[i], Own: ownTransaction);
-            tasks[i] = Owner.RunOnShardAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
+            tasks[i] = RunRoutedAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
                 static (c, s) => PipelinedBatch.ExecuteAsync(c, (NpgsqlTransaction?)s.Command.Transaction, s.Own, s.Command.CommandText,
                     s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken),
                 command.CancellationToken).AsTask();
@@ -172,7 +172,7 @@ public abstract partial class ShardCommandTarget
             var epoch = Owner.DataSource.Map.Epoch;
             try
             {
-                return await Owner.RunOnShardAsync(route.Shard, "ExecuteScalar", command.CommandText, isWrite: false,
+                return await RunRoutedAsync(route.Shard, "ExecuteScalar", command.CommandText, isWrite: false,
                     Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken)
                     .ConfigureAwait(false);
             }
@@ -210,7 +210,7 @@ public abstract partial class ShardCommandTarget
             foreach (var part in parts)
             {
                 var bound = Bind(command, part.Shard, part.Parameters);
-                var rows = Owner.StreamOnShardAsync(part.Shard, "QueryUnbuffered", command.CommandText, bound,
+                var rows = StreamRoutedAsync(part.Shard, "QueryUnbuffered", command.CommandText, bound,
                     static (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd),
                     cancellationToken);
                 await foreach (var row in rows.ConfigureAwait(false))
@@ -255,10 +255,10 @@ public abstract partial class ShardCommandTarget
         var token = command.CancellationToken;
         return (orDefault, single) switch
         {
-            (false, false) => await Owner.RunOnShardAsync(route.Shard, "QueryFirst", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstAsync<T>(cmd), token).ConfigureAwait(false),
-            (true, false) => (await Owner.RunOnShardAsync(route.Shard, "QueryFirstOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
-            (false, true) => await Owner.RunOnShardAsync(route.Shard, "QuerySingle", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleAsync<T>(cmd), token).ConfigureAwait(false),
-            (true, true) => (await Owner.RunOnShardAsync(route.Shard, "QuerySingleOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
+            (false, false) => await RunRoutedAsync(route.Shard, "QueryFirst", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstAsync<T>(cmd), token).ConfigureAwait(false),
+            (true, false) => (await RunRoutedAsync(route.Shard, "QueryFirstOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
+            (false, true) => await RunRoutedAsync(route.Shard, "QuerySingle", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleAsync<T>(cmd), token).ConfigureAwait(false),
+            (true, true) => (await RunRoutedAsync(route.Shard, "QuerySingleOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
         };
     }
 
@@ -285,6 +285,6 @@ public abstract partial class ShardCommandTarget
             .ConfigureAwait(false);
 
         Task<TResult> RunPartAsync(RoutePart part) =>
-            Owner.RunOnShardAsync(part.Shard, operation, command.CommandText, isWrite, Bind(command, part.Shard, part.Parameters), run, command.CancellationToken).AsTask();
+            RunRoutedAsync(part.Shard, operation, command.CommandText, isWrite, Bind(command, part.Shard, part.Parameters), run, command.CancellationToken).AsTask();
     }
 }

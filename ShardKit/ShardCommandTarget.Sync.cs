@@ -19,7 +19,7 @@ public abstract partial class ShardCommandTarget
         var route = ResolveChecked(command, typeof(T));
         using var operation = Owner.EnterOperation();
         return route.IsSingle
-            ? Owner.RunOnShard(route.Shard, "Query", command.CommandText, false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Query<T>(cmd))
+            ? RunRouted(route.Shard, "Query", command.CommandText, false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Query<T>(cmd))
             : RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList();
     }
 
@@ -81,7 +81,7 @@ public abstract partial class ShardCommandTarget
             try
             {
                 return route.IsSingle
-                    ? Owner.RunOnShard(route.Shard, "Execute", command.CommandText, true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
+                    ? RunRouted(route.Shard, "Execute", command.CommandText, true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
                     : IsItemBatch(route, command) ? RunBatchParts(route, command).Sum()
                     : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
             }
@@ -123,7 +123,7 @@ public abstract partial class ShardCommandTarget
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
         return route.IsSingle
-            ? Owner.RunOnShard(route.Shard, "ExecuteScalar", command.CommandText, false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalar<T>(cmd))
+            ? RunRouted(route.Shard, "ExecuteScalar", command.CommandText, false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalar<T>(cmd))
             : throw ScalarAcrossShards();
     }
 
@@ -139,10 +139,10 @@ public abstract partial class ShardCommandTarget
         var bound = Bind(command, route.Shard, command.Parameters);
         return (orDefault, single) switch
         {
-            (false, false) => Owner.RunOnShard(route.Shard, "QueryFirst", command.CommandText, false, bound, static (c, cmd) => c.QueryFirst<T>(cmd)),
-            (true, false) => Owner.RunOnShard(route.Shard, "QueryFirstOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstOrDefault<T>(cmd))!,
-            (false, true) => Owner.RunOnShard(route.Shard, "QuerySingle", command.CommandText, false, bound, static (c, cmd) => c.QuerySingle<T>(cmd)),
-            (true, true) => Owner.RunOnShard(route.Shard, "QuerySingleOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleOrDefault<T>(cmd))!,
+            (false, false) => RunRouted(route.Shard, "QueryFirst", command.CommandText, false, bound, static (c, cmd) => c.QueryFirst<T>(cmd)),
+            (true, false) => RunRouted(route.Shard, "QueryFirstOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstOrDefault<T>(cmd))!,
+            (false, true) => RunRouted(route.Shard, "QuerySingle", command.CommandText, false, bound, static (c, cmd) => c.QuerySingle<T>(cmd)),
+            (true, true) => RunRouted(route.Shard, "QuerySingleOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleOrDefault<T>(cmd))!,
         };
     }
 
@@ -157,7 +157,7 @@ public abstract partial class ShardCommandTarget
         {
             try
             {
-                results[i] = Owner.RunOnShard(parts[i].Shard, operation, command.CommandText, isWrite, Bind(command, parts[i].Shard, parts[i].Parameters), run);
+                results[i] = RunRouted(parts[i].Shard, operation, command.CommandText, isWrite, Bind(command, parts[i].Shard, parts[i].Parameters), run);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {

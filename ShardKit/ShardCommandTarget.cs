@@ -19,6 +19,21 @@ public abstract partial class ShardCommandTarget
 
     private protected abstract Route Resolve(object? parameters, Type? resultType);
 
+    /// <summary>The read policy of this target's reads (<see cref="ShardScope.WithReadPolicy"/>); null for the connection's.</summary>
+    private protected virtual ReadPolicy? ReadPolicyOverride => null;
+
+    private ValueTask<TResult> RunRoutedAsync<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
+        Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken) =>
+        Owner.RunOnShardAsync(shard, operation, sql, isWrite, state, work, cancellationToken, ReadPolicyOverride);
+
+    private TResult RunRouted<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
+        Func<NpgsqlConnection, TState, TResult> work) =>
+        Owner.RunOnShard(shard, operation, sql, isWrite, state, work, ReadPolicyOverride);
+
+    private IAsyncEnumerable<T> StreamRoutedAsync<TState, T>(int shard, string operation, string? sql, TState state,
+        Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, CancellationToken cancellationToken) =>
+        Owner.StreamOnShardAsync(shard, operation, sql, state, query, cancellationToken, ReadPolicyOverride);
+
     private Route ResolveChecked(in CommandDefinition command, Type? resultType)
     {
         var route = Resolve(command.Parameters, resultType);

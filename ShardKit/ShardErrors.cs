@@ -52,7 +52,8 @@ internal static class ShardErrors
     /// The exception to surface for <paramref name="error"/> on <paramref name="shard"/>: a connection failure wrapped
     /// so it names the shard, anything else the same instance tagged with the shard (callers rethrow it unchanged).
     /// </summary>
-    public static Exception ForShard(Exception error, ShardInfo shard, bool opening)
+    /// <remarks>On a standby the message names it too, and the standby's own password is kept out as well.</remarks>
+    public static Exception ForShard(Exception error, ShardInfo shard, bool opening, StandbyInfo? standby = null)
     {
         if (error is PostgresException { SqlState: ShardBucketMovedException.SqlState } moved)
         {
@@ -61,8 +62,9 @@ internal static class ShardErrors
 
         if (error is not ShardKitException && Classify(error, opening) == ShardErrorKind.ConnectionFailure)
         {
-            error = new ShardConnectionException(shard.Name,
-                error.GetType().Name + ": " + ConnectionStrings.Redact(error.Message, shard.ConnectionString), error);
+            var message = ConnectionStrings.Redact(error.Message, shard.ConnectionString);
+            error = new ShardConnectionException(shard.Name, (standby is null ? "" : $"standby '{standby.Name}': ") +
+                error.GetType().Name + ": " + (standby is null ? message : ConnectionStrings.Redact(message, standby.ConnectionString)), error);
         }
 
         error.Data[ShardKitException.ShardDataKey] = shard.Name;

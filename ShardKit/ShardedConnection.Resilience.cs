@@ -16,16 +16,19 @@ public sealed partial class ShardedConnection
         set => Session.Retries = value;
     }
 
-    /// <summary>Runs one command on one shard of this connection's session, through the shard pipeline.</summary>
+    /// <summary>
+    /// Runs one command on one shard of this connection's session, through the shard pipeline; a read follows
+    /// <paramref name="readPolicy"/>, or the connection's <see cref="ReadPolicy"/> when null.
+    /// </summary>
     internal ValueTask<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
-        Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken) =>
-        ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, ShardCommand.For(operation, sql, isWrite),
+        Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken, ReadPolicy? readPolicy = null) =>
+        ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session, readPolicy), shard, ShardCommand.For(operation, sql, isWrite),
             (State: state, Work: work), static (c, s, _) => new ValueTask<TResult>(s.Work(c, s.State)), async: true, cancellationToken);
 
     /// <summary>The synchronous twin of <see cref="RunOnShardAsync"/>: the same pipeline, every step synchronous.</summary>
     internal TResult RunOnShard<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
-        Func<NpgsqlConnection, TState, TResult> work) =>
-        ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, ShardCommand.For(operation, sql, isWrite),
+        Func<NpgsqlConnection, TState, TResult> work, ReadPolicy? readPolicy = null) =>
+        ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session, readPolicy), shard, ShardCommand.For(operation, sql, isWrite),
             (State: state, Work: work), static (c, s, _) => new ValueTask<TResult>(s.Work(c, s.State)), async: false,
             CancellationToken.None).GetAwaiter().GetResult();
 
@@ -35,12 +38,13 @@ public sealed partial class ShardedConnection
     /// shard's pipeline). The shard's first answer settles a probe; a stream stopped or cancelled before it frees the probe.
     /// </summary>
     internal async IAsyncEnumerable<T> StreamOnShardAsync<TState, T>(int shard, string operation, string? sql, TState state,
-        Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, [EnumeratorCancellation] CancellationToken cancellationToken)
+        Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, [EnumeratorCancellation] CancellationToken cancellationToken,
+        ReadPolicy? readPolicy = null)
     {
         var command = ShardCommand.For(operation, sql, isWrite: false);
         var (call, rows, any) = await ShardPipeline.ExecuteAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, command,
-            (Db: this, Shard: shard, Command: command, State: state, Query: query, Token: cancellationToken),
-            static (context, s) => s.Db.StartStreamAsync(context, s.Shard, s.Command, s.State, s.Query, s.Token), async: true,
+            (Db: this, Shard: shard, Command: command, State: state, Query: query, Token: cancellationToken, Policy: readPolicy),
+            static (context, s) => s.Db.StartStreamAsync(context, s.Shard, s.Command, s.State, s.Query, s.Policy, s.Token), async: true,
             cancellationToken).ConfigureAwait(false);
         using (call)
         {
@@ -70,17 +74,18 @@ public sealed partial class ShardedConnection
     // One attempt at a stream's start: breaker, connection, the query, its first row. On success the call and the rows
     // belong to the caller; on failure both are closed here.
     private async ValueTask<Outcome<(ShardCall Call, IAsyncEnumerator<T> Rows, bool Any)>> StartStreamAsync<TState, T>(ResilienceContext context,
-        int shard, ShardCommand command, TState state, Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query,
+        int shard, ShardCommand command, TState state, Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, ReadPolicy? readPolicy,
         CancellationToken cancellationToken)
     {
-        var call = new ShardCall(Session.Shards, shard, command);
+        var server = Session.Choose(shard, isWrite: false, readPolicy);
+        var call = new ShardCall(Session.Shards, shard, command, server);
         NpgsqlConnection? connection = null;
         IAsyncEnumerator<T>? rows = null;
         try
         {
             call.Admit();
             call.Start();
-            connection = await Session.OpenAsync(shard, cancellationToken).ConfigureAwait(false);
+            connection = await Session.OpenAsync(shard, server, cancellationToken).ConfigureAwait(false);
             rows = query(connection, state).GetAsyncEnumerator(cancellationToken);
             var any = await rows.MoveNextAsync().ConfigureAwait(false);
             if (!any)

@@ -57,6 +57,7 @@ public sealed partial class ShardedDataSource : IAsyncDisposable, IDisposable
             CircuitBreaker = options.CircuitBreaker,
             Distributed = options.DistributedTransactions,
             StoredMap = options.StoredMap,
+            Replicas = options.Replicas,
         };
         return new ShardedDataSource(EntityRegistration.CreateMap(() => ShardMapFactory.Create(options), entityErrors), settings);
     }

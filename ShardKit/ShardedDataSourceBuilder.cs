@@ -35,6 +35,30 @@ public sealed class ShardedDataSourceBuilder
         return this;
     }
 
+    /// <summary>
+    /// Adds a shard with streaming standbys (hot_standby on), each with its own pool named <c>name/standby-1</c>, …
+    /// Reads use them by <see cref="ReplicaOptions.ReadPolicy"/> (see <see cref="UseReplicas"/>); writes never do.
+    /// </summary>
+    public ShardedDataSourceBuilder AddShard(string name, string connectionString, params IEnumerable<string> standbys)
+    {
+        ArgumentNullException.ThrowIfNull(standbys);
+        var shard = new ShardOptions { Name = name, ConnectionString = connectionString };
+        foreach (var standby in standbys)
+        {
+            shard.Standbys.Add(standby);
+        }
+
+        _options.Shards.Add(shard);
+        return this;
+    }
+
+    /// <summary>How reads use the shards' standbys: default policy, lag limits, refresh interval, read-your-writes.</summary>
+    public ShardedDataSourceBuilder UseReplicas(ReplicaOptions options)
+    {
+        _options.Replicas = options ?? throw new ArgumentNullException(nameof(options));
+        return this;
+    }
+
     /// <summary>PostgreSQL-compatible hash placement over <paramref name="buckets"/> equal hash ranges (the default).</summary>
     public ShardedDataSourceBuilder UseHashSharding(int buckets = 1024)
     {
@@ -233,6 +257,11 @@ public sealed class ShardedDataSourceBuilder
             _options.Strategy == ShardingStrategyKind.Range ? _ranges.ToArray() : null,
             _options.Strategy == ShardingStrategyKind.List ? new Dictionary<ShardKeyValue, string>(_list) : null),
             EntityRegistration.Conflicts(_settings.Entities));
-        return new ShardedDataSource(map, _settings with { Entities = _settings.Entities.Distinct().ToArray(), StoredMap = _options.StoredMap });
+        return new ShardedDataSource(map, _settings with
+        {
+            Entities = _settings.Entities.Distinct().ToArray(),
+            StoredMap = _options.StoredMap,
+            Replicas = _options.Replicas,
+        });
     }
 }

@@ -27,6 +27,14 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
         _extraSettings = extraSettings;
     }
 
+    /// <summary>The server programs this cluster runs with (standbys use the same ones).</summary>
+    public PostgresBinaries Binaries => _binaries;
+
+    /// <summary>The cluster's folder: standbys keep their data here too, so a stray one is removed with it.</summary>
+    public string Root => _root;
+
+    public int PortOf(int index) => _servers[index].Port;
+
     public IReadOnlyList<string> ConnectionStrings =>
         _servers.Select(s => ConnectionStringFor(s.Port)).ToArray();
 
@@ -92,7 +100,8 @@ internal sealed class LocalPostgresCluster : IAsyncDisposable
         throw last!;
     }
 
-    private Task<(int, string)> PgCtlStartAsync(string name, string dataDir, int port)
+    /// <summary>Starts a server on <paramref name="dataDir"/> with the cluster's settings (a standby needs at least the primary's).</summary>
+    public Task<(int, string)> PgCtlStartAsync(string name, string dataDir, int port)
     {
         var options = string.Join(' ', new[]
         {

@@ -18,6 +18,24 @@ internal sealed record PostgresBinaries(string InitDb, string PgCtl)
         return null;
     }
 
+    /// <summary>
+    /// Another program of the same installation (pg_basebackup): beside pg_ctl, or beside the file a pg_ctl symlink on
+    /// PATH points to (Debian links only some programs into /usr/local/bin).
+    /// </summary>
+    public string Program(string name)
+    {
+        var linked = new FileInfo(PgCtl).ResolveLinkTarget(returnFinalTarget: true)?.FullName;
+        foreach (var folder in new[] { Path.GetDirectoryName(PgCtl), linked is null ? null : Path.GetDirectoryName(linked) })
+        {
+            if (folder is not null && Path.Combine(folder, name) is var path && File.Exists(path))
+            {
+                return path;
+            }
+        }
+
+        return name; // on PATH, or the error names it
+    }
+
     private static IEnumerable<string> CandidateFolders()
     {
         var explicitBin = Environment.GetEnvironmentVariable("SHARDKIT_PG_BIN");

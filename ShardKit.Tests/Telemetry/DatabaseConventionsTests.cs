@@ -180,6 +180,7 @@ public sealed class DatabaseConventionsTests
             ["db.collection.name"] = ctx.Table,
             ["shardkit.shard"] = shard,
             ["shardkit.operation"] = method,
+            ["shardkit.server"] = "primary", // the shared shards have no standbys (ReadReplicaTests covers "standby")
         };
     }
 

@@ -26,6 +26,8 @@ internal sealed record DataSourceSettings
     /// <summary>The stored map to follow (UseStoredMap); null for a map fixed at build time.</summary>
     public StoredMapOptions? StoredMap { get; init; }
 
+    public ReplicaOptions Replicas { get; init; } = ReplicaOptions.Default;
+
     /// <summary>Entity types registered with AddEntity; their key names are known from the first command.</summary>
     public IReadOnlyList<Type> Entities { get; init; } = [];
 }

@@ -21,6 +21,9 @@ public sealed record FanOutOptions
     /// <summary>Complete results (default) or partial results.</summary>
     public FanOutPolicy Policy { get; init; } = FanOutPolicy.CompleteResults;
 
+    /// <summary>Where each shard's read goes (primary or a standby, decided per shard); null for the connection's <see cref="ShardedConnection.ReadPolicy"/>.</summary>
+    public ReadPolicy? ReadPolicy { get; init; }
+
     internal void Validate()
     {
         if (MaxParallelism is < 1)
@@ -31,6 +34,11 @@ public sealed record FanOutOptions
         if (PerShardTimeout is { } p && p <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(PerShardTimeout), p, "PerShardTimeout must be positive (or null for none).");
+        }
+
+        if (ReadPolicy is { } policy && !Enum.IsDefined(policy))
+        {
+            throw new ArgumentOutOfRangeException(nameof(ReadPolicy), policy, "ReadPolicy must be Primary, PreferStandby or Standby (or null for the connection's).");
         }
 
         if (OverallTimeout is { } o && o <= TimeSpan.Zero)

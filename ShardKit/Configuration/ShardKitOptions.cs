@@ -36,6 +36,9 @@ public sealed class ShardKitOptions
     /// <summary>The per-shard circuit breaker.</summary>
     public CircuitBreakerOptions CircuitBreaker { get; set; } = new(); // never the shared Default, which binding would change
 
+    /// <summary>How reads use the shards' standbys (policy, lag limits, read-your-writes).</summary>
+    public ReplicaOptions Replicas { get; set; } = new(); // never the shared Default, which binding would change
+
     /// <summary>Distributed (two-phase commit) transactions: the coordinator shard and recovery thresholds.</summary>
     public DistributedTransactionOptions DistributedTransactions { get; set; } = new();
 

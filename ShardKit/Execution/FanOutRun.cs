@@ -150,7 +150,7 @@ internal sealed partial class FanOutRun : IDisposable
         await Task.Yield();
         try
         {
-            var result = await ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session), shard, command, (Shard: shard, Work: work),
+            var result = await ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session, Options.ReadPolicy), shard, command, (Shard: shard, Work: work),
                 static (connection, s, token) => new ValueTask<TResult>(s.Work(s.Shard, connection, token)), async: true, Token).ConfigureAwait(false);
             return (shard, true, result);
         }

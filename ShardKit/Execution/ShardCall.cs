@@ -6,11 +6,14 @@ namespace ShardKit;
 /// One attempt of one command on one shard, as every path records it: the breaker's admission (a half-open breaker
 /// lets one call through as its probe), the client span, the duration from the shard's start, and one classification
 /// of a failure. Disposing it frees a probe the shard never settled (cancelled, or refused by ShardKit before it answered).
+/// On a standby the shard's breaker (which guards its writer) is neither asked nor told: a standby that fails is set
+/// aside until the background check finds it again, and reads go on while the primary is down.
 /// </summary>
 internal sealed class ShardCall : IDisposable
 {
     private readonly ShardSet _shards;
     private readonly int _shard;
+    private readonly ShardServer _server;
     private readonly CommandSummary _summary;
     private readonly Activity? _activity;
     private bool _probe;
@@ -18,12 +21,14 @@ internal sealed class ShardCall : IDisposable
     private long _started;
     private bool _disposed;
 
-    public ShardCall(ShardSet shards, int shard, in ShardCommand command)
+    public ShardCall(ShardSet shards, int shard, in ShardCommand command, ShardServer server = default)
     {
         _shards = shards;
         _shard = shard;
+        _server = server;
         _summary = command.Summary;
-        _activity = ShardKitTelemetry.StartCommand(command.Operation, shards.ShardAt(shard), command.Summary);
+        _activity = ShardKitTelemetry.StartCommand(command.Operation, shards.ShardAt(shard), command.Summary,
+            shards.ReplicasAt(shard).StandbyOf(server));
     }
 
     public string Shard => _shards.NameOf(_shard);
@@ -31,7 +36,7 @@ internal sealed class ShardCall : IDisposable
     private ShardCircuitBreaker Breaker => _shards.BreakerAt(_shard);
 
     /// <summary>Asks the breaker; throws <see cref="ShardUnavailableException"/> while it is open.</summary>
-    public void Admit() => _probe = Breaker.ThrowIfOpen();
+    public void Admit() => _probe = _server.IsPrimary && Breaker.ThrowIfOpen();
 
     /// <summary>The shard's own time starts (after any wait for a fan-out slot).</summary>
     public void Start() => _started = Stopwatch.GetTimestamp();
@@ -43,7 +48,10 @@ internal sealed class ShardCall : IDisposable
         {
             _answered = true;
             _probe = false;
-            Breaker.OnSuccess();
+            if (_server.IsPrimary)
+            {
+                Breaker.OnSuccess();
+            }
         }
     }
 
@@ -60,10 +68,18 @@ internal sealed class ShardCall : IDisposable
     /// </summary>
     public Exception Failed(Exception error, bool opening)
     {
-        var surfaced = ShardErrors.ForShard(error, _shards.ShardAt(_shard), opening);
+        var surfaced = ShardErrors.ForShard(error, _shards.ShardAt(_shard), opening, _shards.ReplicasAt(_shard).StandbyOf(_server));
         _answered = true;
         _probe = false; // the failure settles it: a connection failure opens the breaker again, anything else frees it
-        Breaker.OnFailure(surfaced);
+        if (_server.IsPrimary)
+        {
+            Breaker.OnFailure(surfaced);
+        }
+        else if (ShardErrors.IsConnectionFailure(surfaced))
+        {
+            _shards.ReplicasAt(_shard).Standbys[_server.StandbyIndex].Failed(surfaced);
+        }
+
         ShardKitTelemetry.RecordError(_activity, surfaced);
         RecordDuration(surfaced);
         ShardKitTelemetry.RecordFailure(Shard, surfaced);

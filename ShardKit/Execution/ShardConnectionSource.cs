@@ -3,25 +3,29 @@ using Npgsql;
 namespace ShardKit;
 
 /// <summary>
-/// Where a pipeline call gets its connection: the session's (kept open, enlisted in its transaction), a fresh one from
-/// the shard's pool (closed after the call; recovery and two-phase steps that need no session), or one the caller
-/// already holds (a distributed transaction's participant).
+/// Where a pipeline call gets its connection: the session's (kept open, enlisted in its transaction; a read may go to a
+/// standby by the session's or the call's <see cref="ReadPolicy"/>), a fresh one from the shard's writer pool (closed after
+/// the call; recovery and two-phase steps that need no session), or one the caller already holds (a distributed
+/// transaction's participant).
 /// </summary>
 internal readonly struct ShardConnectionSource
 {
     private readonly ShardSession? _session;
     private readonly NpgsqlConnection? _given;
+    private readonly ReadPolicy? _policy;
 
-    private ShardConnectionSource(ShardSession? session, NpgsqlConnection? given)
+    private ShardConnectionSource(ShardSession? session, NpgsqlConnection? given, ReadPolicy? policy = null)
     {
         _session = session;
         _given = given;
+        _policy = policy;
     }
 
     /// <summary>A fresh connection from the shard's pool, closed after the call.</summary>
     public static ShardConnectionSource Pooled => default;
 
-    public static ShardConnectionSource Of(ShardSession session) => new(session, null);
+    /// <summary>The session's connections; reads follow <paramref name="policy"/>, or the session's policy when null.</summary>
+    public static ShardConnectionSource Of(ShardSession session, ReadPolicy? policy = null) => new(session, null, policy);
 
     public static ShardConnectionSource Given(NpgsqlConnection connection) => new(null, connection);
 
@@ -36,7 +40,11 @@ internal readonly struct ShardConnectionSource
 
     public ShardRetryOptions Retries(ShardSet shards) => _session?.Retries ?? shards.Settings.Retries;
 
-    public async ValueTask<NpgsqlConnection> OpenAsync(ShardSet shards, int shard, bool async, CancellationToken cancellationToken)
+    /// <summary>The server of one attempt: chosen by the session for its own commands, the writer otherwise.</summary>
+    public ShardServer Choose(int shard, in ShardCommand command) =>
+        _session?.Choose(shard, command.IsWrite, _policy) ?? ShardServer.Primary;
+
+    public async ValueTask<NpgsqlConnection> OpenAsync(ShardSet shards, int shard, ShardServer server, bool async, CancellationToken cancellationToken)
     {
         if (_given is not null)
         {
@@ -45,13 +53,19 @@ internal readonly struct ShardConnectionSource
 
         if (_session is not null)
         {
-            return async ? await _session.OpenAsync(shard, cancellationToken).ConfigureAwait(false) : _session.Open(shard);
+            return async ? await _session.OpenAsync(shard, server, cancellationToken).ConfigureAwait(false) : _session.Open(shard, server);
         }
 
         return async
             ? await shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false)
             : shards.DataSourceAt(shard).OpenConnection();
     }
+
+    /// <summary>A write of the session's own outside a transaction committed: the session remembers where (read-your-writes).</summary>
+    public ValueTask WroteAsync(int shard, in ShardCommand command, NpgsqlConnection connection, bool async, CancellationToken cancellationToken) =>
+        command.IsWrite && _session is { InTransaction: false } session
+            ? session.WroteAsync(shard, connection, async, cancellationToken)
+            : ValueTask.CompletedTask;
 
     /// <summary>Closes a pooled connection after its call; the session's and given ones stay open.</summary>
     public ValueTask ReleaseAsync(NpgsqlConnection connection, bool async)

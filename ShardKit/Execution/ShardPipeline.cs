@@ -77,12 +77,36 @@ internal static class ShardPipeline
     /// <summary>Remembers the failure an attempt recorded on the shard (see <see cref="ExecuteAsync"/>).</summary>
     public static void Failed(ResilienceContext context, Exception error) => context.Properties.Set(ShardRetryStrategy.Failure, error);
 
-    // One attempt: breaker, slot, timeout, connection, command, classification of a failure.
+    // One attempt on the server the source chooses. A read sent to a standby that turns out to write (an
+    // insert … returning run through Query) is refused there with 25006 before it changed anything: it runs again on
+    // the primary as the write it is, so read-your-writes remembers it too.
     private static async ValueTask<Outcome<TResult>> AttemptAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
         ShardConnectionSource source, int shard, ShardCommand command, TState state,
         Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
     {
-        using var call = new ShardCall(shards, shard, command);
+        ShardServer server;
+        try
+        {
+            server = source.Choose(shard, command); // per attempt: a standby that failed is not chosen again
+        }
+        catch (StandbyUnavailableException e)
+        {
+            return Outcome.FromException<TResult>(e);
+        }
+
+        var outcome = await AttemptOnAsync(context, shards, source, shard, server, command, state, work, async, cancellationToken).ConfigureAwait(false);
+        return !server.IsPrimary && outcome.Exception is PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction }
+            ? await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command with { IsWrite = true }, state, work, async,
+                cancellationToken).ConfigureAwait(false)
+            : outcome;
+    }
+
+    // One attempt on one server: breaker, slot, timeout, connection, command, classification of a failure.
+    private static async ValueTask<Outcome<TResult>> AttemptOnAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
+        ShardConnectionSource source, int shard, ShardServer server, ShardCommand command, TState state,
+        Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
+    {
+        using var call = new ShardCall(shards, shard, command, server);
         NpgsqlConnection? connection = null;
         CancellationTokenSource? timeout = null;
         var holdsSlot = false;
@@ -108,10 +132,11 @@ internal static class ShardPipeline
                 token = timeout.Token;
             }
 
-            connection = await source.OpenAsync(shards, shard, async, token).ConfigureAwait(false);
+            connection = await source.OpenAsync(shards, shard, server, async, token).ConfigureAwait(false);
             try
             {
                 var result = await work(connection, state, token).ConfigureAwait(false);
+                await source.WroteAsync(shard, command, connection, async, token).ConfigureAwait(false);
                 call.Completed();
                 return Outcome.FromResult(result);
             }

@@ -8,7 +8,7 @@ namespace ShardKit;
 /// the first answer closes the breaker. Commands keep failing fast meanwhile. It stops when the breaker closes or the
 /// data source is disposed; one loop per shard at most.
 /// </summary>
-internal sealed class ShardRecoveryProbe(ShardCircuitBreaker breaker, NpgsqlDataSource dataSource, TimeSpan interval, TimeProvider time,
+internal sealed class ShardRecoveryProbe(ShardCircuitBreaker breaker, ShardReplicas servers, TimeSpan interval, TimeProvider time,
     CancellationToken stopping)
 {
     /// <summary>The longest one probe may wait for the shard before the next one tries.</summary>
@@ -33,7 +33,7 @@ internal sealed class ShardRecoveryProbe(ShardCircuitBreaker breaker, NpgsqlData
         try
         {
             // Connections idle in the pool most likely died with the server: a probe must not spend its turns on them.
-            dataSource.Clear();
+            servers.Writer.Clear();
             while (breaker.IsOpen && !stopping.IsCancellationRequested)
             {
                 await Task.Delay(interval, time, stopping).ConfigureAwait(false);
@@ -67,7 +67,7 @@ internal sealed class ShardRecoveryProbe(ShardCircuitBreaker breaker, NpgsqlData
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
         try
         {
-            var connection = await dataSource.OpenConnectionAsync(linked.Token).ConfigureAwait(false);
+            var connection = await servers.Writer.OpenConnectionAsync(linked.Token).ConfigureAwait(false); // a promoted standby once it writes
             await using (connection.ConfigureAwait(false))
             {
                 var command = new NpgsqlCommand("select 1", connection);

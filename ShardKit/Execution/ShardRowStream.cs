@@ -21,6 +21,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private bool _finished;
     private bool _holdsSlot;
     private ShardCall? _call;
+    private ShardServer _server;
     private Exception? _recorded;
     private Task<bool>? _inFlight;
     private NpgsqlConnection? _connection;
@@ -274,7 +275,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     {
         var first = _call is null;
         _call?.Dispose();
-        _call = new ShardCall(_run.Session.Shards, _shard, _run.ReadCommand);
+        _server = _run.Session.Choose(_shard, isWrite: false, _run.Options.ReadPolicy); // throws StandbyUnavailableException as it is
+        _call = new ShardCall(_run.Session.Shards, _shard, _run.ReadCommand, _server);
         _connection = null;
         try
         {
@@ -305,7 +307,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             _cancel.CancelAfter(timeout); // from the shard's start, not from when it began waiting for a slot
         }
 
-        var connection = await _run.Session.OpenAsync(_shard, _cancel.Token).ConfigureAwait(false);
+        var connection = await _run.Session.OpenAsync(_shard, _server, _cancel.Token).ConfigureAwait(false);
         _connection = connection;
         _rows = query(connection, _cancel.Token).GetAsyncEnumerator();
         if (!_run.Buffered)

@@ -4,14 +4,14 @@ using Npgsql;
 namespace ShardKit;
 
 /// <summary>
-/// One connection's hold on the shards: an open connection per shard (opened lazily from the shard's pool and reused
-/// until disposal), the one-operation-at-a-time guard, the retry options, and what a transaction pins: the one shard
-/// of a single-shard transaction, or the enlistment every connection of a distributed one joins. Owned and disposed
-/// by the public connection.
+/// One connection's hold on the shards: an open connection per shard server (opened lazily from its pool and reused
+/// until disposal), the one-operation-at-a-time guard, the retry options, the read policy and the positions of its
+/// writes, and what a transaction pins: the one shard of a single-shard transaction, or the enlistment every connection
+/// of a distributed one joins. Owned and disposed by the public connection.
 /// </summary>
-internal sealed class ShardSession : IAsyncDisposable, IDisposable
+internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
 {
-    private readonly NpgsqlConnection?[] _connections;
+    private readonly NpgsqlConnection?[][] _connections; // [shard][server slot: 0 the writer, i + 1 standby i]
     private ShardRetryOptions? _retries;
     private bool _disposed;
     private int _busy;
@@ -19,7 +19,8 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
     public ShardSession(ShardSet shards)
     {
         Shards = shards;
-        _connections = new NpgsqlConnection?[shards.Count];
+        _connections = shards.Map.Shards.Select(shard => new NpgsqlConnection?[1 + shard.Standbys.Count]).ToArray();
+        Written = new WrittenPositions(shards.Map);
     }
 
     public ShardSet Shards { get; }
@@ -80,16 +81,23 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
         return new OperationScope(this);
     }
 
-    /// <summary>The session's open connection to <paramref name="shard"/>, enlisted in the distributed transaction if one is active.</summary>
-    public async ValueTask<NpgsqlConnection> OpenAsync(int shard, CancellationToken cancellationToken)
+    /// <summary>The session's open connection to <paramref name="shard"/>'s writer, enlisted in the distributed transaction if one is active.</summary>
+    public ValueTask<NpgsqlConnection> OpenAsync(int shard, CancellationToken cancellationToken) =>
+        OpenAsync(shard, ShardServer.Primary, cancellationToken);
+
+    /// <summary>The synchronous twin of <see cref="OpenAsync(int, CancellationToken)"/>.</summary>
+    public NpgsqlConnection Open(int shard) => Open(shard, ShardServer.Primary);
+
+    /// <summary>The session's open connection to one server of <paramref name="shard"/>; only the writer's joins a distributed transaction.</summary>
+    public async ValueTask<NpgsqlConnection> OpenAsync(int shard, ShardServer server, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var connection = Volatile.Read(ref _connections[shard]);
+        var connection = Volatile.Read(ref _connections[shard][server.Slot]);
         if (connection is not { State: ConnectionState.Open })
         {
-            ThrowIfTransactionLost(shard);
-            var opened = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            if (!TryStore(shard, connection, opened))
+            ThrowIfTransactionLost(shard, server);
+            var opened = await Shards.DataSourceAt(shard, server).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            if (!TryStore(shard, server, connection, opened))
             {
                 await opened.DisposeAsync().ConfigureAwait(false);
                 throw StoreRefused();
@@ -103,7 +111,7 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
             connection = opened;
         }
 
-        if (Enlistment is { IsActive: true } enlistment)
+        if (server.IsPrimary && Enlistment is { IsActive: true } enlistment)
         {
             await enlistment.EnlistAsync(shard, connection, cancellationToken).ConfigureAwait(false);
         }
@@ -111,16 +119,16 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
         return connection;
     }
 
-    /// <summary>The synchronous twin of <see cref="OpenAsync"/>.</summary>
-    public NpgsqlConnection Open(int shard)
+    /// <summary>The synchronous twin of <see cref="OpenAsync(int, ShardServer, CancellationToken)"/>.</summary>
+    public NpgsqlConnection Open(int shard, ShardServer server)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var connection = Volatile.Read(ref _connections[shard]);
+        var connection = Volatile.Read(ref _connections[shard][server.Slot]);
         if (connection is not { State: ConnectionState.Open })
         {
-            ThrowIfTransactionLost(shard);
-            var opened = Shards.DataSourceAt(shard).OpenConnection();
-            if (!TryStore(shard, connection, opened))
+            ThrowIfTransactionLost(shard, server);
+            var opened = Shards.DataSourceAt(shard, server).OpenConnection();
+            if (!TryStore(shard, server, connection, opened))
             {
                 opened.Dispose();
                 throw StoreRefused();
@@ -130,7 +138,7 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
             connection = opened;
         }
 
-        if (Enlistment is { IsActive: true } enlistment)
+        if (server.IsPrimary && Enlistment is { IsActive: true } enlistment)
         {
             enlistment.Enlist(shard, connection);
         }
@@ -140,29 +148,36 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
 
     // Every connection opened ends up in its slot or disposed: the slot changes only from what this call saw, and a
     // connection stored while DisposeAsync ran is taken back here (whichever side takes it from the slot disposes it).
-    private bool TryStore(int shard, NpgsqlConnection? seen, NpgsqlConnection opened)
+    private bool TryStore(int shard, ShardServer server, NpgsqlConnection? seen, NpgsqlConnection opened)
     {
-        if (Interlocked.CompareExchange(ref _connections[shard], opened, seen) != seen)
+        ref var slot = ref _connections[shard][server.Slot];
+        if (Interlocked.CompareExchange(ref slot, opened, seen) != seen)
         {
             return false;
         }
 
-        return !Volatile.Read(ref _disposed) || Interlocked.CompareExchange(ref _connections[shard], null, opened) != opened;
+        return !Volatile.Read(ref _disposed) || Interlocked.CompareExchange(ref slot, null, opened) != opened;
     }
 
     private Exception StoreRefused() =>
         Volatile.Read(ref _disposed) ? new ObjectDisposedException(GetType().FullName) : new ShardedConnectionBusyException();
 
-    private void ThrowIfTransactionLost(int shard)
+    private void ThrowIfTransactionLost(int shard, ShardServer server)
     {
-        if (Enlistment is { IsActive: true } enlistment && enlistment.Touches(shard) && _connections[shard] is not null)
+        if (!server.IsPrimary)
+        {
+            return; // no transaction runs on a standby
+        }
+
+        var connections = _connections[shard];
+        if (Enlistment is { IsActive: true } enlistment && enlistment.Touches(shard) && connections[0] is not null)
         {
             throw new ShardKitException(
                 $"The connection to shard '{Shards.NameOf(shard)}' was lost inside the distributed transaction; its work " +
                 "there is gone. Roll the transaction back (or dispose it) and start again.");
         }
 
-        if (Pinned is { } pinned && pinned.Shard == shard && _connections[shard] is not null)
+        if (Pinned is { } pinned && pinned.Shard == shard && connections[0] is not null)
         {
             throw new ShardRoutingException(
                 $"The connection to shard '{Shards.NameOf(shard)}' was lost inside its transaction; the transaction is gone. " +
@@ -188,11 +203,14 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
             await enlistment.DisposeAsync().ConfigureAwait(false);
         }
 
-        for (var shard = 0; shard < _connections.Length; shard++)
+        foreach (var servers in _connections)
         {
-            if (Interlocked.Exchange(ref _connections[shard], null) is { } connection)
+            for (var slot = 0; slot < servers.Length; slot++)
             {
-                await connection.DisposeAsync().ConfigureAwait(false);
+                if (Interlocked.Exchange(ref servers[slot], null) is { } connection)
+                {
+                    await connection.DisposeAsync().ConfigureAwait(false);
+                }
             }
         }
     }
@@ -207,9 +225,12 @@ internal sealed class ShardSession : IAsyncDisposable, IDisposable
         Volatile.Write(ref _disposed, true);
         (Pinned?.Owner as IDisposable)?.Dispose();
         Enlistment?.Dispose();
-        for (var shard = 0; shard < _connections.Length; shard++)
+        foreach (var servers in _connections)
         {
-            Interlocked.Exchange(ref _connections[shard], null)?.Dispose();
+            for (var slot = 0; slot < servers.Length; slot++)
+            {
+                Interlocked.Exchange(ref servers[slot], null)?.Dispose();
+            }
         }
     }
 

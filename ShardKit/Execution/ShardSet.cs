@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using Polly;
@@ -12,6 +13,9 @@ namespace ShardKit;
 internal sealed class ShardSet : IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource[] _dataSources;
+    private readonly ShardReplicas[] _replicas;
+    private readonly StandbyMonitor _monitor;
+    private readonly IDisposable _lagGauge;
     private readonly ResiliencePipeline[] _pipelines;
     private readonly ShardCircuitBreaker[] _breakers;
     private readonly ShardRecoveryProbe[] _probes;
@@ -25,7 +29,9 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         _map = map;
         Settings = settings;
         Logger = settings.LoggerFactory.CreateLogger("ShardKit");
-        _dataSources = map.Shards.Select(shard => Build(shard, settings)).ToArray();
+        _dataSources = map.Shards.Select(shard => Build(shard.ConnectionString, shard.Name, settings)).ToArray();
+        _replicas = map.Shards.Select(shard => new ShardReplicas(shard, _dataSources[shard.Index],
+            shard.Standbys.Select(standby => new StandbyServer(standby, Build(standby.ConnectionString, standby.Name, settings))).ToArray())).ToArray();
         foreach (var entity in settings.Entities)
         {
             KeyNames.Remember(ShardKeyMember.For(entity));
@@ -34,6 +40,15 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         _pipelines = map.Shards.Select(BuildPipeline).ToArray();
         _breakers = map.Shards.Select(shard => new ShardCircuitBreaker(shard.Name, settings.CircuitBreaker, settings.Time, Logger)).ToArray();
         _probes = map.Shards.Select(shard => StartProbingWhenOpen(shard.Index)).ToArray();
+        foreach (var shard in _replicas)
+        {
+            shard.Promoted = _breakers[shard.Shard.Index].OnSuccess; // the new writer answered the check that found it
+        }
+
+        _monitor = new StandbyMonitor(_replicas, settings.Replicas, settings.Time, Logger);
+        _monitor.Start(_stopping.Token);
+        _lagGauge = ShardKitTelemetry.ObserveStandbyLag(ObserveLag);
+
         if (settings.StoredMap is { } stored)
         {
             _follower = new ShardMapFollower(this, stored);
@@ -84,7 +99,16 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
 
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
-    public NpgsqlDataSource DataSourceAt(int shard) => _dataSources[shard];
+    /// <summary>The pool of the shard's writer: its primary, or a standby the background check found promoted in its place.</summary>
+    public NpgsqlDataSource DataSourceAt(int shard) => _replicas[shard].Writer;
+
+    public NpgsqlDataSource DataSourceAt(int shard, ShardServer server) => _replicas[shard].DataSourceOf(server);
+
+    /// <summary>The shard's servers and the choice of one for a read.</summary>
+    public ShardReplicas ReplicasAt(int shard) => _replicas[shard];
+
+    /// <summary>The background check of the standbys (tests refresh it on demand).</summary>
+    public StandbyMonitor Standbys => _monitor;
 
     /// <summary>The shard's pipeline: every command that may run again runs through it, one breaker-admitted call per attempt.</summary>
     public ResiliencePipeline PipelineAt(int shard) => _pipelines[shard];
@@ -95,9 +119,9 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
 
     public string NameOf(int shard) => Map.ShardNames[shard];
 
-    private static NpgsqlDataSource Build(ShardInfo shard, DataSourceSettings settings)
+    private static NpgsqlDataSource Build(string connectionString, string name, DataSourceSettings settings)
     {
-        var builder = new NpgsqlDataSourceBuilder(shard.ConnectionString) { Name = shard.Name };
+        var builder = new NpgsqlDataSourceBuilder(connectionString) { Name = name };
         builder.UseLoggerFactory(settings.LoggerFactory);
         // A refused statement of a pipelined batch then says which one it was, so the error can name the item.
         builder.ConnectionStringBuilder.IncludeFailedBatchedCommand = true;
@@ -130,7 +154,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
     private ShardRecoveryProbe StartProbingWhenOpen(int shard)
     {
         var options = Settings.CircuitBreaker;
-        var probe = new ShardRecoveryProbe(_breakers[shard], _dataSources[shard], options.ProbeInterval, Settings.Time, _stopping.Token);
+        var probe = new ShardRecoveryProbe(_breakers[shard], _replicas[shard], options.ProbeInterval, Settings.Time, _stopping.Token);
         if (options.ProbeInterval > TimeSpan.Zero)
         {
             _breakers[shard].Opened = probe.Start;
@@ -139,22 +163,32 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         return probe;
     }
 
+    private IEnumerable<Measurement<long>> ObserveLag() =>
+        _replicas.SelectMany(shard => shard.Standbys.Where(s => s.Status.LagBytes is not null).Select(standby =>
+            new Measurement<long>(standby.Status.LagBytes!.Value, new(ShardKitTelemetry.ShardTag, shard.Shard.Name),
+                new(ShardKitTelemetry.StandbyTag, standby.Info.Name))));
+
+    private IEnumerable<NpgsqlDataSource> AllDataSources() =>
+        _dataSources.Concat(_replicas.SelectMany(shard => shard.Standbys.Select(standby => standby.DataSource)));
+
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            _lagGauge.Dispose();
             await _stopping.CancelAsync().ConfigureAwait(false);
             if (_follower is not null)
             {
                 await _follower.DisposeAsync().ConfigureAwait(false);
             }
 
+            await _monitor.Running.ConfigureAwait(false); // never faults: a stopped check ends quietly
             foreach (var probe in _probes)
             {
                 await probe.Running.ConfigureAwait(false); // never faults: a stopped probe ends quietly
             }
 
-            foreach (var source in _dataSources)
+            foreach (var source in AllDataSources())
             {
                 await source.DisposeAsync().ConfigureAwait(false);
             }
@@ -167,9 +201,10 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            _stopping.Cancel(); // a probe still running ends quietly at its next step
+            _lagGauge.Dispose();
+            _stopping.Cancel(); // a probe or standby check still running ends quietly at its next step
             _follower?.DisposeAsync().AsTask().GetAwaiter().GetResult();
-            foreach (var source in _dataSources)
+            foreach (var source in AllDataSources())
             {
                 source.Dispose();
             }

@@ -39,6 +39,7 @@ internal static class ShardMapFactory
         IReadOnlyList<ShardRange>? ranges, IReadOnlyDictionary<ShardKeyValue, string>? list, List<string> errors)
     {
         var shards = ValidateShards(options.Shards, errors);
+        errors.AddRange(options.Replicas.Validate());
         var index = shards.GroupBy(s => s.Name, StringComparer.Ordinal)
             .ToDictionary(g => g.Key, g => g.First().Index, StringComparer.Ordinal);
         IShardingStrategy? strategy = null;
@@ -124,10 +125,31 @@ internal static class ShardMapFactory
                 errors.Add($"{label} has {problem}.");
             }
 
-            shards.Add(new ShardInfo(shards.Count, shard.Name, shard.ConnectionString));
+            shards.Add(new ShardInfo(shards.Count, shard.Name, shard.ConnectionString) { Standbys = ValidateStandbys(shard, label, errors) });
         }
 
         return shards;
+    }
+
+    private static StandbyInfo[] ValidateStandbys(ShardOptions shard, string label, List<string> errors)
+    {
+        var standbys = new StandbyInfo[shard.Standbys.Count];
+        for (var i = 0; i < standbys.Length; i++)
+        {
+            var name = StandbyInfo.NameFor(shard.Name, i);
+            if (ConnectionStrings.Check(shard.Standbys[i]) is { } problem)
+            {
+                errors.Add($"{label}: standby #{i + 1} ('{name}') has {problem}; list each standby's connection string under Standbys.");
+            }
+            else if (string.Equals(shard.Standbys[i], shard.ConnectionString, StringComparison.Ordinal))
+            {
+                errors.Add($"{label}: standby #{i + 1} ('{name}') has the primary's own connection string; list the standby servers, not the primary.");
+            }
+
+            standbys[i] = new StandbyInfo(i, name, shard.Standbys[i] ?? "");
+        }
+
+        return standbys;
     }
 
     private static ListShardingStrategy? CreateList(IReadOnlyDictionary<ShardKeyValue, string> list, string? defaultShard,

@@ -21,6 +21,9 @@ public sealed record ShardHealth
     /// <summary>The shard's circuit breaker state.</summary>
     public CircuitState Circuit { get; init; }
 
+    /// <summary>The shard's standbys, each probed as well; empty when it has none.</summary>
+    public IReadOnlyList<StandbyHealth> Standbys { get; init; } = [];
+
     /// <summary>Why the shard is unreachable: the error's type and message (never a password).</summary>
     public string? Error { get; init; }
 }

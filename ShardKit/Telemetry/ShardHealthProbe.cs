@@ -40,4 +40,32 @@ internal static class ShardHealthProbe
             };
         }
     }
+
+    /// <summary>One standby: reachability, round trip, still in recovery; the lag comes from the last background check.</summary>
+    public static async Task<StandbyHealth> ProbeStandbyAsync(StandbyInfo standby, NpgsqlDataSource source, long? lagBytes, TimeSpan? lagTime,
+        CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            var connection = await source.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using var _ = connection.ConfigureAwait(false);
+            var command = new NpgsqlCommand("select pg_is_in_recovery()", connection);
+            await using var __ = command.ConfigureAwait(false);
+            var inRecovery = (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+            return new StandbyHealth
+            {
+                Name = standby.Name,
+                IsReachable = true,
+                RoundTrip = Stopwatch.GetElapsedTime(started),
+                IsStandby = inRecovery,
+                LagBytes = lagBytes,
+                LagTime = lagTime,
+            };
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e))
+        {
+            return new StandbyHealth { Name = standby.Name, Error = e.GetType().Name + ": " + ConnectionStrings.Redact(e.Message, standby.ConnectionString) };
+        }
+    }
 }

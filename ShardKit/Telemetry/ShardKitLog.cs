@@ -74,15 +74,18 @@ internal static partial class ShardKitLog
     [LoggerMessage(EventId = 1504, Level = LogLevel.Warning, Message = "Id generator could not release worker {Worker} in {Table}; the lease will run out by itself")]
     public static partial void IdLeaseReleaseFailed(ILogger logger, int worker, string table, Exception error);
 
-    [LoggerMessage(EventId = 1601, Level = LogLevel.Information, Message = "Shard map epoch {Epoch} loaded from the catalog on shard {Shard}")]
+    [LoggerMessage(EventId = 1601, Level = LogLevel.Warning, Message = "Shard {Shard}: its primary is gone and standby {Standby} was promoted; writes go there from now on")]
+    public static partial void StandbyPromoted(ILogger logger, string shard, string standby);
+
+    [LoggerMessage(EventId = 1701, Level = LogLevel.Information, Message = "Shard map epoch {Epoch} loaded from the catalog on shard {Shard}")]
     public static partial void MapLoaded(ILogger logger, long epoch, string shard);
 
-    [LoggerMessage(EventId = 1602, Level = LogLevel.Warning, Message = "Could not read the stored shard map from shard {Shard} ({ErrorType}); routing stays on epoch {Epoch}")]
+    [LoggerMessage(EventId = 1702, Level = LogLevel.Warning, Message = "Could not read the stored shard map from shard {Shard} ({ErrorType}); routing stays on epoch {Epoch}")]
     public static partial void MapUnreadable(ILogger logger, string shard, string errorType, long epoch, Exception error);
 
-    [LoggerMessage(EventId = 1603, Level = LogLevel.Error, Message = "The stored shard map on shard {Shard} cannot be used: {Problem}; routing stays on epoch {Epoch}")]
+    [LoggerMessage(EventId = 1703, Level = LogLevel.Error, Message = "The stored shard map on shard {Shard} cannot be used: {Problem}; routing stays on epoch {Epoch}")]
     public static partial void MapUnusable(ILogger logger, string shard, string problem, long epoch);
 
-    [LoggerMessage(EventId = 1604, Level = LogLevel.Information, Message = "Bucket move {MoveId}: {State} ({Detail})")]
+    [LoggerMessage(EventId = 1704, Level = LogLevel.Information, Message = "Bucket move {MoveId}: {State} ({Detail})")]
     public static partial void MoveStep(ILogger logger, string moveId, string state, string detail);
 }

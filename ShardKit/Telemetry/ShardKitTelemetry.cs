@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Reflection;
@@ -48,6 +49,13 @@ internal static class ShardKitTelemetry
     public static readonly Counter<long> BulkRows = Meter.CreateCounter<long>(
         "shardkit.bulk.rows", unit: "{row}", description: "Rows committed by bulk loads, per shard.");
 
+    // Each data source with standbys adds its own callback; the one gauge reports them all.
+    private static readonly ConcurrentDictionary<object, Func<IEnumerable<Measurement<long>>>> LagSources = new();
+
+    public static readonly ObservableGauge<long> StandbyLag = Meter.CreateObservableGauge(
+        "shardkit.standby.lag", () => LagSources.Values.SelectMany(source => source()), unit: "By",
+        description: "How many bytes of WAL each standby is behind its shard's primary, at the last background check.");
+
     public const string PostgreSql = "postgresql";
     public const string SystemName = "db.system.name";
     public const string NamespaceTag = "db.namespace";
@@ -63,6 +71,8 @@ internal static class ShardKitTelemetry
     public const string MergeTag = "shardkit.merge";
     public const string RowsTag = "shardkit.rows";
     public const string OutcomeTag = "shardkit.outcome";
+    public const string ServerTag = "shardkit.server";
+    public const string StandbyTag = "shardkit.standby";
 
     /// <summary>
     /// True inside one of ShardKit's client spans: Npgsql's own command span would be a second client span for the
@@ -77,11 +87,28 @@ internal static class ShardKitTelemetry
     public static CommandSummary Summarize(string? sql) =>
         Source.HasListeners() || OperationDuration.Enabled || FanOutWidth.Enabled || Failures.Enabled ? CommandSummary.Of(sql) : CommandSummary.None;
 
+    /// <summary>Reports a data source's standby lag on <see cref="StandbyLag"/> until the returned handle is disposed.</summary>
+    public static IDisposable ObserveStandbyLag(Func<IEnumerable<Measurement<long>>> source)
+    {
+        var key = new object();
+        LagSources[key] = source;
+        return new LagRegistration(key);
+    }
+
+    private sealed class LagRegistration(object key) : IDisposable
+    {
+        public void Dispose() => LagSources.TryRemove(key, out _);
+    }
+
     /// <summary>
     /// Starts the client activity of one command on one shard, named and tagged as OpenTelemetry's database
     /// conventions say, or returns null when nobody listens. <paramref name="operation"/> is ShardKit's method (Query, …).
     /// </summary>
-    public static Activity? StartCommand(string operation, ShardInfo shard, CommandSummary command)
+    /// <remarks>
+    /// The span names the server the command runs on: <c>shardkit.server</c> is <c>primary</c> with the shard's endpoint,
+    /// or <c>standby</c> with the standby's endpoint and its name in <c>shardkit.standby</c>.
+    /// </remarks>
+    public static Activity? StartCommand(string operation, ShardInfo shard, CommandSummary command, StandbyInfo? standby = null)
     {
         if (!Source.HasListeners())
         {
@@ -91,7 +118,7 @@ internal static class ShardKitTelemetry
         var activity = Source.StartActivity(command.SpanName, ActivityKind.Client);
         if (activity is { IsAllDataRequested: true })
         {
-            var endpoint = shard.Endpoint;
+            var endpoint = standby?.Endpoint ?? shard.Endpoint;
             activity.SetTag(SystemName, PostgreSql);
             activity.SetTag(NamespaceTag, endpoint.Database);
             activity.SetTag(ServerAddressTag, endpoint.Address);
@@ -100,6 +127,11 @@ internal static class ShardKitTelemetry
             activity.SetTag(CollectionTag, command.Collection);
             activity.SetTag(ShardTag, shard.Name);
             activity.SetTag(ShardKitOperationTag, operation);
+            activity.SetTag(ServerTag, standby is null ? "primary" : "standby");
+            if (standby is not null)
+            {
+                activity.SetTag(StandbyTag, standby.Name);
+            }
         }
 
         return activity;

@@ -32,9 +32,12 @@ public sealed partial class DistributedTransaction
                     return new DistributedCommitResult(null, [], []);
                 case 1:
                     await CommitSingleAsync(shards[0], activity, cancellationToken).ConfigureAwait(false);
+                    await RememberCommitsAsync(shards).ConfigureAwait(false);
                     return new DistributedCommitResult(null, NamesOf(shards), []);
                 default:
-                    return await CommitTwoPhaseAsync(shards, activity, cancellationToken).ConfigureAwait(false);
+                    var result = await CommitTwoPhaseAsync(shards, activity, cancellationToken).ConfigureAwait(false);
+                    await RememberCommitsAsync(shards.Where(shard => !result.PendingShards.Contains(Set.NameOf(shard)))).ConfigureAwait(false);
+                    return result;
             }
         }
         finally
@@ -153,6 +156,18 @@ public sealed partial class DistributedTransaction
         }
 
         return new DistributedCommitResult(gid, names, pendingNames);
+    }
+
+    // Read-your-writes: each shard's WAL position after its commit, read on the participant's connection (still open).
+    private async Task RememberCommitsAsync(IEnumerable<int> committed)
+    {
+        foreach (var shard in committed)
+        {
+            if (_participants[shard] is { State: System.Data.ConnectionState.Open } connection)
+            {
+                await _session.WroteAsync(shard, connection, async: true, CancellationToken.None).ConfigureAwait(false);
+            }
+        }
     }
 
     // Rolls back the prepared shards and, when the coordinator commits locally, its still-open transaction.

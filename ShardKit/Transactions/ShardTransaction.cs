@@ -37,9 +37,15 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
     /// <summary>Commits the transaction on its shard.</summary>
     public async Task CommitAsync(CancellationToken cancellationToken = default)
     {
+        var connection = Inner.Connection; // Npgsql lets go of it at the commit
         try
         {
             await Inner.CommitAsync(cancellationToken).ConfigureAwait(false);
+            _session.Unpin(this);
+            if (connection is not null)
+            {
+                await _session.WroteAsync(ShardIndex, connection, async: true, cancellationToken).ConfigureAwait(false);
+            }
         }
         finally
         {
@@ -63,9 +69,15 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
     /// <inheritdoc />
     public void Commit()
     {
+        var connection = Inner.Connection; // Npgsql lets go of it at the commit
         try
         {
             Inner.Commit();
+            _session.Unpin(this);
+            if (connection is not null)
+            {
+                _session.WroteAsync(ShardIndex, connection, async: false, CancellationToken.None).GetAwaiter().GetResult();
+            }
         }
         finally
         {

@@ -39,8 +39,17 @@ internal sealed partial class BulkLoad<T>
     private async Task<BulkInsertResult> CommitAsync(ShardCopy<T>[] copies)
     {
         var targets = copies.Where(c => c.Transaction is not null).Select(c => new ShardCommitTarget(c.Shard, c.Name, c.Transaction!)).ToArray();
+        var connections = targets.Select(t => t.Transaction.Connection).ToArray(); // Npgsql lets go of them at the commit
         var outcome = await CommitAfterAllCopies.CommitAsync(targets).ConfigureAwait(false);
         await DisposeTransactionsAsync(copies).ConfigureAwait(false);
+        for (var i = 0; i < targets.Length; i++)
+        {
+            if (connections[i] is { } connection && outcome.Committed.Contains(targets[i].Name))
+            {
+                await _session.WroteAsync(targets[i].Shard, connection, async: true, CancellationToken.None).ConfigureAwait(false); // read-your-writes
+            }
+        }
+
         if (!outcome.Succeeded)
         {
             throw FailedInCommit(outcome);
