@@ -17,13 +17,15 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, 'n' || g, g / 7.0, timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(-5000, 15000) g");
         var table = await f.DescribeAsync("id");
         var chunks = new ConcurrentDictionary<int, long>();
+        var progress = new LastValue();
 
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
         var copied = await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 3, NoneDone,
             (name, bucket, rows, _) => { Assert.That(chunks.TryAdd(bucket, rows), Is.True, $"{name} bucket {bucket} once"); return Task.CompletedTask; },
-            progress: null, CancellationToken.None);
+            progress, CancellationToken.None);
 
         await f.AssertMovedAsync(table, Buckets, BucketCount);
+        Assert.That(progress.Value, Is.EqualTo(copied), "progress ends at the rows copied");
         var perBucket = (await MoveFixture.QueryAsync<(int Bucket, long Rows)>(f.Source,
             $"select ({table.BucketSql(BucketCount)})::int, count(*) from {table.QualifiedName} group by 1")).ToDictionary(r => r.Bucket, r => r.Rows);
         Assert.That(chunks, Is.EquivalentTo(Buckets.ToDictionary(b => b, b => perBucket[b])), "each chunk reports its bucket's rows");
@@ -79,6 +81,62 @@ public sealed class BucketReplicationTests
         await f.AssertMovedAsync(table, Buckets, BucketCount);
         var toasted = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table} where length(big) > 5000");
         Assert.That(toasted[0], Is.GreaterThan(0), "rows whose TOASTed column was left unchanged by an update keep it");
+    }
+
+    [Test]
+    public async Task Rows_whose_shard_key_outside_the_primary_key_changes_leave_or_join_the_moving_buckets()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, customer_id bigint not null, note text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, g % 500, 'n' || g from generate_series(1, 5000) g");
+        var table = await f.DescribeAsync("customer_id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        var moving = Enumerable.Range(0, 500).Where(c => Buckets.Contains(table.BucketOfText(c.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount))).ToArray();
+        var staying = Enumerable.Range(0, 500).Except(moving).ToArray();
+
+        // Same primary key, new shard key: out of the moving buckets, into them, and within them.
+        await f.OnSourceAsync($"update {f.Table} set customer_id = {staying[0]} where customer_id = {moving[0]}");
+        await f.OnSourceAsync($"update {f.Table} set customer_id = {moving[1]} where customer_id = {staying[1]}");
+        await f.OnSourceAsync($"update {f.Table} set customer_id = {moving[3]}, note = null where customer_id = {moving[2]}");
+        await f.OnSourceAsync($"delete from {f.Table} where customer_id = {moving[4]} and id % 2 = 0");
+        var result = await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        Assert.That(result.Changes, Is.GreaterThan(0));
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var left = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table} where customer_id = {staying[0]}");
+        Assert.That(left[0], Is.Zero, "rows that left the moving buckets are gone from the target");
+    }
+
+    [Test]
+    public async Task A_truncate_on_the_source_empties_the_moving_buckets_on_the_target()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        await f.OnSourceAsync($"insert into {f.Table} select g from generate_series(1, 2000) g");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        var own = Enumerable.Range(1, 100).Select(i => -(long)i)
+            .First(k => !Buckets.Contains(table.BucketOfText(k.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount)));
+        await f.OnTargetAsync($"insert into {f.Table} values ({own})");
+
+        await f.OnSourceAsync($"truncate {f.Table}");
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        var ids = await MoveFixture.QueryAsync<long>(f.Target, $"select id from {f.Table}");
+        Assert.That(ids, Is.EqualTo(new[] { own }), "only the target's own row of another bucket stays");
+    }
+
+    [Test]
+    public async Task Catch_up_refuses_a_position_the_source_has_not_written()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        var ahead = new NpgsqlTypes.NpgsqlLogSequenceNumber(ulong.MaxValue - 1);
+
+        var e = Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => move.CatchUpAsync(f.Target, Buckets, BucketCount, ahead, CancellationToken.None));
+
+        Assert.That(e!.Message, Does.Contain("ahead of the source's WAL"));
     }
 
     [Test]
@@ -309,6 +367,21 @@ public sealed class BucketReplicationTests
         Assert.That(changed[0].Bucket, Is.EqualTo(bucket));
         Assert.That(changed[0].SourceRows, Is.EqualTo(changed[0].TargetRows), "same count, different content");
         Assert.That(deleted.Single().TargetRows, Is.EqualTo(deleted.Single().SourceRows - 1));
+    }
+
+    private sealed class LastValue : IProgress<long>
+    {
+        private long _value;
+
+        public long Value => Interlocked.Read(ref _value);
+
+        public void Report(long value)
+        {
+            long seen;
+            while ((seen = Interlocked.Read(ref _value)) < value && Interlocked.CompareExchange(ref _value, value, seen) != seen)
+            {
+            }
+        }
     }
 
     private static string Seed(string table, string key, int from, int to) =>
