@@ -234,6 +234,33 @@ public sealed class BucketReplicationTests
     }
 
     [Test]
+    public async Task A_copy_cancelled_mid_scan_leaves_no_row_on_the_target_and_no_query_running()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, repeat(md5(g::text), 4) from generate_series(1, 400000) g");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(150));
+        var calls = 0;
+
+        Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone,
+            (_, _, _, _) => { calls++; return Task.CompletedTask; }, null, cancel.Token));
+
+        Assert.That(calls, Is.Zero, "the only scan was cut short");
+        var onTarget = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table}");
+        Assert.That(onTarget[0], Is.Zero, "the cut scan's transaction rolled back");
+        long running = -1;
+        for (var i = 0; i < 50 && running != 0; i++)
+        {
+            running = (await MoveFixture.QueryAsync<long>(f.Source,
+                $"select count(*) from pg_stat_activity where query like 'copy (select s.*%{f.Table}%' and state = 'active'"))[0];
+            await Task.Delay(running == 0 ? 0 : 100);
+        }
+
+        Assert.That(running, Is.Zero, "the source's COPY was cancelled");
+    }
+
+    [Test]
     public async Task Drop_ends_a_stream_that_still_holds_the_slot()
     {
         await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
