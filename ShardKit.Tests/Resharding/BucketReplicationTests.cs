@@ -107,6 +107,30 @@ public sealed class BucketReplicationTests
         Assert.That(left[0], Is.Zero, "rows that left the moving buckets are gone from the target");
     }
 
+    [TestCase("create table {0} (k bigint primary key, n int, big text)", "k")]
+    [TestCase("create table {0} (id bigint primary key, k bigint not null, n int, big text)", "id")]
+    public async Task A_row_that_joins_the_moving_buckets_keeps_its_unchanged_TOASTed_value(string ddl, string identity)
+    {
+        await using var f = await MoveFixture.CreateAsync(ddl);
+        var table = await f.DescribeAsync("k");
+        var keys = Enumerable.Range(1, 200).Select(i => (long)i).ToList();
+        var inside = keys.Where(k => Buckets.Contains(table.BucketOfText(k.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount))).ToList();
+        var outside = keys.Except(inside).First();
+        var withId = identity == "id" ? "id, " : "";
+        await f.OnSourceAsync($"insert into {f.Table} ({withId}k, n, big) select {(identity == "id" ? "g, " : "")}g, g, null from generate_series(1, 200) g where g <> {inside[0]}");
+        await f.OnSourceAsync($"update {f.Table} set big = (select string_agg(md5(random()::text || i), '') from generate_series(1, 400) i) where k = {outside}");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+
+        // Only k changes: pgoutput sends the TOASTed column as unchanged, and the target has no copy of it yet.
+        await f.OnSourceAsync($"update {f.Table} set k = {inside[0]} where k = {outside}");
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var big = await MoveFixture.QueryAsync<int?>(f.Target, $"select length(big) from {f.Table} where k = {inside[0]}");
+        Assert.That(big, Is.EqualTo(new int?[] { 12800 }));
+    }
+
     [Test]
     public async Task A_truncate_on_the_source_empties_the_moving_buckets_on_the_target()
     {

@@ -35,7 +35,7 @@ internal sealed partial class BucketReplication
         await ReleaseSnapshotAsync().ConfigureAwait(false);
         var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
         await using var targetLifetime = target.ConfigureAwait(false);
-        var applier = new ChangeApplier(target, _tables, buckets, bucketCount);
+        var applier = new ChangeApplier(_source, target, _tables, buckets, bucketCount);
         await using var applierLifetime = applier.ConfigureAwait(false);
         var nonce = Guid.NewGuid().ToString("N");
         var marker = await EmitMarkerAsync(nonce, ct).ConfigureAwait(false);
