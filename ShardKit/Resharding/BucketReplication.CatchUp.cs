@@ -18,8 +18,9 @@ internal sealed partial class BucketReplication
     /// transaction to the slot. Stops at a marker it writes into the source's WAL (a non-transactional logical message)
     /// after <paramref name="until"/>: every transaction committed before <paramref name="until"/> is then applied.
     /// Replaying from an older position (after a cancelled catch-up or a crash) is harmless. Needs, on the source, the
-    /// REPLICATION attribute and (for the marker) EXECUTE on <c>pg_logical_emit_message</c>, which every role has;
-    /// on the target, INSERT, UPDATE, DELETE and SELECT.
+    /// REPLICATION attribute, EXECUTE on <c>pg_logical_emit_message</c> (for the marker; every role has it) and SELECT
+    /// on the tables (an unchanged TOAST value the target cannot supply is read there); on the target, INSERT, UPDATE,
+    /// DELETE and SELECT.
     /// </summary>
     /// <param name="targetConnectionString">The target shard.</param>
     /// <param name="buckets">The moving buckets.</param>

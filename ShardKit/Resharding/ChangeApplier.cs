@@ -9,8 +9,9 @@ namespace ShardKit;
 /// <summary>
 /// Applies the row changes pgoutput decodes on the source to the target, idempotently by primary key and only for
 /// rows of the moving buckets: insert and update become an upsert, an update that changed the key or left the buckets
-/// and a delete become a delete that only touches rows of the moving buckets. One target transaction per source
-/// transaction; statements go in batches.
+/// and a delete become a delete that only touches rows of the moving buckets. A value pgoutput leaves out (an unchanged
+/// TOAST value) comes from the target's row, or from the source's when the target has none. One target transaction per
+/// source transaction; statements go in batches.
 /// </summary>
 internal sealed class ChangeApplier : IAsyncDisposable
 {
