@@ -17,13 +17,15 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, 'n' || g, g / 7.0, timestamptz '2026-01-01' + g * interval '1 minute' from generate_series(-5000, 15000) g");
         var table = await f.DescribeAsync("id");
         var chunks = new ConcurrentDictionary<int, long>();
+        var progress = new LastValue();
 
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
         var copied = await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 3, NoneDone,
             (name, bucket, rows, _) => { Assert.That(chunks.TryAdd(bucket, rows), Is.True, $"{name} bucket {bucket} once"); return Task.CompletedTask; },
-            progress: null, CancellationToken.None);
+            progress, CancellationToken.None);
 
         await f.AssertMovedAsync(table, Buckets, BucketCount);
+        Assert.That(progress.Value, Is.EqualTo(copied), "progress ends at the rows copied");
         var perBucket = (await MoveFixture.QueryAsync<(int Bucket, long Rows)>(f.Source,
             $"select ({table.BucketSql(BucketCount)})::int, count(*) from {table.QualifiedName} group by 1")).ToDictionary(r => r.Bucket, r => r.Rows);
         Assert.That(chunks, Is.EquivalentTo(Buckets.ToDictionary(b => b, b => perBucket[b])), "each chunk reports its bucket's rows");
@@ -79,6 +81,86 @@ public sealed class BucketReplicationTests
         await f.AssertMovedAsync(table, Buckets, BucketCount);
         var toasted = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table} where length(big) > 5000");
         Assert.That(toasted[0], Is.GreaterThan(0), "rows whose TOASTed column was left unchanged by an update keep it");
+    }
+
+    [Test]
+    public async Task Rows_whose_shard_key_outside_the_primary_key_changes_leave_or_join_the_moving_buckets()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, customer_id bigint not null, note text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, g % 500, 'n' || g from generate_series(1, 5000) g");
+        var table = await f.DescribeAsync("customer_id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        var moving = Enumerable.Range(0, 500).Where(c => Buckets.Contains(table.BucketOfText(c.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount))).ToArray();
+        var staying = Enumerable.Range(0, 500).Except(moving).ToArray();
+
+        // Same primary key, new shard key: out of the moving buckets, into them, and within them.
+        await f.OnSourceAsync($"update {f.Table} set customer_id = {staying[0]} where customer_id = {moving[0]}");
+        await f.OnSourceAsync($"update {f.Table} set customer_id = {moving[1]} where customer_id = {staying[1]}");
+        await f.OnSourceAsync($"update {f.Table} set customer_id = {moving[3]}, note = null where customer_id = {moving[2]}");
+        await f.OnSourceAsync($"delete from {f.Table} where customer_id = {moving[4]} and id % 2 = 0");
+        var result = await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        Assert.That(result.Changes, Is.GreaterThan(0));
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var left = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table} where customer_id = {staying[0]}");
+        Assert.That(left[0], Is.Zero, "rows that left the moving buckets are gone from the target");
+    }
+
+    [TestCase("create table {0} (k bigint primary key, n int, big text)", "k")]
+    [TestCase("create table {0} (id bigint primary key, k bigint not null, n int, big text)", "id")]
+    public async Task A_row_that_joins_the_moving_buckets_keeps_its_unchanged_TOASTed_value(string ddl, string identity)
+    {
+        await using var f = await MoveFixture.CreateAsync(ddl);
+        var table = await f.DescribeAsync("k");
+        var keys = Enumerable.Range(1, 200).Select(i => (long)i).ToList();
+        var inside = keys.Where(k => Buckets.Contains(table.BucketOfText(k.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount))).ToList();
+        var outside = keys.Except(inside).First();
+        var withId = identity == "id" ? "id, " : "";
+        await f.OnSourceAsync($"insert into {f.Table} ({withId}k, n, big) select {(identity == "id" ? "g, " : "")}g, g, null from generate_series(1, 200) g where g <> {inside[0]}");
+        await f.OnSourceAsync($"update {f.Table} set big = (select string_agg(md5(random()::text || i), '') from generate_series(1, 400) i) where k = {outside}");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+
+        // Only k changes: pgoutput sends the TOASTed column as unchanged, and the target has no copy of it yet.
+        await f.OnSourceAsync($"update {f.Table} set k = {inside[0]} where k = {outside}");
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        var big = await MoveFixture.QueryAsync<int?>(f.Target, $"select length(big) from {f.Table} where k = {inside[0]}");
+        Assert.That(big, Is.EqualTo(new int?[] { 12800 }));
+    }
+
+    [Test]
+    public async Task A_truncate_on_the_source_empties_the_moving_buckets_on_the_target()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        await f.OnSourceAsync($"insert into {f.Table} select g from generate_series(1, 2000) g");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        var own = Enumerable.Range(1, 100).Select(i => -(long)i)
+            .First(k => !Buckets.Contains(table.BucketOfText(k.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount)));
+        await f.OnTargetAsync($"insert into {f.Table} values ({own})");
+
+        await f.OnSourceAsync($"truncate {f.Table}");
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+
+        var ids = await MoveFixture.QueryAsync<long>(f.Target, $"select id from {f.Table}");
+        Assert.That(ids, Is.EqualTo(new[] { own }), "only the target's own row of another bucket stays");
+    }
+
+    [Test]
+    public async Task Catch_up_refuses_a_position_the_source_has_not_written()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key)");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        var ahead = new NpgsqlTypes.NpgsqlLogSequenceNumber(ulong.MaxValue - 1);
+
+        var e = Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => move.CatchUpAsync(f.Target, Buckets, BucketCount, ahead, CancellationToken.None));
+
+        Assert.That(e!.Message, Does.Contain("ahead of the source's WAL"));
     }
 
     [Test]
@@ -173,6 +255,33 @@ public sealed class BucketReplicationTests
 
         Assert.That(await f.LeftoversAsync(), Is.EqualTo((0L, 0L)));
         await move.DisposeAsync();
+    }
+
+    [Test]
+    public async Task A_copy_cancelled_mid_scan_leaves_no_row_on_the_target_and_no_query_running()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, repeat(md5(g::text), 4) from generate_series(1, 400000) g");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(150));
+        var calls = 0;
+
+        Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone,
+            (_, _, _, _) => { calls++; return Task.CompletedTask; }, null, cancel.Token));
+
+        Assert.That(calls, Is.Zero, "the only scan was cut short");
+        var onTarget = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table}");
+        Assert.That(onTarget[0], Is.Zero, "the cut scan's transaction rolled back");
+        long running = -1;
+        for (var i = 0; i < 50 && running != 0; i++)
+        {
+            running = (await MoveFixture.QueryAsync<long>(f.Source,
+                $"select count(*) from pg_stat_activity where query like 'copy (select s.*%{f.Table}%' and state = 'active'"))[0];
+            await Task.Delay(running == 0 ? 0 : 100);
+        }
+
+        Assert.That(running, Is.Zero, "the source's COPY was cancelled");
     }
 
     [Test]
@@ -309,6 +418,21 @@ public sealed class BucketReplicationTests
         Assert.That(changed[0].Bucket, Is.EqualTo(bucket));
         Assert.That(changed[0].SourceRows, Is.EqualTo(changed[0].TargetRows), "same count, different content");
         Assert.That(deleted.Single().TargetRows, Is.EqualTo(deleted.Single().SourceRows - 1));
+    }
+
+    private sealed class LastValue : IProgress<long>
+    {
+        private long _value;
+
+        public long Value => Interlocked.Read(ref _value);
+
+        public void Report(long value)
+        {
+            long seen;
+            while ((seen = Interlocked.Read(ref _value)) < value && Interlocked.CompareExchange(ref _value, value, seen) != seen)
+            {
+            }
+        }
     }
 
     private static string Seed(string table, string key, int from, int to) =>

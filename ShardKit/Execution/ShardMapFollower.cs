@@ -98,7 +98,7 @@ internal sealed class ShardMapFollower : IAsyncDisposable
         return _shards.Map.Epoch > epoch;
     }
 
-    private void Adopt(StoredMap? stored)
+    private void Adopt(CatalogMap? stored)
     {
         if (stored is null || stored.Epoch <= _shards.Map.Epoch)
         {

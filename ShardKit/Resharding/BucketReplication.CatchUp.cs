@@ -23,8 +23,9 @@ internal sealed partial class BucketReplication
     /// <paramref name="until"/> is then applied. The stream stays open between calls (a move catches up several times
     /// and the last one, while its buckets are frozen, must be quick); it is opened again after a failure or
     /// cancellation, from the slot's confirmed position; replaying from there is harmless. Needs, on the source, the
-    /// REPLICATION attribute and (for the marker) EXECUTE on <c>pg_logical_emit_message</c>, which every role has;
-    /// on the target, INSERT, UPDATE, DELETE and SELECT.
+    /// REPLICATION attribute, EXECUTE on <c>pg_logical_emit_message</c> (for the marker; every role has it) and SELECT
+    /// on the tables (an unchanged TOAST value the target cannot supply is read there); on the target, INSERT, UPDATE,
+    /// DELETE and SELECT.
     /// </summary>
     /// <param name="targetConnectionString">The target shard.</param>
     /// <param name="buckets">The moving buckets.</param>
@@ -65,7 +66,7 @@ internal sealed partial class BucketReplication
         await ReleaseSnapshotAsync().ConfigureAwait(false);
         await WaitSlotFreeAsync(ct).ConfigureAwait(false);
         var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
-        var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target, new ChangeApplier(target, _tables, buckets, bucketCount),
+        var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target, new ChangeApplier(_source, target, _tables, buckets, bucketCount),
             new LogicalReplicationConnection(_source));
         try
         {

@@ -171,26 +171,35 @@ internal sealed partial class BucketReplication
         }
         catch
         {
-            await copy.AbortAsync().ConfigureAwait(false);
+            // The error that stopped the scan is the one to report; a stream a cancelled read already ended is not.
+            await QuietlyAsync(copy.AbortAsync).ConfigureAwait(false);
             if (input is not null)
             {
-                await input.CancelAsync().ConfigureAwait(false);
+                await QuietlyAsync(input.CancelAsync).ConfigureAwait(false);
+                await QuietlyAsync(async () => await input.DisposeAsync().ConfigureAwait(false)).ConfigureAwait(false);
             }
 
             throw;
         }
-        finally
-        {
-            if (input is not null)
-            {
-                await input.DisposeAsync().ConfigureAwait(false);
-            }
-        }
+
+        await input.DisposeAsync().ConfigureAwait(false);
 
         // Committed: every bucket of the scan is done, even if the caller stops now.
         foreach (var bucket in buckets)
         {
             await chunkDone(table, bucket, rows[bucket]).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task QuietlyAsync(Func<Task> cleanup)
+    {
+        try
+        {
+            await cleanup().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NpgsqlException or OperationCanceledException)
+        {
+            // Cleanup after a failure: the connection may be broken or the COPY already over.
         }
     }
 

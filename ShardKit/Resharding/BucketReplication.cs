@@ -13,6 +13,8 @@ namespace ShardKit;
 /// <remarks>
 /// Privileges: on the source, a role with the REPLICATION attribute that owns the tables (CREATE PUBLICATION ... FOR
 /// TABLE needs ownership and CREATE on the database); on the target, INSERT, UPDATE, DELETE and SELECT on the tables.
+/// PostgreSQL 14 or later on the source (pgoutput's <c>messages</c> option), <c>wal_level = logical</c> and a free
+/// replication slot and WAL sender.
 /// No superuser and no CREATE SUBSCRIPTION. Every target connection first turns the ownership fence off for its session
 /// (<c>shardkit.fence = off</c>), since the target does not own the buckets yet.
 /// </remarks>

@@ -9,8 +9,9 @@ namespace ShardKit;
 /// <summary>
 /// Applies the row changes pgoutput decodes on the source to the target, idempotently by primary key and only for
 /// rows of the moving buckets: insert and update become an upsert, an update that changed the key or left the buckets
-/// and a delete become a delete that only touches rows of the moving buckets. One target transaction per source
-/// transaction; statements go in batches.
+/// and a delete become a delete that only touches rows of the moving buckets. A value pgoutput leaves out (an unchanged
+/// TOAST value) comes from the target's row, or from the source's when the target has none. One target transaction per
+/// source transaction; statements go in batches.
 /// </summary>
 internal sealed class ChangeApplier : IAsyncDisposable
 {
@@ -23,11 +24,15 @@ internal sealed class ChangeApplier : IAsyncDisposable
     private readonly int _bucketCount;
     private readonly Dictionary<uint, ChangedRelation> _relations = [];
     private readonly Dictionary<string, string> _sql = [];
+    private readonly List<(NpgsqlBatchCommand Command, ChangedRelation Relation, ChangedRow Row)> _fromTarget = [];
+    private readonly string _sourceConnectionString;
+    private NpgsqlConnection? _source;
     private NpgsqlTransaction? _transaction;
     private NpgsqlBatch? _batch;
 
-    public ChangeApplier(NpgsqlConnection target, IReadOnlyList<MovedTable> tables, IReadOnlyCollection<int> buckets, int bucketCount)
+    public ChangeApplier(string sourceConnectionString, NpgsqlConnection target, IReadOnlyList<MovedTable> tables, IReadOnlyCollection<int> buckets, int bucketCount)
     {
+        _sourceConnectionString = sourceConnectionString;
         _target = target;
         _tables = tables.ToDictionary(t => t.Schema + "." + t.Name, StringComparer.Ordinal);
         _buckets = [.. buckets];
@@ -118,6 +123,11 @@ internal sealed class ChangeApplier : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_source is not null)
+        {
+            await _source.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (_batch is not null)
         {
             await _batch.DisposeAsync().ConfigureAwait(false);
@@ -210,7 +220,7 @@ internal sealed class ChangeApplier : IAsyncDisposable
             _sql[key] = sql;
         }
 
-        await AddAsync(sql, parameters, ct).ConfigureAwait(false);
+        await AddAsync(sql, parameters, ct, anyUnchanged ? (relation, row) : null).ConfigureAwait(false);
     }
 
     private string UpsertSql(ChangedRelation relation, bool[] unchanged)
@@ -264,7 +274,7 @@ internal sealed class ChangeApplier : IAsyncDisposable
 
     private NpgsqlParameter Buckets() => new() { Value = _bucketArray, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer };
 
-    private async Task AddAsync(string sql, IEnumerable<object?> values, CancellationToken ct)
+    private async Task AddAsync(string sql, IEnumerable<object?> values, CancellationToken ct, (ChangedRelation Relation, ChangedRow Row)? fromTarget = null)
     {
         _transaction ??= await _target.BeginTransactionAsync(ct).ConfigureAwait(false);
         _batch ??= new NpgsqlBatch(_target, _transaction);
@@ -276,6 +286,11 @@ internal sealed class ChangeApplier : IAsyncDisposable
         }
 
         _batch.BatchCommands.Add(command);
+        if (fromTarget is { } pending)
+        {
+            _fromTarget.Add((command, pending.Relation, pending.Row));
+        }
+
         Changes++;
         if (_batch.BatchCommands.Count >= BatchSize)
         {
@@ -293,6 +308,60 @@ internal sealed class ChangeApplier : IAsyncDisposable
                 await batch.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
             }
         }
+
+        // An upsert that took unchanged TOAST values from a row the target does not have (the row just joined the moving
+        // buckets) wrote nothing: the source's current row stands in. It may be newer than this change, which is harmless,
+        // since every later change to the row is replayed after it.
+        var missed = _fromTarget.Where(p => p.Command.RecordsAffected == 0).ToList();
+        _fromTarget.Clear();
+        foreach (var (_, relation, row) in missed)
+        {
+            if (await SourceRowAsync(relation, row, ct).ConfigureAwait(false) is { } current && InBuckets(relation, current) == true)
+            {
+                await UpsertAsync(relation, current, null, ct).ConfigureAwait(false);
+            }
+        }
+
+        if (missed.Count > 0)
+        {
+            await FlushAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<ChangedRow?> SourceRowAsync(ChangedRelation relation, ChangedRow row, CancellationToken ct)
+    {
+        if (_source is null)
+        {
+            var source = new NpgsqlConnection(_sourceConnectionString);
+            await source.OpenAsync(ct).ConfigureAwait(false);
+            _source = source;
+        }
+
+        var table = relation.Table;
+        var n = 0;
+        var sql = $"select {string.Join(", ", relation.Columns.Select(c => MovedTable.Quote(c) + "::text"))} from {table.QualifiedName} where " +
+                  string.Join(" and ", relation.PrimaryKey.Select(p => $"{MovedTable.Quote(relation.Columns[p])} = ${++n}::{table.TypeOf(relation.Columns[p])}"));
+        var command = new NpgsqlCommand(sql, _source);
+        await using var commandLifetime = command.ConfigureAwait(false);
+        foreach (var p in relation.PrimaryKey)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)row.Values[p] ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Unknown });
+        }
+
+        var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        await using var readerLifetime = reader.ConfigureAwait(false);
+        if (!await reader.ReadAsync(ct).ConfigureAwait(false))
+        {
+            return null;
+        }
+
+        var values = new string?[relation.Columns.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = await reader.IsDBNullAsync(i, ct).ConfigureAwait(false) ? null : reader.GetString(i);
+        }
+
+        return new ChangedRow(values, new bool[values.Length]);
     }
 
     private sealed record ChangedRow(string?[] Values, bool[] Unchanged);

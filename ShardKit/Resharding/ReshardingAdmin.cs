@@ -56,7 +56,7 @@ internal sealed class ReshardingAdmin(ShardSet shards)
                     await seed.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 }
 
-                stored = new StoredMap(1, buckets.Count, Enumerable.Range(0, buckets.Count).Select(b => map.ShardNames[buckets.ShardOfBucket(b)]).ToArray());
+                stored = new CatalogMap(1, buckets.Count, Enumerable.Range(0, buckets.Count).Select(b => map.ShardNames[buckets.ShardOfBucket(b)]).ToArray());
             }
 
             foreach (var table in tables)

@@ -54,7 +54,7 @@ internal static class StoredMapCatalog
     /// <summary>
     /// Reads the stored map, or null when the catalog was never seeded. Owners are shard names, one per bucket.
     /// </summary>
-    public static async ValueTask<StoredMap?> ReadAsync(NpgsqlConnection connection, bool async, CancellationToken cancellationToken)
+    public static async ValueTask<CatalogMap?> ReadAsync(NpgsqlConnection connection, bool async, CancellationToken cancellationToken)
     {
         var command = new NpgsqlCommand(ReadSql, connection);
         await using var _ = command.ConfigureAwait(false);
@@ -67,7 +67,7 @@ internal static class StoredMapCatalog
                 return null;
             }
 
-            return new StoredMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetBoolean(3));
+            return new CatalogMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetBoolean(3));
         }
         catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
         {
@@ -79,7 +79,7 @@ internal static class StoredMapCatalog
     /// The map <paramref name="stored"/> describes over the shards of <paramref name="current"/>, or the problem that
     /// keeps it from being used (another bucket count, a shard this data source does not know).
     /// </summary>
-    public static ShardMap Apply(ShardMap current, StoredMap stored, out string? problem)
+    public static ShardMap Apply(ShardMap current, CatalogMap stored, out string? problem)
     {
         problem = null;
         if (current.Buckets is not { } buckets)
@@ -116,4 +116,4 @@ internal static class StoredMapCatalog
 /// The stored map as read: its epoch, bucket count, the owning shard's name per bucket, and whether a move is under way
 /// (some bucket's rows may then sit on two shards: the owner's, and a copy on the other).
 /// </summary>
-internal sealed record StoredMap(long Epoch, int BucketCount, string[] Owners, bool MovesInFlight = false);
+internal sealed record CatalogMap(long Epoch, int BucketCount, string[] Owners, bool MovesInFlight = false);
