@@ -44,7 +44,7 @@ public static class MovePauseRun
         int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], CultureInfo.InvariantCulture) : fallback;
         try
         {
-            Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5))));
+            Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1));
         }
         finally
         {
@@ -52,7 +52,8 @@ public static class MovePauseRun
         }
     }
 
-    public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024)
+    public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
+        bool verify = true)
     {
         var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
         var database = "move_" + Guid.NewGuid().ToString("N")[..10];
@@ -75,7 +76,7 @@ public static class MovePauseRun
         try
         {
             var builder = new ShardedDataSourceBuilder().UseHashSharding(bucketCount).UseStoredMap("s0")
-                .UseLoggerFactory(new MoveLog());
+                .UseLoggerFactory(log ? new MoveLog() : Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
             for (var i = 0; i < direct.Count; i++)
             {
                 builder.AddShard($"s{i}", direct[i]);
@@ -132,7 +133,7 @@ public static class MovePauseRun
             Volatile.Write(ref phase, 1);
             await Task.Delay(baseline);
             Volatile.Write(ref phase, 2);
-            var move = await source.Resharding.MoveBucketsAsync(moving, "s1", new MoveOptions { CleanupDelay = TimeSpan.Zero });
+            var move = await source.Resharding.MoveBucketsAsync(moving, "s1", new MoveOptions { CleanupDelay = TimeSpan.Zero, Verify = verify });
             Volatile.Write(ref phase, 3);
             await stop.CancelAsync();
             await Task.WhenAll(tasks);

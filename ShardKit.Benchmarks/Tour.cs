@@ -37,6 +37,8 @@ public static partial class Tour
                 await ShowBulkLoadAsync(db);
             }
 
+            await ShowLiveMoveAsync();
+
             var ratios = await MeasureRatiosAsync(shards, set);
             PrintRatios(ratios);
             await shards.OnEveryShardAsync("drop table if exists tour_orders, tour_migrations");

@@ -15,8 +15,13 @@ namespace ShardKit;
 public sealed class ShardResharding
 {
     private readonly ReshardingAdmin _admin;
+    private readonly ShardedDataSource _dataSource;
 
-    internal ShardResharding(ShardedDataSource dataSource) => _admin = new ReshardingAdmin(dataSource.Shards);
+    internal ShardResharding(ShardedDataSource dataSource)
+    {
+        _dataSource = dataSource;
+        _admin = new ReshardingAdmin(dataSource.Shards);
+    }
 
     /// <summary>
     /// Writes the data source's current map to the catalog (when it holds none yet, at epoch 1) and installs the
@@ -39,16 +44,28 @@ public sealed class ShardResharding
     /// it with <see cref="ResumeMoveAsync"/> or undo it with <see cref="CancelMoveAsync"/>.
     /// </summary>
     /// <exception cref="ShardMoveException">The move was refused, or stopped (it can be resumed by its id).</exception>
-    public Task<MoveResult> MoveBucketsAsync(IReadOnlyCollection<int> buckets, string targetShard, MoveOptions? options = null,
+    public async Task<MoveResult> MoveBucketsAsync(IReadOnlyCollection<int> buckets, string targetShard, MoveOptions? options = null,
         IProgress<MoveProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(buckets);
         ArgumentException.ThrowIfNullOrWhiteSpace(targetShard);
-        return Mover(options, progress).MoveAsync(buckets, targetShard, cancellationToken);
+        var mover = Mover(options, progress);
+        await MigrateFirstAsync(options, cancellationToken).ConfigureAwait(false);
+        return await mover.MoveAsync(buckets, targetShard, cancellationToken).ConfigureAwait(false);
+    }
+
+    // A target must have the source's schema before it receives rows: MoveOptions.Migrations brings every shard there.
+    private async Task MigrateFirstAsync(MoveOptions? options, CancellationToken cancellationToken)
+    {
+        if (options?.Migrations is { } migrations)
+        {
+            await _dataSource.MigrateAsync(migrations, options.MigrationOptions, null, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>
-    /// Brings a configured but empty shard into the stored map: fences it (it owns nothing yet), then moves an even
+    /// Brings a configured but empty shard into the stored map: applies <see cref="MoveOptions.Migrations"/> (if given,
+    /// on every shard, so the new one reaches the current version), fences it (it owns nothing yet), then moves an even
     /// share of buckets to it, taking from the shards that hold the most, one move per source shard, one after the other.
     /// </summary>
     /// <returns>The moves, in the order they ran.</returns>
@@ -68,6 +85,8 @@ public sealed class ShardResharding
             await follower.RefreshAsync(cancellationToken).ConfigureAwait(false);
         }
 
+        _ = Mover(options, progress); // options and stored map checked before anything runs
+        await MigrateFirstAsync(options, cancellationToken).ConfigureAwait(false);
         var map = shards.Map;
         var target = map.IndexOf(newShard);
         var tables = await _admin.TablesAsync(cancellationToken).ConfigureAwait(false);

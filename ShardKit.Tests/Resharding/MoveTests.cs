@@ -10,74 +10,7 @@ public sealed class MoveTests
 
     private static readonly MoveOptions Quick = new() { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };
 
-    /// <summary>
-    /// Writers that each own every <c>Writers</c>-th key, so each knows the true final state of its keys: inserts,
-    /// updates and deletes through ShardKit, one after another, until stopped. Any error is kept and fails the test.
-    /// </summary>
-    private sealed class Writers(ShardedDataSource source, int writers, long keys)
-    {
-        private readonly CancellationTokenSource _stop = new();
-
-        public ConcurrentDictionary<long, int?> Truth { get; } = new(); // key -> n, null = deleted
-
-        public ConcurrentQueue<Exception> Errors { get; } = new();
-
-        public long Operations;
-
-        public List<Task> Tasks { get; } = [];
-
-        public void Start()
-        {
-            for (var w = 0; w < writers; w++)
-            {
-                var writer = w;
-                Tasks.Add(Task.Run(() => RunAsync(writer)));
-            }
-        }
-
-        public async Task StopAsync()
-        {
-            await _stop.CancelAsync();
-            await Task.WhenAll(Tasks);
-        }
-
-        private async Task RunAsync(int writer)
-        {
-            var random = new Random(writer);
-            await using var db = source.CreateConnection();
-            while (!_stop.IsCancellationRequested)
-            {
-                var key = (random.NextInt64(keys / writers) * writers) + writer + 1;
-                try
-                {
-                    if (!Truth.TryGetValue(key, out var n) || n is null)
-                    {
-                        await db.ExecuteAsync("insert into items (id, payload, n) values (@Id, @Payload, @N)", new Item { Id = key, Payload = $"k{key}", N = 1 });
-                        Truth[key] = 1;
-                    }
-                    else if (random.Next(4) == 0)
-                    {
-                        await db.ExecuteAsync("delete from items where id = @Id", new Item { Id = key });
-                        Truth[key] = null;
-                    }
-                    else
-                    {
-                        await db.ExecuteAsync("update items set n = n + 1 where id = @Id", new Item { Id = key });
-                        Truth[key] = n + 1;
-                    }
-
-                    Interlocked.Increment(ref Operations);
-                }
-                catch (Exception e)
-                {
-                    Errors.Enqueue(e);
-                    return;
-                }
-            }
-        }
-    }
-
-    private static async Task AssertPlacedAsync(ReshardingShards shards, ShardedDataSource source, IReadOnlyDictionary<long, int?> truth)
+    internal static async Task AssertPlacedAsync(ReshardingShards shards, ShardedDataSource source, IReadOnlyDictionary<long, int?> truth)
     {
         await source.Resharding.RefreshMapAsync();
         var rows = await shards.AllRowsAsync();
@@ -92,7 +25,7 @@ public sealed class MoveTests
         Assert.That(await shards.LeftoversAsync(), Is.EqualTo(0), "no replication slot or publication left");
     }
 
-    private static async Task<Dictionary<long, int?>> SeedRowsAsync(ShardedDataSource source, int count)
+    internal static async Task<Dictionary<long, int?>> SeedRowsAsync(ShardedDataSource source, int count)
     {
         await using var db = source.CreateConnection();
         var items = Enumerable.Range(1, count).Select(i => new Item { Id = 1_000_000 + i, Payload = $"seed {i} 'quoted' ünïcode", N = i }).ToList();
@@ -108,7 +41,7 @@ public sealed class MoveTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await SeedRowsAsync(admin, 3000);
         var app = shards.NewSource();
-        var writers = new Writers(app, writers: 8, keys: 4000);
+        var writers = new MoveWriters(app, writers: 8, keys: 4000);
         writers.Start();
         await Task.Delay(300);
 
@@ -267,6 +200,30 @@ public sealed class MoveTests
         Assert.That(counts.Max() - counts.Min(), Is.LessThanOrEqualTo(1), string.Join(",", counts));
         await AssertPlacedAsync(shards, three, truth);
         Assert.That((await shards.AllRowsAsync()).Count(r => r.Shard == 2), Is.GreaterThan(500));
+    }
+
+    [Test]
+    public async Task A_new_shard_without_the_schema_is_migrated_before_it_receives_buckets()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(3);
+        await using (var fresh = await shards.OpenAsync(2))
+        {
+            await Dapper.SqlMapper.ExecuteAsync(fresh, "drop table items");
+        }
+
+        var two = shards.NewSource(take: 2);
+        await two.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(two, 1000);
+        var three = shards.NewSource();
+        Migration[] migrations = [new(1, "items", "create table if not exists items (id bigint primary key, payload text, n int not null default 0)")];
+
+        // Without the migrations the preflight refuses the target; with them every shard reaches version 1 first.
+        Assert.That(Assert.ThrowsAsync<ShardConfigurationException>(() => three.Resharding.AddShardAsync("s2", Quick))!.Message, Does.Contain("no column id"));
+        var moves = await three.Resharding.AddShardAsync("s2", new MoveOptions { CleanupDelay = TimeSpan.Zero, Migrations = migrations });
+
+        Assert.That(moves, Is.Not.Empty);
+        Assert.That((await three.GetMigrationStatusAsync(migrations)).IsUpToDate, Is.True);
+        await AssertPlacedAsync(shards, three, truth);
     }
 
     [Test]

@@ -42,6 +42,15 @@ public sealed class MoveOptions
     /// <summary>The pause between two delete statements (throttling); 10 ms by default.</summary>
     public TimeSpan DeletePause { get; set; } = TimeSpan.FromMilliseconds(10);
 
+    /// <summary>
+    /// Migrations to apply to every shard (so a new shard reaches the others' version) before any bucket moves: the
+    /// move's preflight refuses a target whose tables differ from the source's. Null (the default) applies none.
+    /// </summary>
+    public IReadOnlyList<Migration>? Migrations { get; set; }
+
+    /// <summary>How <see cref="Migrations"/> run (history table, canary, parallelism); the defaults when null.</summary>
+    public MigrationOptions? MigrationOptions { get; set; }
+
     internal void Validate()
     {
         if (Parallelism < 1 || MaxLagBytes < 0 || FreezeLockTimeout <= TimeSpan.Zero || FreezeAttempts < 1 || DeleteBatchSize < 1
