@@ -42,8 +42,13 @@ internal sealed class ReshardingShards : IAsyncDisposable
     {
         var shards = await Shards.GetAsync();
         Assume.That(shards.Count, Is.GreaterThanOrEqualTo(count), $"needs {count} shards");
+        return await CreateOnAsync(shards.ConnectionStrings.Take(count).ToArray(), buckets);
+    }
+
+    /// <summary>The same over servers of the test's own (which it may stop and start).</summary>
+    public static async Task<ReshardingShards> CreateOnAsync(IReadOnlyList<string> servers, int buckets = 64)
+    {
         var database = "rs_" + Guid.NewGuid().ToString("N")[..12];
-        var servers = shards.ConnectionStrings.Take(count).ToArray();
         await Task.WhenAll(servers.Select(async cs =>
         {
             await using var admin = new NpgsqlConnection(cs);

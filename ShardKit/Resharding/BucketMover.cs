@@ -234,8 +234,10 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             var frozen = 0L;
             try
             {
+                // The source's giving up must survive a crash once the target took over: durable whatever the server's default.
                 await ReshardingAdmin.ExecuteAsync(connection,
-                    $"set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'", cancellationToken).ConfigureAwait(false);
+                    $"set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; set local synchronous_commit = on",
+                    cancellationToken).ConfigureAwait(false);
                 var freeze = new NpgsqlCommand(
                     "select max(epoch) from (select epoch from shardkit.bucket_owner where bucket = any($1) order by bucket for update) o",
                     connection, transaction);
@@ -300,6 +302,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using (target.ConfigureAwait(false))
         {
+            await ReshardingAdmin.ExecuteAsync(target, "select set_config('synchronous_commit', 'on', false)", cancellationToken).ConfigureAwait(false);
             var take = new NpgsqlCommand("update shardkit.bucket_owner set owned = true, epoch = $2 where bucket = any($1)", target);
             await using (take.ConfigureAwait(false))
             {
@@ -526,7 +529,9 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
         // Named parameters let Npgsql split a script into statements; $n would send it as one (refused with parameters).
-        var command = new NpgsqlCommand(System.Text.RegularExpressions.Regex.Replace(sql, @"\$(\d+)", "@p$1"), connection);
+        // The catalog's records (a chunk done, a switch) must be durable before the move goes on.
+        var command = new NpgsqlCommand("select set_config('synchronous_commit', 'on', false);\n" +
+            System.Text.RegularExpressions.Regex.Replace(sql, @"\$(\d+)", "@p$1"), connection);
         await using var __ = command.ConfigureAwait(false);
         for (var i = 0; i < parameters.Length; i++)
         {

@@ -51,9 +51,15 @@ internal sealed partial class BucketReplication
             using var stop = ct.Register(static s => ((ChangeStream)s!).Stop(), stream);
             return await stream.ApplyUntilAsync(nonce, ct).ConfigureAwait(false);
         }
-        catch
+        catch (Exception e)
         {
             await CloseStreamAsync().ConfigureAwait(false);
+            if (ct.IsCancellationRequested && e is not OperationCanceledException)
+            {
+                // Stopping the stream breaks its read: the caller asked for the stop.
+                throw new OperationCanceledException("Catch-up was cancelled.", e, ct);
+            }
+
             throw;
         }
     }

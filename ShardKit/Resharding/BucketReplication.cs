@@ -206,7 +206,10 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         var connection = await OpenAsync(connectionString, ct).ConfigureAwait(false);
         try
         {
-            await ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false)", ct).ConfigureAwait(false);
+            // A chunk is recorded done, and a position confirmed to the slot, once the target committed it: the commit must
+            // be durable then, even on a server whose default is synchronous_commit=off (it could lose the last commits).
+            await ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false), set_config('synchronous_commit', 'on', false)", ct)
+                .ConfigureAwait(false);
             return connection;
         }
         catch
