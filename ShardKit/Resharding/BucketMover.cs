@@ -131,7 +131,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
                 }
 
                 var replication = state is MoveState.Started
-                    ? await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false)
+                    ? await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken, move.Buckets, bucketCount).ConfigureAwait(false)
                     : await BucketReplication.ResumeAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false);
                 await using (replication.ConfigureAwait(false))
                 {
@@ -258,9 +258,9 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
                 continue;
             }
 
-            // Frozen: every write of these buckets that committed is in the WAL before this position; no other can commit.
-            var drainTo = await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false);
-            await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, drainTo, cancellationToken).ConfigureAwait(false);
+            // Frozen: every write of these buckets that committed is in the WAL before the marker the catch-up writes now;
+            // no other can commit. (No position to pass: the marker comes after the lock.)
+            await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, default, cancellationToken).ConfigureAwait(false);
             var drained = Stopwatch.GetElapsedTime(frozen);
             if (options.Verify)
             {

@@ -8,7 +8,8 @@ public sealed class MoveOptions
 
     /// <summary>
     /// The catch-up gate: the bucket is frozen only once the target is at most this many bytes of the source's WAL behind
-    /// (so the frozen drain is short); 128 KiB by default.
+    /// (so the frozen drain is short); 128 KiB by default. A catch-up round that takes under 50 ms also opens the gate,
+    /// and after 50 rounds the freeze goes ahead whatever the lag (busy writers of other buckets keep the WAL growing).
     /// </summary>
     public long MaxLagBytes { get; set; } = 128 << 10;
 
