@@ -169,9 +169,11 @@ internal static class DecisionLog
             await using var commandScope = command.ConfigureAwait(false);
             await command.ExecuteNonQueryAsync().ConfigureAwait(false);
         }
-        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UniqueViolation or PostgresErrorCodes.DuplicateTable)
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UniqueViolation or PostgresErrorCodes.DuplicateTable
+                                              or PostgresErrorCodes.DuplicateObject)
         {
-            // Two processes created it at the same moment ("if not exists" is not atomic in the catalog): it exists.
+            // Two processes created it at the same moment ("if not exists" is not atomic in the catalog; the loser hears of
+            // the table, its row type (42710) or a catalog key): it exists.
         }
     }
 }
