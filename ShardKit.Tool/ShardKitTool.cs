@@ -3,9 +3,10 @@ using System.CommandLine;
 namespace ShardKit.Tool;
 
 /// <summary>
-/// The <c>shardkit</c> command: <c>migrations status</c>, <c>migrations apply</c> and <c>map show</c>. A thin shell over
-/// the library (<see cref="ShardMigrator"/>, <see cref="ShardMap"/>); <see cref="RunAsync"/> is the whole program, so
-/// tests run it in-process.
+/// The <c>shardkit</c> command: <c>migrations status|apply</c>, <c>map show|seed|audit</c>, <c>move
+/// start|resume|cancel|list</c> and <c>shard add</c>. A thin shell over the library (<see cref="ShardMigrator"/>,
+/// <see cref="ShardMap"/>, <see cref="ShardResharding"/>); <see cref="RunAsync"/> is the whole program, so tests run it
+/// in-process.
 /// </summary>
 public static class ShardKitTool
 {
