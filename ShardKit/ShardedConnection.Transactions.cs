@@ -61,9 +61,14 @@ public sealed partial class ShardedConnection
         }
     }
 
-    private ShardRoutingException OutsideTransaction(string target) => new(
-        $"This command routes to shard '{target}' but the open transaction is pinned to shard '{CurrentTransaction!.Shard}'. " +
-        "A single-shard transaction cannot touch another shard: commit it first, or use a distributed transaction.");
+    private ShardKitException OutsideTransaction(string target) =>
+        DataSource.Map.Epoch != CurrentTransaction!.MapEpoch
+            ? new ShardBucketMovedException(
+                $"This command routes to shard '{target}', but the open transaction is on shard '{CurrentTransaction.Shard}' and the shard " +
+                "map changed since it began (a bucket moved). Roll the transaction back and run it again: it will begin on the new owner.")
+            : new ShardRoutingException(
+                $"This command routes to shard '{target}' but the open transaction is pinned to shard '{CurrentTransaction.Shard}'. " +
+                "A single-shard transaction cannot touch another shard: commit it first, or use a distributed transaction.");
 
     private void ThrowIfInTransaction()
     {

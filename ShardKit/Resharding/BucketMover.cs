@@ -57,9 +57,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         }
 
         var id = "m" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Guid.NewGuid().ToString("N")[..6];
-        await CheckNoOverlapAsync(buckets, cancellationToken).ConfigureAwait(false);
-        await ExecuteCatalogAsync("insert into shardkit.move (id, buckets, source, target, state) values ($1, $2, $3, $4, 'Started')",
-            cancellationToken, id, buckets.Order().ToArray(), source, target).ConfigureAwait(false);
+        await RecordAloneAsync(id, buckets.Order().ToArray(), source, target, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
         await Task.Delay(options.AnnounceWait, cancellationToken).ConfigureAwait(false);
         return await RunAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null), cancellationToken)
@@ -239,12 +237,23 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
                     $"set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; set local synchronous_commit = on",
                     cancellationToken).ConfigureAwait(false);
                 var freeze = new NpgsqlCommand(
-                    "select max(epoch) from (select epoch from shardkit.bucket_owner where bucket = any($1) order by bucket for update) o",
+                    "select max(epoch), bool_and(owned), count(*) from (select epoch, owned from shardkit.bucket_owner where bucket = any($1) order by bucket for update) o",
                     connection, transaction);
                 await using (freeze.ConfigureAwait(false))
                 {
                     freeze.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
-                    epoch = (long)(await freeze.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))! + 1;
+                    var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                    await using (reader.ConfigureAwait(false))
+                    {
+                        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                        if (reader.IsDBNull(1) || !reader.GetBoolean(1) || reader.GetInt64(2) != move.Buckets.Count)
+                        {
+                            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: '{move.Source}' no longer owns all of buckets " +
+                                $"{Describe(move.Buckets)}; nothing was switched. Cancel this move.");
+                        }
+
+                        epoch = reader.GetInt64(0) + 1;
+                    }
                 }
 
                 frozen = Stopwatch.GetTimestamp();
@@ -432,18 +441,48 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         return (NpgsqlLogSequenceNumber)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
-    private async Task CheckNoOverlapAsync(IReadOnlyCollection<int> buckets, CancellationToken cancellationToken)
+    // Records the move unless another unfinished move holds one of its buckets, and unless the catalog places a bucket
+    // elsewhere than the source by now: checked and recorded under one catalog lock, so two movers never both start.
+    private async Task RecordAloneAsync(string id, int[] buckets, string source, string target, CancellationToken cancellationToken)
     {
         var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
-        var command = new NpgsqlCommand("select id from shardkit.move where state not in ('Done', 'Cancelled') and buckets && $1 limit 1", connection);
-        await using var __ = command.ConfigureAwait(false);
-        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
-        if (await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string other)
+        var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        await using var __ = transaction.ConfigureAwait(false);
+        await ReshardingAdmin.ExecuteAsync(connection, $"select pg_advisory_xact_lock({MoveLockKey})", cancellationToken).ConfigureAwait(false);
+        var check = new NpgsqlCommand("""
+            select coalesce((select id from shardkit.move where state not in ('Done', 'Cancelled') and buckets && @buckets limit 1),
+                            (select 'placed:' || string_agg(bucket::text, ',') from shardkit.map_bucket where bucket = any(@buckets) and shard <> @source))
+            """, connection, transaction);
+        await using (check.ConfigureAwait(false))
         {
-            throw new ShardMoveException(other, $"Move {other} is still moving some of these buckets; resume or cancel it first.");
+            check.Parameters.Add(new NpgsqlParameter<int[]>("buckets", buckets));
+            check.Parameters.Add(new NpgsqlParameter<string>("source", source));
+            switch (await check.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))
+            {
+                case string placed when placed.StartsWith("placed:", StringComparison.Ordinal):
+                    throw new ShardMoveException(null, $"Bucket(s) {placed[7..]} are no longer on '{source}' (another move took them); " +
+                        "read the map again and choose the buckets from their current shard.");
+                case string other:
+                    throw new ShardMoveException(other, $"Move {other} is still moving some of these buckets; resume or cancel it first.");
+            }
         }
+
+        var insert = new NpgsqlCommand(
+            "insert into shardkit.move (id, buckets, source, target, state) values (@id, @buckets, @source, @target, 'Started')", connection, transaction);
+        await using (insert.ConfigureAwait(false))
+        {
+            insert.Parameters.Add(new NpgsqlParameter<string>("id", id));
+            insert.Parameters.Add(new NpgsqlParameter<int[]>("buckets", buckets));
+            insert.Parameters.Add(new NpgsqlParameter<string>("source", source));
+            insert.Parameters.Add(new NpgsqlParameter<string>("target", target));
+            await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    private const long MoveLockKey = 0x5348_4B4D_4F56_4553; // "SHKMOVES"
 
     private async Task<HashSet<(string, int)>> DoneChunksAsync(string moveId, CancellationToken cancellationToken)
     {

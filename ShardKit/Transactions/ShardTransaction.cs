@@ -17,6 +17,7 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
     {
         _session = session;
         ShardIndex = shardIndex;
+        MapEpoch = session.Shards.Map.Epoch;
         Inner = inner;
         session.Pin(new PinnedTransaction(shardIndex, inner, this));
     }
@@ -31,6 +32,9 @@ public sealed class ShardTransaction : IDbTransaction, IAsyncDisposable
     public IsolationLevel IsolationLevel => Inner.IsolationLevel;
 
     internal int ShardIndex { get; }
+
+    /// <summary>The map epoch the transaction began under; a newer map may place its keys elsewhere.</summary>
+    internal long MapEpoch { get; }
 
     internal NpgsqlTransaction Inner { get; }
 
