@@ -231,6 +231,12 @@ public sealed class ReshardingAdversaryTests
             AssertClear(e, "the losing move");
         }
 
+        foreach (var m in await admin.Resharding.GetMovesAsync())
+        {
+            TestContext.Out.WriteLine($"{m.MoveId} {m.Source}->{m.Target} [{string.Join(",", m.Buckets)}] {m.State} rows {m.RowsCopied} {m.Error}");
+        }
+
+        TestContext.Out.WriteLine(string.Join(" | ", errors.Select(e => e?.GetType().Name + ": " + e?.Message)));
         await MoveTests.AssertPlacedAsync(shards, admin, truth);
     }
 
