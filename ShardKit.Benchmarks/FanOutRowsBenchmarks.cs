@@ -226,11 +226,18 @@ public class FanOutRowsBenchmarks
         GC.Collect();
         var process = Process.GetCurrentProcess();
         var cpuBefore = process.TotalProcessorTime;
+        var pauseBefore = GC.GetTotalPauseDuration();
+        var gen2Before = GC.CollectionCount(2);
         var t = Stopwatch.GetTimestamp();
         await run();
         var wall = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
         process.Refresh();
         cpu.Add((process.TotalProcessorTime - cpuBefore).TotalMilliseconds);
+        if (Environment.GetEnvironmentVariable("SHARDKIT_GC_TRACE") == "1")
+        {
+            Console.WriteLine($"    {wall,8:F1} ms, GC pause {(GC.GetTotalPauseDuration() - pauseBefore).TotalMilliseconds:F1} ms, gen2 {GC.CollectionCount(2) - gen2Before}");
+        }
+
         return wall;
     }
 

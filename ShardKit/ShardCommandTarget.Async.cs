@@ -121,8 +121,13 @@ public abstract partial class ShardCommandTarget
     {
         if (route.IsSingle)
         {
-            return await RunRoutedAsync(route.Shard, "Execute", command.CommandText, isWrite: true, Bind(command, route.Shard, command.Parameters),
-                static (c, cmd) => c.ExecuteAsync(cmd), command.CancellationToken).ConfigureAwait(false);
+            var bound = Bind(command, route.Shard, command.Parameters);
+            return CanCarrySetup(bound)
+                ? await Owner.RunOnShardAsync(route.Shard, "Execute", command.CommandText, isWrite: true, (Session: Owner.Session, route.Shard, Command: bound),
+                    static (c, s) => ExecuteCarryingSetupAsync(c, s.Session, s.Shard, s.Command), command.CancellationToken, ReadPolicyOverride,
+                    carriesSetup: true).ConfigureAwait(false)
+                : await RunRoutedAsync(route.Shard, "Execute", command.CommandText, isWrite: true, bound,
+                    static (c, cmd) => c.ExecuteAsync(cmd), command.CancellationToken).ConfigureAwait(false);
         }
 
         var counts = IsItemBatch(route, command)
@@ -131,7 +136,8 @@ public abstract partial class ShardCommandTarget
         return counts.Sum();
     }
 
-    // A list of keyed items: each shard's items go as pipelined batches, in parallel, each shard's group atomic.
+    // A list of keyed items: each shard's items go as pipelined batches, in parallel, each shard's group atomic. In a
+    // distributed transaction the first batch on a shard also carries the transaction's lock bound.
     private Task<int[]> RunBatchPartsAsync(Route route, CommandDefinition command)
     {
         var parts = route.Parts!;
@@ -140,11 +146,22 @@ public abstract partial class ShardCommandTarget
         var tasks = new Task<int>[parts.Length];
         for (var i = 0; i < parts.Length; i++)
         {
-            var state = (Command: Bind(command, parts[i].Shard, null), Group: parts[i].Batch!, Shard: names[i], Own: ownTransaction);
-            tasks[i] = RunRoutedAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
-                static (c, s) => PipelinedBatch.ExecuteAsync(c, (NpgsqlTransaction?)s.Command.Transaction, s.Own, s.Command.CommandText,
-                    s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken),
-                command.CancellationToken).AsTask();
+            var state = (Command: Bind(command, parts[i].Shard, null), Group: parts[i].Batch!, Shard: names[i], Own: ownTransaction,
+                Session: Owner.Session, Index: parts[i].Shard);
+            tasks[i] = Owner.RunOnShardAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
+                static async (c, s) =>
+                {
+                    var setup = s.Session.Enlistment?.PendingSetup(s.Index);
+                    var rows = await PipelinedBatch.ExecuteAsync(c, (NpgsqlTransaction?)s.Command.Transaction, s.Own, s.Command.CommandText,
+                        s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken, setup).ConfigureAwait(false);
+                    if (setup is not null)
+                    {
+                        s.Session.Enlistment!.SetupSent(s.Index);
+                    }
+
+                    return rows;
+                },
+                command.CancellationToken, ReadPolicyOverride, carriesSetup: !ownTransaction).AsTask();
         }
 
         return ShardTasks.WhenAllAsync(tasks, names, static rows => rows);

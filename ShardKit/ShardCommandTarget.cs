@@ -34,6 +34,31 @@ public abstract partial class ShardCommandTarget
         Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query, CancellationToken cancellationToken) =>
         Owner.StreamOnShardAsync(shard, operation, sql, state, query, cancellationToken, ReadPolicyOverride);
 
+    /// <summary>
+    /// Whether a write may carry its distributed transaction's first statement on the shard (the lock bound) in front of
+    /// its own text, saving that statement's round trip: inside a distributed transaction, for plain text Npgsql splits
+    /// into statements itself (named parameters; no <c>$</c> that could be a positional one or a dollar quote).
+    /// </summary>
+    private bool CanCarrySetup(in CommandDefinition command) =>
+        Owner.Session.Enlistment is { IsActive: true } && command.CommandType is null or CommandType.Text
+        && command.CommandText is { } text && !text.Contains('$', StringComparison.Ordinal) && SqlRewriting;
+
+    private static readonly bool SqlRewriting = !AppContext.TryGetSwitch("Npgsql.EnableSqlRewriting", out var enabled) || enabled;
+
+    /// <summary>Runs a routed write, with the transaction's pending setup statement in front of it when there is one.</summary>
+    private static async Task<int> ExecuteCarryingSetupAsync(NpgsqlConnection connection, ShardSession session, int shard, CommandDefinition command)
+    {
+        if (session.Enlistment?.PendingSetup(shard) is not { } setup)
+        {
+            return await connection.ExecuteAsync(command).ConfigureAwait(false);
+        }
+
+        var rows = await connection.ExecuteAsync(new CommandDefinition(setup + ";\n" + command.CommandText, command.Parameters,
+            command.Transaction, command.CommandTimeout, command.CommandType, command.Flags, command.CancellationToken)).ConfigureAwait(false);
+        session.Enlistment.SetupSent(shard);
+        return rows;
+    }
+
     private Route ResolveChecked(in CommandDefinition command, Type? resultType)
     {
         var route = Resolve(command.Parameters, resultType);

@@ -21,8 +21,10 @@ public sealed partial class ShardedConnection
     /// <paramref name="readPolicy"/>, or the connection's <see cref="ReadPolicy"/> when null.
     /// </summary>
     internal ValueTask<TResult> RunOnShardAsync<TState, TResult>(int shard, string operation, string? sql, bool isWrite, TState state,
-        Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken, ReadPolicy? readPolicy = null) =>
-        ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session, readPolicy), shard, ShardCommand.For(operation, sql, isWrite),
+        Func<NpgsqlConnection, TState, Task<TResult>> work, CancellationToken cancellationToken, ReadPolicy? readPolicy = null,
+        bool carriesSetup = false) =>
+        ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session, readPolicy), shard,
+            ShardCommand.For(operation, sql, isWrite) with { CarriesSetup = carriesSetup },
             (State: state, Work: work), static (c, s, _) => new ValueTask<TResult>(s.Work(c, s.State)), async: true, cancellationToken);
 
     /// <summary>The synchronous twin of <see cref="RunOnShardAsync"/>: the same pipeline, every step synchronous.</summary>

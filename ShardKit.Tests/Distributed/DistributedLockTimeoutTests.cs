@@ -76,6 +76,57 @@ public sealed class DistributedLockTimeoutTests
         }
     }
 
+    // The first write on a shard carries the bound in its own round trip (issue 15.3): each path that carries it, and
+    // the paths that cannot (a dollar sign in the text), must leave the bound in force and report their own results.
+    [Test]
+    public async Task A_first_write_that_carries_the_bound_applies_it_and_reports_its_own_affected_rows()
+    {
+        await using var s = await DistributedShards.SharedAsync(2, o => o.LockTimeout = TimeSpan.FromSeconds(2));
+        await using var db = s.Source.CreateConnection();
+        string Bound(int shard) => db.OnShard(s.Names[shard]).ExecuteScalar<string>("show lock_timeout")!;
+
+        await using (var tx = await db.BeginDistributedTransactionAsync())
+        {
+            var one = await db.ForKey(s.KeyOn(0)).ExecuteAsync($"insert into {s.Table} values (@CustomerId, @Id)", new Row { CustomerId = s.KeyOn(0), Id = 1 });
+            var items = await db.ExecuteAsync($"insert into {s.Table} values (@CustomerId, @Id)",
+                new[] { new Row { CustomerId = s.KeyOn(1), Id = 2 }, new Row { CustomerId = s.KeyOn(1, 1), Id = 3 } });
+            Assert.That((one, items), Is.EqualTo((1, 2)), "the carried SET adds no affected rows");
+            Assert.That((Bound(0), Bound(1)), Is.EqualTo(("2s", "2s")));
+            await tx.CommitAsync();
+        }
+
+        await using (var tx = await db.BeginDistributedTransactionAsync())
+        {
+            var dollar = await db.ForKey(s.KeyOn(0)).ExecuteAsync($"update {s.Table} set id = id where customer_id = @CustomerId and $$x$$ = 'x'",
+                new { CustomerId = s.KeyOn(0) });
+            Assert.That(dollar, Is.EqualTo(1));
+            Assert.That(Bound(0), Is.EqualTo("2s"), "text that cannot carry it gets the bound in a round trip of its own");
+            await tx.RollbackAsync();
+        }
+
+        Assert.That(await db.OnShard(s.Names[0]).ExecuteScalarAsync<long>($"select count(*) from {s.Table}"), Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task A_refused_item_in_a_first_batch_that_carries_the_bound_is_named_by_its_own_position()
+    {
+        await using var s = await DistributedShards.SharedAsync(2, o => o.LockTimeout = TimeSpan.FromSeconds(2));
+        await using var db = s.Source.CreateConnection();
+        await using var tx = await db.BeginDistributedTransactionAsync();
+        var items = new[]
+        {
+            new Row { CustomerId = s.KeyOn(1), Id = 1 },
+            new Row { CustomerId = s.KeyOn(1, 1), Id = 0 }, // 100 / 0 on the server
+            new Row { CustomerId = s.KeyOn(1, 2), Id = 2 },
+        };
+
+        var failed = Assert.ThrowsAsync<BroadcastWriteException>(() => db.ExecuteAsync($"insert into {s.Table} values (@CustomerId, 100 / @Id)", items));
+
+        var error = failed!.Failures.Single().Error as BatchItemException;
+        Assert.That((error?.ItemIndex, error?.Shard), Is.EqualTo(((int?)1, s.Names[1])), "the setup statement in front is no item");
+        Assert.That(error!.InnerException, Is.TypeOf<PostgresException>().With.Property("SqlState").EqualTo(PostgresErrorCodes.DivisionByZero));
+    }
+
     [Test]
     public void A_negative_lock_timeout_is_refused_with_the_option_named()
     {

@@ -14,9 +14,20 @@ internal interface IShardEnlistment : IAsyncDisposable, IDisposable
     /// <summary>Whether the transaction already holds work on <paramref name="shard"/>.</summary>
     bool Touches(int shard);
 
-    ValueTask EnlistAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken);
+    /// <summary>
+    /// Joins <paramref name="connection"/> to the transaction on <paramref name="shard"/> (the first time) and makes sure
+    /// the transaction's setup statement has run there, unless <paramref name="carriesSetup"/>: then it stays pending
+    /// for the caller's command to send in its own round trip (<see cref="PendingSetup"/>, then <see cref="SetupSent"/>).
+    /// </summary>
+    ValueTask EnlistAsync(int shard, NpgsqlConnection connection, bool carriesSetup, CancellationToken cancellationToken);
 
-    void Enlist(int shard, NpgsqlConnection connection);
+    void Enlist(int shard, NpgsqlConnection connection, bool carriesSetup);
+
+    /// <summary>The statement still to run first on <paramref name="shard"/> in this transaction, or null.</summary>
+    string? PendingSetup(int shard);
+
+    /// <summary>A command that carried <see cref="PendingSetup"/> succeeded: the statement ran.</summary>
+    void SetupSent(int shard);
 
     /// <summary>The error to surface instead of <paramref name="error"/> on <paramref name="shard"/>, or null to keep it.</summary>
     Exception? Translate(int shard, PostgresException error);

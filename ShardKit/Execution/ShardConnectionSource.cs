@@ -44,7 +44,9 @@ internal readonly struct ShardConnectionSource
     public ShardServer Choose(int shard, in ShardCommand command) =>
         _session?.Choose(shard, command.IsWrite, _policy) ?? ShardServer.Primary;
 
-    public async ValueTask<NpgsqlConnection> OpenAsync(ShardSet shards, int shard, ShardServer server, bool async, CancellationToken cancellationToken)
+    /// <summary>The connection of one attempt; <c>carriesSetup</c>: the command sends its transaction's pending setup itself.</summary>
+    public async ValueTask<NpgsqlConnection> OpenAsync(ShardSet shards, int shard, ShardServer server, bool carriesSetup, bool async,
+        CancellationToken cancellationToken)
     {
         if (_given is not null)
         {
@@ -53,7 +55,9 @@ internal readonly struct ShardConnectionSource
 
         if (_session is not null)
         {
-            return async ? await _session.OpenAsync(shard, server, cancellationToken).ConfigureAwait(false) : _session.Open(shard, server);
+            return async
+                ? await _session.OpenAsync(shard, server, cancellationToken, carriesSetup).ConfigureAwait(false)
+                : _session.Open(shard, server, carriesSetup);
         }
 
         return async

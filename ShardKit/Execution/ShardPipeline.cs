@@ -132,7 +132,7 @@ internal static class ShardPipeline
                 token = timeout.Token;
             }
 
-            connection = await source.OpenAsync(shards, shard, server, async, token).ConfigureAwait(false);
+            connection = await source.OpenAsync(shards, shard, server, command.CarriesSetup, async, token).ConfigureAwait(false);
             try
             {
                 var result = await work(connection, state, token).ConfigureAwait(false);

@@ -89,7 +89,11 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
     public NpgsqlConnection Open(int shard) => Open(shard, ShardServer.Primary);
 
     /// <summary>The session's open connection to one server of <paramref name="shard"/>; only the writer's joins a distributed transaction.</summary>
-    public async ValueTask<NpgsqlConnection> OpenAsync(int shard, ShardServer server, CancellationToken cancellationToken)
+    /// <remarks>
+    /// With <c>carriesSetup</c> the caller's command sends the transaction's pending setup statement itself, in its own
+    /// round trip; otherwise the enlistment sends it before the connection is returned.
+    /// </remarks>
+    public async ValueTask<NpgsqlConnection> OpenAsync(int shard, ShardServer server, CancellationToken cancellationToken, bool carriesSetup = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var connection = Volatile.Read(ref _connections[shard][server.Slot]);
@@ -113,14 +117,14 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
 
         if (server.IsPrimary && Enlistment is { IsActive: true } enlistment)
         {
-            await enlistment.EnlistAsync(shard, connection, cancellationToken).ConfigureAwait(false);
+            await enlistment.EnlistAsync(shard, connection, carriesSetup, cancellationToken).ConfigureAwait(false);
         }
 
         return connection;
     }
 
-    /// <summary>The synchronous twin of <see cref="OpenAsync(int, ShardServer, CancellationToken)"/>.</summary>
-    public NpgsqlConnection Open(int shard, ShardServer server)
+    /// <summary>The synchronous twin of <see cref="OpenAsync(int, ShardServer, CancellationToken, bool)"/>.</summary>
+    public NpgsqlConnection Open(int shard, ShardServer server, bool carriesSetup = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var connection = Volatile.Read(ref _connections[shard][server.Slot]);
@@ -140,7 +144,7 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
 
         if (server.IsPrimary && Enlistment is { IsActive: true } enlistment)
         {
-            enlistment.Enlist(shard, connection);
+            enlistment.Enlist(shard, connection, carriesSetup);
         }
 
         return connection;

@@ -16,6 +16,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
     private readonly DistributedContext _context;
     private readonly NpgsqlTransaction?[] _transactions;
     private readonly NpgsqlConnection?[] _participants;
+    private readonly bool[] _setupPending;
     private volatile int _state;
 
     internal DistributedTransaction(ShardSession session, DistributedContext context, IsolationLevel isolationLevel)
@@ -24,6 +25,7 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         _context = context;
         IsolationLevel = isolationLevel;
         _transactions = new NpgsqlTransaction?[session.Shards.Count];
+        _setupPending = new bool[session.Shards.Count];
         _participants = new NpgsqlConnection?[session.Shards.Count];
         session.Enlist(this);
     }
@@ -53,25 +55,57 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
 
     private DistributedSettings Settings => _context.Settings;
 
-    /// <summary>Starts this transaction on <paramref name="shard"/> the first time a command reaches it.</summary>
-    ValueTask IShardEnlistment.EnlistAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken) =>
-        _transactions[shard] is not null ? ValueTask.CompletedTask : BeginOnAsync(shard, connection, cancellationToken);
-
-    /// <summary>The synchronous twin of <see cref="IShardEnlistment.EnlistAsync"/>.</summary>
-    void IShardEnlistment.Enlist(int shard, NpgsqlConnection connection)
+    /// <summary>
+    /// Starts this transaction on <paramref name="shard"/> the first time a command reaches it. Npgsql sends the BEGIN
+    /// with that command; the lock bound (<c>SET LOCAL lock_timeout</c>) goes with it too when the command carries it
+    /// (a write ShardKit sends itself), and otherwise costs a round trip of its own here.
+    /// </summary>
+    async ValueTask IShardEnlistment.EnlistAsync(int shard, NpgsqlConnection connection, bool carriesSetup, CancellationToken cancellationToken)
     {
-        if (IsActive && _transactions[shard] is null)
+        if (_transactions[shard] is null)
         {
-            var transaction = connection.BeginTransaction(IsolationLevel);
-            _transactions[shard] = transaction;
+            _transactions[shard] = await connection.BeginTransactionAsync(IsolationLevel, cancellationToken).ConfigureAwait(false);
             _participants[shard] = connection;
-            if (Settings.LockTimeoutSql is { } sql)
-            {
-                using var command = new NpgsqlCommand(sql, connection, transaction);
-                command.ExecuteNonQuery();
-            }
+            _setupPending[shard] = Settings.LockTimeoutSql is not null;
+        }
+
+        if (_setupPending[shard] && !carriesSetup)
+        {
+            var command = new NpgsqlCommand(Settings.LockTimeoutSql, connection, _transactions[shard]);
+            await using var commandScope = command.ConfigureAwait(false);
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            _setupPending[shard] = false;
         }
     }
+
+    /// <summary>The synchronous twin of <see cref="IShardEnlistment.EnlistAsync"/>.</summary>
+    void IShardEnlistment.Enlist(int shard, NpgsqlConnection connection, bool carriesSetup)
+    {
+        if (!IsActive)
+        {
+            return;
+        }
+
+        if (_transactions[shard] is null)
+        {
+            _transactions[shard] = connection.BeginTransaction(IsolationLevel);
+            _participants[shard] = connection;
+            _setupPending[shard] = Settings.LockTimeoutSql is not null;
+        }
+
+        if (_setupPending[shard] && !carriesSetup)
+        {
+            using var command = new NpgsqlCommand(Settings.LockTimeoutSql, connection, _transactions[shard]);
+            command.ExecuteNonQuery();
+            _setupPending[shard] = false;
+        }
+    }
+
+    // Locks taken on two shards in opposite order wait for each other where no server's deadlock detector sees the
+    // cycle, so each shard's transaction bounds its lock waits (SET LOCAL ends with it).
+    string? IShardEnlistment.PendingSetup(int shard) => _setupPending[shard] ? Settings.LockTimeoutSql : null;
+
+    void IShardEnlistment.SetupSent(int shard) => _setupPending[shard] = false;
 
     /// <summary>True when this transaction has started on <paramref name="shard"/>.</summary>
     internal bool Touches(int shard) => _transactions[shard] is not null;
@@ -135,22 +169,6 @@ public sealed partial class DistributedTransaction : IAsyncDisposable, IDisposab
         }
 
         _session.EndEnlistment(this);
-    }
-
-    // Locks taken on two shards in opposite order wait for each other where no server's deadlock detector sees the
-    // cycle, so each shard's transaction bounds its lock waits (SET LOCAL ends with it). Npgsql sends BEGIN with the SET,
-    // in one round trip.
-    private async ValueTask BeginOnAsync(int shard, NpgsqlConnection connection, CancellationToken cancellationToken)
-    {
-        var transaction = await connection.BeginTransactionAsync(IsolationLevel, cancellationToken).ConfigureAwait(false);
-        _transactions[shard] = transaction;
-        _participants[shard] = connection;
-        if (Settings.LockTimeoutSql is { } sql)
-        {
-            var command = new NpgsqlCommand(sql, connection, transaction);
-            await using var commandScope = command.ConfigureAwait(false);
-            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
     }
 
     // Ends this transaction's session state on a shard, whatever happened to it: a session left in a transaction refuses

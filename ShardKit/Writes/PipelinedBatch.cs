@@ -18,10 +18,11 @@ internal static class PipelinedBatch
     /// <summary>
     /// Runs the group on <paramref name="connection"/> inside <paramref name="transaction"/> (or the connection's
     /// distributed one). With <paramref name="ownTransaction"/> a group that needs more than one round trip runs in a
-    /// transaction of its own, so a refused item leaves nothing of the group (one chunk is atomic by itself).
+    /// transaction of its own, so a refused item leaves nothing of the group (one chunk is atomic by itself). A
+    /// <paramref name="setup"/> statement (the distributed transaction's lock bound) goes first, in the first round trip.
     /// </summary>
     public static async Task<int> ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, bool ownTransaction,
-        string sql, BatchGroup group, string shard, int? commandTimeout, CancellationToken cancellationToken)
+        string sql, BatchGroup group, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup = null)
     {
         var plan = PlanFor(sql, group);
         var perChunk = ChunkSize(plan);
@@ -34,9 +35,10 @@ internal static class PipelinedBatch
             for (var start = 0; start < group.Count; start += perChunk)
             {
                 var count = Math.Min(perChunk, group.Count - start);
+                var first = start == 0 ? setup : null;
                 affected += plan is null
-                    ? await PerRowAsync(connection, transaction ?? own, sql, group, start, shard, commandTimeout, cancellationToken).ConfigureAwait(false)
-                    : await ChunkAsync(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, cancellationToken).ConfigureAwait(false);
+                    ? await PerRowAsync(connection, transaction ?? own, sql, group, start, shard, commandTimeout, cancellationToken, first).ConfigureAwait(false)
+                    : await ChunkAsync(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, cancellationToken, first).ConfigureAwait(false);
             }
 
             if (own is not null)
@@ -83,16 +85,21 @@ internal static class PipelinedBatch
         plan is null ? 1 : Math.Clamp(MaxParameters / Math.Max(1, plan.Parameters.Length), 1, MaxStatements);
 
     private static async Task<int> ChunkAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, BatchPlan plan,
-        BatchGroup group, int start, int count, string shard, int? commandTimeout, CancellationToken cancellationToken)
+        BatchGroup group, int start, int count, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup)
     {
         var batch = Build(connection, transaction, plan, group, start, count, commandTimeout);
+        if (setup is not null)
+        {
+            batch.BatchCommands.Insert(0, new NpgsqlBatchCommand(setup));
+        }
+
         await using (batch.ConfigureAwait(false))
         {
             try
             {
                 return await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException e) when (ItemOf(batch, e) is { } item)
+            catch (PostgresException e) when (ItemOf(batch, e, setup is null ? 0 : 1) is { } item)
             {
                 throw new BatchItemException(group.Indexes[start + item], shard, e);
             }
@@ -114,8 +121,18 @@ internal static class PipelinedBatch
     }
 
     private static async Task<int> PerRowAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql,
-        BatchGroup group, int index, string shard, int? commandTimeout, CancellationToken cancellationToken)
+        BatchGroup group, int index, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup)
     {
+        if (setup is not null)
+        {
+            // Without a plan Dapper binds the row (a stored procedure, a type it maps on its own): the setup its own statement.
+            var command = new NpgsqlCommand(setup, connection, transaction);
+            await using (command.ConfigureAwait(false))
+            {
+                await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
         try
         {
             return await connection.ExecuteAsync(new CommandDefinition(sql, group.Items[index], transaction, commandTimeout,
@@ -172,6 +189,7 @@ internal static class PipelinedBatch
 
     // The statement the server refused, as a position in the chunk (ShardKit turns on IncludeFailedBatchedCommand);
     // null when the error is not one statement's, or a ConfigureShardDataSource turned that setting off.
-    private static int? ItemOf(NpgsqlBatch batch, PostgresException error) =>
-        error.BatchCommand is NpgsqlBatchCommand failed && batch.BatchCommands.IndexOf(failed) is >= 0 and var index ? index : null;
+    // A chunk that starts with a setup statement (offset 1) counts its items after it; the setup's own failure is no item's.
+    private static int? ItemOf(NpgsqlBatch batch, PostgresException error, int offset = 0) =>
+        error.BatchCommand is NpgsqlBatchCommand failed && batch.BatchCommands.IndexOf(failed) - offset is >= 0 and var index ? index : null;
 }
