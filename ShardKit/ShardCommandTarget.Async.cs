@@ -98,7 +98,18 @@ public abstract partial class ShardCommandTarget
     {
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
-        for (var attempt = 0; ; attempt++)
+        return await ExecuteFollowingMovesAsync(route, command, 0, null, command.Parameters).ConfigureAwait(false);
+    }
+
+    /// <param name="route">Where the command goes first.</param>
+    /// <param name="command">The command.</param>
+    /// <param name="firstAttempt">Attempts already made by a newer map (a rerun part counts those of its command).</param>
+    /// <param name="resolve">Routes the command again by a newer map; null: from its parameters.</param>
+    /// <param name="original">The caller's parameters (a rerun part's own are a copy that carries only its keys).</param>
+    private async Task<int> ExecuteFollowingMovesAsync(Route route, CommandDefinition command, int firstAttempt, Func<Route>? resolve,
+        object? original)
+    {
+        for (var attempt = firstAttempt; ; attempt++)
         {
             var epoch = Owner.DataSource.Map.Epoch;
             try
@@ -112,9 +123,67 @@ public abstract partial class ShardCommandTarget
                     throw;
                 }
             }
+            catch (BroadcastWriteException e) when (MayRerunRefusedParts(e, attempt, route, command))
+            {
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
 
-            route = ResolveChecked(command, null);
+                return await RerunRefusedPartsAsync(e, route, command, attempt, original!).ConfigureAwait(false);
+            }
+
+            route = resolve?.Invoke() ?? ResolveChecked(command, null);
         }
+    }
+
+    /// <summary>
+    /// A key list split over shards where every shard that failed refused its part because the part's buckets moved:
+    /// those parts applied nothing (the fence refuses the whole statement), the other parts stay applied.
+    /// </summary>
+    private bool MayRerunRefusedParts(BroadcastWriteException error, int attempt, in Route route, in CommandDefinition command) =>
+        attempt < MoveAttempts && !route.IsSingle && !IsItemBatch(route, command) && error.Failures.Count > 0
+        && error.Failures.All(f => ShardBucketMovedException.IsMoved(f.Error))
+        && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null;
+
+    // Runs each refused part again, alone, routed by the newer map (its keys may now split over other shards). A part
+    // that fails then reports what every round applied, so the caller still knows where the write stands.
+    private async Task<int> RerunRefusedPartsAsync(BroadcastWriteException refusal, Route route, CommandDefinition command, int attempt,
+        object original)
+    {
+        var names = Owner.DataSource.Map.ShardNames;
+        var applied = new Dictionary<string, int>(refusal.AffectedRows);
+        foreach (var part in route.Parts!.Where(p => refusal.Failures.Any(f => f.Shard == names[p.Shard])))
+        {
+            var partCommand = new CommandDefinition(command.CommandText, part.Parameters, command.Transaction, command.CommandTimeout,
+                command.CommandType, command.Flags, command.CancellationToken);
+            var keys = part.Keys!;
+            Route Again() => RouteResolver.SplitAgain(Owner.DataSource.Map, Owner.DataSource.KeyNames, original, keys);
+            var again = Again();
+
+            try
+            {
+                var rows = await ExecuteFollowingMovesAsync(again, partCommand, attempt + 1, Again, original).ConfigureAwait(false);
+                var shard = names[again.IsSingle ? again.Shard : part.Shard]; // a part split again is counted under the shard that refused it
+                applied[shard] = applied.GetValueOrDefault(shard) + rows;
+            }
+            catch (BroadcastWriteException e)
+            {
+                foreach (var (shard, rows) in e.AffectedRows)
+                {
+                    applied[shard] = applied.GetValueOrDefault(shard) + rows;
+                }
+
+                throw ShardTasks.Failed(e.Failures, applied);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                var shard = e.Data[ShardKitException.ShardDataKey] as string ?? names[part.Shard];
+                throw ShardTasks.Failed([new ShardFailure(shard, e)], applied);
+            }
+        }
+
+        return applied.Values.Sum();
     }
 
     private async Task<int> ExecuteRoutedAsync(Route route, CommandDefinition command)

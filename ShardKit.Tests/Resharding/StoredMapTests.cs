@@ -113,6 +113,28 @@ public sealed class StoredMapTests
     }
 
     [Test]
+    public async Task A_key_list_write_split_on_an_old_map_runs_only_the_refused_part_again()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
+        Assert.That((app.Map.ShardFor(moving), app.Map.ShardFor(staying), app.Map.ShardFor(other)), Is.EqualTo(("s0", "s0", "s1")));
+
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var db = app.CreateConnection();
+        // s0's part (moving + staying) is refused whole by the fence; s1's part applies. Only s0's part runs again,
+        // split by the new map: moving to s1, staying to s0.
+        var affected = await db.ExecuteAsync("insert into items (id, payload) select k, 'list' from unnest(@Id) k",
+            new { Id = new[] { moving, staying, other } });
+
+        Assert.That(affected, Is.EqualTo(3));
+        Assert.That(await shards.ScalarAsync<long[]>(0, "select array_agg(id order by id) from items"), Is.EqualTo(new[] { staying }));
+        Assert.That(await shards.ScalarAsync<long[]>(1, "select array_agg(id order by id) from items"), Is.EqualTo(new[] { moving, other }.Order()));
+    }
+
+    [Test]
     public async Task A_notification_brings_the_new_map_without_any_write()
     {
         await using var shards = await ReshardingShards.CreateAsync(2);

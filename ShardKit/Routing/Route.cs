@@ -24,6 +24,7 @@ internal readonly struct Route
 
 /// <summary>
 /// One shard's share of a split command: its shard and the parameters that carry only its keys; for a list of keyed
-/// items also the items with their indexes in the caller's list, so a write can pipeline them and name a failing one.
+/// items also the items with their indexes in the caller's list, so a write can pipeline them and name a failing one;
+/// for a list of keys, the part's keys (to route them again if their buckets move).
 /// </summary>
-internal readonly record struct RoutePart(int Shard, object? Parameters, BatchGroup? Batch = null);
+internal readonly record struct RoutePart(int Shard, object? Parameters, BatchGroup? Batch = null, Array? Keys = null);

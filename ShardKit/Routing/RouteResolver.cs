@@ -176,9 +176,27 @@ internal static class RouteResolver
 
         var elementType = plan.ElementType ?? typeof(object);
         var parts = groups.OrderBy(g => g.Key)
-            .Select(g => new RoutePart(g.Key, ParameterCopier.WithMember(parameters, plan.MemberName!, TypedArray(elementType, g.Value))))
+            .Select(g => TypedArray(elementType, g.Value) is var keys
+                ? new RoutePart(g.Key, ParameterCopier.WithMember(parameters, plan.MemberName!, keys), Keys: keys)
+                : default)
             .ToArray();
         return Route.Split(parts);
+    }
+
+    /// <summary>
+    /// Routes one part of a split key list again by <paramref name="map"/> (a shard refused it: its buckets moved): the
+    /// part's keys alone, in the caller's own parameters, found by the same key member that split them the first time.
+    /// </summary>
+    public static Route SplitAgain(ShardMap map, ShardKeyNames known, object parameters, Array keys)
+    {
+        var plan = ParameterPlan.For(parameters.GetType(), null);
+        if (plan.Kind is not (ParameterPlanKind.Collection or ParameterPlanKind.Boxed))
+        {
+            plan = known.Keys.Select(expected => ParameterPlan.ForName(parameters.GetType(), expected.Name))
+                .First(p => p.Kind is ParameterPlanKind.Collection or ParameterPlanKind.Boxed && p.ReadBoxed!(parameters) is IEnumerable and not string);
+        }
+
+        return Split(map, parameters, plan, plan.Expected, keys);
     }
 
     private static Route Batch(ShardMap map, IEnumerable items, ShardKeyMember key)
