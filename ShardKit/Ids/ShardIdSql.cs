@@ -59,15 +59,12 @@ public static class ShardIdSql
     private static async Task<string> KeyHashAsync(NpgsqlDataSource source, string shard, string table, string column,
         CancellationToken cancellationToken)
     {
-        var command = source.CreateCommand(
-            "select a.atttypid::regtype::text from pg_attribute a where a.attrelid = to_regclass($1) and a.attname = lower($2) and not a.attisdropped");
+        var command = source.CreateCommand();
         await using var _ = command.ConfigureAwait(false);
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table });
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = column });
-        var type = await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string
+        var type = await BucketSql.ColumnTypeAsync(command, table, column, cancellationToken).ConfigureAwait(false)
             ?? throw new ShardConfigurationException(
                 $"Shard '{shard}' has no column {column} in table {table}; create the table on every shard before installing its id trigger.");
-        return ShardIdSqlText.HashOf(type, column) ?? throw new ShardConfigurationException(
+        return BucketSql.HashOf(type, "new." + column) ?? throw new ShardConfigurationException(
             $"Column {table}.{column} is {type}; ShardKit hashes smallint, integer, bigint, text, varchar and uuid shard keys. " +
             "Change the column type, or generate ids in the application with ShardIdGenerator.");
     }

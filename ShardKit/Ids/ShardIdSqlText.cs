@@ -56,13 +56,4 @@ internal static class ShardIdSqlText
         drop trigger if exists shardkit_id on {{table}};
         create trigger shardkit_id before insert on {{table}} for each row execute function {{function}}();
         """;
-
-    /// <summary>The SQL hash ShardKit uses for a key column of <paramref name="type"/> (as <c>regtype</c> prints it), or null.</summary>
-    public static string? HashOf(string type, string column) => type switch
-    {
-        "smallint" or "integer" or "bigint" => $"hashint8(new.{column}::bigint)",
-        "text" or "character varying" => $"hashtext(new.{column}::text)",
-        "uuid" => $"uuid_hash(new.{column})",
-        _ => null,
-    };
 }

@@ -384,7 +384,7 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         foreach (var table in tables)
         {
             var type = await admin.KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
-            var bucket = FenceSql.BucketOf(FenceSql.HashOf(type, table.KeyColumn)!, bucketCount);
+            var bucket = FenceSql.BucketOf(type, table.KeyColumn, bucketCount);
             while (true)
             {
                 var delete = new NpgsqlCommand(

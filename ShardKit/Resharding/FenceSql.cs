@@ -45,18 +45,9 @@ internal static class FenceSql
         $$;
         """;
 
-    /// <summary>The SQL hash of a key column of <paramref name="type"/> (as <c>regtype</c> prints it), or null.</summary>
-    public static string? HashOf(string type, string column) => type switch
-    {
-        "smallint" or "integer" or "bigint" => $"hashint8({column}::bigint)",
-        "text" or "character varying" => $"hashtext({column}::text)",
-        "uuid" => $"uuid_hash({column})",
-        _ => null,
-    };
-
-    /// <summary>The bucket of a row in SQL, as <c>BucketMath.BucketOf</c> computes it.</summary>
-    public static string BucketOf(string hash, int bucketCount) =>
-        string.Create(CultureInfo.InvariantCulture, $"((({hash})::bigint + 2147483648) * {bucketCount} >> 32)::int");
+    /// <summary>The bucket of column <paramref name="column"/> of <paramref name="type"/> in SQL (the type checked hashable before).</summary>
+    public static string BucketOf(string type, string column, int bucketCount) =>
+        BucketSql.BucketOf(BucketSql.HashOf(type, column) ?? throw new ArgumentException($"unhashable key type {type}", nameof(type)), bucketCount);
 
     /// <summary>
     /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched
@@ -64,8 +55,7 @@ internal static class FenceSql
     /// </summary>
     public static string Triggers(string table, string keyColumn, string keyType, int bucketCount)
     {
-        var hash = HashOf(keyType, "r." + keyColumn) ?? throw new ArgumentException($"unhashable key type {keyType}", nameof(keyType));
-        var bucket = BucketOf(hash, bucketCount);
+        var bucket = BucketOf(keyType, "r." + keyColumn, bucketCount);
         var name = FunctionName(table);
         return $$"""
             create or replace function shardkit."{{name}}_new"() returns trigger

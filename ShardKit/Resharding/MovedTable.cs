@@ -26,22 +26,14 @@ internal sealed record MovedTable(
     public string QualifiedName => Quote(Schema) + "." + Quote(Name);
 
     /// <summary>The key's PostgreSQL hash, as ShardKit places it: e.g. <c>hashint8("id"::bigint)</c>.</summary>
-    public string HashSql => HashOf(Quote(KeyColumn));
+    public string HashSql => ShardKit.BucketSql.HashOf(KeyKind, Quote(KeyColumn));
 
     /// <summary>
     /// The bucket of a row, as <see cref="BucketMath.BucketOf"/> computes it: <c>((hash + 2^31) * B) &gt;&gt; 32</c>;
     /// <paramref name="alias"/> qualifies the key column (for a row of a join or an <c>ON CONFLICT</c> target).
     /// </summary>
     public string BucketSql(int bucketCount, string? alias = null) =>
-        string.Format(CultureInfo.InvariantCulture, "(({0}::bigint + 2147483648) * {1}) >> 32",
-            HashOf(alias is null ? Quote(KeyColumn) : alias + "." + Quote(KeyColumn)), bucketCount);
-
-    private string HashOf(string key) => KeyKind switch
-    {
-        ShardKeyKind.Integer => $"hashint8({key}::bigint)",
-        ShardKeyKind.Guid => $"uuid_hash({key})",
-        _ => $"hashtext({key}::text)",
-    };
+        ShardKit.BucketSql.BucketOf(ShardKit.BucketSql.HashOf(KeyKind, alias is null ? Quote(KeyColumn) : alias + "." + Quote(KeyColumn)), bucketCount);
 
     /// <summary>The columns quoted and joined by commas.</summary>
     public string ColumnList => string.Join(", ", Columns.Select(Quote));

@@ -54,15 +54,9 @@ internal static class MovedTables
 
         var keyRow = columns.Find(c => c[0] == keyColumn) ?? throw new BucketMoveException(
             $"Table {qualified} has no column {MovedTable.Quote(keyColumn)} to shard by; name the shard key column as the catalog spells it.");
-        var kind = keyRow[2] switch
-        {
-            "smallint" or "integer" or "bigint" => ShardKeyKind.Integer,
-            "text" or "character varying" => ShardKeyKind.String,
-            "uuid" => ShardKeyKind.Guid,
-            _ => throw new BucketMoveException(
-                $"Table {qualified} is sharded by {MovedTable.Quote(keyColumn)} of type {keyRow[2]}, which has no hash placement; " +
-                "hash keys are smallint, integer, bigint, text, varchar or uuid."),
-        };
+        var kind = BucketSql.KindOf(keyRow[2]) ?? throw new BucketMoveException(
+            $"Table {qualified} is sharded by {MovedTable.Quote(keyColumn)} of type {keyRow[2]}, which has no hash placement; " +
+            "hash keys are smallint, integer, bigint, text, varchar or uuid.");
 
         return new MovedTable(schema, name, keyColumn, kind, key, columns.Select(c => c[0]).ToList(), columns.Select(c => c[1]).ToList());
     }

@@ -160,7 +160,7 @@ internal sealed class ReshardingAdmin(ShardSet shards)
             foreach (var table in tables)
             {
                 var type = await KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
-                var bucket = FenceSql.BucketOf(FenceSql.HashOf(type, "t." + table.KeyColumn)!, bucketCount);
+                var bucket = FenceSql.BucketOf(type, "t." + table.KeyColumn, bucketCount);
                 var command = new NpgsqlCommand(
                     $"select count(*) from {table.Table} t where not exists (select 1 from shardkit.bucket_owner o where o.bucket = {bucket} and o.owned)",
                     connection);
@@ -178,16 +178,12 @@ internal sealed class ReshardingAdmin(ShardSet shards)
     /// <summary>The key column's type as <c>regtype</c> prints it, checked hashable.</summary>
     public async Task<string> KeyTypeAsync(NpgsqlConnection connection, int shard, ShardedTable table, CancellationToken cancellationToken)
     {
-        var command = new NpgsqlCommand(
-            "select a.atttypid::regtype::text from pg_attribute a where a.attrelid = to_regclass($1) and a.attname = lower($2) and not a.attisdropped",
-            connection);
+        var command = new NpgsqlCommand(null, connection);
         await using var _ = command.ConfigureAwait(false);
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.Table });
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.KeyColumn });
-        var type = await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string
+        var type = await BucketSql.ColumnTypeAsync(command, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false)
             ?? throw new ShardConfigurationException(
                 $"Shard '{Shards.NameOf(shard)}' has no column {table.KeyColumn} in table {table.Table}; create the table on every shard first.");
-        return FenceSql.HashOf(type, "x") is null
+        return BucketSql.KindOf(type) is null
             ? throw new ShardConfigurationException(
                 $"Column {table.Table}.{table.KeyColumn} is {type}; buckets are computed from smallint, integer, bigint, text, varchar and uuid keys.")
             : type;
