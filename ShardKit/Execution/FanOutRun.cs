@@ -147,7 +147,7 @@ internal sealed partial class FanOutRun : IDisposable
     private async Task<(int Shard, bool Ok, TResult? Result)> RunOneAsync<TResult>(int shard, ShardCommand command,
         Func<int, Npgsql.NpgsqlConnection, CancellationToken, Task<TResult>> work)
     {
-        await Task.Yield();
+        // No yield first: the shard's command is sent on the caller's thread before the next shard starts (see ShardRowStream).
         try
         {
             var result = await ShardPipeline.RunAsync(Session.Shards, ShardConnectionSource.Of(Session, Options.ReadPolicy), shard, command, (Shard: shard, Work: work),

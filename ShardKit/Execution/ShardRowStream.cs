@@ -263,9 +263,10 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
     // Until a row reaches the caller a failed start is tried again where the shard's pipeline says it is safe (a
     // transient failure, attempts left); a start stopped by a timeout, the caller or another shard's failure is not.
+    // It runs on the caller's thread up to the first wait for the server, so each shard's query is sent before the next
+    // shard starts, with no thread-pool hop in front of any (a hop cost 0.5-0.7 ms of a 2 ms-away fan-out on a busy VM).
     private async Task<bool> StartAsync(Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
-        await Task.Yield(); // return to the caller at once, so every shard starts before any is awaited
         return await ShardPipeline.ExecuteAsync(_run.Session.Shards, ShardConnectionSource.Of(_run.Session), _shard, _run.ReadCommand,
             (Stream: this, Query: query), static (context, s) => s.Stream.AttemptAsync(context, s.Query), async: true,
             _cancel.Token).ConfigureAwait(false);
