@@ -92,6 +92,16 @@ public abstract partial class ShardCommandTarget
                     throw;
                 }
             }
+            catch (BroadcastWriteException e) when (MayRerunRefusedParts(e, attempt, route, command))
+            {
+                if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
+                {
+                    throw;
+                }
+
+                // Rare (a move switched under the write): the refused parts run on the asynchronous path, waited for here.
+                return RerunRefusedPartsAsync(e, route, command, attempt, command.Parameters!).GetAwaiter().GetResult();
+            }
 
             route = ResolveChecked(command, null);
         }
