@@ -138,11 +138,12 @@ public abstract partial class ShardCommandTarget
     }
 
     /// <summary>
-    /// A key list split over shards where every shard that failed refused its part because the part's buckets moved:
-    /// those parts applied nothing (the fence refuses the whole statement), the other parts stay applied.
+    /// A key list or item list split over shards where every shard that failed refused its part because the part's
+    /// buckets moved: those parts applied nothing (the fence refuses the whole statement, and a shard's share of an
+    /// item list runs in one transaction), while the other shards' parts stay applied and must not run twice.
     /// </summary>
     private bool MayRerunRefusedParts(BroadcastWriteException error, int attempt, in Route route, in CommandDefinition command) =>
-        attempt < MoveAttempts && !route.IsSingle && !IsItemBatch(route, command) && error.Failures.Count > 0
+        attempt < MoveAttempts && !route.IsSingle && error.Failures.Count > 0
         && error.Failures.All(f => ShardBucketMovedException.IsMoved(f.Error))
         && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null;
 
@@ -157,8 +158,9 @@ public abstract partial class ShardCommandTarget
         {
             var partCommand = new CommandDefinition(command.CommandText, part.Parameters, command.Transaction, command.CommandTimeout,
                 command.CommandType, command.Flags, command.CancellationToken);
-            var keys = part.Keys!;
-            Route Again() => RouteResolver.SplitAgain(Owner.DataSource.Map, Owner.DataSource.KeyNames, original, keys);
+            Route Again() => part.Batch is { } group
+                ? RouteResolver.BatchAgain(Owner.DataSource.Map, original, group)
+                : RouteResolver.SplitAgain(Owner.DataSource.Map, Owner.DataSource.KeyNames, original, part.Keys!);
             var again = Again();
 
             try

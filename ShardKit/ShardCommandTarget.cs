@@ -72,11 +72,11 @@ public abstract partial class ShardCommandTarget
     /// <summary>
     /// Whether a command a shard refused because its bucket moved may run again by a newer map: the data source follows a
     /// stored map, no transaction is open (inside one the refusal reaches the caller), and nothing of the command was
-    /// kept (one shard, or an item batch whose shards apply all or nothing).
+    /// kept (one shard). A command split over shards reruns only its refused parts (MayRerunRefusedParts).
     /// </summary>
     private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command) =>
         attempt < MoveAttempts && ShardBucketMovedException.IsMoved(error) && Owner.DataSource.Shards.Follower is not null
-        && !Owner.Session.InTransaction && command.Transaction is null && (route.IsSingle || IsItemBatch(route, command));
+        && !Owner.Session.InTransaction && command.Transaction is null && route.IsSingle;
 
     /// <summary>Waits for a map newer than the one the refused command was routed by; false when none came in time.</summary>
     private Task<bool> WaitForNewerMapAsync(long epoch, CancellationToken cancellationToken) =>

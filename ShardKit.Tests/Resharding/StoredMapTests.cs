@@ -137,6 +137,54 @@ public sealed class StoredMapTests
         Assert.That(await shards.ScalarAsync<long[]>(1, "select array_agg(id order by id) from items"), Is.EqualTo(new[] { moving, other }.Order()));
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task An_item_list_over_two_shards_on_an_old_map_writes_every_item_once(bool sync)
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
+
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var db = app.CreateConnection();
+        var items = new[] { new Item { Id = moving, Payload = "a" }, new Item { Id = staying, Payload = "b" }, new Item { Id = other, Payload = "c" } };
+        const string sql = "insert into items (id, payload) values (@Id, @Payload)";
+        var affected = sync ? db.Execute(sql, items) : await db.ExecuteAsync(sql, items);
+
+        Assert.That(affected, Is.EqualTo(3));
+        Assert.That(await shards.ScalarAsync<long[]>(0, "select array_agg(id order by id) from items"), Is.EqualTo(new[] { staying }));
+        Assert.That(await shards.ScalarAsync<long[]>(1, "select array_agg(id order by id) from items"), Is.EqualTo(new[] { moving, other }.Order()),
+            "s1's part applied once, not again when s0's refused part made the batch run a second time");
+    }
+
+    [Test]
+    public async Task A_refused_item_part_that_fails_when_run_again_names_the_callers_item_and_every_applied_row()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        long staying = KeyIn(app.Map, 2), moving = KeyIn(app.Map, 1), other = KeyIn(app.Map, shards.Buckets - 1);
+
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using (var owner = await shards.OpenAsync(1))
+        {
+            await owner.ExecuteAsync("insert into items (id, payload) values (@moving, 'there already')", new { moving });
+        }
+
+        await using var db = app.CreateConnection();
+        var items = new[] { new Item { Id = staying, Payload = "a" }, new Item { Id = moving, Payload = "b" }, new Item { Id = other, Payload = "c" } };
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() => db.ExecuteAsync("insert into items (id, payload) values (@Id, @Payload)", items));
+
+        var item = error!.Failures.Single().Error as BatchItemException;
+        Assert.That((item?.ItemIndex, item?.Shard), Is.EqualTo(((int?)1, "s1")), "the index in the caller's list, not in the rerun part");
+        Assert.That(error.AffectedRows.Values.Sum(), Is.EqualTo(2), "other (first round) and staying (run again) applied");
+        Assert.That(await shards.ScalarAsync<long[]>(0, "select array_agg(id order by id) from items"), Is.EqualTo(new[] { staying }));
+        Assert.That(await shards.ScalarAsync<long>(1, "select count(*) from items"), Is.EqualTo(2));
+    }
+
     [Test]
     public async Task A_notification_brings_the_new_map_without_any_write()
     {

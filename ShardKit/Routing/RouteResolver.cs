@@ -199,12 +199,25 @@ internal static class RouteResolver
         return Split(map, parameters, plan, plan.Expected, keys);
     }
 
-    private static Route Batch(ShardMap map, IEnumerable items, ShardKeyMember key)
+    /// <summary>
+    /// Routes one shard's share of an item batch again by <paramref name="map"/> (the shard refused it: its buckets
+    /// moved): its items alone, keeping their indexes in the caller's list.
+    /// </summary>
+    public static Route BatchAgain(ShardMap map, object parameters, BatchGroup group) =>
+        Batch(map, group.Items, ParameterPlan.For(parameters.GetType(), null).ItemKey!, group.Indexes);
+
+    /// <param name="map">The map to route by.</param>
+    /// <param name="items">The items.</param>
+    /// <param name="key">The items' shard key member.</param>
+    /// <param name="indexes">Each item's index in the caller's list; null: its position in <paramref name="items"/>.</param>
+    private static Route Batch(ShardMap map, IEnumerable items, ShardKeyMember key, IReadOnlyList<int>? indexes = null)
     {
         var groups = new Dictionary<int, BatchGroup>();
-        var index = 0;
+        var position = 0;
         foreach (var item in items)
         {
+            var index = indexes?[position] ?? position;
+            position++;
             if (item is null)
             {
                 throw new ShardRoutingException($"A batch of {key.DeclaringType.Name} contains a null item (item {index}); remove it.");
@@ -216,7 +229,7 @@ internal static class RouteResolver
                 groups[shard] = group = new BatchGroup();
             }
 
-            group.Add(item, index++);
+            group.Add(item, index);
         }
 
         return Route.Split(groups.OrderBy(g => g.Key)
