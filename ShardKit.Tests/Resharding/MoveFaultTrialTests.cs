@@ -1,10 +1,12 @@
+using Dapper;
 using System.Globalization;
 
 namespace ShardKit.Tests.Resharding;
 
 /// <summary>
-/// Randomized moves under writers (single statements, distributed transactions, bulk loads), each stopped at a random
-/// step (the mover killed), then resumed or cancelled at random; afterwards every committed write is where the map
+/// Randomized moves under writers (single statements, item and key lists, distributed transactions, bulk loads), each
+/// stopped at a random step (the mover killed, or the source's replication connection cut), then resumed or cancelled
+/// at random; afterwards every committed write is where the map
 /// says, once, and nothing of any move is left. <c>SHARDKIT_MOVE_TRIALS</c> sets the number of moves (6 by default).
 /// </summary>
 [TestFixture]
@@ -37,8 +39,10 @@ public sealed class MoveFaultTrialTests
 
             var buckets = owned.OrderBy(_ => random.Next()).Take(random.Next(1, 4)).ToArray();
             var stopAt = (MoveState)random.Next((int)MoveState.Copying, (int)MoveState.Done + 1); // Done: not stopped
+            var cut = random.Next(3) == 0; // else the mover is killed
             using var kill = new CancellationTokenSource();
             string? moveId = null;
+            Task? cutting = null;
             try
             {
                 await admin.Resharding.MoveBucketsAsync(buckets, $"s{1 - from}", options, new InlineProgress(p =>
@@ -46,15 +50,39 @@ public sealed class MoveFaultTrialTests
                     moveId = p.MoveId;
                     if (p.State == stopAt && stopAt != MoveState.Done)
                     {
-                        kill.Cancel();
+                        if (!cut)
+                        {
+                            kill.Cancel();
+                        }
+                        else
+                        {
+                            cutting ??= CutReplicationAsync(shards, from);
+                        }
                     }
                 }), kill.Token);
-                outcomes.Add($"{trial}: done");
+                outcomes.Add(cutting is null ? $"{trial}: done" : $"{trial}: stream cut in {stopAt}, done");
                 continue;
             }
-            catch (OperationCanceledException)
+            catch (OperationCanceledException) when (!cut)
             {
                 // the mover was killed
+            }
+            catch (Exception e) when (cut && e is ShardKitException or Npgsql.NpgsqlException)
+            {
+                // the mover failed on the cut connection: what it recorded is resumed or cancelled below
+            }
+            finally
+            {
+                if (cutting is not null)
+                {
+                    await cutting;
+                }
+            }
+
+            if (moveId is null)
+            {
+                outcomes.Add($"{trial}: failed before it was recorded");
+                continue;
             }
 
             var move = (await admin.Resharding.GetMovesAsync()).Single(m => m.MoveId == moveId);
@@ -82,6 +110,23 @@ public sealed class MoveFaultTrialTests
         }
 
         await MoveTests.AssertPlacedAsync(shards, admin, truth);
+        await using (var source = await shards.OpenAsync(0))
+        {
+            Assert.That(await source.ExecuteScalarAsync<long>("select count(*) from pg_replication_slots where database = current_database()"), Is.EqualTo(0));
+        }
+
+        await using (var other = await shards.OpenAsync(1))
+        {
+            Assert.That(await other.ExecuteScalarAsync<long>("select count(*) from pg_replication_slots where database = current_database()"), Is.EqualTo(0));
+        }
         Assert.That((await admin.Resharding.GetMovesAsync()).Select(m => m.State), Is.All.AnyOf(MoveState.Done, MoveState.Cancelled));
+    }
+
+    // A connection cut: the source's walsender for this database's slot is terminated, as a network fault would end it.
+    private static async Task CutReplicationAsync(ReshardingShards shards, int source)
+    {
+        await using var connection = await shards.OpenAsync(source);
+        await connection.ExecuteAsync(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots where database = current_database() and active_pid is not null");
     }
 }
