@@ -51,35 +51,26 @@ internal static class FenceSql
 
     /// <summary>
     /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched
-    /// (old and new) are checked. <paramref name="table"/> and <paramref name="keyColumn"/> are plain identifiers.
+    /// (old and new) are checked. One function serves the three: PL/pgSQL plans a statement when it first runs it, so
+    /// the branch that names a transition table the firing trigger lacks is never planned. <paramref name="table"/> and
+    /// <paramref name="keyColumn"/> are plain identifiers.
     /// </summary>
     public static string Triggers(string table, string keyColumn, string keyType, int bucketCount)
     {
         var bucket = BucketOf(keyType, "r." + keyColumn, bucketCount);
         var name = FunctionName(table);
         return $$"""
-            create or replace function shardkit."{{name}}_new"() returns trigger
+            create or replace function shardkit."{{name}}"() returns trigger
             language plpgsql
             as $$
             begin
-                perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r));
-                return null;
-            end
-            $$;
-            create or replace function shardkit."{{name}}_old"() returns trigger
-            language plpgsql
-            as $$
-            begin
-                perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r));
-                return null;
-            end
-            $$;
-            create or replace function shardkit."{{name}}_both"() returns trigger
-            language plpgsql
-            as $$
-            begin
-                perform shardkit.check_buckets(array(
-                    select distinct {{bucket}} from fence_old r union select distinct {{bucket}} from fence_new r));
+                if tg_op = 'INSERT' then
+                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r));
+                elsif tg_op = 'DELETE' then
+                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r));
+                else
+                    perform shardkit.check_buckets(array(select {{bucket}} from fence_old r union select {{bucket}} from fence_new r));
+                end if;
                 return null;
             end
             $$;
@@ -87,11 +78,11 @@ internal static class FenceSql
             drop trigger if exists shardkit_fence_update on {{table}};
             drop trigger if exists shardkit_fence_delete on {{table}};
             create trigger shardkit_fence_insert after insert on {{table}} referencing new table as fence_new
-                for each statement execute function shardkit."{{name}}_new"();
+                for each statement execute function shardkit."{{name}}"();
             create trigger shardkit_fence_update after update on {{table}} referencing old table as fence_old new table as fence_new
-                for each statement execute function shardkit."{{name}}_both"();
+                for each statement execute function shardkit."{{name}}"();
             create trigger shardkit_fence_delete after delete on {{table}} referencing old table as fence_old
-                for each statement execute function shardkit."{{name}}_old"();
+                for each statement execute function shardkit."{{name}}"();
             """;
     }
 
