@@ -35,8 +35,7 @@ internal sealed partial class BucketMover
 
             for (var attempt = 1; ; attempt++)
             {
-                var settled = await SettleAsync(replication, targetCs, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
-                if (await TryFreezeAndSwitchAsync(move, replication, moved, baseline, sourceIndex, targetIndex, targetCs, bucketCount, attempt, settled,
+                if (await TryFreezeAndSwitchAsync(move, replication, moved, baseline, sourceIndex, targetIndex, targetCs, bucketCount, attempt,
                         cancellationToken).ConfigureAwait(false) is { } pause)
                 {
                     return pause;
@@ -71,7 +70,7 @@ internal sealed partial class BucketMover
 
     // One try of the freeze; null when the buckets' lock could not be had in time (caught up; the caller tries again).
     private async Task<TimeSpan?> TryFreezeAndSwitchAsync(MoveInfo move, BucketReplication replication, IReadOnlyList<MovedTable> moved,
-        BucketReplication.VerifyBaseline? baseline, int sourceIndex, int targetIndex, string targetCs, int bucketCount, int attempt, TimeSpan settled,
+        BucketReplication.VerifyBaseline? baseline, int sourceIndex, int targetIndex, string targetCs, int bucketCount, int attempt,
         CancellationToken cancellationToken)
     {
         var buckets = BucketArraySql(move.Buckets);
@@ -90,15 +89,22 @@ internal sealed partial class BucketMover
             ReshardingAdmin.ExecuteAsync(target, $"{BucketReplication.VerifySettings}; select set_config('synchronous_commit', 'on', false)", cancellationToken),
             ReshardingAdmin.ExecuteAsync(catalog, "select set_config('synchronous_commit', 'on', false)", cancellationToken)).ConfigureAwait(false);
 
-        // The stream applies whatever comes while the freeze is taken, up to the marker the freeze writes.
+        var settled = await SettleAsync(replication, targetCs, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
+
+        // The stream applies whatever comes while the freeze is taken, up to the marker the freeze writes; meanwhile the
+        // source's WAL is flushed every few milliseconds, so the walsender decodes it as it comes and not in one piece after
+        // the marker (writers with synchronous_commit = off leave it to the WAL writer, every wal_writer_delay).
         var nonce = BucketReplication.NewMarker();
         var drain = replication.CatchUpToMarkerAsync(targetCs, move.Buckets, bucketCount, nonce, cancellationToken);
+        using var flushing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var flush = FlushUntilAsync(flusher, drain, flushing.Token);
         var drained = false;
         var gaveUp = false;
         Task? take = null;
         try
         {
             long epoch;
+            var requested = Stopwatch.GetTimestamp();
             try
             {
                 // Frozen once the select returns: every write of these buckets that committed is in the WAL before the
@@ -109,8 +115,8 @@ internal sealed partial class BucketMover
             {
                 ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze waited too long", $"attempt {attempt}; catching up and trying again");
                 await ReshardingAdmin.ExecuteAsync(source, $"rollback; {BucketReplication.MarkerSql(nonce)}", cancellationToken).ConfigureAwait(false);
-                await ReshardingAdmin.ExecuteAsync(flusher, BucketReplication.FlushWalSql, cancellationToken).ConfigureAwait(false);
                 await drain.ConfigureAwait(false);
+                await flush.ConfigureAwait(false);
                 drained = true;
                 return null;
             }
@@ -118,9 +124,9 @@ internal sealed partial class BucketMover
             var frozen = Stopwatch.GetTimestamp();
             take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch} where bucket = any({buckets})",
                 cancellationToken);
-            await ReshardingAdmin.ExecuteAsync(flusher, BucketReplication.FlushWalSql, cancellationToken).ConfigureAwait(false);
             await drain.ConfigureAwait(false);
             drained = true;
+            await flush.ConfigureAwait(false);
             var drainedAt = Stopwatch.GetElapsedTime(frozen);
             await take.ConfigureAwait(false);
             var how = "not verified";
@@ -145,11 +151,22 @@ internal sealed partial class BucketMover
                 .ConfigureAwait(false);
             ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", string.Create(CultureInfo.InvariantCulture,
                 $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms (drained at {drainedAt.TotalMilliseconds:F1}, " +
-                $"verified at {verifiedAt.TotalMilliseconds:F1}: {how}; last catch-up round before {settled.TotalMilliseconds:F1} ms)"));
+                $"verified at {verifiedAt.TotalMilliseconds:F1}: {how}; the lock took {Stopwatch.GetElapsedTime(requested, frozen).TotalMilliseconds:F1} ms, " +
+                $"the last catch-up round before {settled.TotalMilliseconds:F1} ms)"));
             return pause;
         }
         catch when (!gaveUp)
         {
+            await flushing.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await flush.ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException || ShardErrors.FromShard(e))
+            {
+                // Stopped with the freeze.
+            }
+
             if (!drained)
             {
                 replication.StopCatchUp();
@@ -182,14 +199,47 @@ internal sealed partial class BucketMover
         }
     }
 
+    // Flushes the source's WAL every few milliseconds until the drain reached its marker.
+    private static async Task FlushUntilAsync(NpgsqlConnection flusher, Task drain, CancellationToken cancellationToken)
+    {
+        while (!drain.IsCompleted)
+        {
+            await ReshardingAdmin.ExecuteAsync(flusher, BucketReplication.FlushWalSql, cancellationToken).ConfigureAwait(false);
+            await Task.WhenAny(drain, Task.Delay(FlushInterval, cancellationToken)).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+    }
+
+    private static readonly TimeSpan FlushInterval = TimeSpan.FromMilliseconds(5);
+
     // Locks the buckets' ownership rows on the source and writes the drain's marker after the lock, in one round trip.
-    // Returns the epoch the switch gives them.
+    // Returns the epoch the switch gives them. A lock that waits holds the rows it has already locked, so their writers
+    // wait too: the first tries take all rows at once or none (nowait; a writer holds its bucket's row for a moment), and
+    // only then does the freeze wait in line (lock_timeout).
     private async Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string nonce, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var wait = attempt > NowaitFreezes;
+            try
+            {
+                return await TryFreezeAsync(source, move, buckets, nonce, wait, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
+            {
+                await ReshardingAdmin.ExecuteAsync(source, "rollback", cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private const int NowaitFreezes = 10;
+
+    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string nonce, bool wait, CancellationToken cancellationToken)
     {
         var freeze = new NpgsqlCommand(
             $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
             $"select max(epoch), bool_and(owned), count(*) from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
-            $"order by bucket for update) o; {BucketReplication.MarkerSql(nonce)}", source);
+            $"order by bucket for update{(wait ? "" : " nowait")}) o; {BucketReplication.MarkerSql(nonce)}", source);
         await using var _ = freeze.ConfigureAwait(false);
         var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = reader.ConfigureAwait(false);

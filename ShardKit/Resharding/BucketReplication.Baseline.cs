@@ -96,7 +96,12 @@ internal sealed partial class BucketReplication
     private static string ChecksumSql(MovedTable table, int bucketCount, bool keyed)
     {
         var filter = "";
-        if (keyed)
+        if (keyed && table.PrimaryKey.Count == 1)
+        {
+            // One key column: an index scan of the array's keys.
+            filter = $" where {MovedTable.Quote(table.PrimaryKey[0])} = any(@k0::text[]::{table.TypeOf(table.PrimaryKey[0])}[])";
+        }
+        else if (keyed)
         {
             var columns = string.Join(", ", table.PrimaryKey.Select(MovedTable.Quote));
             var values = string.Join(", ", table.PrimaryKey.Select((c, i) => $"u.k{i}::{table.TypeOf(c)}"));
