@@ -9,8 +9,9 @@ namespace ShardKit;
 /// Moves hash buckets from one shard to another while the app reads and writes, as a state machine the catalog
 /// records (<see cref="MoveState"/>), so a crashed or stopped move resumes where it was:
 /// preflight → slot and publication with an exported snapshot → chunked binary copy → catch-up from the slot until the
-/// lag is under the gate → freeze of the moving buckets alone on the source (their ownership rows locked <c>for update</c>;
-/// their writers wait inside PostgreSQL) → drain to the source's WAL position → verify → the source gives the buckets up
+/// lag is under the gate → exact checksums of both sides on snapshots of one point of the source's history (verify) →
+/// freeze of the moving buckets alone on the source (their ownership rows locked <c>for update</c>; their writers wait
+/// inside PostgreSQL) → drain to the source's WAL position → compare the rows written since the snapshots → the source gives the buckets up
 /// (epoch + 1) → the target takes them → the catalog switches and notifies → slot and publication dropped → the
 /// source's copies deleted in throttled batches. Until the source gives the buckets up a move can be cancelled and
 /// leaves nothing behind; after it, the switch is completed (never undone) on resume.
