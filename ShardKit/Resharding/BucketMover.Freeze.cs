@@ -169,12 +169,14 @@ internal sealed partial class BucketMover
 
             if (!drained)
             {
+                // The marker will not come: stop the stream (one still being opened is closed when the move lets go of the
+                // replication).
                 replication.StopCatchUp();
                 try
                 {
-                    await drain.ConfigureAwait(false);
+                    await drain.WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is OperationCanceledException || ShardErrors.FromShard(e) || e is BucketMoveException)
+                catch (Exception e) when (e is OperationCanceledException or TimeoutException or BucketMoveException || ShardErrors.FromShard(e))
                 {
                     // The stream we stopped; the next catch-up opens it again.
                 }
