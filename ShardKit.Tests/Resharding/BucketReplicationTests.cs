@@ -500,6 +500,8 @@ public sealed class BucketReplicationTests
         await using var target = new NpgsqlConnection(f.Target);
         await source.OpenAsync();
         await target.OpenAsync();
+        await new NpgsqlCommand(BucketReplication.VerifySettings, source).ExecuteNonQueryAsync();
+        await new NpgsqlCommand(BucketReplication.VerifySettings, target).ExecuteNonQueryAsync();
         return await baseline.CheckAsync(source, target, CancellationToken.None);
     }
 

@@ -168,8 +168,8 @@ internal sealed partial class BucketReplication
         /// recorded keys' rows now, on each side, and both parts are compared. The one check the freeze still runs is on
         /// the rows written since the snapshots; its cost grows with them, not with the table.
         /// </remarks>
-        /// <param name="sourceNow">A source connection that sees the frozen buckets' latest rows (the freeze's own).</param>
-        /// <param name="targetNow">A target connection that sees the catch-up's latest commits.</param>
+        /// <param name="sourceNow">A source connection that sees the frozen buckets' latest rows (the freeze's own), with <see cref="VerifySettings"/> set.</param>
+        /// <param name="targetNow">A target connection that sees the catch-up's latest commits, with <see cref="VerifySettings"/> set.</param>
         /// <param name="ct">Stops it.</param>
         /// <returns>The chunks that differ (empty: the moved rows are the same on both sides), or null when the recorded keys are incomplete.</returns>
         public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, CancellationToken ct)
@@ -186,7 +186,7 @@ internal sealed partial class BucketReplication
                 Dictionary<int, (long Rows, decimal Sum)> sourceThen = [], targetThen = [], sourceLater = [], targetLater = [];
                 if (keys.Count > 0)
                 {
-                    var sql = $"{VerifySettings}; {ChecksumSql(table, _bucketCount, keyed: true)}";
+                    var sql = ChecksumSql(table, _bucketCount, keyed: true);
                     var arrays = Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray()).ToArray();
                     var parts = new[] { (_source, sourceThen), (_target, targetThen), (sourceNow, sourceLater), (targetNow, targetLater) }
                         .Select(async p =>
