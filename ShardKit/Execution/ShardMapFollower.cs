@@ -86,7 +86,16 @@ internal sealed class ShardMapFollower : IAsyncDisposable
             // Taken before the read: a map adopted after it (by the listener, on the switch's notification) wakes us at
             // once, even while our own read of the catalog is still under way.
             var adopted = Volatile.Read(ref _adopted).Task;
-            await Task.WhenAny(adopted, SharedRefreshAsync()).WaitAsync(cancellationToken).ConfigureAwait(false);
+            var left = TimeSpan.FromSeconds(Math.Max(0, deadline - time.GetTimestamp()) / (double)time.TimestampFrequency);
+            try
+            {
+                await Task.WhenAny(adopted, SharedRefreshAsync()).WaitAsync(left, time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                break; // MoveWait is over while the catalog read still hangs
+            }
+
             if (_shards.Map.Epoch > epoch || time.GetTimestamp() >= deadline)
             {
                 break;
