@@ -117,6 +117,7 @@ public static class MovePauseRun
                     }
 
                     var ms = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+
                     switch (Volatile.Read(ref phase))
                     {
                         case 1:
@@ -132,6 +133,7 @@ public static class MovePauseRun
             await Task.Delay(TimeSpan.FromSeconds(1));
             Volatile.Write(ref phase, 1);
             await Task.Delay(baseline);
+            MoveLog.Start = Stopwatch.GetTimestamp();
             Volatile.Write(ref phase, 2);
             var move = await source.Resharding.MoveBucketsAsync(moving, "s1", new MoveOptions { CleanupDelay = TimeSpan.Zero, Verify = verify });
             Volatile.Write(ref phase, 3);
@@ -156,6 +158,9 @@ public static class MovePauseRun
     // Prints ShardKit's move steps (with the switch's timings) as they happen.
     private sealed class MoveLog : Microsoft.Extensions.Logging.ILoggerFactory, Microsoft.Extensions.Logging.ILogger
     {
+        // When the move started; the log's times count from it.
+        public static long Start;
+
         public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => categoryName == "ShardKit" ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
         public void AddProvider(Microsoft.Extensions.Logging.ILoggerProvider provider)
@@ -172,7 +177,7 @@ public static class MovePauseRun
         {
             if (eventId.Id == 1704)
             {
-                Console.WriteLine("    " + formatter(state, exception));
+                Console.WriteLine($"    [{Stopwatch.GetElapsedTime(Start).TotalMilliseconds,6:F0} ms] " + formatter(state, exception));
             }
         }
 

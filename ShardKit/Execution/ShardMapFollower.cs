@@ -15,7 +15,13 @@ internal sealed class ShardMapFollower : IAsyncDisposable
     private readonly int _catalog;
     private readonly CancellationTokenSource _stopping = new();
     private readonly SemaphoreSlim _reading = new(1, 1);
+    private readonly object _sharedGate = new();
     private Task _listening = Task.CompletedTask;
+    private Task? _sharedRead;
+    private TaskCompletionSource _adopted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // How often a write waiting for a newer map reads the catalog itself, in case the notification does not come.
+    private static readonly TimeSpan WaitReadInterval = TimeSpan.FromMilliseconds(50);
 
     public ShardMapFollower(ShardSet shards, StoredMapOptions options)
     {
@@ -77,13 +83,17 @@ internal sealed class ShardMapFollower : IAsyncDisposable
         var deadline = time.GetTimestamp() + (long)(_options.MoveWait.TotalSeconds * time.TimestampFrequency);
         while (_shards.Map.Epoch <= epoch)
         {
+            // Taken before the read: a map adopted after it (by the listener, on the switch's notification) wakes us at
+            // once, even while our own read of the catalog is still under way.
+            var adopted = Volatile.Read(ref _adopted).Task;
+            var left = TimeSpan.FromSeconds(Math.Max(0, deadline - time.GetTimestamp()) / (double)time.TimestampFrequency);
             try
             {
-                await RefreshAsync(cancellationToken).ConfigureAwait(false);
+                await Task.WhenAny(adopted, SharedRefreshAsync()).WaitAsync(left, time, cancellationToken).ConfigureAwait(false);
             }
-            catch (Exception e) when (ShardErrors.FromShard(e) && !cancellationToken.IsCancellationRequested)
+            catch (TimeoutException)
             {
-                ShardKitLog.MapUnreadable(_shards.Logger, CatalogName, e.GetType().Name, _shards.Map.Epoch, e);
+                break; // MoveWait is over while the catalog read still hangs
             }
 
             if (_shards.Map.Epoch > epoch || time.GetTimestamp() >= deadline)
@@ -91,11 +101,41 @@ internal sealed class ShardMapFollower : IAsyncDisposable
                 break;
             }
 
-            // A source gives its bucket up a few milliseconds before the catalog names the new owner.
-            await Task.Delay(TimeSpan.FromMilliseconds(10), time, cancellationToken).ConfigureAwait(false);
+            // A source gives its bucket up a few milliseconds before the catalog names the new owner and notifies; the
+            // listener reads that map and wakes every waiting write. Reading again now and then covers a lost notification.
+            await Task.WhenAny(adopted, Task.Delay(WaitReadInterval, time, cancellationToken)).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
         }
 
         return _shards.Map.Epoch > epoch;
+    }
+
+    // A read of the catalog for waiting writes: one joins the read under way instead of queueing its own behind it
+    // (many writes of a moved bucket wait at once). It never fails: a read that fails is logged, and the next one tries.
+    private Task SharedRefreshAsync()
+    {
+        lock (_sharedGate)
+        {
+            if (_sharedRead is not { IsCompleted: false })
+            {
+                _sharedRead = Task.Run(async () =>
+                {
+                    try
+                    {
+                        await RefreshAsync(_stopping.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException or ObjectDisposedException)
+                    {
+                        if (!_stopping.IsCancellationRequested)
+                        {
+                            ShardKitLog.MapUnreadable(_shards.Logger, CatalogName, e.GetType().Name, _shards.Map.Epoch, e);
+                        }
+                    }
+                }, CancellationToken.None);
+            }
+
+            return _sharedRead;
+        }
     }
 
     private void Adopt(CatalogMap? stored)
@@ -115,6 +155,7 @@ internal sealed class ShardMapFollower : IAsyncDisposable
         if (_shards.Replace(map))
         {
             ShardKitLog.MapLoaded(_shards.Logger, map.Epoch, CatalogName);
+            Interlocked.Exchange(ref _adopted, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
         }
     }
 

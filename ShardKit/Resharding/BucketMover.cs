@@ -9,13 +9,14 @@ namespace ShardKit;
 /// Moves hash buckets from one shard to another while the app reads and writes, as a state machine the catalog
 /// records (<see cref="MoveState"/>), so a crashed or stopped move resumes where it was:
 /// preflight → slot and publication with an exported snapshot → chunked binary copy → catch-up from the slot until the
-/// lag is under the gate → freeze of the moving buckets alone on the source (their ownership rows locked <c>for update</c>;
-/// their writers wait inside PostgreSQL) → drain to the source's WAL position → verify → the source gives the buckets up
+/// lag is under the gate → exact checksums of both sides on snapshots of one point of the source's history (verify) →
+/// freeze of the moving buckets alone on the source (their ownership rows locked <c>for update</c>; their writers wait
+/// inside PostgreSQL) → drain to the source's WAL position → compare the rows written since the snapshots → the source gives the buckets up
 /// (epoch + 1) → the target takes them → the catalog switches and notifies → slot and publication dropped → the
 /// source's copies deleted in throttled batches. Until the source gives the buckets up a move can be cancelled and
 /// leaves nothing behind; after it, the switch is completed (never undone) on resume.
 /// </summary>
-internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IProgress<MoveProgress>? progress)
+internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions options, IProgress<MoveProgress>? progress)
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private long _estimate = -1;
@@ -214,97 +215,6 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
         }
     }
 
-    // Freeze the buckets on the source, drain, verify, switch. Returns the writers' pause.
-    private async Task<TimeSpan> FreezeAndSwitchAsync(MoveInfo move, BucketReplication replication, IReadOnlyList<MovedTable> moved,
-        int sourceIndex, int targetIndex, string targetCs, int bucketCount, CancellationToken cancellationToken)
-    {
-        var sourceCs = Shards.ShardAt(sourceIndex).ConnectionString;
-        // Recorded before the freeze (one catalog round trip less while writers wait): a resume in Switching whose source
-        // still owns the buckets goes back to catching up.
-        await SetStateAsync(move.MoveId, MoveState.Switching, cancellationToken).ConfigureAwait(false);
-        for (var attempt = 1; ; attempt++)
-        {
-            var connection = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            await using var _ = connection.ConfigureAwait(false);
-            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            await using var __ = transaction.ConfigureAwait(false);
-            long epoch;
-            var frozen = 0L;
-            try
-            {
-                // The source's giving up must survive a crash once the target took over: durable whatever the server's default.
-                await ReshardingAdmin.ExecuteAsync(connection,
-                    $"set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; set local synchronous_commit = on",
-                    cancellationToken).ConfigureAwait(false);
-                var freeze = new NpgsqlCommand(
-                    "select max(epoch), bool_and(owned), count(*) from (select epoch, owned from shardkit.bucket_owner where bucket = any($1) order by bucket for update) o",
-                    connection, transaction);
-                await using (freeze.ConfigureAwait(false))
-                {
-                    freeze.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
-                    var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-                    await using (reader.ConfigureAwait(false))
-                    {
-                        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-                        if (reader.IsDBNull(1) || !reader.GetBoolean(1) || reader.GetInt64(2) != move.Buckets.Count)
-                        {
-                            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: '{move.Source}' no longer owns all of buckets " +
-                                $"{Describe(move.Buckets)}; nothing was switched. Cancel this move.");
-                        }
-
-                        epoch = reader.GetInt64(0) + 1;
-                    }
-                }
-
-                frozen = Stopwatch.GetTimestamp();
-            }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && attempt < options.FreezeAttempts)
-            {
-                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze waited too long", $"attempt {attempt}; catching up and trying again");
-                await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
-                await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, await CurrentLsnAsync(sourceIndex, cancellationToken).ConfigureAwait(false),
-                    cancellationToken).ConfigureAwait(false);
-                continue;
-            }
-
-            // Frozen: every write of these buckets that committed is in the WAL before the marker the catch-up writes now;
-            // no other can commit. (No position to pass: the marker comes after the lock.)
-            await replication.CatchUpAsync(targetCs, move.Buckets, bucketCount, default, cancellationToken).ConfigureAwait(false);
-            var drained = Stopwatch.GetElapsedTime(frozen);
-            if (options.Verify)
-            {
-                var mismatches = await BucketReplication.VerifyAsync(sourceCs, targetCs, moved, move.Buckets, bucketCount, cancellationToken)
-                    .ConfigureAwait(false);
-                if (mismatches.Count > 0)
-                {
-                    await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
-                    throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: the target's rows differ from the source's in " +
-                        $"{mismatches.Count} chunk(s) ({string.Join("; ", mismatches.Take(5))}); nothing was switched. Cancel the move " +
-                        "(it removes the target's copies) and start it again.");
-                }
-            }
-
-            var verified = Stopwatch.GetElapsedTime(frozen);
-            var release = new NpgsqlCommand("update shardkit.bucket_owner set owned = false, epoch = $2 where bucket = any($1)", connection, transaction);
-            await using (release.ConfigureAwait(false))
-            {
-                release.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
-                release.Parameters.Add(new NpgsqlParameter<long> { TypedValue = epoch });
-                await release.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-            await CompleteSwitchAsync(move, targetIndex, epoch, null, cancellationToken).ConfigureAwait(false);
-            var pause = Stopwatch.GetElapsedTime(frozen);
-            await RefreshAsync(cancellationToken).ConfigureAwait(false);
-            await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)
-                .ConfigureAwait(false);
-            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", string.Create(CultureInfo.InvariantCulture,
-                $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms (drained at {drained.TotalMilliseconds:F1}, verified at {verified.TotalMilliseconds:F1})"));
-            return pause;
-        }
-    }
-
     // The target takes the buckets, then the catalog names it and notifies (the source gave them up before).
     private async Task CompleteSwitchAsync(MoveInfo move, int targetIndex, long epoch, TimeSpan? pause, CancellationToken cancellationToken)
     {
@@ -321,13 +231,16 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
             }
         }
 
-        await ExecuteCatalogAsync($"""
-            update shardkit.map_bucket set shard = $2, epoch = (select epoch + 1 from shardkit.map) where bucket = any($1);
-            update shardkit.map set epoch = epoch + 1, updated = now();
-            update shardkit.move set state = 'Switched', updated = now() where id = $3;
-            select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
-            """, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
+        await ExecuteCatalogAsync(SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
     }
+
+    // The catalog names the target ($2) of the buckets ($1), records move $3 switched, and notifies.
+    private const string SwitchCatalogSql = $"""
+        update shardkit.map_bucket set shard = $2, epoch = (select epoch + 1 from shardkit.map) where bucket = any($1);
+        update shardkit.map set epoch = epoch + 1, updated = now();
+        update shardkit.move set state = 'Switched', updated = now() where id = $3;
+        select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
+        """;
 
     private async Task<IReadOnlyList<MovedTable>> PreflightAsync(MoveInfo move, int sourceIndex, int targetIndex, IReadOnlyList<ShardedTable> tables,
         CancellationToken cancellationToken)
@@ -567,6 +480,11 @@ internal sealed class BucketMover(ReshardingAdmin admin, MoveOptions options, IP
     {
         var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
+        await ExecuteCatalogAsync(connection, sql, cancellationToken, parameters).ConfigureAwait(false);
+    }
+
+    private static async Task ExecuteCatalogAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken, params object[] parameters)
+    {
         // Named parameters let Npgsql split a script into statements; $n would send it as one (refused with parameters).
         // The catalog's records (a chunk done, a switch) must be durable before the move goes on.
         var command = new NpgsqlCommand("select set_config('synchronous_commit', 'on', false);\n" +

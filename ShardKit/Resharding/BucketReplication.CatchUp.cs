@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.RegularExpressions;
 using Npgsql;
 using Npgsql.Replication;
 using Npgsql.Replication.PgOutput;
@@ -35,19 +36,75 @@ internal sealed partial class BucketReplication
     public async Task<CatchUp> CatchUpAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount,
         NpgsqlLogSequenceNumber until, CancellationToken ct)
     {
+        var nonce = NewMarker();
+        return await ApplyToMarkerAsync(targetConnectionString, buckets, bucketCount, nonce, async () =>
+        {
+            var marker = await EmitMarkerAsync(nonce, ct).ConfigureAwait(false);
+            if (marker < until)
+            {
+                throw new ArgumentOutOfRangeException(nameof(until), $"Position {until} is ahead of the source's WAL ({marker}); pass a position the source has written.");
+            }
+        }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Like <see cref="CatchUpAsync"/>, but the caller writes the marker (<see cref="MarkerSql"/> of <paramref name="nonce"/>)
+    /// into the source's WAL itself, on its own connection and when it chooses (e.g. in the same round trip that freezes
+    /// the buckets). Meanwhile the stream applies whatever comes, so the marker finds little left to apply.
+    /// </summary>
+    public Task<CatchUp> CatchUpToMarkerAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, string nonce,
+        CancellationToken ct) =>
+        ApplyToMarkerAsync(targetConnectionString, buckets, bucketCount, nonce, static () => Task.CompletedTask, ct);
+
+    /// <summary>A new marker nonce for <see cref="MarkerSql"/> and <see cref="CatchUpToMarkerAsync"/>.</summary>
+    public static string NewMarker() => Guid.NewGuid().ToString("N");
+
+    /// <summary>The statement that writes the catch-up marker <paramref name="nonce"/> (hex, from <see cref="NewMarker"/>) into the WAL.</summary>
+    public static string MarkerSql(string nonce) =>
+        MarkerNonce().IsMatch(nonce)
+            ? $"select pg_logical_emit_message(false, '{MarkerPrefix}', '{nonce}')"
+            : throw new ArgumentException("A marker nonce is 32 hex digits (NewMarker).", nameof(nonce));
+
+    /// <summary>
+    /// A statement that makes the source's WAL up to here visible to the stream at once: a marker is not a commit, and a
+    /// walsender sends only WAL the server has flushed, which with <c>synchronous_commit = off</c> writers (or none at all)
+    /// can take up to three <c>wal_writer_delay</c>s. A transaction with an id, committed synchronously, flushes it.
+    /// Run it after the marker, in its own transaction.
+    /// </summary>
+    public const string FlushWalSql = "select set_config('synchronous_commit', 'on', true), txid_current()";
+
+    /// <summary>
+    /// Records, from now on, the primary keys of every row change the stream brings (also across a reopened stream), until
+    /// <see cref="StopRecording"/>. Call it between catch-ups: the keys are those after the last marker reached.
+    /// </summary>
+    public ChangedKeys StartRecording()
+    {
+        var keys = new ChangedKeys();
+        _recording = keys;
+        _stream?.Record(keys);
+        return keys;
+    }
+
+    /// <summary>Stops recording keys (see <see cref="StartRecording"/>).</summary>
+    public void StopRecording()
+    {
+        _recording = null;
+        _stream?.Record(null);
+    }
+
+    /// <summary>Stops a catch-up that waits for a marker that will not come (its caller failed before writing it).</summary>
+    public void StopCatchUp() => _stream?.Stop();
+
+    private async Task<CatchUp> ApplyToMarkerAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, string nonce,
+        Func<Task> emit, CancellationToken ct)
+    {
         ValidateBuckets(buckets, bucketCount);
         var stream = _stream is { } open && open.Matches(targetConnectionString, buckets, bucketCount)
             ? open
             : await OpenStreamAsync(targetConnectionString, buckets, bucketCount, ct).ConfigureAwait(false);
         try
         {
-            var nonce = Guid.NewGuid().ToString("N");
-            var marker = await EmitMarkerAsync(nonce, ct).ConfigureAwait(false);
-            if (marker < until)
-            {
-                throw new ArgumentOutOfRangeException(nameof(until), $"Position {until} is ahead of the source's WAL ({marker}); pass a position the source has written.");
-            }
-
+            await emit().ConfigureAwait(false);
             using var stop = ct.Register(static s => ((ChangeStream)s!).Stop(), stream);
             return await stream.ApplyUntilAsync(nonce, ct).ConfigureAwait(false);
         }
@@ -72,8 +129,8 @@ internal sealed partial class BucketReplication
         await ReleaseSnapshotAsync().ConfigureAwait(false);
         await WaitSlotFreeAsync(ct).ConfigureAwait(false);
         var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
-        var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target, new ChangeApplier(_source, target, _tables, buckets, bucketCount),
-            new LogicalReplicationConnection(_source));
+        var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target,
+            new ChangeApplier(_source, target, _tables, buckets, bucketCount) { Recording = _recording }, new LogicalReplicationConnection(_source));
         try
         {
             await stream.StartAsync(SlotName, Options(SlotName), ct).ConfigureAwait(false);
@@ -117,6 +174,8 @@ internal sealed partial class BucketReplication
         }
 
         public void Stop() => _streaming.Cancel();
+
+        public void Record(ChangedKeys? keys) => applier.Recording = keys;
 
         public async Task<CatchUp> ApplyUntilAsync(string nonce, CancellationToken ct)
         {
@@ -188,10 +247,8 @@ internal sealed partial class BucketReplication
     {
         var connection = await OpenAsync(_source, ct).ConfigureAwait(false);
         await using var connectionLifetime = connection.ConfigureAwait(false);
-        var command = new NpgsqlCommand("select pg_logical_emit_message(false, $1, $2)", connection)
-        {
-            Parameters = { new() { Value = MarkerPrefix }, new() { Value = nonce } },
-        };
+        // One implicit transaction: the marker, then a synchronous commit that flushes it.
+        var command = new NpgsqlCommand($"{MarkerSql(nonce)}; {FlushWalSql}", connection);
         await using var commandLifetime = command.ConfigureAwait(false);
         return (NpgsqlLogSequenceNumber)(await command.ExecuteScalarAsync(ct).ConfigureAwait(false))!;
     }
@@ -201,6 +258,9 @@ internal sealed partial class BucketReplication
         using var reader = new StreamReader(message.Data, Encoding.UTF8);
         return await reader.ReadToEndAsync(ct).ConfigureAwait(false);
     }
+
+    [GeneratedRegex("^[0-9a-f]{32}$")]
+    private static partial Regex MarkerNonce();
 
     // After a cancelled or crashed catch-up the old walsender may hold the slot for a moment; streaming it then fails.
     private async Task WaitSlotFreeAsync(CancellationToken ct)

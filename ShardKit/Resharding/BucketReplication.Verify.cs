@@ -6,7 +6,7 @@ namespace ShardKit;
 internal sealed partial class BucketReplication
 {
     // Text output that depends on session settings is pinned, so equal rows print (and hash) alike on both servers.
-    private const string VerifySettings =
+    public const string VerifySettings =
         "set datestyle = 'ISO, YMD'; set timezone = 'UTC'; set intervalstyle = 'postgres'; set extra_float_digits = 3; set bytea_output = 'hex'";
 
     /// <summary>
@@ -29,11 +29,9 @@ internal sealed partial class BucketReplication
         var wanted = buckets.Distinct().Order().ToArray();
         foreach (var table in tables)
         {
-            var sql = $"select b::int, count(*), sum(('x' || left(md5(row({table.ColumnList})::text), 16))::bit(64)::bigint::numeric) " +
-                      $"from (select {table.BucketSql(bucketCount)} as b, {table.ColumnList} from {table.QualifiedName}) r " +
-                      "where b = any($1) group by b";
-            var sourceSums = ChecksumsAsync(source, sql, wanted, ct);
-            var targetSums = ChecksumsAsync(target, sql, wanted, ct);
+            var sql = ChecksumSql(table, bucketCount, keyed: false);
+            var sourceSums = ChecksumsAsync(source, sql, wanted, null, ct);
+            var targetSums = ChecksumsAsync(target, sql, wanted, null, ct);
             var (onSource, onTarget) = (await sourceSums.ConfigureAwait(false), await targetSums.ConfigureAwait(false));
             foreach (var bucket in wanted)
             {
@@ -49,20 +47,33 @@ internal sealed partial class BucketReplication
         return mismatches;
     }
 
-    private static async Task<Dictionary<int, (long Rows, decimal Sum)>> ChecksumsAsync(NpgsqlConnection connection, string sql, int[] buckets, CancellationToken ct)
+    private static async Task<Dictionary<int, (long Rows, decimal Sum)>> ChecksumsAsync(NpgsqlConnection connection, string sql, int[] buckets,
+        string[][]? keys, CancellationToken ct)
     {
         var command = new NpgsqlCommand(sql, connection)
         {
-            Parameters = { new() { Value = buckets, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer } },
+            Parameters = { new("buckets", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = buckets } },
         };
+        for (var i = 0; keys is not null && i < keys.Length; i++)
+        {
+            command.Parameters.Add(new NpgsqlParameter("k" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), NpgsqlDbType.Array | NpgsqlDbType.Text)
+            {
+                Value = keys[i],
+            });
+        }
+
         await using var commandLifetime = command.ConfigureAwait(false);
         var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
         await using var readerLifetime = reader.ConfigureAwait(false);
         var sums = new Dictionary<int, (long, decimal)>();
-        while (await reader.ReadAsync(ct).ConfigureAwait(false))
+        do
         {
-            sums[reader.GetInt32(0)] = (reader.GetInt64(1), reader.GetDecimal(2));
+            while (await reader.ReadAsync(ct).ConfigureAwait(false))
+            {
+                sums[reader.GetInt32(0)] = (reader.GetInt64(1), reader.GetDecimal(2));
+            }
         }
+        while (await reader.NextResultAsync(ct).ConfigureAwait(false));
 
         return sums;
     }

@@ -28,6 +28,7 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     private LogicalReplicationConnection? _exporter;
     private string? _snapshot;
     private ChangeStream? _stream;
+    private ChangedKeys? _recording;
 
     private BucketReplication(string source, string moveId, IReadOnlyList<MovedTable> tables, LogicalReplicationConnection? exporter, string? snapshot)
     {

@@ -43,6 +43,9 @@ internal sealed class ChangeApplier : IAsyncDisposable
     /// <summary>Row changes sent to the target so far.</summary>
     public long Changes { get; private set; }
 
+    /// <summary>Where the keys of every row change from now on are recorded (see <see cref="ChangedKeys"/>); null records none.</summary>
+    public ChangedKeys? Recording { get; set; }
+
     /// <summary>Learns which moved table (if any) a relation id of this stream stands for, and its column order.</summary>
     public void Relation(RelationMessage message)
     {
@@ -67,6 +70,7 @@ internal sealed class ChangeApplier : IAsyncDisposable
         {
             case InsertMessage insert when _relations.TryGetValue(insert.Relation.RelationId, out var relation):
                 var inserted = await RowAsync(relation, insert.NewRow, ct).ConfigureAwait(false);
+                Record(relation, inserted);
                 await UpsertOrLeaveAsync(relation, inserted, null, isUpdate: false, ct).ConfigureAwait(false);
                 break;
             case UpdateMessage update when _relations.TryGetValue(update.Relation.RelationId, out var relation):
@@ -78,6 +82,12 @@ internal sealed class ChangeApplier : IAsyncDisposable
                     _ => null,
                 };
                 var updated = await RowAsync(relation, update.NewRow, ct).ConfigureAwait(false);
+                Record(relation, updated);
+                if (old is not null)
+                {
+                    Record(relation, old);
+                }
+
                 await UpsertOrLeaveAsync(relation, updated, old, isUpdate: true, ct).ConfigureAwait(false);
                 if (old is not null && !relation.SameKey(old, updated))
                 {
@@ -92,6 +102,7 @@ internal sealed class ChangeApplier : IAsyncDisposable
                     FullDeleteMessage full => await RowAsync(relation, full.OldRow, ct).ConfigureAwait(false),
                     _ => throw new BucketMoveException($"A delete on {relation.Table.QualifiedName} came without its key; give the table a primary key."),
                 };
+                Record(relation, deleted);
                 await DeleteAsync(relation, deleted, ct).ConfigureAwait(false);
                 break;
             case TruncateMessage truncate:
@@ -99,6 +110,7 @@ internal sealed class ChangeApplier : IAsyncDisposable
                 {
                     if (_relations.TryGetValue(truncated.RelationId, out var relation))
                     {
+                        Recording?.MarkIncomplete();
                         var table = relation.Table;
                         await AddAsync($"delete from {table.QualifiedName} t where {table.BucketSql(_bucketCount, "t")} = any($1)", [Buckets()], ct)
                             .ConfigureAwait(false);
@@ -162,6 +174,14 @@ internal sealed class ChangeApplier : IAsyncDisposable
         }
 
         return new ChangedRow(values, unchanged);
+    }
+
+    private void Record(ChangedRelation relation, ChangedRow row)
+    {
+        if (Recording is { } recording)
+        {
+            recording.Add(relation.Table.QualifiedName, [.. relation.PrimaryKey.Select(p => row.Values[p] ?? "")]);
+        }
     }
 
     private bool? InBuckets(ChangedRelation relation, ChangedRow row)

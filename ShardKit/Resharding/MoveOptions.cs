@@ -23,8 +23,10 @@ public sealed class MoveOptions
     public int FreezeAttempts { get; set; } = 5;
 
     /// <summary>
-    /// Compare chunked checksums of the buckets' rows on both sides while they are frozen, before the switch (an exact
-    /// check; it scans each moved table once on both shards, which lengthens the writers' pause); on by default.
+    /// Compare chunked checksums of the buckets' rows on both sides before the switch (an exact check); on by default.
+    /// The scan of each moved table runs before the freeze, on snapshots taken at one point of the source's history (the
+    /// buckets' writers wait for one round trip while it is taken); the freeze then compares only the rows written since,
+    /// or every row again when it cannot tell which (a truncate came) or finds a difference.
     /// </summary>
     public bool Verify { get; set; } = true;
 

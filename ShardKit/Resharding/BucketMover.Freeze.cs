@@ -1,0 +1,350 @@
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+
+namespace ShardKit;
+
+internal sealed partial class BucketMover
+{
+    // A catch-up round this quick, twice in a row, means the frozen drain will be about as quick.
+    private static readonly TimeSpan QuickRound = TimeSpan.FromMilliseconds(20);
+    private const int SettleRounds = 8;
+
+    // Freeze the buckets on the source, drain, verify, switch. Returns the writers' pause.
+    // What the writers wait for is kept to the freeze's own steps: the exact comparison of the whole buckets runs before
+    // (VerifyBeforeFreezeAsync), the catch-up stream applies while the freeze is being taken, and every connection the
+    // switch needs is open before.
+    private async Task<TimeSpan> FreezeAndSwitchAsync(MoveInfo move, BucketReplication replication, IReadOnlyList<MovedTable> moved,
+        int sourceIndex, int targetIndex, string targetCs, int bucketCount, CancellationToken cancellationToken)
+    {
+        // Recorded before the freeze (one catalog round trip less while writers wait): a resume in Switching whose source
+        // still owns the buckets goes back to catching up.
+        await SetStateAsync(move.MoveId, MoveState.Switching, cancellationToken).ConfigureAwait(false);
+        BucketReplication.VerifyBaseline? baseline = null;
+        try
+        {
+            if (options.Verify)
+            {
+                var started = Stopwatch.GetTimestamp();
+                baseline = await replication.VerifyBeforeFreezeAsync(targetCs, move.Buckets, bucketCount,
+                    token => HoldWritersAsync(move, sourceIndex, token), cancellationToken).ConfigureAwait(false);
+                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "verified before the freeze", baseline is null
+                    ? "writers could not be held for the snapshot; the freeze compares every row"
+                    : string.Create(CultureInfo.InvariantCulture, $"in {Stopwatch.GetElapsedTime(started).TotalMilliseconds:F0} ms"));
+            }
+
+            for (var attempt = 1; ; attempt++)
+            {
+                if (await TryFreezeAndSwitchAsync(move, replication, moved, baseline, sourceIndex, targetIndex, targetCs, bucketCount, attempt,
+                        cancellationToken).ConfigureAwait(false) is { } pause)
+                {
+                    return pause;
+                }
+            }
+        }
+        finally
+        {
+            replication.StopRecording();
+            if (baseline is not null)
+            {
+                await baseline.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    // Catch-up rounds until two in a row are quick (at most a few): the drain after the freeze is then a round like them.
+    private static async Task<TimeSpan> SettleAsync(BucketReplication replication, string targetCs, IReadOnlyList<int> buckets, int bucketCount,
+        CancellationToken cancellationToken)
+    {
+        var last = TimeSpan.Zero;
+        for (int round = 0, quick = 0; round < SettleRounds && quick < 2; round++)
+        {
+            var started = Stopwatch.GetTimestamp();
+            await replication.CatchUpAsync(targetCs, buckets, bucketCount, default, cancellationToken).ConfigureAwait(false);
+            last = Stopwatch.GetElapsedTime(started);
+            quick = last <= QuickRound ? quick + 1 : 0;
+        }
+
+        return last;
+    }
+
+    // One try of the freeze; null when the buckets' lock could not be had in time (caught up; the caller tries again).
+    private async Task<TimeSpan?> TryFreezeAndSwitchAsync(MoveInfo move, BucketReplication replication, IReadOnlyList<MovedTable> moved,
+        BucketReplication.VerifyBaseline? baseline, int sourceIndex, int targetIndex, string targetCs, int bucketCount, int attempt,
+        CancellationToken cancellationToken)
+    {
+        var buckets = BucketArraySql(move.Buckets);
+        var source = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var sourceLifetime = source.ConfigureAwait(false);
+        var flusher = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var flusherLifetime = flusher.ConfigureAwait(false);
+        var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var targetLifetime = target.ConfigureAwait(false);
+        var catalog = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var catalogLifetime = catalog.ConfigureAwait(false);
+        // Session settings now, so that each step of the freeze is one round trip. The source's giving up and the target's
+        // taking over must survive a crash once made: durable whatever the server's default.
+        await Task.WhenAll(
+            ReshardingAdmin.ExecuteAsync(source, $"{BucketReplication.VerifySettings}; select set_config('synchronous_commit', 'on', false)", cancellationToken),
+            ReshardingAdmin.ExecuteAsync(target, $"{BucketReplication.VerifySettings}; select set_config('synchronous_commit', 'on', false)", cancellationToken),
+            ReshardingAdmin.ExecuteAsync(catalog, "select set_config('synchronous_commit', 'on', false)", cancellationToken)).ConfigureAwait(false);
+
+        var settled = await SettleAsync(replication, targetCs, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
+
+        // The stream applies whatever comes while the freeze is taken, up to the marker the freeze writes; meanwhile the
+        // source's WAL is flushed every few milliseconds, so the walsender decodes it as it comes and not in one piece after
+        // the marker (writers with synchronous_commit = off leave it to the WAL writer, every wal_writer_delay).
+        var nonce = BucketReplication.NewMarker();
+        var drain = replication.CatchUpToMarkerAsync(targetCs, move.Buckets, bucketCount, nonce, cancellationToken);
+        using var flushing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var flush = FlushUntilAsync(flusher, drain, flushing.Token);
+        var drained = false;
+        var gaveUp = false;
+        Task? take = null;
+        try
+        {
+            long epoch;
+            var requested = Stopwatch.GetTimestamp();
+            try
+            {
+                // Frozen once the select returns: every write of these buckets that committed is in the WAL before the
+                // marker written next; no other can commit.
+                epoch = await FreezeAsync(source, move, buckets, nonce, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && attempt < options.FreezeAttempts)
+            {
+                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze waited too long", $"attempt {attempt}; catching up and trying again");
+                await ReshardingAdmin.ExecuteAsync(source, $"rollback; {BucketReplication.MarkerSql(nonce)}", cancellationToken).ConfigureAwait(false);
+                await drain.ConfigureAwait(false);
+                await flush.ConfigureAwait(false);
+                drained = true;
+                return null;
+            }
+
+            var frozen = Stopwatch.GetTimestamp();
+            take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch} where bucket = any({buckets})",
+                cancellationToken);
+            await drain.ConfigureAwait(false);
+            drained = true;
+            await flush.ConfigureAwait(false);
+            var drainedAt = Stopwatch.GetElapsedTime(frozen);
+            await take.ConfigureAwait(false);
+            var how = "not verified";
+            if (options.Verify)
+            {
+                how = await VerifyFrozenAsync(move, moved, baseline, source, target, targetCs, bucketCount, cancellationToken).ConfigureAwait(false);
+            }
+
+            var verifiedAt = Stopwatch.GetElapsedTime(frozen);
+
+            // The order stays: the source gives up (committed, durable), then the target takes over, then the catalog.
+            // The target's update was made during the drain, so its commit is one round trip; writers that reach it
+            // early wait on its row locks instead of being refused.
+            await ReshardingAdmin.ExecuteAsync(source,
+                $"update shardkit.bucket_owner set owned = false, epoch = {epoch} where bucket = any({buckets}); commit", cancellationToken).ConfigureAwait(false);
+            gaveUp = true;
+            await ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken).ConfigureAwait(false);
+            await ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
+            var pause = Stopwatch.GetElapsedTime(frozen);
+            await RefreshAsync(cancellationToken).ConfigureAwait(false);
+            await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)
+                .ConfigureAwait(false);
+            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", string.Create(CultureInfo.InvariantCulture,
+                $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms (drained at {drainedAt.TotalMilliseconds:F1}, " +
+                $"verified at {verifiedAt.TotalMilliseconds:F1}: {how}; the lock took {Stopwatch.GetElapsedTime(requested, frozen).TotalMilliseconds:F1} ms, " +
+                $"the last catch-up round before {settled.TotalMilliseconds:F1} ms)"));
+            return pause;
+        }
+        catch when (!gaveUp)
+        {
+            await flushing.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await flush.ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException || ShardErrors.FromShard(e))
+            {
+                // Stopped with the freeze.
+            }
+
+            if (!drained)
+            {
+                // The marker will not come: stop the stream (one still being opened is closed when the move lets go of the
+                // replication).
+                replication.StopCatchUp();
+                try
+                {
+                    await drain.WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or TimeoutException or BucketMoveException || ShardErrors.FromShard(e))
+                {
+                    // The stream we stopped; the next catch-up opens it again.
+                }
+            }
+
+            if (take is not null)
+            {
+                try
+                {
+                    await take.ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException || ShardErrors.FromShard(e))
+                {
+                    // Rolled back below.
+                }
+            }
+
+            // Nothing was given up: the connections go back without their transactions (the pool rolls them back too).
+            await RollbackQuietlyAsync(source).ConfigureAwait(false);
+            await RollbackQuietlyAsync(target).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    // Flushes the source's WAL every few milliseconds until the drain reached its marker.
+    private static async Task FlushUntilAsync(NpgsqlConnection flusher, Task drain, CancellationToken cancellationToken)
+    {
+        while (!drain.IsCompleted)
+        {
+            await ReshardingAdmin.ExecuteAsync(flusher, BucketReplication.FlushWalSql, cancellationToken).ConfigureAwait(false);
+            await Task.WhenAny(drain, Task.Delay(FlushInterval, cancellationToken)).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+    }
+
+    private static readonly TimeSpan FlushInterval = TimeSpan.FromMilliseconds(5);
+
+    // Locks the buckets' ownership rows on the source and writes the drain's marker after the lock, in one round trip.
+    // Returns the epoch the switch gives them. A lock that waits holds the rows it has already locked, so their writers
+    // wait too: the first tries take all rows at once or none (nowait; a writer holds its bucket's row for a moment), and
+    // only then does the freeze wait in line (lock_timeout).
+    private async Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string nonce, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var wait = attempt > NowaitFreezes;
+            try
+            {
+                return await TryFreezeAsync(source, move, buckets, nonce, wait, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
+            {
+                await ReshardingAdmin.ExecuteAsync(source, "rollback", cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private const int NowaitFreezes = 10;
+
+    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string nonce, bool wait, CancellationToken cancellationToken)
+    {
+        var freeze = new NpgsqlCommand(
+            $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
+            $"select max(epoch), bool_and(owned), count(*) from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
+            $"order by bucket for update{(wait ? "" : " nowait")}) o; {BucketReplication.MarkerSql(nonce)}", source);
+        await using var _ = freeze.ConfigureAwait(false);
+        var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var __ = reader.ConfigureAwait(false);
+        long? epoch = null;
+        do
+        {
+            if (reader.FieldCount == 3 && await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                epoch = reader.IsDBNull(1) || !reader.GetBoolean(1) || reader.GetInt64(2) != move.Buckets.Count ? -1 : reader.GetInt64(0) + 1;
+            }
+        }
+        while (await reader.NextResultAsync(cancellationToken).ConfigureAwait(false));
+
+        return epoch is null or < 0
+            ? throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: '{move.Source}' no longer owns all of buckets " +
+                $"{Describe(move.Buckets)}; nothing was switched. Cancel this move.")
+            : epoch.Value;
+    }
+
+    // The frozen buckets' rows must be the same on both sides. With a baseline only the rows written since it are compared
+    // here (see VerifyBaseline.CheckAsync for why that is the same check); when it cannot decide, or finds a difference,
+    // every row is compared as before, and that comparison decides.
+    private async Task<string> VerifyFrozenAsync(MoveInfo move, IReadOnlyList<MovedTable> moved, BucketReplication.VerifyBaseline? baseline,
+        NpgsqlConnection source, NpgsqlConnection target, string targetCs, int bucketCount, CancellationToken cancellationToken)
+    {
+        if (baseline is not null)
+        {
+            var quick = await baseline.CheckAsync(source, target, cancellationToken).ConfigureAwait(false);
+            if (quick is { Count: 0 })
+            {
+                return string.Create(CultureInfo.InvariantCulture, $"{baseline.Keys.Count} keys written since the snapshot compared");
+            }
+
+            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "verify", quick is null
+                ? "a truncate came since the snapshot; comparing every row"
+                : $"{quick.Count} chunk(s) differ from the snapshot's account ({string.Join("; ", quick.Take(3))}); comparing every row");
+        }
+
+        var sourceCs = Shards.ShardAt(Shards.Map.IndexOf(move.Source)).ConnectionString;
+        var mismatches = await BucketReplication.VerifyAsync(sourceCs, targetCs, moved, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
+        if (mismatches.Count > 0)
+        {
+            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: the target's rows differ from the source's in " +
+                $"{mismatches.Count} chunk(s) ({string.Join("; ", mismatches.Take(5))}); nothing was switched. Cancel the move " +
+                "(it removes the target's copies) and start it again.");
+        }
+
+        return "every row compared";
+    }
+
+    // Makes the buckets' writers wait (for the verify's snapshot): their ownership rows locked on the source, as the freeze
+    // locks them. Null when the lock was not had within FreezeLockTimeout.
+    private async Task<IAsyncDisposable?> HoldWritersAsync(MoveInfo move, int sourceIndex, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await ReshardingAdmin.ExecuteAsync(connection,
+                $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
+                $"select count(*) from (select 1 from shardkit.bucket_owner where bucket = any({BucketArraySql(move.Buckets)}) order by bucket for update) o",
+                cancellationToken).ConfigureAwait(false);
+            return new HeldWriters(connection);
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable)
+        {
+            await RollbackQuietlyAsync(connection).ConfigureAwait(false);
+            await connection.DisposeAsync().ConfigureAwait(false);
+            return null;
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken) =>
+        ReshardingAdmin.ExecuteAsync(connection, sql, cancellationToken);
+
+    private static async Task RollbackQuietlyAsync(NpgsqlConnection connection)
+    {
+        try
+        {
+            if (connection.State == System.Data.ConnectionState.Open)
+            {
+                await ReshardingAdmin.ExecuteAsync(connection, "rollback", CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
+        {
+            // A broken connection: the server rolled back when it went.
+        }
+    }
+
+    private static string BucketArraySql(IReadOnlyList<int> buckets) =>
+        "array[" + string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture))) + "]::int[]";
+
+    private sealed class HeldWriters(NpgsqlConnection connection) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await RollbackQuietlyAsync(connection).ConfigureAwait(false);
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace ShardKit;
+
+internal sealed partial class BucketReplication
+{
+    /// <summary>
+    /// Takes the exact comparison of <see cref="VerifyAsync"/> out of the freeze. While
+    /// <paramref name="holdWriters"/> holds the moving buckets' writers (for a few milliseconds), a repeatable-read snapshot
+    /// S is taken on the source and a marker M written after it; no write of the buckets commits between the two, so S holds
+    /// exactly the buckets' rows of every transaction before M. Catch-up applies everything before M to the target and a
+    /// snapshot T is taken there before anything after M is applied, and from M on the stream records every key it brings
+    /// (<see cref="StartRecording"/>). Both snapshots are then checksummed, per (table, bucket), while writers run.
+    /// <see cref="VerifyBaseline.CheckAsync"/>, in the freeze, completes the comparison from the keys alone.
+    /// </summary>
+    /// <param name="targetConnectionString">The target shard.</param>
+    /// <param name="buckets">The moving buckets.</param>
+    /// <param name="bucketCount">The number of buckets the hash space is cut into.</param>
+    /// <param name="holdWriters">
+    /// Makes the buckets' writers wait (the move's lock on their ownership rows, taken after every transaction that wrote
+    /// them ended) and returns what lets them go again; null when the lock could not be had in time (then there is no baseline).
+    /// </param>
+    /// <param name="ct">Stops it.</param>
+    /// <returns>The baseline (dispose it), or null when the writers could not be held.</returns>
+    public async Task<VerifyBaseline?> VerifyBeforeFreezeAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount,
+        Func<CancellationToken, Task<IAsyncDisposable?>> holdWriters, CancellationToken ct)
+    {
+        ValidateBuckets(buckets, bucketCount);
+        var wanted = buckets.Distinct().Order().ToArray();
+        NpgsqlConnection? source = null;
+        NpgsqlConnection? target = null;
+        try
+        {
+            source = await OpenAsync(_source, ct).ConfigureAwait(false);
+            var nonce = NewMarker();
+            var hold = await holdWriters(ct).ConfigureAwait(false);
+            if (hold is null)
+            {
+                await source.DisposeAsync().ConfigureAwait(false);
+                return null;
+            }
+
+            await using (hold.ConfigureAwait(false))
+            {
+                // One statement takes the snapshot (at its start) and then writes the marker.
+                await ExecuteAsync(source, $"{VerifySettings}; begin isolation level repeatable read; {MarkerSql(nonce)}", ct).ConfigureAwait(false);
+            }
+
+            await FlushWalAsync(ct).ConfigureAwait(false);
+
+            await CatchUpToMarkerAsync(targetConnectionString, wanted, bucketCount, nonce, ct).ConfigureAwait(false);
+            target = await OpenAsync(targetConnectionString, ct).ConfigureAwait(false);
+            await ExecuteAsync(target, $"{VerifySettings}; begin isolation level repeatable read; select 1", ct).ConfigureAwait(false);
+            var keys = StartRecording();
+            var onSource = new Dictionary<(string, int), (long, decimal)>();
+            var onTarget = new Dictionary<(string, int), (long, decimal)>();
+            foreach (var table in _tables)
+            {
+                var sql = ChecksumSql(table, bucketCount, keyed: false);
+                var sourceSums = ChecksumsAsync(source, sql, wanted, null, ct);
+                var targetSums = ChecksumsAsync(target, sql, wanted, null, ct);
+                Collect(onSource, table, await sourceSums.ConfigureAwait(false));
+                Collect(onTarget, table, await targetSums.ConfigureAwait(false));
+            }
+
+            return new VerifyBaseline(_tables, wanted, bucketCount, source, target, keys, onSource, onTarget);
+        }
+        catch
+        {
+            StopRecording();
+            await DisposeQuietlyAsync(source).ConfigureAwait(false);
+            await DisposeQuietlyAsync(target).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Runs <see cref="FlushWalSql"/> on a source connection of its own.</summary>
+    public async Task FlushWalAsync(CancellationToken ct)
+    {
+        var connection = await OpenAsync(_source, ct).ConfigureAwait(false);
+        await using var connectionLifetime = connection.ConfigureAwait(false);
+        await ExecuteAsync(connection, FlushWalSql, ct).ConfigureAwait(false);
+    }
+
+    private static void Collect(Dictionary<(string, int), (long, decimal)> into, MovedTable table, Dictionary<int, (long Rows, decimal Sum)> sums)
+    {
+        foreach (var (bucket, sum) in sums)
+        {
+            into[(table.QualifiedName, bucket)] = sum;
+        }
+    }
+
+    // Per bucket: the row count and the sum of the first 64 bits of each row's md5; keyed, only the rows whose primary key
+    // is in @k0, @k1, … (text arrays, one per key column).
+    private static string ChecksumSql(MovedTable table, int bucketCount, bool keyed)
+    {
+        var filter = "";
+        if (keyed && table.PrimaryKey.Count == 1)
+        {
+            // One key column: an index scan of the array's keys.
+            filter = $" where {MovedTable.Quote(table.PrimaryKey[0])} = any(@k0::text[]::{table.TypeOf(table.PrimaryKey[0])}[])";
+        }
+        else if (keyed)
+        {
+            var columns = string.Join(", ", table.PrimaryKey.Select(MovedTable.Quote));
+            var values = string.Join(", ", table.PrimaryKey.Select((c, i) => $"u.k{i}::{table.TypeOf(c)}"));
+            var arrays = string.Join(", ", table.PrimaryKey.Select((_, i) => $"@k{i}::text[]"));
+            var names = string.Join(", ", table.PrimaryKey.Select((_, i) => $"k{i}"));
+            filter = $" where ({columns}) in (select {values} from unnest({arrays}) as u({names}))";
+        }
+
+        return $"select b::int, count(*), sum(('x' || left(md5(row({table.ColumnList})::text), 16))::bit(64)::bigint::numeric) " +
+               $"from (select {table.BucketSql(bucketCount)} as b, {table.ColumnList} from {table.QualifiedName}{filter}) r " +
+               "where b = any(@buckets) group by b";
+    }
+
+    private static async Task DisposeQuietlyAsync(NpgsqlConnection? connection)
+    {
+        if (connection is not null)
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Checksums of the moving rows on both sides at one point of the source's history (see
+    /// <see cref="VerifyBeforeFreezeAsync"/>), with the snapshots still open and the keys changed since being recorded.
+    /// </summary>
+    internal sealed class VerifyBaseline : IAsyncDisposable
+    {
+        private readonly IReadOnlyList<MovedTable> _tables;
+        private readonly int[] _buckets;
+        private readonly int _bucketCount;
+        private readonly NpgsqlConnection _source;
+        private readonly NpgsqlConnection _target;
+        private readonly ChangedKeys _keys;
+        private readonly Dictionary<(string, int), (long, decimal)> _onSource;
+        private readonly Dictionary<(string, int), (long, decimal)> _onTarget;
+
+        internal VerifyBaseline(IReadOnlyList<MovedTable> tables, int[] buckets, int bucketCount, NpgsqlConnection source, NpgsqlConnection target,
+            ChangedKeys keys, Dictionary<(string, int), (long, decimal)> onSource, Dictionary<(string, int), (long, decimal)> onTarget)
+        {
+            _tables = tables;
+            _buckets = buckets;
+            _bucketCount = bucketCount;
+            _source = source;
+            _target = target;
+            _keys = keys;
+            _onSource = onSource;
+            _onTarget = onTarget;
+        }
+
+        /// <summary>Keys recorded since the snapshots.</summary>
+        public ChangedKeys Keys => _keys;
+
+        /// <summary>
+        /// Completes the exact comparison, in the freeze, after the last catch-up (recording stopped): the snapshots' sums
+        /// without the recorded keys' rows must agree, and the recorded keys' rows now must agree.
+        /// </summary>
+        /// <remarks>
+        /// Why this equals <see cref="VerifyAsync"/> run now. A row whose key was not recorded is the same now as in the
+        /// snapshot on each side: on the source, every write of the buckets not in S committed after M (the writers were
+        /// held from S to M), so the stream brought it after M and recorded its key (old and new key of an update, whatever
+        /// the bucket; a truncate makes the keys incomplete, and then this cannot decide); on the target only the catch-up
+        /// writes these rows (the fence refuses everyone else, since the target does not own the buckets), and after T it
+        /// wrote only recorded keys. So per (table, bucket), now = (snapshot − recorded keys' rows in the snapshot) +
+        /// recorded keys' rows now, on each side, and both parts are compared. The one check the freeze still runs is on
+        /// the rows written since the snapshots; its cost grows with them, not with the table.
+        /// </remarks>
+        /// <param name="sourceNow">A source connection that sees the frozen buckets' latest rows (the freeze's own), with <see cref="VerifySettings"/> set.</param>
+        /// <param name="targetNow">A target connection that sees the catch-up's latest commits, with <see cref="VerifySettings"/> set.</param>
+        /// <param name="ct">Stops it.</param>
+        /// <returns>The chunks that differ (empty: the moved rows are the same on both sides), or null when the recorded keys are incomplete.</returns>
+        public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, CancellationToken ct)
+        {
+            if (!_keys.Complete)
+            {
+                return null;
+            }
+
+            var mismatches = new List<ChunkMismatch>();
+            foreach (var table in _tables)
+            {
+                var keys = _keys.Of(table.QualifiedName);
+                Dictionary<int, (long Rows, decimal Sum)> sourceThen = [], targetThen = [], sourceLater = [], targetLater = [];
+                if (keys.Count > 0)
+                {
+                    var sql = ChecksumSql(table, _bucketCount, keyed: true);
+                    var arrays = Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray()).ToArray();
+                    var parts = new[] { (_source, sourceThen), (_target, targetThen), (sourceNow, sourceLater), (targetNow, targetLater) }
+                        .Select(async p =>
+                        {
+                            foreach (var (bucket, sum) in await ChecksumsAsync(p.Item1, sql, _buckets, arrays, ct).ConfigureAwait(false))
+                            {
+                                p.Item2[bucket] = sum;
+                            }
+                        });
+                    await Task.WhenAll(parts).ConfigureAwait(false);
+                }
+
+                foreach (var bucket in _buckets)
+                {
+                    var chunk = (table.QualifiedName, bucket);
+                    var (sourceRows, sourceSum) = _onSource.GetValueOrDefault(chunk);
+                    var (targetRows, targetSum) = _onTarget.GetValueOrDefault(chunk);
+                    var s0 = sourceThen.GetValueOrDefault(bucket);
+                    var t0 = targetThen.GetValueOrDefault(bucket);
+                    var s1 = sourceLater.GetValueOrDefault(bucket);
+                    var t1 = targetLater.GetValueOrDefault(bucket);
+                    var unchangedAgree = sourceRows - s0.Rows == targetRows - t0.Rows && sourceSum - s0.Sum == targetSum - t0.Sum;
+                    if (!unchangedAgree || s1 != t1)
+                    {
+                        mismatches.Add(new ChunkMismatch(table.QualifiedName, bucket, sourceRows - s0.Rows + s1.Rows, targetRows - t0.Rows + t1.Rows));
+                    }
+                }
+            }
+
+            return mismatches;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _source.DisposeAsync().ConfigureAwait(false);
+            await _target.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}
