@@ -192,7 +192,7 @@ public abstract partial class ShardCommandTarget
     {
         if (route.IsSingle)
         {
-            var bound = Bind(command, route.Shard, command.Parameters);
+            var bound = FencedWrite(command, route);
             return CanCarrySetup(bound)
                 ? await Owner.RunOnShardAsync(route.Shard, "Execute", command.CommandText, isWrite: true, (Session: Owner.Session, route.Shard, Command: bound),
                     static (c, s) => ExecuteCarryingSetupAsync(c, s.Session, s.Shard, s.Command), command.CancellationToken, ReadPolicyOverride,
@@ -218,13 +218,13 @@ public abstract partial class ShardCommandTarget
         for (var i = 0; i < parts.Length; i++)
         {
             var state = (Command: Bind(command, parts[i].Shard, null), Group: parts[i].Batch!, Shard: names[i], Own: ownTransaction,
-                Session: Owner.Session, Index: parts[i].Shard);
+                Session: Owner.Session, Index: parts[i].Shard, Fence: FenceOfItems(command, command.Parameters, parts[i].Batch!));
             tasks[i] = Owner.RunOnShardAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
                 static async (c, s) =>
                 {
                     var setup = s.Session.Enlistment?.PendingSetup(s.Index);
                     var rows = await PipelinedBatch.ExecuteAsync(c, (NpgsqlTransaction?)s.Command.Transaction, s.Own, s.Command.CommandText,
-                        s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken, setup).ConfigureAwait(false);
+                        s.Group, s.Shard, s.Command.CommandTimeout, s.Command.CancellationToken, setup, s.Fence).ConfigureAwait(false);
                     if (setup is not null)
                     {
                         s.Session.Enlistment!.SetupSent(s.Index);
@@ -373,6 +373,7 @@ public abstract partial class ShardCommandTarget
             .ConfigureAwait(false);
 
         Task<TResult> RunPartAsync(RoutePart part) =>
-            RunRoutedAsync(part.Shard, operation, command.CommandText, isWrite, Bind(command, part.Shard, part.Parameters), run, command.CancellationToken).AsTask();
+            RunRoutedAsync(part.Shard, operation, command.CommandText, isWrite, isWrite ? FencedPart(command, part) : Bind(command, part.Shard, part.Parameters),
+                run, command.CancellationToken).AsTask();
     }
 }

@@ -81,7 +81,7 @@ public abstract partial class ShardCommandTarget
             try
             {
                 return route.IsSingle
-                    ? RunRouted(route.Shard, "Execute", command.CommandText, true, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Execute(cmd))
+                    ? RunRouted(route.Shard, "Execute", command.CommandText, true, FencedWrite(command, route), static (c, cmd) => c.Execute(cmd))
                     : IsItemBatch(route, command) ? RunBatchParts(route, command).Sum()
                     : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
             }
@@ -112,11 +112,12 @@ public abstract partial class ShardCommandTarget
     {
         var names = route.Parts!.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray();
         var ownTransaction = Owner.CurrentDistributedTransaction is null;
-        var batchParts = route.Parts!.Select((p, i) => new RoutePart(p.Shard, (Group: p.Batch!, Shard: names[i], Own: ownTransaction))).ToArray();
+        var batchParts = route.Parts!.Select((p, i) =>
+            new RoutePart(p.Shard, (Group: p.Batch!, Shard: names[i], Own: ownTransaction, Fence: FenceOfItems(command, command.Parameters, p.Batch!)))).ToArray();
         return RunParts(Route.Split(batchParts), command, "Execute", true, static (c, cmd) =>
         {
-            var (group, shard, own) = ((BatchGroup, string, bool))cmd.Parameters!;
-            return PipelinedBatch.Execute(c, (NpgsqlTransaction?)cmd.Transaction, own, cmd.CommandText, group, shard, cmd.CommandTimeout);
+            var (group, shard, own, fence) = ((BatchGroup, string, bool, string?))cmd.Parameters!;
+            return PipelinedBatch.Execute(c, (NpgsqlTransaction?)cmd.Transaction, own, cmd.CommandText, group, shard, cmd.CommandTimeout, fence);
         }, static rows => rows);
     }
 
@@ -167,7 +168,8 @@ public abstract partial class ShardCommandTarget
         {
             try
             {
-                results[i] = RunRouted(parts[i].Shard, operation, command.CommandText, isWrite, Bind(command, parts[i].Shard, parts[i].Parameters), run);
+                var bound = isWrite && parts[i].Keys is not null ? FencedPart(command, parts[i]) : Bind(command, parts[i].Shard, parts[i].Parameters);
+                results[i] = RunRouted(parts[i].Shard, operation, command.CommandText, isWrite, bound, run);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {

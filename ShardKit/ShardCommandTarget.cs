@@ -19,6 +19,9 @@ public abstract partial class ShardCommandTarget
 
     private protected abstract Route Resolve(object? parameters, Type? resultType);
 
+    /// <summary>The hash buckets of the keys that routed a single-shard command (a ForKey scope: its key's); empty when none.</summary>
+    private protected abstract int[] BucketsOf(object? parameters);
+
     /// <summary>The read policy of this target's reads (<see cref="ShardScope.WithReadPolicy"/>); null for the connection's.</summary>
     private protected virtual ReadPolicy? ReadPolicyOverride => null;
 
@@ -40,10 +43,47 @@ public abstract partial class ShardCommandTarget
     /// into statements itself (named parameters; no <c>$</c> that could be a positional one or a dollar quote).
     /// </summary>
     private bool CanCarrySetup(in CommandDefinition command) =>
-        Owner.Session.Enlistment is { IsActive: true } && command.CommandType is null or CommandType.Text
-        && command.CommandText is { } text && !text.Contains('$', StringComparison.Ordinal) && SqlRewriting;
+        Owner.Session.Enlistment is { IsActive: true } && IsPlainText(command);
+
+    private static bool IsPlainText(in CommandDefinition command) => command.CommandType is null or CommandType.Text && IsPlainText(command.CommandText);
+
+    /// <summary>Text Npgsql splits into statements itself: named parameters, no <c>$</c> that could be a positional one or a dollar quote.</summary>
+    private protected static bool IsPlainText(string? text) => text is not null && !text.Contains('$', StringComparison.Ordinal) && SqlRewriting;
 
     private static readonly bool SqlRewriting = !AppContext.TryGetSwitch("Npgsql.EnableSqlRewriting", out var enabled) || enabled;
+
+    /// <summary>
+    /// The fence statement a write sends in front of its own when the data source follows a stored map (so the shards
+    /// carry the fence): it names the write's buckets, and the shard refuses the write when it does not own one of them,
+    /// even when the write touches no row there. Without it, an update or delete routed by a map older than a finished
+    /// move would find nothing on the old owner and succeed with 0 rows. Null for text Npgsql does not split into
+    /// statements (a <c>$</c>, a stored procedure): the rows' own check still runs.
+    /// </summary>
+    private string? FenceFor(in CommandDefinition command, int[] buckets) =>
+        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) ? FenceSql.Named(buckets) : null;
+
+    /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="FenceFor"/>).</summary>
+    private CommandDefinition Fenced(in CommandDefinition command, int[] buckets) =>
+        FenceFor(command, buckets) is { } fence
+            ? new CommandDefinition(fence + ";\n" + command.CommandText, command.Parameters, command.Transaction, command.CommandTimeout,
+                command.CommandType, command.Flags, command.CancellationToken)
+            : command;
+
+    /// <summary>A single-shard write, fenced by its keys' buckets (a key list's own, when it fell on one shard).</summary>
+    private CommandDefinition FencedWrite(in CommandDefinition command, in Route route) =>
+        Owner.DataSource.Shards.Follower is null ? Bind(command, route.Shard, command.Parameters)
+            : Fenced(Bind(command, route.Shard, command.Parameters),
+                route.Keys is { } keys ? RouteResolver.BucketsOf(Owner.DataSource.Map, keys) : BucketsOf(command.Parameters));
+
+    /// <summary>One shard's part of a split key list, fenced by the part's buckets.</summary>
+    private CommandDefinition FencedPart(in CommandDefinition command, in RoutePart part) =>
+        Owner.DataSource.Shards.Follower is null || part.Keys is null ? Bind(command, part.Shard, part.Parameters)
+            : Fenced(Bind(command, part.Shard, part.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys));
+
+    /// <summary>The fence statement of one shard's share of an item list (null when there is none to send).</summary>
+    private string? FenceOfItems(in CommandDefinition command, object? items, BatchGroup group) =>
+        Owner.DataSource.Shards.Follower is null || items is null ? null
+            : FenceFor(command, RouteResolver.BucketsOf(Owner.DataSource.Map, items, group));
 
     /// <summary>Runs a routed write, with the transaction's pending setup statement in front of it when there is one.</summary>
     private static async Task<int> ExecuteCarryingSetupAsync(NpgsqlConnection connection, ShardSession session, int shard, CommandDefinition command)

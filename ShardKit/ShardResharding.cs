@@ -43,6 +43,10 @@ public sealed class ShardResharding
     /// pause, for the freeze and switch (<see cref="MoveResult.Pause"/>). Cancelling <paramref name="cancellationToken"/> stops the move where it is; resume
     /// it with <see cref="ResumeMoveAsync"/> or undo it with <see cref="CancelMoveAsync"/>.
     /// </summary>
+    /// <remarks>
+    /// <paramref name="progress"/> is called on the mover's thread as it goes, one report at a time and in the order of
+    /// the steps (rows copied never go back); keep it short, the move waits for it.
+    /// </remarks>
     /// <exception cref="ShardMoveException">The move was refused, or stopped (it can be resumed by its id).</exception>
     public async Task<MoveResult> MoveBucketsAsync(IReadOnlyCollection<int> buckets, string targetShard, MoveOptions? options = null,
         IProgress<MoveProgress>? progress = null, CancellationToken cancellationToken = default)

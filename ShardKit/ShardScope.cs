@@ -11,6 +11,7 @@ public sealed class ShardScope : ShardCommandTarget
     private readonly ShardedConnection _connection;
     private readonly int _shard;
     private readonly ReadPolicy? _readPolicy;
+    private readonly ShardKeyValue? _key;
 
     internal ShardScope(ShardedConnection connection, int shard, ReadPolicy? readPolicy = null)
     {
@@ -19,8 +20,14 @@ public sealed class ShardScope : ShardCommandTarget
         _readPolicy = readPolicy;
     }
 
+    // ForKey: the shard is the key's by the map each command starts with (a stored map may move its bucket).
+    internal ShardScope(ShardedConnection connection, ShardKeyValue key, ReadPolicy? readPolicy = null)
+        : this(connection, connection.DataSource.Map.Strategy.ShardOf(key), readPolicy) => _key = key;
+
+    private int ShardIndex => _key is { } key ? _connection.DataSource.Map.Strategy.ShardOf(key) : _shard;
+
     /// <summary>The name of the shard this scope targets.</summary>
-    public string Shard => _connection.DataSource.Map.ShardNames[_shard];
+    public string Shard => _connection.DataSource.Map.ShardNames[ShardIndex];
 
     private protected override ShardedConnection Owner => _connection;
 
@@ -31,17 +38,21 @@ public sealed class ShardScope : ShardCommandTarget
     /// <c>db.ForKey(key).WithReadPolicy(ReadPolicy.PreferStandby).QueryAsync&lt;Order&gt;(…)</c>. Writes still go to the primary.
     /// </summary>
     public ShardScope WithReadPolicy(ReadPolicy policy) => Enum.IsDefined(policy)
-        ? new(_connection, _shard, policy)
+        ? _key is { } key ? new(_connection, key, policy) : new(_connection, _shard, policy)
         : throw new ArgumentOutOfRangeException(nameof(policy), policy, "Use Primary, PreferStandby or Standby.");
 
     /// <summary>Starts a transaction on this shard; until it ends, every command of the connection must target this shard.</summary>
     public Task<ShardTransaction> BeginTransactionAsync(IsolationLevel isolationLevel = IsolationLevel.ReadCommitted,
         CancellationToken cancellationToken = default) =>
-        _connection.BeginTransactionAsync(_shard, isolationLevel, cancellationToken);
+        _connection.BeginTransactionAsync(ShardIndex, isolationLevel, cancellationToken);
 
     /// <summary>Starts a transaction on this shard; until it ends, every command of the connection must target this shard.</summary>
     public ShardTransaction BeginTransaction(IsolationLevel isolationLevel = IsolationLevel.ReadCommitted) =>
-        _connection.BeginTransaction(_shard, isolationLevel);
+        _connection.BeginTransaction(ShardIndex, isolationLevel);
 
-    private protected override Route Resolve(object? parameters, Type? resultType) => Route.To(_shard);
+    private protected override Route Resolve(object? parameters, Type? resultType) => Route.To(ShardIndex);
+
+    // A ForKey scope's writes name its key's bucket to the shard's fence; OnShard's name none (the caller chose the shard).
+    private protected override int[] BucketsOf(object? parameters) =>
+        _key is { } key && _connection.DataSource.Map.Strategy is HashShardingStrategy hash ? [hash.BucketOf(key)] : [];
 }

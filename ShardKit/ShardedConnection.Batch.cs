@@ -33,7 +33,7 @@ public sealed partial class ShardedConnection
 
         if (CurrentTransaction is not null)
         {
-            return await RunInTransactionAsync(sql, groups, commandTimeout, cancellationToken).ConfigureAwait(false);
+            return await RunInTransactionAsync(sql, groups, FenceOf<T>(sql, groups.Values.First()), commandTimeout, cancellationToken).ConfigureAwait(false);
         }
 
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteBatch", groups.Count, "affected-rows");
@@ -46,12 +46,19 @@ public sealed partial class ShardedConnection
         // first item) is sent: the run marks that, so a failure can say what each shard kept.
         var outcome = Session.Enlistment is null ? run : null;
         var results = await run.SettleEachAsync((shard, connection, token) =>
-            RunGroupAsync(connection, sql, groups[shard], run.NameOf(shard), barrier, commandTimeout, () => outcome?.MarkSent(shard), token))
+            RunGroupAsync(connection, sql, groups[shard], run.NameOf(shard), barrier, commandTimeout, () => outcome?.MarkSent(shard),
+                FenceOf<T>(sql, groups[shard]), token))
             .ConfigureAwait(false);
         return run.Failures.Count == 0
             ? new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures)
             : throw run.WriteFailure(results, committed: barrier is not null, atomic: transactionPerShard);
     }
+
+    // A shard's group names its buckets to the shard's fence when the data source follows a stored map (see FenceFor).
+    private string? FenceOf<T>(string sql, BatchGroup group) =>
+        DataSource.Shards.Follower is not null && DataSource.Map.Strategy is HashShardingStrategy hash && IsPlainText(sql)
+            ? FenceSql.Named(group.Items.Select(item => hash.BucketOf(ShardKeyAccessor<T>.Read((T)item!))).Distinct().ToArray())
+            : null;
 
     private Dictionary<int, BatchGroup> GroupByShard<T>(IEnumerable<T> items)
     {
@@ -81,7 +88,7 @@ public sealed partial class ShardedConnection
 
     // Inside a single-shard transaction the batch joins it: every item must belong to its shard, checked before anything
     // is sent, and a refused item aborts the caller's transaction (roll it back).
-    private async Task<BroadcastResult> RunInTransactionAsync(string sql, Dictionary<int, BatchGroup> groups, int? commandTimeout,
+    private async Task<BroadcastResult> RunInTransactionAsync(string sql, Dictionary<int, BatchGroup> groups, string? fence, int? commandTimeout,
         CancellationToken cancellationToken)
     {
         var pinned = CurrentTransaction!;
@@ -96,14 +103,14 @@ public sealed partial class ShardedConnection
         using var operation = EnterOperation();
         var name = pinned.Shard;
         var rows = await RunOnShardAsync(pinned.ShardIndex, "ExecuteBatch", sql, isWrite: true, (Sql: sql, Group: groups[pinned.ShardIndex],
-            Transaction: pinned.Inner, Shard: name, Timeout: commandTimeout, Token: cancellationToken),
-            static (c, s) => PipelinedBatch.ExecuteAsync(c, s.Transaction, ownTransaction: false, s.Sql, s.Group, s.Shard, s.Timeout, s.Token),
+            Transaction: pinned.Inner, Shard: name, Timeout: commandTimeout, Token: cancellationToken, Fence: fence),
+            static (c, s) => PipelinedBatch.ExecuteAsync(c, s.Transaction, ownTransaction: false, s.Sql, s.Group, s.Shard, s.Timeout, s.Token, fence: s.Fence),
             cancellationToken).ConfigureAwait(false);
         return new BroadcastResult(new Dictionary<string, int> { [name] = rows }, []);
     }
 
     private static async Task<int> RunGroupAsync(NpgsqlConnection connection, string sql, BatchGroup group, string shard, CommitBarrier? barrier,
-        int? commandTimeout, Action markSent, CancellationToken token)
+        int? commandTimeout, Action markSent, string? fence, CancellationToken token)
     {
         var transaction = barrier is not null ? await connection.BeginTransactionAsync(token).ConfigureAwait(false) : null;
         try
@@ -115,7 +122,7 @@ public sealed partial class ShardedConnection
 
             // Without a barrier (no transactions, or a distributed transaction) each chunk still runs atomically.
             var affected = await PipelinedBatch.ExecuteAsync(connection, transaction, ownTransaction: false, sql, group, shard,
-                commandTimeout, token).ConfigureAwait(false);
+                commandTimeout, token, fence: fence).ConfigureAwait(false);
             if (transaction is not null)
             {
                 // A failure elsewhere cancels the token while this shard waits, and its transaction rolls back.

@@ -36,7 +36,7 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
     private protected override ShardedConnection Owner => this;
 
     /// <summary>Targets the shard that owns <paramref name="key"/>, whatever the parameters say.</summary>
-    public ShardScope ForKey(ShardKeyValue key) => new(this, DataSource.Map.Strategy.ShardOf(key));
+    public ShardScope ForKey(ShardKeyValue key) => new(this, key);
 
     /// <summary>Targets the shard named <paramref name="shardName"/>.</summary>
     public ShardScope OnShard(string shardName) => new(this, DataSource.Map.IndexOf(shardName));
@@ -54,6 +54,8 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             ? route
             : Route.To(pinned.Shard);
     }
+
+    private protected override int[] BucketsOf(object? parameters) => RouteResolver.BucketsOf(DataSource.Map, DataSource.KeyNames, parameters);
 
     /// <inheritdoc cref="ShardSession.EnterOperation"/>
     internal ShardSession.OperationScope EnterOperation() => Session.EnterOperation();

@@ -69,9 +69,11 @@ internal sealed class ReshardingShards : IAsyncDisposable
     public int Buckets { get; private init; }
 
     /// <summary>A data source over the first <paramref name="take"/> shards (all by default) following the stored map on s0.</summary>
-    public ShardedDataSource NewSource(int? take = null, Action<StoredMapOptions>? configure = null, bool stored = true)
+    public ShardedDataSource NewSource(int? take = null, Action<StoredMapOptions>? configure = null, bool stored = true,
+        Action<ShardedDataSourceBuilder>? more = null)
     {
         var builder = new ShardedDataSourceBuilder().UseHashSharding(Buckets).AddEntity<Item>().UseLoggerFactory(Logs);
+        more?.Invoke(builder);
         for (var i = 0; i < (take ?? Direct.Count); i++)
         {
             builder.AddShard($"s{i}", Direct[i]);

@@ -159,6 +159,93 @@ public sealed class StoredMapTests
             "s1's part applied once, not again when s0's refused part made the batch run a second time");
     }
 
+    // After a finished move the old owner has deleted its copies: an update or delete sent there by an old map touches no
+    // row. The write names its bucket to the fence, so it is refused all the same and runs on the new owner (before,
+    // it succeeded with 0 rows and the write was lost).
+    [TestCase("update", false)]
+    [TestCase("update", true)]
+    [TestCase("delete", false)]
+    [TestCase("delete", true)]
+    [TestCase("forkey", false)]
+    public async Task A_write_that_finds_no_row_on_the_old_owner_is_refused_there_and_runs_on_the_new_owner(string kind, bool sync)
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var key = KeyIn(app.Map, 1);
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using (var owner = await shards.OpenAsync(1))
+        {
+            await owner.ExecuteAsync("insert into items (id, payload, n) values (@key, 'moved', 1)", new { key });
+        }
+
+        await using var db = app.CreateConnection();
+        var sql = kind == "delete" ? "delete from items where id = @Id" : "update items set n = n + 1 where id = @Id";
+        var affected = kind == "forkey" ? await db.ForKey(key).ExecuteAsync(sql, new { Id = key })
+            : sync ? db.Execute(sql, new Item { Id = key })
+            : await db.ExecuteAsync(sql, new Item { Id = key });
+
+        Assert.That(affected, Is.EqualTo(1));
+        Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the refusal brought the new map");
+        Assert.That(await shards.ScalarAsync<int?>(1, "select n from items where id = @key", new { key }), Is.EqualTo(kind == "delete" ? null : 2));
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task Key_and_item_lists_that_find_no_row_on_the_old_owner_update_every_row_once(bool sync)
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using (var s0 = await shards.OpenAsync(0))
+        {
+            await s0.ExecuteAsync("insert into items (id, n) values (@staying, 0)", new { staying });
+        }
+
+        await using (var s1 = await shards.OpenAsync(1))
+        {
+            await s1.ExecuteAsync("insert into items (id, n) values (@moving, 0), (@other, 0)", new { moving, other });
+        }
+
+        await using var db = app.CreateConnection();
+        var keys = new[] { moving, staying, other };
+        const string listSql = "update items set n = n + 1 where id = any(@Id)";
+        var listed = sync ? db.Execute(listSql, new { Id = keys }) : await db.ExecuteAsync(listSql, new { Id = keys });
+        var items = keys.Select(k => new Item { Id = k }).ToArray();
+        const string itemSql = "update items set n = n + 10 where id = @Id";
+        var itemized = sync ? db.Execute(itemSql, items) : await db.ExecuteAsync(itemSql, items);
+
+        Assert.That((listed, itemized), Is.EqualTo((3, 3)));
+        var rows = (await shards.AllRowsAsync()).ToDictionary(r => r.Id, r => (r.Shard, r.N));
+        Assert.That(rows, Is.EquivalentTo(new Dictionary<long, (int, int)> { [moving] = (1, 11), [staying] = (0, 11), [other] = (1, 11) }));
+    }
+
+    [Test]
+    public async Task A_batch_that_finds_no_row_on_the_old_owner_is_refused_whole()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2);
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using (var s0 = await shards.OpenAsync(0))
+        {
+            await s0.ExecuteAsync("insert into items (id, n) values (@staying, 0)", new { staying });
+        }
+
+        await using var db = app.CreateConnection();
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
+            db.ExecuteBatchAsync("update items set n = n + 1 where id = @Id", new[] { new Item { Id = staying }, new Item { Id = moving } }));
+
+        Assert.That(ShardBucketMovedException.IsMoved(error!.Failures.Single().Error), Is.True, error.ToString());
+        Assert.That(await shards.ScalarAsync<int>(0, "select n from items where id = @staying", new { staying }), Is.Zero, "the shard's group rolled back");
+    }
+
     [Test]
     public async Task A_refused_item_part_that_fails_when_run_again_names_the_callers_item_and_every_applied_row()
     {

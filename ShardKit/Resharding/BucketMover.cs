@@ -18,6 +18,7 @@ namespace ShardKit;
 /// </summary>
 internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions options, IProgress<MoveProgress>? progress)
 {
+    private readonly Lock _reporting = new();
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private long _estimate = -1;
     private ShardSet Shards => admin.Shards;
@@ -140,7 +141,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                         var done = await DoneChunksAsync(move.MoveId, cancellationToken).ConfigureAwait(false);
                         _estimate = await EstimateRowsAsync(sourceIndex, moved, move.Buckets.Count, bucketCount, cancellationToken).ConfigureAwait(false);
                         var copiedBefore = rowsCopied;
-                        var copied = new Progress<long>(rows => Report(move.MoveId, MoveState.Copying, copiedBefore + rows, -1, null));
+                        var copied = new CopyProgress(rows => Report(move.MoveId, MoveState.Copying, copiedBefore + rows, -1, null));
                         await replication.CopyAsync(targetCs, move.Buckets, bucketCount, options.Parallelism,
                             (table, bucket) => done.Contains((table, bucket)),
                             (table, bucket, rows, token) => ChunkDoneAsync(move.MoveId, table, bucket, rows, token),
@@ -506,8 +507,41 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
     }
 
-    private void Report(string moveId, MoveState state, long rows, long lag, TimeSpan? pause) =>
-        progress?.Report(new MoveProgress(moveId, state, rows, lag, _clock.Elapsed, pause, _estimate));
+    // Reports reach the caller's IProgress on the mover's own thread, one at a time and in the order of the steps (a
+    // Progress<T> would post them to the thread pool, where a Copying report could arrive after the move ended).
+    private void Report(string moveId, MoveState state, long rows, long lag, TimeSpan? pause)
+    {
+        if (progress is null)
+        {
+            return;
+        }
+
+        lock (_reporting)
+        {
+            progress.Report(new MoveProgress(moveId, state, rows, lag, _clock.Elapsed, pause, _estimate));
+        }
+    }
+
+    // The copy's parallel scans report their running total as each chunk commits: passed on at once and never going back.
+    private sealed class CopyProgress(Action<long> report) : IProgress<long>
+    {
+        private readonly Lock _gate = new();
+        private long _highest = -1;
+
+        public void Report(long value)
+        {
+            lock (_gate)
+            {
+                if (value <= _highest)
+                {
+                    return;
+                }
+
+                _highest = value;
+                report(value);
+            }
+        }
+    }
 
     private static string Describe(IReadOnlyList<int> buckets) =>
         buckets.Count <= 8 ? string.Join(",", buckets) : $"{string.Join(",", buckets.Take(8))}… ({buckets.Count})";

@@ -57,11 +57,10 @@ internal sealed partial class BucketReplication
             var onTarget = new Dictionary<(string, int), (long, decimal)>();
             foreach (var table in _tables)
             {
-                var sql = ChecksumSql(table, bucketCount, keyed: false);
-                var sourceSums = ChecksumsAsync(source, sql, wanted, null, ct);
-                var targetSums = ChecksumsAsync(target, sql, wanted, null, ct);
-                Collect(onSource, table, await sourceSums.ConfigureAwait(false));
-                Collect(onTarget, table, await targetSums.ConfigureAwait(false));
+                var (sourceSums, targetSums) = await BothChecksumsAsync(source, target, ChecksumSql(table, bucketCount, keyed: false), wanted, ct)
+                    .ConfigureAwait(false);
+                Collect(onSource, table, sourceSums);
+                Collect(onTarget, table, targetSums);
             }
 
             return new VerifyBaseline(_tables, wanted, bucketCount, source, target, keys, onSource, onTarget);

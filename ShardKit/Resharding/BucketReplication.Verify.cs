@@ -30,9 +30,7 @@ internal sealed partial class BucketReplication
         foreach (var table in tables)
         {
             var sql = ChecksumSql(table, bucketCount, keyed: false);
-            var sourceSums = ChecksumsAsync(source, sql, wanted, null, ct);
-            var targetSums = ChecksumsAsync(target, sql, wanted, null, ct);
-            var (onSource, onTarget) = (await sourceSums.ConfigureAwait(false), await targetSums.ConfigureAwait(false));
+            var (onSource, onTarget) = await BothChecksumsAsync(source, target, sql, wanted, ct).ConfigureAwait(false);
             foreach (var bucket in wanted)
             {
                 var s = onSource.GetValueOrDefault(bucket);
@@ -45,6 +43,20 @@ internal sealed partial class BucketReplication
         }
 
         return mismatches;
+    }
+
+    /// <summary>
+    /// The same checksums on both sides at once. When one side fails (its server stopped), the other side's query is
+    /// waited for before the error goes on: its connection is closed next, and closing a connection under a running
+    /// command hangs.
+    /// </summary>
+    private static async Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> BothChecksumsAsync(
+        NpgsqlConnection source, NpgsqlConnection target, string sql, int[] buckets, CancellationToken ct)
+    {
+        var onSource = ChecksumsAsync(source, sql, buckets, null, ct);
+        var onTarget = ChecksumsAsync(target, sql, buckets, null, ct);
+        await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
+        return (await onSource.ConfigureAwait(false), await onTarget.ConfigureAwait(false));
     }
 
     private static async Task<Dictionary<int, (long Rows, decimal Sum)>> ChecksumsAsync(NpgsqlConnection connection, string sql, int[] buckets,

@@ -19,6 +19,11 @@ internal static class FenceSql
             owned boolean not null,
             epoch bigint not null default 0);
 
+        -- The buckets a ShardKit write names for itself (set_config('shardkit.buckets', '3,17', true) in front of it).
+        create or replace function shardkit.named_buckets() returns int[]
+        language sql stable
+        as $$ select coalesce(string_to_array(nullif(current_setting('shardkit.buckets', true), ''), ',')::int[], '{}') $$;
+
         create or replace function shardkit.check_buckets(buckets int[]) returns void
         language plpgsql
         as $$
@@ -50,8 +55,17 @@ internal static class FenceSql
         BucketSql.BucketOf(BucketSql.HashOf(type, column) ?? throw new ArgumentException($"unhashable key type {type}", nameof(type)), bucketCount);
 
     /// <summary>
+    /// The statement a ShardKit write sends in front of its own, in the same round trip and transaction: it names the
+    /// buckets the write is routed by, and the table's fence checks them with the rows' own. A write that touches no row
+    /// (an update or delete by a map older than a finished move finds nothing on the old owner) is refused all the same.
+    /// </summary>
+    public static string Named(IReadOnlyCollection<int> buckets) =>
+        "select set_config('shardkit.buckets', '" + string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture))) + "', true)";
+
+    /// <summary>
     /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched
-    /// (old and new) are checked. One function serves the three: PL/pgSQL plans a statement when it first runs it, so
+    /// (old and new) and those the write named (<see cref="Named"/>) are checked; a statement fires its trigger even
+    /// when it touched no row. One function serves the three: PL/pgSQL plans a statement when it first runs it, so
     /// the branch that names a transition table the firing trigger lacks is never planned. <paramref name="table"/> and
     /// <paramref name="keyColumn"/> are plain identifiers.
     /// </summary>
@@ -65,11 +79,12 @@ internal static class FenceSql
             as $$
             begin
                 if tg_op = 'INSERT' then
-                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r));
+                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r) || shardkit.named_buckets());
                 elsif tg_op = 'DELETE' then
-                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r));
+                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r) || shardkit.named_buckets());
                 else
-                    perform shardkit.check_buckets(array(select {{bucket}} from fence_old r union select {{bucket}} from fence_new r));
+                    perform shardkit.check_buckets(array(select {{bucket}} from fence_old r union select {{bucket}} from fence_new r)
+                        || shardkit.named_buckets());
                 end if;
                 return null;
             end

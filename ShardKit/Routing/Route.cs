@@ -3,10 +3,11 @@ namespace ShardKit;
 /// <summary>Where one command goes: a single shard, or several shards each with its own share of the parameters.</summary>
 internal readonly struct Route
 {
-    private Route(int shard, RoutePart[]? parts)
+    private Route(int shard, RoutePart[]? parts, IReadOnlyList<object>? keys = null)
     {
         Shard = shard;
         Parts = parts;
+        Keys = keys;
     }
 
     /// <summary>The shard of a single-shard route; -1 for a split.</summary>
@@ -17,7 +18,12 @@ internal readonly struct Route
 
     public bool IsSingle => Parts is null;
 
+    /// <summary>The keys of a list that all fell on one shard (a write names their buckets to the fence); else null.</summary>
+    public IReadOnlyList<object>? Keys { get; }
+
     public static Route To(int shard) => new(shard, null);
+
+    public static Route To(int shard, IReadOnlyList<object> keys) => new(shard, null, keys);
 
     public static Route Split(RoutePart[] parts) => new(-1, parts);
 }

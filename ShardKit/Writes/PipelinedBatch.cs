@@ -19,11 +19,14 @@ internal static class PipelinedBatch
     /// Runs the group on <paramref name="connection"/> inside <paramref name="transaction"/> (or the connection's
     /// distributed one). With <paramref name="ownTransaction"/> a group that needs more than one round trip runs in a
     /// transaction of its own, so a refused item leaves nothing of the group (one chunk is atomic by itself). A
-    /// <paramref name="setup"/> statement (the distributed transaction's lock bound) goes first, in the first round trip.
+    /// <paramref name="setup"/> statement (the distributed transaction's lock bound) goes first, in the first round trip,
+    /// then the <paramref name="fence"/> statement naming the group's buckets (it holds for the group's transaction).
     /// </summary>
     public static async Task<int> ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, bool ownTransaction,
-        string sql, BatchGroup group, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup = null)
+        string sql, BatchGroup group, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup = null,
+        string? fence = null)
     {
+        string[] prefix = [.. new[] { setup, fence }.OfType<string>()];
         var plan = PlanFor(sql, group);
         var perChunk = ChunkSize(plan);
         var own = ownTransaction && transaction is null && group.Count > perChunk
@@ -35,7 +38,8 @@ internal static class PipelinedBatch
             for (var start = 0; start < group.Count; start += perChunk)
             {
                 var count = Math.Min(perChunk, group.Count - start);
-                var first = start == 0 ? setup : null;
+                // Without a transaction each chunk is one of its own: the fence's setting goes with every chunk.
+                var first = start == 0 ? prefix : transaction is null && own is null && fence is not null ? [fence] : [];
                 affected += plan is null
                     ? await PerRowAsync(connection, transaction ?? own, sql, group, start, shard, commandTimeout, cancellationToken, first).ConfigureAwait(false)
                     : await ChunkAsync(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, cancellationToken, first).ConfigureAwait(false);
@@ -59,7 +63,7 @@ internal static class PipelinedBatch
 
     /// <summary>The synchronous twin of <see cref="ExecuteAsync"/>.</summary>
     public static int Execute(NpgsqlConnection connection, NpgsqlTransaction? transaction, bool ownTransaction,
-        string sql, BatchGroup group, string shard, int? commandTimeout)
+        string sql, BatchGroup group, string shard, int? commandTimeout, string? fence = null)
     {
         var plan = PlanFor(sql, group);
         var perChunk = ChunkSize(plan);
@@ -68,9 +72,10 @@ internal static class PipelinedBatch
         for (var start = 0; start < group.Count; start += perChunk)
         {
             var count = Math.Min(perChunk, group.Count - start);
+            var first = start == 0 || (transaction is null && own is null) ? fence : null;
             affected += plan is null
-                ? PerRow(connection, transaction ?? own, sql, group, start, shard, commandTimeout)
-                : Chunk(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout);
+                ? PerRow(connection, transaction ?? own, sql, group, start, shard, commandTimeout, first)
+                : Chunk(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, first);
         }
 
         own?.Commit();
@@ -85,12 +90,12 @@ internal static class PipelinedBatch
         plan is null ? 1 : Math.Clamp(MaxParameters / Math.Max(1, plan.Parameters.Length), 1, MaxStatements);
 
     private static async Task<int> ChunkAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, BatchPlan plan,
-        BatchGroup group, int start, int count, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup)
+        BatchGroup group, int start, int count, string shard, int? commandTimeout, CancellationToken cancellationToken, string[] prefix)
     {
         var batch = Build(connection, transaction, plan, group, start, count, commandTimeout);
-        if (setup is not null)
+        for (var i = 0; i < prefix.Length; i++)
         {
-            batch.BatchCommands.Insert(0, new NpgsqlBatchCommand(setup));
+            batch.BatchCommands.Insert(i, new NpgsqlBatchCommand(prefix[i]));
         }
 
         await using (batch.ConfigureAwait(false))
@@ -99,7 +104,7 @@ internal static class PipelinedBatch
             {
                 return await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException e) when (ItemOf(batch, e, setup is null ? 0 : 1) is { } item)
+            catch (PostgresException e) when (ItemOf(batch, e, prefix.Length) is { } item)
             {
                 throw new BatchItemException(group.Indexes[start + item], shard, e);
             }
@@ -107,26 +112,32 @@ internal static class PipelinedBatch
     }
 
     private static int Chunk(NpgsqlConnection connection, NpgsqlTransaction? transaction, BatchPlan plan,
-        BatchGroup group, int start, int count, string shard, int? commandTimeout)
+        BatchGroup group, int start, int count, string shard, int? commandTimeout, string? fence)
     {
         using var batch = Build(connection, transaction, plan, group, start, count, commandTimeout);
+        if (fence is not null)
+        {
+            batch.BatchCommands.Insert(0, new NpgsqlBatchCommand(fence));
+        }
+
         try
         {
             return batch.ExecuteNonQuery();
         }
-        catch (PostgresException e) when (ItemOf(batch, e) is { } item)
+        catch (PostgresException e) when (ItemOf(batch, e, fence is null ? 0 : 1) is { } item)
         {
             throw new BatchItemException(group.Indexes[start + item], shard, e);
         }
     }
 
     private static async Task<int> PerRowAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql,
-        BatchGroup group, int index, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup)
+        BatchGroup group, int index, string shard, int? commandTimeout, CancellationToken cancellationToken, string[] prefix)
     {
-        if (setup is not null)
+        // Without a plan Dapper binds the row (a stored procedure, a type it maps on its own): the setup its own statement,
+        // worth sending only inside a transaction (the fence's setting lasts until it ends; the rows' own check runs anyway).
+        foreach (var statement in transaction is null ? [] : prefix)
         {
-            // Without a plan Dapper binds the row (a stored procedure, a type it maps on its own): the setup its own statement.
-            var command = new NpgsqlCommand(setup, connection, transaction);
+            var command = new NpgsqlCommand(statement, connection, transaction);
             await using (command.ConfigureAwait(false))
             {
                 await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
@@ -145,8 +156,14 @@ internal static class PipelinedBatch
     }
 
     private static int PerRow(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql, BatchGroup group, int index,
-        string shard, int? commandTimeout)
+        string shard, int? commandTimeout, string? fence)
     {
+        if (fence is not null && transaction is not null)
+        {
+            using var command = new NpgsqlCommand(fence, connection, transaction);
+            command.ExecuteNonQuery();
+        }
+
         try
         {
             return connection.Execute(new CommandDefinition(sql, group.Items[index], transaction, commandTimeout));
