@@ -57,17 +57,28 @@ public abstract partial class ShardCommandTarget
     /// carry the fence): it names the write's buckets, and the shard refuses the write when it does not own one of them,
     /// even when the write touches no row there. Without it, an update or delete routed by a map older than a finished
     /// move would find nothing on the old owner and succeed with 0 rows. Null for text Npgsql does not split into
-    /// statements (a <c>$</c>, a stored procedure): the rows' own check still runs.
+    /// statements (a <c>$</c>, a stored procedure), for text that does not start as a data-changing statement, and for
+    /// parameters of a custom <see cref="SqlMapper.IDynamicParameters"/>: the rows' own check still runs. The fence
+    /// statement's text is constant (the buckets are a parameter), so Dapper and Npgsql cache one plan for it.
     /// </summary>
-    private string? FenceFor(in CommandDefinition command, int[] buckets) =>
-        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) ? FenceSql.Named(buckets) : null;
+    private bool MayFence(in CommandDefinition command, int[] buckets) =>
+        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && FenceSql.IsWriteStatement(command.CommandText)
+        && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters;
 
-    /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="FenceFor"/>).</summary>
-    private CommandDefinition Fenced(in CommandDefinition command, int[] buckets) =>
-        FenceFor(command, buckets) is { } fence
-            ? new CommandDefinition(fence + ";\n" + command.CommandText, command.Parameters, command.Transaction, command.CommandTimeout,
-                command.CommandType, command.Flags, command.CancellationToken)
-            : command;
+    /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
+    private CommandDefinition Fenced(in CommandDefinition command, int[] buckets)
+    {
+        if (!MayFence(command, buckets))
+        {
+            return command;
+        }
+
+        // The caller's parameters as Dapper's template (bound by the same cached code), plus the buckets.
+        var parameters = new DynamicParameters(command.Parameters);
+        parameters.Add(FenceSql.BucketsParameter, FenceSql.BucketList(buckets), DbType.String);
+        return new CommandDefinition(FenceSql.Named + ";\n" + command.CommandText, parameters, command.Transaction, command.CommandTimeout,
+            command.CommandType, command.Flags, command.CancellationToken);
+    }
 
     /// <summary>A single-shard write, fenced by its keys' buckets (a key list's own, when it fell on one shard).</summary>
     private CommandDefinition FencedWrite(in CommandDefinition command, in Route route) =>
@@ -80,10 +91,11 @@ public abstract partial class ShardCommandTarget
         Owner.DataSource.Shards.Follower is null || part.Keys is null ? Bind(command, part.Shard, part.Parameters)
             : Fenced(Bind(command, part.Shard, part.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys));
 
-    /// <summary>The fence statement of one shard's share of an item list (null when there is none to send).</summary>
+    /// <summary>The buckets one shard's share of an item list names to the fence (see <see cref="PipelinedBatch"/>); null for none.</summary>
     private string? FenceOfItems(in CommandDefinition command, object? items, BatchGroup group) =>
-        Owner.DataSource.Shards.Follower is null || items is null ? null
-            : FenceFor(command, RouteResolver.BucketsOf(Owner.DataSource.Map, items, group));
+        Owner.DataSource.Shards.Follower is null || items is null || command.CommandText is null || !FenceSql.IsWriteStatement(command.CommandText)
+            ? null
+            : RouteResolver.BucketsOf(Owner.DataSource.Map, items, group) is { Length: > 0 } buckets ? FenceSql.BucketList(buckets) : null;
 
     /// <summary>Runs a routed write, with the transaction's pending setup statement in front of it when there is one.</summary>
     private static async Task<int> ExecuteCarryingSetupAsync(NpgsqlConnection connection, ShardSession session, int shard, CommandDefinition command)

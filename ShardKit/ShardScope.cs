@@ -24,7 +24,11 @@ public sealed class ShardScope : ShardCommandTarget
     internal ShardScope(ShardedConnection connection, ShardKeyValue key, ReadPolicy? readPolicy = null)
         : this(connection, connection.DataSource.Map.Strategy.ShardOf(key), readPolicy) => _key = key;
 
-    private int ShardIndex => _key is { } key ? _connection.DataSource.Map.Strategy.ShardOf(key) : _shard;
+    // Only a stored map changes under a scope; inside a single-shard transaction the scope stays on the shard it began on
+    // (a write there whose bucket moved meanwhile is refused by the fence: ShardBucketMovedException).
+    private int ShardIndex => _key is { } key && _connection.DataSource.Shards.Follower is not null && _connection.Session.Pinned is null
+        ? _connection.DataSource.Map.Strategy.ShardOf(key)
+        : _shard;
 
     /// <summary>The name of the shard this scope targets.</summary>
     public string Shard => _connection.DataSource.Map.ShardNames[ShardIndex];

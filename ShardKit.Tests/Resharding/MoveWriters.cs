@@ -303,7 +303,19 @@ internal sealed class MoveWriters(ShardedDataSource source, int writers, long ke
                 }
             }
 
-            await transaction.CommitAsync();
+            var result = await transaction.CommitAsync();
+            if (!result.IsComplete)
+            {
+                // Committed, but a stopped shard applies it only when recovery runs: until then its rows show the old
+                // values (and stay locked). The keys rest until the end, where they must hold exactly the new values.
+                var transactionId = Interlocked.Increment(ref _inDoubtTransactions);
+                foreach (var (key, n) in next)
+                {
+                    InDoubt[key] = (n, n, transactionId);
+                }
+
+                return true;
+            }
         }
         catch (Exception e) when (ShardBucketMovedException.IsMoved(e))
         {

@@ -167,6 +167,8 @@ public sealed class StoredMapTests
     [TestCase("delete", false)]
     [TestCase("delete", true)]
     [TestCase("forkey", false)]
+    [TestCase("dynamic", false)]
+    [TestCase("dictionary", true)]
     public async Task A_write_that_finds_no_row_on_the_old_owner_is_refused_there_and_runs_on_the_new_owner(string kind, bool sync)
     {
         await using var shards = await ReshardingShards.CreateAsync(2);
@@ -182,13 +184,36 @@ public sealed class StoredMapTests
 
         await using var db = app.CreateConnection();
         var sql = kind == "delete" ? "delete from items where id = @Id" : "update items set n = n + 1 where id = @Id";
+        var dynamic = new DynamicParameters();
+        dynamic.Add("id", key);
+        object parameters = kind switch
+        {
+            "dynamic" => dynamic,
+            "dictionary" => new Dictionary<string, object> { ["id"] = key },
+            _ => new Item { Id = key },
+        };
         var affected = kind == "forkey" ? await db.ForKey(key).ExecuteAsync(sql, new { Id = key })
-            : sync ? db.Execute(sql, new Item { Id = key })
-            : await db.ExecuteAsync(sql, new Item { Id = key });
+            : sync ? db.Execute(sql, parameters)
+            : await db.ExecuteAsync(sql, parameters);
 
         Assert.That(affected, Is.EqualTo(1));
         Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the refusal brought the new map");
         Assert.That(await shards.ScalarAsync<int?>(1, "select n from items where id = @key", new { key }), Is.EqualTo(kind == "delete" ? null : 2));
+    }
+
+    [Test]
+    public async Task Statements_that_cannot_run_in_a_transaction_block_get_no_fence_statement_in_front()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        await using var db = admin.CreateConnection();
+        var key = KeyIn(admin.Map, 1);
+
+        await db.ForKey(key).ExecuteAsync("vacuum items");
+        await db.ExecuteAsync("create index concurrently if not exists items_n on items (n) -- @Id", new Item { Id = key });
+
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from pg_indexes where indexname = 'items_n'"), Is.EqualTo(1));
     }
 
     [TestCase(false)]

@@ -19,10 +19,21 @@ internal static class FenceSql
             owned boolean not null,
             epoch bigint not null default 0);
 
-        -- The buckets a ShardKit write names for itself (set_config('shardkit.buckets', '3,17', true) in front of it).
+        -- The buckets a ShardKit write names for itself (set_config('shardkit.buckets', '3,17', true) in front of it),
+        -- taken once: the first fenced statement checks them, and its share locks keep them owned to the transaction's end.
         create or replace function shardkit.named_buckets() returns int[]
-        language sql stable
-        as $$ select coalesce(string_to_array(nullif(current_setting('shardkit.buckets', true), ''), ',')::int[], '{}') $$;
+        language plpgsql
+        as $$
+        declare
+            named text := current_setting('shardkit.buckets', true);
+        begin
+            if named is null or named = '' then
+                return '{}';
+            end if;
+            perform set_config('shardkit.buckets', '', true);
+            return string_to_array(named, ',')::int[];
+        end
+        $$;
 
         create or replace function shardkit.check_buckets(buckets int[]) returns void
         language plpgsql
@@ -59,8 +70,35 @@ internal static class FenceSql
     /// buckets the write is routed by, and the table's fence checks them with the rows' own. A write that touches no row
     /// (an update or delete by a map older than a finished move finds nothing on the old owner) is refused all the same.
     /// </summary>
-    public static string Named(IReadOnlyCollection<int> buckets) =>
-        "select set_config('shardkit.buckets', '" + string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture))) + "', true)";
+    public const string Named = "select set_config('shardkit.buckets', @" + BucketsParameter + ", true)";
+
+    /// <summary><see cref="Named"/> with a positional parameter, for a batch command.</summary>
+    public const string NamedPositional = "select set_config('shardkit.buckets', $1, true)";
+
+    /// <summary>The parameter of <see cref="Named"/>: the buckets as text, <c>3,17</c>.</summary>
+    public const string BucketsParameter = "shardkit_fence_buckets";
+
+    /// <summary>The value of <see cref="BucketsParameter"/>.</summary>
+    public static string BucketList(IEnumerable<int> buckets) => string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
+
+    /// <summary>
+    /// Whether <paramref name="sql"/> starts as a data-changing statement (insert, update, delete, merge, or with): the
+    /// only text the fence statement goes in front of, so a statement that cannot run in a transaction block (vacuum,
+    /// create index concurrently, a procedure that commits) is left as it is.
+    /// </summary>
+    public static bool IsWriteStatement(string sql)
+    {
+        var text = sql.AsSpan().TrimStart();
+        foreach (var verb in (ReadOnlySpan<string>)["insert", "update", "delete", "merge", "with"])
+        {
+            if (text.StartsWith(verb, StringComparison.OrdinalIgnoreCase) && (text.Length == verb.Length || !char.IsLetterOrDigit(text[verb.Length]) && text[verb.Length] != '_'))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>
     /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched

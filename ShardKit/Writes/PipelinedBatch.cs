@@ -20,13 +20,14 @@ internal static class PipelinedBatch
     /// distributed one). With <paramref name="ownTransaction"/> a group that needs more than one round trip runs in a
     /// transaction of its own, so a refused item leaves nothing of the group (one chunk is atomic by itself). A
     /// <paramref name="setup"/> statement (the distributed transaction's lock bound) goes first, in the first round trip,
-    /// then the <paramref name="fence"/> statement naming the group's buckets (it holds for the group's transaction).
+    /// then the fence statement naming the group's buckets (<paramref name="fence"/>, a <see cref="FenceSql.BucketList"/>),
+    /// in every chunk that runs in a transaction of its own, else in the first (it holds for the transaction). Items Dapper
+    /// binds one by one (no plan) send the setup alone: their rows' own check runs.
     /// </summary>
     public static async Task<int> ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, bool ownTransaction,
         string sql, BatchGroup group, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup = null,
         string? fence = null)
     {
-        string[] prefix = [.. new[] { setup, fence }.OfType<string>()];
         var plan = PlanFor(sql, group);
         var perChunk = ChunkSize(plan);
         var own = ownTransaction && transaction is null && group.Count > perChunk
@@ -39,10 +40,12 @@ internal static class PipelinedBatch
             {
                 var count = Math.Min(perChunk, group.Count - start);
                 // Without a transaction each chunk is one of its own: the fence's setting goes with every chunk.
-                var first = start == 0 ? prefix : transaction is null && own is null && fence is not null ? [fence] : [];
+                var first = start == 0 ? setup : null;
+                var fenced = start == 0 || (transaction is null && own is null) ? fence : null;
                 affected += plan is null
                     ? await PerRowAsync(connection, transaction ?? own, sql, group, start, shard, commandTimeout, cancellationToken, first).ConfigureAwait(false)
-                    : await ChunkAsync(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, cancellationToken, first).ConfigureAwait(false);
+                    : await ChunkAsync(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, cancellationToken, first, fenced)
+                        .ConfigureAwait(false);
             }
 
             if (own is not null)
@@ -72,10 +75,10 @@ internal static class PipelinedBatch
         for (var start = 0; start < group.Count; start += perChunk)
         {
             var count = Math.Min(perChunk, group.Count - start);
-            var first = start == 0 || (transaction is null && own is null) ? fence : null;
+            var fenced = start == 0 || (transaction is null && own is null) ? fence : null;
             affected += plan is null
-                ? PerRow(connection, transaction ?? own, sql, group, start, shard, commandTimeout, first)
-                : Chunk(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, first);
+                ? PerRow(connection, transaction ?? own, sql, group, start, shard, commandTimeout)
+                : Chunk(connection, transaction ?? own, plan, group, start, count, shard, commandTimeout, fenced);
         }
 
         own?.Commit();
@@ -90,13 +93,10 @@ internal static class PipelinedBatch
         plan is null ? 1 : Math.Clamp(MaxParameters / Math.Max(1, plan.Parameters.Length), 1, MaxStatements);
 
     private static async Task<int> ChunkAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, BatchPlan plan,
-        BatchGroup group, int start, int count, string shard, int? commandTimeout, CancellationToken cancellationToken, string[] prefix)
+        BatchGroup group, int start, int count, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup, string? fence)
     {
         var batch = Build(connection, transaction, plan, group, start, count, commandTimeout);
-        for (var i = 0; i < prefix.Length; i++)
-        {
-            batch.BatchCommands.Insert(i, new NpgsqlBatchCommand(prefix[i]));
-        }
+        var prefix = Prefix(batch, setup, fence);
 
         await using (batch.ConfigureAwait(false))
         {
@@ -104,7 +104,7 @@ internal static class PipelinedBatch
             {
                 return await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException e) when (ItemOf(batch, e, prefix.Length) is { } item)
+            catch (PostgresException e) when (ItemOf(batch, e, prefix) is { } item)
             {
                 throw new BatchItemException(group.Indexes[start + item], shard, e);
             }
@@ -115,29 +115,24 @@ internal static class PipelinedBatch
         BatchGroup group, int start, int count, string shard, int? commandTimeout, string? fence)
     {
         using var batch = Build(connection, transaction, plan, group, start, count, commandTimeout);
-        if (fence is not null)
-        {
-            batch.BatchCommands.Insert(0, new NpgsqlBatchCommand(fence));
-        }
-
+        var prefix = Prefix(batch, null, fence);
         try
         {
             return batch.ExecuteNonQuery();
         }
-        catch (PostgresException e) when (ItemOf(batch, e, fence is null ? 0 : 1) is { } item)
+        catch (PostgresException e) when (ItemOf(batch, e, prefix) is { } item)
         {
             throw new BatchItemException(group.Indexes[start + item], shard, e);
         }
     }
 
     private static async Task<int> PerRowAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql,
-        BatchGroup group, int index, string shard, int? commandTimeout, CancellationToken cancellationToken, string[] prefix)
+        BatchGroup group, int index, string shard, int? commandTimeout, CancellationToken cancellationToken, string? setup)
     {
-        // Without a plan Dapper binds the row (a stored procedure, a type it maps on its own): the setup its own statement,
-        // worth sending only inside a transaction (the fence's setting lasts until it ends; the rows' own check runs anyway).
-        foreach (var statement in transaction is null ? [] : prefix)
+        if (setup is not null)
         {
-            var command = new NpgsqlCommand(statement, connection, transaction);
+            // Without a plan Dapper binds the row (a stored procedure, a type it maps on its own): the setup its own statement.
+            var command = new NpgsqlCommand(setup, connection, transaction);
             await using (command.ConfigureAwait(false))
             {
                 await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
@@ -156,14 +151,8 @@ internal static class PipelinedBatch
     }
 
     private static int PerRow(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql, BatchGroup group, int index,
-        string shard, int? commandTimeout, string? fence)
+        string shard, int? commandTimeout)
     {
-        if (fence is not null && transaction is not null)
-        {
-            using var command = new NpgsqlCommand(fence, connection, transaction);
-            command.ExecuteNonQuery();
-        }
-
         try
         {
             return connection.Execute(new CommandDefinition(sql, group.Items[index], transaction, commandTimeout));
@@ -204,9 +193,26 @@ internal static class PipelinedBatch
         return batch;
     }
 
+    // The setup and the fence statement in front of a chunk's items; returns how many were put there.
+    private static int Prefix(NpgsqlBatch batch, string? setup, string? fence)
+    {
+        var at = 0;
+        if (setup is not null)
+        {
+            batch.BatchCommands.Insert(at++, new NpgsqlBatchCommand(setup));
+        }
+
+        if (fence is not null)
+        {
+            batch.BatchCommands.Insert(at++, new NpgsqlBatchCommand(FenceSql.NamedPositional) { Parameters = { new NpgsqlParameter { Value = fence } } });
+        }
+
+        return at;
+    }
+
     // The statement the server refused, as a position in the chunk (ShardKit turns on IncludeFailedBatchedCommand);
-    // null when the error is not one statement's, or a ConfigureShardDataSource turned that setting off.
-    // A chunk that starts with a setup statement (offset 1) counts its items after it; the setup's own failure is no item's.
-    private static int? ItemOf(NpgsqlBatch batch, PostgresException error, int offset = 0) =>
+    // null when the error is not one statement's, or a ConfigureShardDataSource turned that setting off. A chunk that
+    // starts with setup or fence statements (offset) counts its items after them; their own failure is no item's.
+    private static int? ItemOf(NpgsqlBatch batch, PostgresException error, int offset) =>
         error.BatchCommand is NpgsqlBatchCommand failed && batch.BatchCommands.IndexOf(failed) - offset is >= 0 and var index ? index : null;
 }
