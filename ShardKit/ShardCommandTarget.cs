@@ -62,7 +62,7 @@ public abstract partial class ShardCommandTarget
     /// statement's text is constant (the buckets are a parameter), so Dapper and Npgsql cache one plan for it.
     /// </summary>
     private bool MayFence(in CommandDefinition command, int[] buckets) =>
-        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && FenceSql.IsWriteStatement(command.CommandText)
+        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && WriteFence.IsWriteStatement(command.CommandText)
         && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters;
 
     /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
@@ -75,8 +75,8 @@ public abstract partial class ShardCommandTarget
 
         // The caller's parameters as Dapper's template (bound by the same cached code), plus the buckets.
         var parameters = new DynamicParameters(command.Parameters);
-        parameters.Add(FenceSql.BucketsParameter, FenceSql.BucketList(buckets), DbType.String);
-        return new CommandDefinition(FenceSql.Named + ";\n" + command.CommandText, parameters, command.Transaction, command.CommandTimeout,
+        parameters.Add(WriteFence.BucketsParameter, WriteFence.BucketList(buckets), DbType.String);
+        return new CommandDefinition(WriteFence.Named + ";\n" + command.CommandText, parameters, command.Transaction, command.CommandTimeout,
             command.CommandType, command.Flags, command.CancellationToken);
     }
 
@@ -93,9 +93,9 @@ public abstract partial class ShardCommandTarget
 
     /// <summary>The buckets one shard's share of an item list names to the fence (see <see cref="PipelinedBatch"/>); null for none.</summary>
     private string? FenceOfItems(in CommandDefinition command, object? items, BatchGroup group) =>
-        Owner.DataSource.Shards.Follower is null || items is null || command.CommandText is null || !FenceSql.IsWriteStatement(command.CommandText)
+        Owner.DataSource.Shards.Follower is null || items is null || command.CommandText is null || !WriteFence.IsWriteStatement(command.CommandText)
             ? null
-            : RouteResolver.BucketsOf(Owner.DataSource.Map, items, group) is { Length: > 0 } buckets ? FenceSql.BucketList(buckets) : null;
+            : RouteResolver.BucketsOf(Owner.DataSource.Map, items, group) is { Length: > 0 } buckets ? WriteFence.BucketList(buckets) : null;
 
     /// <summary>Runs a routed write, with the transaction's pending setup statement in front of it when there is one.</summary>
     private static async Task<int> ExecuteCarryingSetupAsync(NpgsqlConnection connection, ShardSession session, int shard, CommandDefinition command)

@@ -56,8 +56,8 @@ public sealed partial class ShardedConnection
 
     // A shard's group names its buckets to the shard's fence when the data source follows a stored map (see FenceFor).
     private string? FenceOf<T>(string sql, BatchGroup group) =>
-        DataSource.Shards.Follower is not null && DataSource.Map.Strategy is HashShardingStrategy hash && FenceSql.IsWriteStatement(sql)
-            ? FenceSql.BucketList(group.Items.Select(item => hash.BucketOf(ShardKeyAccessor<T>.Read((T)item!))).Distinct())
+        DataSource.Shards.Follower is not null && DataSource.Map.Strategy is HashShardingStrategy hash && WriteFence.IsWriteStatement(sql)
+            ? WriteFence.BucketList(group.Items.Select(item => hash.BucketOf(ShardKeyAccessor<T>.Read((T)item!))).Distinct())
             : null;
 
     private Dictionary<int, BatchGroup> GroupByShard<T>(IEnumerable<T> items)

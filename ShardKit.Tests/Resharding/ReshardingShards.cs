@@ -144,6 +144,14 @@ internal sealed class ReshardingShards : IAsyncDisposable
             await admin.ExecuteAsync(
                 "select pg_terminate_backend(active_pid) from pg_replication_slots where database = @d and active_pid is not null", new { d = Database });
             await admin.ExecuteAsync("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = @d", new { d = Database });
+            // A test that failed midway may leave a distributed transaction prepared; it would keep the database.
+            foreach (var gid in await admin.QueryAsync<string>("select gid from pg_prepared_xacts where database = @d", new { d = Database }))
+            {
+                await using var inDatabase = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(cs) { Database = Database }.ConnectionString);
+                await inDatabase.OpenAsync();
+                await inDatabase.ExecuteAsync($"rollback prepared '{gid.Replace("'", "''", StringComparison.Ordinal)}'");
+            }
+
             await admin.ExecuteAsync($"drop database if exists {Database} with (force)");
         }));
     }

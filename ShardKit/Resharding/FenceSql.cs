@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace ShardKit;
 
 /// <summary>
@@ -66,43 +64,8 @@ internal static class FenceSql
         BucketSql.BucketOf(BucketSql.HashOf(type, column) ?? throw new ArgumentException($"unhashable key type {type}", nameof(type)), bucketCount);
 
     /// <summary>
-    /// The statement a ShardKit write sends in front of its own, in the same round trip and transaction: it names the
-    /// buckets the write is routed by, and the table's fence checks them with the rows' own. A write that touches no row
-    /// (an update or delete by a map older than a finished move finds nothing on the old owner) is refused all the same.
-    /// </summary>
-    public const string Named = "select set_config('shardkit.buckets', @" + BucketsParameter + ", true)";
-
-    /// <summary><see cref="Named"/> with a positional parameter, for a batch command.</summary>
-    public const string NamedPositional = "select set_config('shardkit.buckets', $1, true)";
-
-    /// <summary>The parameter of <see cref="Named"/>: the buckets as text, <c>3,17</c>.</summary>
-    public const string BucketsParameter = "shardkit_fence_buckets";
-
-    /// <summary>The value of <see cref="BucketsParameter"/>.</summary>
-    public static string BucketList(IEnumerable<int> buckets) => string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
-
-    /// <summary>
-    /// Whether <paramref name="sql"/> starts as a data-changing statement (insert, update, delete, merge, or with): the
-    /// only text the fence statement goes in front of, so a statement that cannot run in a transaction block (vacuum,
-    /// create index concurrently, a procedure that commits) is left as it is.
-    /// </summary>
-    public static bool IsWriteStatement(string sql)
-    {
-        var text = sql.AsSpan().TrimStart();
-        foreach (var verb in (ReadOnlySpan<string>)["insert", "update", "delete", "merge", "with"])
-        {
-            if (text.StartsWith(verb, StringComparison.OrdinalIgnoreCase) && (text.Length == verb.Length || !char.IsLetterOrDigit(text[verb.Length]) && text[verb.Length] != '_'))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
-    /// <summary>
     /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched
-    /// (old and new) and those the write named (<see cref="Named"/>) are checked; a statement fires its trigger even
+    /// (old and new) and those the write named (<see cref="WriteFence.Named"/>) are checked; a statement fires its trigger even
     /// when it touched no row. One function serves the three: PL/pgSQL plans a statement when it first runs it, so
     /// the branch that names a transition table the firing trigger lacks is never planned. <paramref name="table"/> and
     /// <paramref name="keyColumn"/> are plain identifiers.

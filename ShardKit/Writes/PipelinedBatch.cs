@@ -20,7 +20,7 @@ internal static class PipelinedBatch
     /// distributed one). With <paramref name="ownTransaction"/> a group that needs more than one round trip runs in a
     /// transaction of its own, so a refused item leaves nothing of the group (one chunk is atomic by itself). A
     /// <paramref name="setup"/> statement (the distributed transaction's lock bound) goes first, in the first round trip,
-    /// then the fence statement naming the group's buckets (<paramref name="fence"/>, a <see cref="FenceSql.BucketList"/>),
+    /// then the fence statement naming the group's buckets (<paramref name="fence"/>, a <see cref="WriteFence.BucketList"/>),
     /// in every chunk that runs in a transaction of its own, else in the first (it holds for the transaction). Items Dapper
     /// binds one by one (no plan) send the setup alone: their rows' own check runs.
     /// </summary>
@@ -204,7 +204,7 @@ internal static class PipelinedBatch
 
         if (fence is not null)
         {
-            batch.BatchCommands.Insert(at++, new NpgsqlBatchCommand(FenceSql.NamedPositional) { Parameters = { new NpgsqlParameter { Value = fence } } });
+            batch.BatchCommands.Insert(at++, new NpgsqlBatchCommand(WriteFence.NamedPositional) { Parameters = { new NpgsqlParameter { Value = fence } } });
         }
 
         return at;
