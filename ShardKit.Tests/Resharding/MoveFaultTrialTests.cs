@@ -55,115 +55,127 @@ public sealed class MoveFaultTrialTests
         writers.Start();
         using var stopRecovery = new CancellationTokenSource();
         var recovery = cluster is null ? Task.CompletedTask : RecoverUntilAsync(admin, stopRecovery.Token);
-        var random = new Random(20261204);
         var outcomes = new List<string>();
-        var options = new MoveOptions { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(50) };
-        for (var trial = 0; trial < trials && writers.Errors.IsEmpty; trial++)
+        try
         {
-            await admin.Resharding.RefreshMapAsync();
-            var from = random.Next(2);
-            var owned = admin.Map.Buckets!.BucketsOf(from);
-            if (owned.Count < 2)
-            {
-                from = 1 - from;
-                owned = admin.Map.Buckets.BucketsOf(from);
-            }
+            await RunTrialsAsync();
+        }
+        finally
+        {
+            // Also when a trial threw: writers left running would keep preparing transactions while the test cleans up.
+            await Task.Delay(200);
+            await writers.StopAsync();
+            await stopRecovery.CancelAsync();
+            await recovery;
+            TestContext.Out.WriteLine(string.Join("\n", outcomes));
+        }
 
-            var buckets = owned.OrderBy(_ => random.Next()).Take(random.Next(1, 4)).ToArray();
-            var stopAt = (MoveState)random.Next((int)MoveState.Copying, (int)MoveState.Done + 1); // Done: not stopped
-            var fault = faults[random.Next(faults.Length)];
-            var stopped = fault switch { Fault.StopSource => from, Fault.StopTarget => 1 - from, _ => -1 };
-            using var kill = new CancellationTokenSource();
-            string? moveId = null;
-            Task? faulting = null;
-            var outcome = "";
-            var failure = "";
-            try
+        async Task RunTrialsAsync()
+        {
+            var random = new Random(20261204);
+            var options = new MoveOptions { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(50) };
+            for (var trial = 0; trial < trials && writers.Errors.IsEmpty; trial++)
             {
-                await admin.Resharding.MoveBucketsAsync(buckets, $"s{1 - from}", options, new InlineProgress(p =>
+                await admin.Resharding.RefreshMapAsync();
+                var from = random.Next(2);
+                var owned = admin.Map.Buckets!.BucketsOf(from);
+                if (owned.Count < 2)
                 {
-                    moveId = p.MoveId;
-                    if (p.State != stopAt || stopAt == MoveState.Done || faulting is not null)
-                    {
-                        return;
-                    }
+                    from = 1 - from;
+                    owned = admin.Map.Buckets.BucketsOf(from);
+                }
 
-                    switch (fault)
-                    {
-                        case Fault.KillMover:
-                            kill.Cancel();
-                            faulting = Task.CompletedTask;
-                            break;
-                        case Fault.CutStream:
-                            faulting = CutReplicationAsync(shards, from);
-                            break;
-                        default:
-                            writers.OutageBegins();
-                            faulting = cluster!.StopAsync(stopped);
-                            break;
-                    }
-                }), kill.Token);
-                outcome = $"{trial}: {(faulting is null ? "done" : $"{fault} in {stopAt}, done")}";
-            }
-            catch (OperationCanceledException) when (fault == Fault.KillMover)
-            {
-                // the mover was killed
-            }
-            catch (Exception e) when (fault != Fault.KillMover && e is ShardKitException or Npgsql.NpgsqlException or OperationCanceledException or TimeoutException)
-            {
-                // the mover failed on the cut connection or the stopped server (or, right after a restart, on a pooled
-                // connection the restart broke): what it recorded is resumed or cancelled below
-                moveId ??= (e as ShardMoveException)?.MoveId;
-                failure = $" ({e.GetType().Name})";
-            }
-            finally
-            {
-                if (faulting is not null)
+                var buckets = owned.OrderBy(_ => random.Next()).Take(random.Next(1, 4)).ToArray();
+                var stopAt = (MoveState)random.Next((int)MoveState.Copying, (int)MoveState.Done + 1); // Done: not stopped
+                var fault = faults[random.Next(faults.Length)];
+                var stopped = fault switch { Fault.StopSource => from, Fault.StopTarget => 1 - from, _ => -1 };
+                using var kill = new CancellationTokenSource();
+                string? moveId = null;
+                Task? faulting = null;
+                var outcome = "";
+                var failure = "";
+                try
                 {
-                    await faulting;
+                    await admin.Resharding.MoveBucketsAsync(buckets, $"s{1 - from}", options, new InlineProgress(p =>
+                    {
+                        moveId = p.MoveId;
+                        if (p.State != stopAt || stopAt == MoveState.Done || faulting is not null)
+                        {
+                            return;
+                        }
+
+                        switch (fault)
+                        {
+                            case Fault.KillMover:
+                                kill.Cancel();
+                                faulting = Task.CompletedTask;
+                                break;
+                            case Fault.CutStream:
+                                faulting = CutReplicationAsync(shards, from);
+                                break;
+                            default:
+                                writers.OutageBegins();
+                                faulting = cluster!.StopAsync(stopped);
+                                break;
+                        }
+                    }), kill.Token);
+                    outcome = $"{trial}: {(faulting is null ? "done" : $"{fault} in {stopAt}, done")}";
+                }
+                catch (OperationCanceledException) when (fault == Fault.KillMover)
+                {
+                    // the mover was killed
+                }
+                catch (Exception e) when (fault != Fault.KillMover && e is ShardKitException or Npgsql.NpgsqlException or OperationCanceledException or TimeoutException)
+                {
+                    // the mover failed on the cut connection or the stopped server (or, right after a restart, on a pooled
+                    // connection the restart broke): what it recorded is resumed or cancelled below
+                    moveId ??= (e as ShardMoveException)?.MoveId;
+                    failure = $" ({e.GetType().Name})";
+                }
+                finally
+                {
+                    if (faulting is not null)
+                    {
+                        await faulting;
+                    }
+                }
+
+                if (stopped >= 0 && faulting is not null)
+                {
+                    await Task.Delay(random.Next(0, 1000));
+                    await cluster!.RestartAsync(stopped);
+                    Forget(admin);
+                    Forget(app);
+                    Npgsql.NpgsqlConnection.ClearAllPools(); // the test's own direct connections (and the mover's)
+                    writers.OutageEnds(TimeSpan.FromSeconds(20));
+                }
+
+                if (outcome.Length > 0)
+                {
+                    outcomes.Add(outcome);
+                    continue;
+                }
+
+                if (moveId is null)
+                {
+                    outcomes.Add($"{trial}: {fault} before it was recorded{failure}");
+                    continue;
+                }
+
+                var move = await RetryAsync(async () => (await admin.Resharding.GetMovesAsync()).Single(m => m.MoveId == moveId));
+                if (random.Next(2) == 0 && move.State is not (MoveState.Switched or MoveState.Done))
+                {
+                    await RetryAsync(() => admin.Resharding.CancelMoveAsync(move.MoveId));
+                    outcomes.Add($"{trial}: {fault} in {move.State}{failure}, cancelled");
+                }
+                else
+                {
+                    await RetryAsync(() => admin.Resharding.ResumeMoveAsync(move.MoveId, options));
+                    outcomes.Add($"{trial}: {fault} in {move.State}{failure}, resumed");
                 }
             }
 
-            if (stopped >= 0 && faulting is not null)
-            {
-                await Task.Delay(random.Next(0, 1000));
-                await cluster!.RestartAsync(stopped);
-                Forget(admin);
-                Forget(app);
-                Npgsql.NpgsqlConnection.ClearAllPools(); // the test's own direct connections (and the mover's)
-                writers.OutageEnds(TimeSpan.FromSeconds(20));
-            }
-
-            if (outcome.Length > 0)
-            {
-                outcomes.Add(outcome);
-                continue;
-            }
-
-            if (moveId is null)
-            {
-                outcomes.Add($"{trial}: {fault} before it was recorded{failure}");
-                continue;
-            }
-
-            var move = await RetryAsync(async () => (await admin.Resharding.GetMovesAsync()).Single(m => m.MoveId == moveId));
-            if (random.Next(2) == 0 && move.State is not (MoveState.Switched or MoveState.Done))
-            {
-                await RetryAsync(() => admin.Resharding.CancelMoveAsync(move.MoveId));
-                outcomes.Add($"{trial}: {fault} in {move.State}{failure}, cancelled");
-            }
-            else
-            {
-                await RetryAsync(() => admin.Resharding.ResumeMoveAsync(move.MoveId, options));
-                outcomes.Add($"{trial}: {fault} in {move.State}{failure}, resumed");
-            }
         }
-
-        await Task.Delay(200);
-        await writers.StopAsync();
-        await stopRecovery.CancelAsync();
-        await recovery;
-        TestContext.Out.WriteLine(string.Join("\n", outcomes));
         TestContext.Out.WriteLine($"{writers.Operations} writes, {writers.Refused} distributed or bulk writes refused by a fence and tried again, " +
                                   $"{writers.Settled} failed in an outage and settled by reading, {writers.InDoubt.Count} keys of distributed transactions in doubt");
         Assert.That(writers.Errors, Is.Empty, string.Join("\n", writers.Errors.Select(e => e.ToString())));
