@@ -67,7 +67,18 @@ internal sealed class LocalStandby : IAsyncDisposable
     public Task PauseReplayAsync() => ExecuteAsync("select pg_wal_replay_pause()");
 
     /// <summary>Replays again from where it paused (<c>pg_wal_replay_resume()</c>).</summary>
-    public Task ResumeReplayAsync() => ExecuteAsync("select pg_wal_replay_resume()");
+    public async Task ResumeReplayAsync()
+    {
+        try
+        {
+            await ExecuteAsync("select pg_wal_replay_resume()");
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.SerializationFailure)
+        {
+            // Replay resumed at once and removed row versions this very statement's snapshot could see: the server
+            // cancels the statement ("conflict with recovery"), but replay runs again all the same.
+        }
+    }
 
     /// <summary>Waits until the standby has replayed everything the primary has written so far.</summary>
     public async Task CatchUpAsync()

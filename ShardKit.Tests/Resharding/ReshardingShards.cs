@@ -152,7 +152,8 @@ internal sealed class ReshardingShards : IAsyncDisposable
                 await inDatabase.ExecuteAsync($"rollback prepared '{gid.Replace("'", "''", StringComparison.Ordinal)}'");
             }
 
-            await admin.ExecuteAsync($"drop database if exists {Database} with (force)");
+            // Dropping a database waits for a checkpoint, which takes its time on a loaded machine.
+            await admin.ExecuteAsync($"drop database if exists {Database} with (force)", commandTimeout: 300);
         }));
     }
 }
