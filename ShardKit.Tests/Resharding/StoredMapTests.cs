@@ -32,6 +32,30 @@ public sealed class StoredMapTests
         }
     }
 
+    // An app that hears of no move by itself: it checks hourly, and the hand switches send no notification. Its listener
+    // reads the catalog right after it starts listening; one still starting would read after the switch and see it. So
+    // the catalog's epoch is bumped and notified first, and the app is used once it has read that (and any read a
+    // notification during its first read causes has passed).
+    private static async Task<ShardedDataSource> StaleAppAsync(ReshardingShards shards, ShardedDataSource? app = null)
+    {
+        app ??= shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        await using (var catalog = await shards.OpenAsync(0))
+        {
+            var bumped = await catalog.ExecuteScalarAsync<long>("update shardkit.map set epoch = epoch + 1 returning epoch");
+            await catalog.ExecuteAsync("select pg_notify('shardkit_map', 'x')");
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (app.Map.Epoch < bumped && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(20);
+            }
+
+            Assert.That(app.Map.Epoch, Is.EqualTo(bumped), "the app's listener read the catalog");
+        }
+
+        await Task.Delay(200);
+        return app;
+    }
+
     private static long KeyIn(ShardMap map, int bucket) =>
         Enumerable.Range(1, 1_000_000).Select(i => (long)i).First(k => map.BucketOf(k) == bucket);
 
@@ -94,10 +118,11 @@ public sealed class StoredMapTests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
         // An app that hears of no move by itself: a check interval of an hour, and the switch sends no notification.
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         var key = KeyIn(app.Map, 1);
         Assert.That(app.Map.ShardFor(key), Is.EqualTo("s0"));
 
+        var before = app.Map.Epoch;
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
         Assert.That(app.Map.ShardFor(key), Is.EqualTo("s0"), "the app still routes by its old map");
 
@@ -105,7 +130,7 @@ public sealed class StoredMapTests
         var affected = await db.ExecuteAsync("insert into items (id, payload) values (@Id, @Payload)", new Item { Id = key, Payload = "moved" });
 
         Assert.That(affected, Is.EqualTo(1));
-        Assert.That(app.Map.Epoch, Is.EqualTo(2));
+        Assert.That(app.Map.Epoch, Is.EqualTo(before + 1), "the refusal brought the switch's map");
         Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from items"), Is.EqualTo(0), "nothing on the old owner");
         Assert.That(await shards.ScalarAsync<string>(1, "select payload from items where id = @key", new { key }), Is.EqualTo("moved"));
         // Reads follow the new map too.
@@ -119,7 +144,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
         Assert.That((app.Map.ShardFor(moving), app.Map.ShardFor(staying), app.Map.ShardFor(other)), Is.EqualTo(("s0", "s0", "s1")));
 
@@ -144,7 +169,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
 
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
@@ -174,7 +199,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         var key = KeyIn(app.Map, 1);
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
         await using (var owner = await shards.OpenAsync(1))
@@ -223,7 +248,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
         await using (var s0 = await shards.OpenAsync(0))
@@ -255,7 +280,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2);
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
         await using (var s0 = await shards.OpenAsync(0))
@@ -277,7 +302,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
+        var app = await StaleAppAsync(shards);
         long staying = KeyIn(app.Map, 2), moving = KeyIn(app.Map, 1), other = KeyIn(app.Map, shards.Buckets - 1);
 
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
@@ -322,6 +347,7 @@ public sealed class StoredMapTests
         await using var shards = await ReshardingShards.CreateAsync(2);
         var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
         await app.Resharding.SeedAsync([Items]);
+        await StaleAppAsync(shards, app);
         var key = KeyIn(app.Map, 3);
         await SwitchByHandAsync(shards, bucket: 3, from: 0, to: 1, notify: false);
 
