@@ -19,9 +19,6 @@ public abstract partial class ShardCommandTarget
 
     private protected abstract Route Resolve(object? parameters, Type? resultType);
 
-    /// <summary>The hash buckets of the keys that routed a single-shard command (a ForKey scope: its key's); empty when none.</summary>
-    private protected abstract int[] BucketsOf(object? parameters);
-
     /// <summary>The read policy of this target's reads (<see cref="ShardScope.WithReadPolicy"/>); null for the connection's.</summary>
     private protected virtual ReadPolicy? ReadPolicyOverride => null;
 
@@ -80,11 +77,10 @@ public abstract partial class ShardCommandTarget
             command.CommandType, command.Flags, command.CancellationToken);
     }
 
-    /// <summary>A single-shard write, fenced by its keys' buckets (a key list's own, when it fell on one shard).</summary>
+    /// <summary>A single-shard write, fenced by the buckets of the keys that placed its route.</summary>
     private CommandDefinition FencedWrite(in CommandDefinition command, in Route route) =>
         Owner.DataSource.Shards.Follower is null ? Bind(command, route.Shard, command.Parameters)
-            : Fenced(Bind(command, route.Shard, command.Parameters),
-                route.Keys is { } keys ? RouteResolver.BucketsOf(Owner.DataSource.Map, keys) : BucketsOf(command.Parameters));
+            : Fenced(Bind(command, route.Shard, command.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, route));
 
     /// <summary>One shard's part of a split key list, fenced by the part's buckets.</summary>
     private CommandDefinition FencedPart(in CommandDefinition command, in RoutePart part) =>

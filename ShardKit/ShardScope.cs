@@ -54,9 +54,8 @@ public sealed class ShardScope : ShardCommandTarget
     public ShardTransaction BeginTransaction(IsolationLevel isolationLevel = IsolationLevel.ReadCommitted) =>
         _connection.BeginTransaction(ShardIndex, isolationLevel);
 
-    private protected override Route Resolve(object? parameters, Type? resultType) => Route.To(ShardIndex);
-
-    // A ForKey scope's writes name its key's bucket to the shard's fence; OnShard's name none (the caller chose the shard).
-    private protected override int[] BucketsOf(object? parameters) =>
-        _key is { } key && _connection.DataSource.Map.Strategy is HashShardingStrategy hash ? [hash.BucketOf(key)] : [];
+    // A ForKey scope's route carries its key, so its writes name the key's bucket to the shard's fence; OnShard's name
+    // none (the caller chose the shard).
+    private protected override Route Resolve(object? parameters, Type? resultType) =>
+        _key is { } key ? Route.To(ShardIndex, key) : Route.To(ShardIndex);
 }

@@ -55,8 +55,6 @@ public sealed partial class ShardedConnection : ShardCommandTarget, IAsyncDispos
             : Route.To(pinned.Shard);
     }
 
-    private protected override int[] BucketsOf(object? parameters) => RouteResolver.BucketsOf(DataSource.Map, DataSource.KeyNames, parameters);
-
     /// <inheritdoc cref="ShardSession.EnterOperation"/>
     internal ShardSession.OperationScope EnterOperation() => Session.EnterOperation();
 

@@ -3,11 +3,12 @@ namespace ShardKit;
 /// <summary>Where one command goes: a single shard, or several shards each with its own share of the parameters.</summary>
 internal readonly struct Route
 {
-    private Route(int shard, RoutePart[]? parts, IReadOnlyList<object>? keys = null)
+    private Route(int shard, RoutePart[]? parts, IReadOnlyList<object>? keys = null, ShardKeyValue key = default)
     {
         Shard = shard;
         Parts = parts;
         Keys = keys;
+        Key = key;
     }
 
     /// <summary>The shard of a single-shard route; -1 for a split.</summary>
@@ -23,7 +24,12 @@ internal readonly struct Route
 
     public static Route To(int shard) => new(shard, null);
 
+    /// <summary>The one key that placed a single-shard route (kind None when it came from a list, or no key).</summary>
+    public ShardKeyValue Key { get; }
+
     public static Route To(int shard, IReadOnlyList<object> keys) => new(shard, null, keys);
+
+    public static Route To(int shard, ShardKeyValue key) => new(shard, null, key: key);
 
     public static Route Split(RoutePart[] parts) => new(-1, parts);
 }

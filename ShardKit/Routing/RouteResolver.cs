@@ -18,30 +18,27 @@ internal static class RouteResolver
     /// Resolves like <see cref="Resolve"/>, but returns false instead of throwing when the parameters name no shard key
     /// at all. A key that is named but null, of the wrong type, or contradicted by another key still throws.
     /// </summary>
-    public static bool TryResolve(ShardMap map, ShardKeyNames known, object? parameters, Type? resultType, out Route route) =>
-        TryResolve(map, known, parameters, resultType, out route, null);
+    public static bool TryResolve(ShardMap map, ShardKeyNames known, object? parameters, Type? resultType, out Route route)
+    {
+        route = default;
+        if (parameters is null)
+        {
+            return false;
+        }
+
+        var plan = ParameterPlan.For(parameters.GetType(), resultType);
+        known.Remember(plan.Key);
+        return TryPlan(map, parameters, plan, plan.Expected, out route) || TryKnownNames(map, known, parameters, out route);
+    }
 
     /// <summary>
-    /// The hash buckets of the keys that route <paramref name="parameters"/> to one shard (a write's fence names them);
-    /// empty when the map is not hash or the parameters are a list of items (each item's part names its own).
+    /// The hash buckets of the keys that placed a single-shard route (a write's fence names them): its one key, or the
+    /// keys of a list that fell on one shard; empty when the map is not hash or the route came from no key.
     /// </summary>
-    public static int[] BucketsOf(ShardMap map, ShardKeyNames known, object? parameters)
-    {
-        if (map.Strategy is not HashShardingStrategy hash)
-        {
-            return [];
-        }
-
-        var keys = new List<ShardKeyValue>();
-        try
-        {
-            return TryResolve(map, known, parameters, null, out _, keys) ? keys.Select(k => hash.BucketOf(k)).Distinct().ToArray() : [];
-        }
-        catch (ShardRoutingException)
-        {
-            return []; // routed by other means (a part's own keys, an explicit shard): nothing to name from these parameters
-        }
-    }
+    public static int[] BucketsOf(ShardMap map, in Route route) =>
+        route.Keys is { } keys ? BucketsOf(map, keys)
+        : route.Key.Kind != ShardKeyKind.None && map.Strategy is HashShardingStrategy hash ? [hash.BucketOf(route.Key)]
+        : [];
 
     /// <summary>The hash buckets of a list's keys (<see cref="RoutePart.Keys"/>, <see cref="Route.Keys"/>).</summary>
     public static int[] BucketsOf(ShardMap map, IEnumerable keys) => map.Strategy is HashShardingStrategy hash
@@ -54,42 +51,25 @@ internal static class RouteResolver
             ? group.Items.Select(item => hash.BucketOf(key.Read(item))).Distinct().ToArray()
             : [];
 
-    // keys: when not null, every key that placed the route is added to it.
-    private static bool TryResolve(ShardMap map, ShardKeyNames known, object? parameters, Type? resultType, out Route route,
-        List<ShardKeyValue>? keys)
-    {
-        route = default;
-        if (parameters is null)
-        {
-            return false;
-        }
-
-        var plan = ParameterPlan.For(parameters.GetType(), resultType);
-        known.Remember(plan.Key);
-        return TryPlan(map, parameters, plan, plan.Expected, out route, keys) || TryKnownNames(map, known, parameters, out route, keys);
-    }
-
-    private static bool TryPlan(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, out Route route,
-        List<ShardKeyValue>? keys = null)
+    private static bool TryPlan(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, out Route route)
     {
         switch (plan.Kind)
         {
             case ParameterPlanKind.Scalar:
                 var key = Checked(plan.ReadScalar!(parameters), plan.MemberName!, plan.MemberType!, expected);
-                keys?.Add(key);
-                route = Route.To(map.Strategy.ShardOf(key));
+                route = Route.To(map.Strategy.ShardOf(key), key);
                 return true;
             case ParameterPlanKind.Boxed:
-                route = FromBoxed(map, parameters, plan, expected, plan.ReadBoxed!(parameters), keys);
+                route = FromBoxed(map, parameters, plan, expected, plan.ReadBoxed!(parameters));
                 return true;
             case ParameterPlanKind.Collection:
-                route = Split(map, parameters, plan, expected, (IEnumerable?)plan.ReadBoxed!(parameters), keys);
+                route = Split(map, parameters, plan, expected, (IEnumerable?)plan.ReadBoxed!(parameters));
                 return true;
             case ParameterPlanKind.Batch:
                 route = Batch(map, (IEnumerable)parameters, plan.ItemKey!);
                 return true;
             case ParameterPlanKind.ByName:
-                return TryByName(map, parameters, plan.MemberName!, expected, out route, keys);
+                return TryByName(map, parameters, plan.MemberName!, expected, out route);
             default:
                 route = default;
                 return false;
@@ -98,14 +78,14 @@ internal static class RouteResolver
 
     // Several known key names in one parameter object must agree on the shard; otherwise which one places the
     // command is a guess, and it is refused.
-    private static bool TryKnownNames(ShardMap map, ShardKeyNames known, object parameters, out Route route, List<ShardKeyValue>? keys)
+    private static bool TryKnownNames(ShardMap map, ShardKeyNames known, object parameters, out Route route)
     {
         route = default;
         string? foundName = null;
         foreach (var expected in known.Keys)
         {
             var plan = ParameterPlan.ForName(parameters.GetType(), expected.Name);
-            if (!TryPlan(map, parameters, plan, expected, out var candidate, keys))
+            if (!TryPlan(map, parameters, plan, expected, out var candidate))
             {
                 continue;
             }
@@ -134,27 +114,19 @@ internal static class RouteResolver
         return expected is null ? key : expected.Check(key, member, given);
     }
 
-    private static Route FromBoxed(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, object? value,
-        List<ShardKeyValue>? found)
+    private static Route FromBoxed(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, object? value)
     {
         if (value is IEnumerable keys and not string)
         {
-            return Split(map, parameters, plan, expected, keys, found);
+            return Split(map, parameters, plan, expected, keys);
         }
 
-        return value is null
-            ? throw NullKey(plan.MemberName!)
-            : Route.To(map.Strategy.ShardOf(Found(found, Checked(ShardKeyValue.FromObject(value), plan.MemberName!, value.GetType(), expected))));
+        return value is null ? throw NullKey(plan.MemberName!) : To(map, Checked(ShardKeyValue.FromObject(value), plan.MemberName!, value.GetType(), expected));
     }
 
-    private static ShardKeyValue Found(List<ShardKeyValue>? found, ShardKeyValue key)
-    {
-        found?.Add(key);
-        return key;
-    }
+    private static Route To(ShardMap map, ShardKeyValue key) => Route.To(map.Strategy.ShardOf(key), key);
 
-    private static bool TryByName(ShardMap map, object parameters, string name, ExpectedKey? expected, out Route route,
-        List<ShardKeyValue>? found)
+    private static bool TryByName(ShardMap map, object parameters, string name, ExpectedKey? expected, out Route route)
     {
         route = default;
         object? value;
@@ -189,12 +161,11 @@ internal static class RouteResolver
 
         route = value is null
             ? throw NullKey(name)
-            : Route.To(map.Strategy.ShardOf(Found(found, Checked(ShardKeyValue.FromObject(value), name, value.GetType(), expected))));
+            : To(map, Checked(ShardKeyValue.FromObject(value), name, value.GetType(), expected));
         return true;
     }
 
-    private static Route Split(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, IEnumerable? keys,
-        List<ShardKeyValue>? found = null)
+    private static Route Split(ShardMap map, object parameters, ParameterPlan plan, ExpectedKey? expected, IEnumerable? keys)
     {
         if (keys is null)
         {
@@ -209,7 +180,7 @@ internal static class RouteResolver
                 throw NullKey(plan.MemberName! + "[…]");
             }
 
-            var shard = map.Strategy.ShardOf(Found(found, Checked(ShardKeyValue.FromObject(item), plan.MemberName!, item.GetType(), expected)));
+            var shard = map.Strategy.ShardOf(Checked(ShardKeyValue.FromObject(item), plan.MemberName!, item.GetType(), expected));
             if (!groups.TryGetValue(shard, out var list))
             {
                 groups[shard] = list = [];
