@@ -56,6 +56,23 @@ public sealed class StoredMapTests
         return app;
     }
 
+    // Shards seeded, an app on the old map (StaleAppAsync), then bucket 1 switched from s0 to s1 without telling it.
+    // Keys by the app's old map: Moving (bucket 1: s0, now s1), Staying (bucket 2: s0), Other (the last bucket: s1).
+    private sealed record OldMap(ReshardingShards Shards, ShardedDataSource App, long Moving, long Staying, long Other) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync() => Shards.DisposeAsync();
+    }
+
+    private static async Task<OldMap> OldMapAsync()
+    {
+        var shards = await ReshardingShards.CreateAsync(2);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        var app = await StaleAppAsync(shards);
+        var old = new OldMap(shards, app, KeyIn(app.Map, 1), KeyIn(app.Map, 2), KeyIn(app.Map, shards.Buckets - 1));
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        return old;
+    }
+
     private static long KeyIn(ShardMap map, int bucket) =>
         Enumerable.Range(1, 1_000_000).Select(i => (long)i).First(k => map.BucketOf(k) == bucket);
 
@@ -141,14 +158,10 @@ public sealed class StoredMapTests
     [TestCase(true)]
     public async Task A_key_list_write_split_on_an_old_map_runs_only_the_refused_part_again(bool sync)
     {
-        await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
-        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
-        Assert.That((app.Map.ShardFor(moving), app.Map.ShardFor(staying), app.Map.ShardFor(other)), Is.EqualTo(("s0", "s0", "s1")));
-
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        long moving = f.Moving, staying = f.Staying, other = f.Other;
+        Assert.That((app.Map.ShardFor(moving), app.Map.ShardFor(staying), app.Map.ShardFor(other)), Is.EqualTo(("s0", "s0", "s1")), "the app's old map");
         await using var db = app.CreateConnection();
         // s0's part (moving + staying) is refused whole by the fence; s1's part applies. Only s0's part runs again,
         // split by the new map: moving to s1, staying to s0.
@@ -166,13 +179,9 @@ public sealed class StoredMapTests
     [TestCase(true)]
     public async Task An_item_list_over_two_shards_on_an_old_map_writes_every_item_once(bool sync)
     {
-        await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
-        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
-
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        long moving = f.Moving, staying = f.Staying, other = f.Other;
         await using var db = app.CreateConnection();
         var items = new[] { new Item { Id = moving, Payload = "a" }, new Item { Id = staying, Payload = "b" }, new Item { Id = other, Payload = "c" } };
         const string sql = "insert into items (id, payload) values (@Id, @Payload)";
@@ -196,12 +205,9 @@ public sealed class StoredMapTests
     [TestCase("dictionary", true)]
     public async Task A_write_that_finds_no_row_on_the_old_owner_is_refused_there_and_runs_on_the_new_owner(string kind, bool sync)
     {
-        await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
-        var key = KeyIn(app.Map, 1);
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        var key = f.Moving;
         await using (var owner = await shards.OpenAsync(1))
         {
             await owner.ExecuteAsync("insert into items (id, payload, n) values (@key, 'moved', 1)", new { key });
@@ -245,12 +251,9 @@ public sealed class StoredMapTests
     [TestCase(true)]
     public async Task Key_and_item_lists_that_find_no_row_on_the_old_owner_update_every_row_once(bool sync)
     {
-        await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
-        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2), other = KeyIn(app.Map, shards.Buckets - 1);
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        long moving = f.Moving, staying = f.Staying, other = f.Other;
         await using (var s0 = await shards.OpenAsync(0))
         {
             await s0.ExecuteAsync("insert into items (id, n) values (@staying, 0)", new { staying });
@@ -277,12 +280,9 @@ public sealed class StoredMapTests
     [Test]
     public async Task A_batch_that_finds_no_row_on_the_old_owner_is_refused_whole()
     {
-        await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
-        long moving = KeyIn(app.Map, 1), staying = KeyIn(app.Map, 2);
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        long moving = f.Moving, staying = f.Staying;
         await using (var s0 = await shards.OpenAsync(0))
         {
             await s0.ExecuteAsync("insert into items (id, n) values (@staying, 0)", new { staying });
@@ -299,13 +299,9 @@ public sealed class StoredMapTests
     [Test]
     public async Task A_refused_item_part_that_fails_when_run_again_names_the_callers_item_and_every_applied_row()
     {
-        await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
-        long staying = KeyIn(app.Map, 2), moving = KeyIn(app.Map, 1), other = KeyIn(app.Map, shards.Buckets - 1);
-
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        long moving = f.Moving, staying = f.Staying, other = f.Other;
         await using (var owner = await shards.OpenAsync(1))
         {
             await owner.ExecuteAsync("insert into items (id, payload) values (@moving, 'there already')", new { moving });
