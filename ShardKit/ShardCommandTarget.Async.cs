@@ -19,6 +19,7 @@ public abstract partial class ShardCommandTarget
     public async Task<IEnumerable<T>> QueryAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, typeof(T));
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         for (var attempt = 0; ; attempt++)
         {
@@ -26,9 +27,9 @@ public abstract partial class ShardCommandTarget
             try
             {
                 return route.IsSingle
-                    ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, isWrite: false, Bind(command, route.Shard, command.Parameters),
-                        static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
-                    : await QuerySplitAsync<T>(route, command).ConfigureAwait(false);
+                    ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes),
+                        static (c, cmd) => QueryRowsAsync<T>(c, cmd), command.CancellationToken).ConfigureAwait(false)
+                    : await QuerySplitAsync<T>(route, command, writes).ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
@@ -249,6 +250,7 @@ public abstract partial class ShardCommandTarget
     public async Task<T?> ExecuteScalarAsync<T>(CommandDefinition command)
     {
         var route = ResolveChecked(command, null);
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         for (var attempt = 0; ; attempt++)
         {
@@ -260,8 +262,8 @@ public abstract partial class ShardCommandTarget
             var epoch = Owner.DataSource.Map.Epoch;
             try
             {
-                return await RunRoutedAsync(route.Shard, "ExecuteScalar", command.CommandText, isWrite: false,
-                    Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken)
+                return await RunRoutedAsync(route.Shard, "ExecuteScalar", command.CommandText, writes,
+                    QueryBound(command, route, writes), static (c, cmd) => ScalarAsync<T>(c, cmd), command.CancellationToken)
                     .ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
@@ -312,13 +314,14 @@ public abstract partial class ShardCommandTarget
     private async Task<T> QueryOneAsync<T>(CommandDefinition command, bool orDefault, bool single)
     {
         var route = ResolveChecked(command, typeof(T));
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         for (var attempt = 0; ; attempt++)
         {
             var epoch = Owner.DataSource.Map.Epoch;
             try
             {
-                return await QueryOneRoutedAsync<T>(route, command, orDefault, single).ConfigureAwait(false);
+                return await QueryOneRoutedAsync<T>(route, command, orDefault, single, writes).ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
@@ -332,27 +335,22 @@ public abstract partial class ShardCommandTarget
         }
     }
 
-    private async Task<T> QueryOneRoutedAsync<T>(Route route, CommandDefinition command, bool orDefault, bool single)
+    private async Task<T> QueryOneRoutedAsync<T>(Route route, CommandDefinition command, bool orDefault, bool single, bool writes)
     {
         if (!route.IsSingle)
         {
-            return First(await QuerySplitAsync<T>(route, command).ConfigureAwait(false), orDefault, single);
+            return First(await QuerySplitAsync<T>(route, command, writes).ConfigureAwait(false), orDefault, single);
         }
 
-        var bound = Bind(command, route.Shard, command.Parameters);
-        var token = command.CancellationToken;
-        return (orDefault, single) switch
-        {
-            (false, false) => await RunRoutedAsync(route.Shard, "QueryFirst", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstAsync<T>(cmd), token).ConfigureAwait(false),
-            (true, false) => (await RunRoutedAsync(route.Shard, "QueryFirstOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
-            (false, true) => await RunRoutedAsync(route.Shard, "QuerySingle", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleAsync<T>(cmd), token).ConfigureAwait(false),
-            (true, true) => (await RunRoutedAsync(route.Shard, "QuerySingleOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleOrDefaultAsync<T>(cmd), token).ConfigureAwait(false))!,
-        };
+        var name = QueryOneName(orDefault, single);
+        return await RunRoutedAsync(route.Shard, name, command.CommandText, writes, (Command: QueryBound(command, route, writes), OrDefault: orDefault, Single: single),
+            static (c, s) => QueryRowAsync<T>(c, s.Command, s.OrDefault, s.Single), command.CancellationToken).ConfigureAwait(false);
     }
 
-    private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command)
+    private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command, bool writes)
     {
-        var perShard = await RunPartsAsync(route, command, "Query", isWrite: false, static (c, cmd) => c.QueryAsync<T>(cmd)).ConfigureAwait(false);
+        var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => QueryRowsAsync<T>(c, cmd),
+            writes ? static rows => rows.Count() : null).ConfigureAwait(false);
         return perShard.SelectMany(rows => rows).ToList();
     }
 

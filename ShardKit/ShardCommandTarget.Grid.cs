@@ -25,7 +25,7 @@ public abstract partial class ShardCommandTarget
         var operation = Owner.EnterOperation();
         try
         {
-            var grid = await RunRoutedAsync(shard, "QueryMultiple", command.CommandText, isWrite: false, Bind(command, shard, command.Parameters),
+            var grid = await RunRoutedAsync(shard, "QueryMultiple", command.CommandText, WriteFence.ChangesData(command.CommandText), Bind(command, shard, command.Parameters),
                 static (c, cmd) => c.QueryMultipleAsync(cmd), command.CancellationToken).ConfigureAwait(false);
             return new ShardGridReader(grid, operation, Owner.DataSource.Map.ShardNames[shard]);
         }
@@ -51,7 +51,7 @@ public abstract partial class ShardCommandTarget
         var operation = Owner.EnterOperation();
         try
         {
-            var grid = RunRouted(shard, "QueryMultiple", command.CommandText, false, Bind(command, shard, command.Parameters),
+            var grid = RunRouted(shard, "QueryMultiple", command.CommandText, WriteFence.ChangesData(command.CommandText), Bind(command, shard, command.Parameters),
                 static (c, cmd) => c.QueryMultiple(cmd));
             return new ShardGridReader(grid, operation, Owner.DataSource.Map.ShardNames[shard]);
         }

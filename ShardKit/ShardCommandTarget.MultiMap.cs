@@ -82,7 +82,7 @@ public abstract partial class ShardCommandTarget
         using var operation = Owner.EnterOperation();
         if (route.IsSingle)
         {
-            return await RunRoutedAsync(route.Shard, "Query", command.CommandText, isWrite: false,
+            return await RunRoutedAsync(route.Shard, "Query", command.CommandText, WriteFence.ChangesData(command.CommandText),
                 (Command: Bind(command, route.Shard, command.Parameters), Query: query),
                 static async (c, s) => (IEnumerable<TReturn>)(await s.Query(c, s.Command).ConfigureAwait(false)).AsList(),
                 command.CancellationToken).ConfigureAwait(false);
@@ -99,7 +99,7 @@ public abstract partial class ShardCommandTarget
         using var operation = Owner.EnterOperation();
         if (route.IsSingle)
         {
-            return RunRouted(route.Shard, "Query", command.CommandText, false,
+            return RunRouted(route.Shard, "Query", command.CommandText, WriteFence.ChangesData(command.CommandText),
                 (Command: Bind(command, route.Shard, command.Parameters), Query: query),
                 static (c, s) => s.Query(c, s.Command).AsList());
         }

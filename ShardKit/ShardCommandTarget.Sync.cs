@@ -16,11 +16,41 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public IEnumerable<T> Query<T>(CommandDefinition command)
     {
-        var route = ResolveChecked(command, typeof(T));
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        return route.IsSingle
-            ? RunRouted(route.Shard, "Query", command.CommandText, false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.Query<T>(cmd))
-            : RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList();
+        return FollowingMoves(command, typeof(T), route => route.IsSingle
+            ? RunRouted(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => QueryRows<T>(c, cmd))
+            : QuerySplit<T>(route, command, writes));
+    }
+
+    private List<T> QuerySplit<T>(Route route, CommandDefinition command, bool writes) =>
+        RunParts(route, command, "Query", writes, static (c, cmd) => QueryRows<T>(c, cmd).AsList(), writes ? static rows => rows.Count : null)
+            .SelectMany(r => r).ToList();
+
+    /// <summary>
+    /// Runs a routed command, and again by a newer map when a shard refused it because its bucket moved (see
+    /// <see cref="MayFollowMove"/>): the synchronous twin of the loops of the asynchronous commands.
+    /// </summary>
+    private TResult FollowingMoves<TResult>(CommandDefinition command, Type? resultType, Func<Route, TResult> run)
+    {
+        var route = ResolveChecked(command, resultType);
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return run(route);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, resultType);
+        }
     }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
@@ -131,30 +161,22 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T? ExecuteScalar<T>(CommandDefinition command)
     {
-        var route = ResolveChecked(command, null);
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        return route.IsSingle
-            ? RunRouted(route.Shard, "ExecuteScalar", command.CommandText, false, Bind(command, route.Shard, command.Parameters), static (c, cmd) => c.ExecuteScalar<T>(cmd))
-            : throw ScalarAcrossShards();
+        return FollowingMoves(command, null, route => route.IsSingle
+            ? RunRouted(route.Shard, "ExecuteScalar", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => Scalar<T>(c, cmd))
+            : throw ScalarAcrossShards());
     }
 
     private T QueryOne<T>(CommandDefinition command, bool orDefault, bool single)
     {
-        var route = ResolveChecked(command, typeof(T));
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        if (!route.IsSingle)
-        {
-            return First(RunParts(route, command, "Query", false, static (c, cmd) => c.Query<T>(cmd).AsList()).SelectMany(r => r).ToList(), orDefault, single);
-        }
-
-        var bound = Bind(command, route.Shard, command.Parameters);
-        return (orDefault, single) switch
-        {
-            (false, false) => RunRouted(route.Shard, "QueryFirst", command.CommandText, false, bound, static (c, cmd) => c.QueryFirst<T>(cmd)),
-            (true, false) => RunRouted(route.Shard, "QueryFirstOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QueryFirstOrDefault<T>(cmd))!,
-            (false, true) => RunRouted(route.Shard, "QuerySingle", command.CommandText, false, bound, static (c, cmd) => c.QuerySingle<T>(cmd)),
-            (true, true) => RunRouted(route.Shard, "QuerySingleOrDefault", command.CommandText, false, bound, static (c, cmd) => c.QuerySingleOrDefault<T>(cmd))!,
-        };
+        var name = QueryOneName(orDefault, single);
+        return FollowingMoves(command, typeof(T), route => route.IsSingle
+            ? RunRouted(route.Shard, name, command.CommandText, writes, (Command: QueryBound(command, route, writes), OrDefault: orDefault, Single: single),
+                static (c, s) => QueryRow<T>(c, s.Command, s.OrDefault, s.Single))
+            : First(QuerySplit<T>(route, command, writes), orDefault, single));
     }
 
     // Synchronous callers still get the shards in parallel: one thread-pool worker per part.

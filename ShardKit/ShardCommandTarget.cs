@@ -59,7 +59,7 @@ public abstract partial class ShardCommandTarget
     /// statement's text is constant (the buckets are a parameter), so Dapper and Npgsql cache one plan for it.
     /// </summary>
     private bool MayFence(in CommandDefinition command, int[] buckets) =>
-        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && WriteFence.IsWriteStatement(command.CommandText)
+        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && WriteFence.ChangesData(command.CommandText)
         && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters;
 
     /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
@@ -89,7 +89,7 @@ public abstract partial class ShardCommandTarget
 
     /// <summary>The buckets one shard's share of an item list names to the fence (see <see cref="PipelinedBatch"/>); null for none.</summary>
     private string? FenceOfItems(in CommandDefinition command, object? items, BatchGroup group) =>
-        Owner.DataSource.Shards.Follower is null || items is null || command.CommandText is null || !WriteFence.IsWriteStatement(command.CommandText)
+        Owner.DataSource.Shards.Follower is null || items is null || command.CommandText is null || !WriteFence.ChangesData(command.CommandText)
             ? null
             : RouteResolver.BucketsOf(Owner.DataSource.Map, items, group) is { Length: > 0 } buckets ? WriteFence.BucketList(buckets) : null;
 

@@ -56,7 +56,7 @@ public sealed partial class ShardedConnection
 
     // A shard's group names its buckets to the shard's fence when the data source follows a stored map (see FenceFor).
     private string? FenceOf<T>(string sql, BatchGroup group) =>
-        DataSource.Shards.Follower is not null && DataSource.Map.Strategy is HashShardingStrategy hash && WriteFence.IsWriteStatement(sql)
+        DataSource.Shards.Follower is not null && DataSource.Map.Strategy is HashShardingStrategy hash && WriteFence.ChangesData(sql)
             ? WriteFence.BucketList(group.Items.Select(item => hash.BucketOf(ShardKeyAccessor<T>.Read((T)item!))).Distinct())
             : null;
 

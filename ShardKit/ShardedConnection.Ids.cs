@@ -8,5 +8,5 @@ public sealed partial class ShardedConnection
     /// Targets the shard that owns the row with id <paramref name="id"/>, read from the bucket the id carries (no lookup).
     /// Throws <see cref="ShardIdException"/> when <paramref name="id"/> is not a ShardKit id of this map.
     /// </summary>
-    public ShardScope ForId(long id) => new(this, IdRouting.ShardOf(DataSource.Map, id));
+    public ShardScope ForId(long id) => new(this, id);
 }

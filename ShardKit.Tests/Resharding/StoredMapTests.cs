@@ -61,6 +61,13 @@ public sealed class StoredMapTests
     private sealed record OldMap(ReshardingShards Shards, ShardedDataSource App, long Moving, long Staying, long Other) : IAsyncDisposable
     {
         public ValueTask DisposeAsync() => Shards.DisposeAsync();
+
+        /// <summary>Puts the row of <see cref="Moving"/> on its new owner, s1, with <c>n = 1</c> (the old owner has none).</summary>
+        public async Task MovedRowAsync()
+        {
+            await using var owner = await Shards.OpenAsync(1);
+            await owner.ExecuteAsync("insert into items (id, payload, n) values (@key, 'moved', 1)", new { key = Moving });
+        }
     }
 
     private static async Task<OldMap> OldMapAsync()
@@ -208,10 +215,7 @@ public sealed class StoredMapTests
         await using var f = await OldMapAsync();
         var (shards, app) = (f.Shards, f.App);
         var key = f.Moving;
-        await using (var owner = await shards.OpenAsync(1))
-        {
-            await owner.ExecuteAsync("insert into items (id, payload, n) values (@key, 'moved', 1)", new { key });
-        }
+        await f.MovedRowAsync();
 
         await using var db = app.CreateConnection();
         var sql = kind == "delete" ? "delete from items where id = @Id" : "update items set n = n + 1 where id = @Id";
@@ -230,6 +234,81 @@ public sealed class StoredMapTests
         Assert.That(affected, Is.EqualTo(1));
         Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the refusal brought the new map");
         Assert.That(await shards.ScalarAsync<int?>(1, "select n from items where id = @key", new { key }), Is.EqualTo(kind == "delete" ? null : 2));
+    }
+
+    // A write sent through Query or ExecuteScalar (… returning) names its bucket as Execute does: on an old map the old
+    // owner, where it finds no row, refuses it, and it runs on the new owner; the caller gets the new owner's rows. Before,
+    // it returned no row and the write was lost.
+    [TestCase("query", false)]
+    [TestCase("query", true)]
+    [TestCase("first", false)]
+    [TestCase("single", true)]
+    [TestCase("scalar", false)]
+    [TestCase("scalar", true)]
+    [TestCase("with", false)]
+    [TestCase("split", false)]
+    public async Task A_write_through_Query_or_ExecuteScalar_that_finds_no_row_on_the_old_owner_runs_on_the_new_owner(string kind, bool sync)
+    {
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        var key = f.Moving;
+        await f.MovedRowAsync();
+
+        await using var db = app.CreateConnection();
+        var sql = kind == "with"
+            ? "with changed as (update items set n = n + 1 where id = @Id returning n) select n from changed"
+            : "update items set n = n + 1 where id = @Id returning n";
+        var item = new Item { Id = key };
+        int? n = kind switch
+        {
+            "query" or "with" => sync ? db.Query<int>(sql, item).Single() : (await db.QueryAsync<int>(sql, item)).Single(),
+            "first" => sync ? db.QueryFirst<int>(sql, item) : await db.QueryFirstAsync<int>(sql, item),
+            "single" => sync ? db.QuerySingleOrDefault<int?>(sql, item) : await db.QuerySingleOrDefaultAsync<int?>(sql, item),
+            "scalar" => sync ? db.ExecuteScalar<int>(sql, item) : await db.ExecuteScalarAsync<int>(sql, item),
+            _ => null,
+        };
+        if (kind == "split")
+        {
+            // A key list over two shards: the old owner's part is refused and the caller is told what applied where.
+            var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
+                db.QueryAsync<int>("update items set n = n + 1 where id = any(@Id) returning n", new { Id = new[] { key, f.Other } }));
+            Assert.That(ShardBucketMovedException.IsMoved(error!.Failures.Single().Error), Is.True, error.ToString());
+            Assert.That(error.Failures.Single().Shard, Is.EqualTo("s0"));
+            Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key }), Is.EqualTo(1), "nothing written by the old map");
+            return;
+        }
+
+        Assert.That(n, Is.EqualTo(2));
+        Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the refusal brought the new map");
+        Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key }), Is.EqualTo(2));
+    }
+
+    // ForId routes by the bucket an id carries: on an old map its write is refused by the old owner and runs on the new one.
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task A_write_by_id_that_finds_no_row_on_the_old_owner_runs_on_the_new_owner(bool returning)
+    {
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        const int bucketShift = ShardId.AppSequenceBits + ShardId.WorkerBits + 1;
+        // An id that carries bucket 1 (s0 by the old map, s1 now) and whose own hash bucket s1 owns, so the row may live there.
+        var id = Enumerable.Range(0, 1 << 9).Select(seq => (1000L << (bucketShift + ShardId.BucketBits)) | (1L << bucketShift) | (long)seq)
+            .First(candidate => app.Map.BucketOf(candidate) != 1 && app.Map.ShardFor(candidate) == "s1");
+        Assert.That(ShardId.BucketOf(id), Is.EqualTo(1));
+        await using (var owner = await shards.OpenAsync(1))
+        {
+            await owner.ExecuteAsync("insert into items (id, n) values (@id, 1)", new { id });
+        }
+
+        await using var db = app.CreateConnection();
+        Assert.That(db.ForId(id).Shard, Is.EqualTo("s0"), "the app still has the old map");
+        var changed = returning
+            ? await db.ForId(id).QuerySingleAsync<int>("update items set n = n + 1 where id = @id returning 1", new { id })
+            : await db.ForId(id).ExecuteAsync("update items set n = n + 1 where id = @id", new { id });
+
+        Assert.That(changed, Is.EqualTo(1));
+        Assert.That(db.ForId(id).Shard, Is.EqualTo("s1"), "the refusal brought the new map");
+        Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @id", new { id }), Is.EqualTo(2));
     }
 
     [Test]

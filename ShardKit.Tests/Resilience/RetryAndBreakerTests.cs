@@ -57,6 +57,26 @@ public sealed class RetryAndBreakerTests
         await restore;
     }
 
+    // insert … returning through Query is a write: a connection lost during it is not retried as a read would be (the
+    // insert may have committed). The server ends its own connection in the middle of the statement; the sequence,
+    // which no rollback takes back, counts the attempts.
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task A_write_sent_through_Query_is_not_retried_as_a_read_would_be(bool sync)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync("create table {0} (customer_id bigint, attempt bigserial)", b => b
+            .UseRetries(new ShardRetryOptions { MaxRetries = 3, BaseDelay = TimeSpan.FromMilliseconds(10) })
+            .UseCircuitBreaker(RetriesOnly));
+        await using var db = ctx.Source.CreateConnection();
+        var sql = $"insert into {ctx.Table} (customer_id) values (@CustomerId) returning pg_terminate_backend(pg_backend_pid())";
+
+        Assert.That(() => sync ? db.Query<bool>(sql, new Row { CustomerId = 1 }) : db.QueryAsync<bool>(sql, new Row { CustomerId = 1 }).GetAwaiter().GetResult(),
+            Throws.InstanceOf<ShardKitException>().Or.InstanceOf<NpgsqlException>());
+
+        var attempts = await ctx.DirectAsync<long>(ctx.Source.ShardFor(1L), $"select last_value from {ctx.Table}_attempt_seq");
+        Assert.That(attempts.Single(), Is.EqualTo(1), "one attempt");
+    }
+
     [Test]
     public async Task The_breaker_opens_fails_fast_probes_after_the_break_and_closes()
     {

@@ -29,6 +29,35 @@ public sealed class CommandSummaryTests
         Assert.That((summary.Operation, summary.Collection, summary.SpanName), Is.EqualTo((operation, collection, spanName)));
     }
 
+    // What a routed Query or ExecuteScalar treats as a write (primary, no read retry, fenced under a stored map), by the
+    // fast path (a plain first word) and by the lexer (WITH, a comment first): both must agree with the summary.
+    [TestCase("insert into orders values (1) returning id", true)]
+    [TestCase("  UPDATE orders set total = 1 returning *", true)]
+    [TestCase("delete from orders where id = 1 returning id", true)]
+    [TestCase("merge into orders o using src s on o.id = s.id when matched then delete", true)]
+    [TestCase("/* tag */ update orders set total = 1", true)]
+    [TestCase("-- tag\ninsert into orders values (1)", true)]
+    [TestCase("with gone as (delete from orders where id = 1 returning *) select * from gone", true)]
+    [TestCase("with src as (select 1 as id) insert into orders select id from src", true)]
+    [TestCase("insert into orders values (1) on conflict (id) do update set total = 2", true)]
+    [TestCase("select * from orders where id = 1", false)]
+    [TestCase("select * from orders where id = 1 for update", false)]
+    [TestCase("with locked as (select * from orders for no key update) select * from locked", false)]
+    [TestCase("with recent as (select * from orders) select * from recent", false)]
+    [TestCase("select 'update', \"delete\" from orders", false)]
+    [TestCase("select updated_at, inserted from orders", false)]
+    [TestCase("updates", false)]
+    [TestCase("vacuum orders", false)]
+    [TestCase("create index concurrently on orders (id)", false)]
+    [TestCase("call archive_orders()", false)]
+    [TestCase("", false)]
+    [TestCase(null, false)]
+    public void A_statement_changes_data_when_it_inserts_updates_deletes_or_merges_rows(string? sql, bool changes)
+    {
+        Assert.That(WriteFence.ChangesData(sql), Is.EqualTo(changes));
+        Assert.That(CommandSummary.Of(sql).ChangesData, Is.EqualTo(changes));
+    }
+
     [TestCase(null)]
     [TestCase("")]
     [TestCase("   ")]

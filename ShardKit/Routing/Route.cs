@@ -3,12 +3,13 @@ namespace ShardKit;
 /// <summary>Where one command goes: a single shard, or several shards each with its own share of the parameters.</summary>
 internal readonly struct Route
 {
-    private Route(int shard, RoutePart[]? parts, IReadOnlyList<object>? keys = null, ShardKeyValue key = default)
+    private Route(int shard, RoutePart[]? parts, IReadOnlyList<object>? keys = null, ShardKeyValue key = default, int? bucket = null)
     {
         Shard = shard;
         Parts = parts;
         Keys = keys;
         Key = key;
+        Bucket = bucket;
     }
 
     /// <summary>The shard of a single-shard route; -1 for a split.</summary>
@@ -30,6 +31,11 @@ internal readonly struct Route
     public static Route To(int shard, IReadOnlyList<object> keys) => new(shard, null, keys);
 
     public static Route To(int shard, ShardKeyValue key) => new(shard, null, key: key);
+
+    /// <summary>The hash bucket that placed a single-shard route directly (an id's, see <c>ForId</c>); else null.</summary>
+    public int? Bucket { get; }
+
+    public static Route ToBucket(int shard, int bucket) => new(shard, null, bucket: bucket);
 
     public static Route Split(RoutePart[] parts) => new(-1, parts);
 }

@@ -36,7 +36,8 @@ internal static class RouteResolver
     /// keys of a list that fell on one shard; empty when the map is not hash or the route came from no key.
     /// </summary>
     public static int[] BucketsOf(ShardMap map, in Route route) =>
-        route.Keys is { } keys ? BucketsOf(map, keys)
+        route.Bucket is { } bucket ? [bucket]
+        : route.Keys is { } keys ? BucketsOf(map, keys)
         : route.Key.Kind != ShardKeyKind.None && map.Strategy is HashShardingStrategy hash ? [hash.BucketOf(route.Key)]
         : [];
 

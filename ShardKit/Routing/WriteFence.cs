@@ -23,21 +23,31 @@ internal static class WriteFence
     public static string BucketList(IEnumerable<int> buckets) => string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
 
     /// <summary>
-    /// Whether <paramref name="sql"/> starts as a data-changing statement (insert, update, delete, merge, or with): the
-    /// only text the fence statement goes in front of, so a statement that cannot run in a transaction block (vacuum,
-    /// create index concurrently, a procedure that commits) is left as it is.
+    /// Whether <paramref name="sql"/> changes data (see <see cref="CommandSummary.ChangesData"/>): the only text the fence
+    /// statement goes in front of, so a statement that cannot run in a transaction block (vacuum, create index
+    /// concurrently, a procedure that commits) is left as it is; and, sent through <c>Query</c> or <c>ExecuteScalar</c>
+    /// (<c>insert … returning</c>), a write all the same: it runs on the primary, is not retried as a read would be, and
+    /// names its buckets. Text starting with a plain verb is decided without the lexer; the rest is read once per text.
     /// </summary>
-    public static bool IsWriteStatement(string sql)
+    public static bool ChangesData(string? sql)
     {
-        var text = sql.AsSpan().TrimStart();
-        foreach (var verb in (ReadOnlySpan<string>)["insert", "update", "delete", "merge", "with"])
+        if (string.IsNullOrEmpty(sql))
         {
-            if (text.StartsWith(verb, StringComparison.OrdinalIgnoreCase) && (text.Length == verb.Length || !char.IsLetterOrDigit(text[verb.Length]) && text[verb.Length] != '_'))
+            return false;
+        }
+
+        var text = sql.AsSpan().TrimStart();
+        var word = text[..Math.Min(text.Length, 7)];
+        foreach (var verb in (ReadOnlySpan<string>)["select", "insert", "update", "delete", "merge"])
+        {
+            if (word.StartsWith(verb, StringComparison.OrdinalIgnoreCase) && (text.Length == verb.Length || !IsWordPart(text[verb.Length])))
             {
-                return true;
+                return verb != "select";
             }
         }
 
-        return false;
+        return CommandSummary.Of(sql).ChangesData; // with …, a comment first, or anything else: read by the lexer, cached
     }
+
+    private static bool IsWordPart(char c) => char.IsLetterOrDigit(c) || c is '_' or '$';
 }

@@ -6,10 +6,17 @@ namespace ShardKit;
 /// <summary>
 /// What OpenTelemetry's database conventions read from a statement: its operation (the first SQL keyword, or the
 /// statement a WITH leads to), the one table it touches when there is exactly one, and the span name built from them
-/// ("SELECT orders", "DELETE", or "postgresql" when the text says nothing). Cached per SQL text.
+/// ("SELECT orders", "DELETE", or "postgresql" when the text says nothing), and whether it changes data. Cached per SQL text.
 /// </summary>
 internal sealed record CommandSummary(string? Operation, string? Collection)
 {
+    /// <summary>
+    /// Whether the statement inserts, updates, deletes or merges rows: it starts as one of those, or a WITH holds one
+    /// (<c>with gone as (delete … returning *) select …</c>). A lock (<c>for update</c>) or an upsert's <c>do update</c>
+    /// inside a query does not count.
+    /// </summary>
+    public bool ChangesData { get; private init; }
+
     // Bounded like SqlShape's cache: an application's SQL is a fixed set; text built per call is analysed each time.
     private const int MaxCached = 4096;
     private static readonly ConcurrentDictionary<string, CommandSummary> Cache = new(StringComparer.Ordinal);
@@ -65,7 +72,33 @@ internal sealed record CommandSummary(string? Operation, string? Collection)
             operation = main < 0 ? operation : Text(sql, tokens[main]);
         }
 
-        return new CommandSummary(operation.ToUpperInvariant(), CollectionOf(sql, tokens, first));
+        return new CommandSummary(operation.ToUpperInvariant(), CollectionOf(sql, tokens, first)) { ChangesData = Changes(sql, tokens, first) };
+    }
+
+    private static readonly FrozenSet<string> DataVerbs = new[] { "insert", "update", "delete", "merge" }.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
+
+    private static bool Changes(string sql, List<SqlToken> tokens, int first)
+    {
+        if (DataVerbs.Contains(Text(sql, tokens[first])))
+        {
+            return true;
+        }
+
+        if (!IsWord(sql, tokens[first], "with"))
+        {
+            return false;
+        }
+
+        for (var i = first + 1; i < tokens.Count; i++)
+        {
+            if (tokens[i].Kind == SqlTokenKind.Word && DataVerbs.Contains(Text(sql, tokens[i]))
+                && !(IsWord(sql, tokens[i], "update") && i > 0 && (IsWord(sql, tokens[i - 1], "for") || IsWord(sql, tokens[i - 1], "do") || IsWord(sql, tokens[i - 1], "key"))))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The table after the only FROM/JOIN/INTO/UPDATE/USING/TABLE (or after COPY), if it is a plain name.</summary>
