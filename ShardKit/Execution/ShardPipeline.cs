@@ -50,6 +50,23 @@ internal static class ShardPipeline
             }
 
             var pipeline = shards.PipelineAt(shard);
+            if (!shards.HasCustomResilience)
+            {
+                // ShardKit's own retry: the first attempt runs outside Polly, whose async frames cost about 2 KB per call
+                // that goes async, and most calls succeed at once. A failure the retry handles enters the pipeline as its
+                // first attempt's outcome, replayed, so the retry decides, logs, waits and counts exactly as it would have.
+                var first = await attempt(context, state).ConfigureAwait(false);
+                if (first.Exception is not { } error || !ShardErrors.IsTransient(error) || retries.MaxRetries < 1)
+                {
+                    return ResultOf(first);
+                }
+
+                var replay = new ReplayedFirst<TState, TResult>(first, attempt, state);
+                return async
+                    ? ResultOf(await pipeline.ExecuteOutcomeAsync(static (c, r) => r.NextAsync(c), context, replay).ConfigureAwait(false))
+                    : pipeline.Execute(static (c, r) => ResultOf(r.NextAsync(c).GetAwaiter().GetResult()), context, replay);
+            }
+
             return async
                 ? ResultOf(await pipeline.ExecuteOutcomeAsync(attempt, context, state).ConfigureAwait(false))
                 : pipeline.Execute(static (c, s) => ResultOf(s.Attempt(c, s.State).GetAwaiter().GetResult()), context, (Attempt: attempt, State: state));
@@ -68,6 +85,24 @@ internal static class ShardPipeline
         }
     }
 
+    /// <summary>A pipeline's attempts after one made outside it: the first hands back that attempt's outcome, the rest run.</summary>
+    private sealed class ReplayedFirst<TState, TResult>(Outcome<TResult> first, Func<ResilienceContext, TState, ValueTask<Outcome<TResult>>> attempt,
+        TState state)
+    {
+        private bool _replayed;
+
+        public ValueTask<Outcome<TResult>> NextAsync(ResilienceContext context)
+        {
+            if (_replayed)
+            {
+                return attempt(context, state);
+            }
+
+            _replayed = true;
+            return new ValueTask<Outcome<TResult>>(first);
+        }
+    }
+
     private static TResult ResultOf<TResult>(Outcome<TResult> outcome)
     {
         outcome.ThrowIfException();
@@ -80,7 +115,7 @@ internal static class ShardPipeline
     // One attempt on the server the source chooses. A read sent to a standby that turns out to write (an
     // insert … returning run through Query) is refused there with 25006 before it changed anything: it runs again on
     // the primary as the write it is, so read-your-writes remembers it too.
-    private static async ValueTask<Outcome<TResult>> AttemptAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
+    private static ValueTask<Outcome<TResult>> AttemptAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
         ShardConnectionSource source, int shard, ShardCommand command, TState state,
         Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
     {
@@ -91,11 +126,21 @@ internal static class ShardPipeline
         }
         catch (StandbyUnavailableException e)
         {
-            return Outcome.FromException<TResult>(e);
+            return new ValueTask<Outcome<TResult>>(Outcome.FromException<TResult>(e));
         }
 
+        // On the primary the attempt is the call itself, with no frame of its own around it.
+        return server.IsPrimary
+            ? AttemptOnAsync(context, shards, source, shard, server, command, state, work, async, cancellationToken)
+            : AttemptOnStandbyAsync(context, shards, source, shard, server, command, state, work, async, cancellationToken);
+    }
+
+    private static async ValueTask<Outcome<TResult>> AttemptOnStandbyAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
+        ShardConnectionSource source, int shard, ShardServer server, ShardCommand command, TState state,
+        Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
+    {
         var outcome = await AttemptOnAsync(context, shards, source, shard, server, command, state, work, async, cancellationToken).ConfigureAwait(false);
-        return !server.IsPrimary && outcome.Exception is PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction }
+        return outcome.Exception is PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction }
             ? await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command with { IsWrite = true }, state, work, async,
                 cancellationToken).ConfigureAwait(false)
             : outcome;

@@ -113,6 +113,9 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
     /// <summary>The shard's pipeline: every command that may run again runs through it, one breaker-admitted call per attempt.</summary>
     public ResiliencePipeline PipelineAt(int shard) => _pipelines[shard];
 
+    /// <summary>Whether the pipelines hold the user's own strategies (UseResilience) instead of ShardKit's retry.</summary>
+    public bool HasCustomResilience => Settings.ConfigureResilience is not null;
+
     public ShardCircuitBreaker BreakerAt(int shard) => _breakers[shard];
 
     public ShardInfo ShardAt(int shard) => Map.Shards[shard];
