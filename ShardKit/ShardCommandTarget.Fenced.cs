@@ -28,22 +28,28 @@ public abstract partial class ShardCommandTarget
     private static bool IsFenced(in CommandDefinition command) =>
         command.CommandText?.StartsWith(WriteFence.Named, StringComparison.Ordinal) == true;
 
-    private static async Task<IEnumerable<T>> QueryRowsAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        IsFenced(command) ? await ReadFencedAsync<T>(connection, command).ConfigureAwait(false)
-            : await connection.QueryAsync<T>(command).ConfigureAwait(false);
+    // Dapper's own task when the command is not fenced: a read gets no frame of ShardKit's around it.
+    private static Task<IEnumerable<T>> QueryRowsAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
+        IsFenced(command) ? ReadFencedRowsAsync<T>(connection, command) : connection.QueryAsync<T>(command);
+
+    private static async Task<IEnumerable<T>> ReadFencedRowsAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
+        await ReadFencedAsync<T>(connection, command).ConfigureAwait(false);
 
     private static IEnumerable<T> QueryRows<T>(NpgsqlConnection connection, CommandDefinition command) =>
         IsFenced(command) ? ReadFenced<T>(connection, command) : connection.Query<T>(command);
 
-    private static async Task<T> QueryRowAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
-        IsFenced(command) ? First(await ReadFencedAsync<T>(connection, command).ConfigureAwait(false), orDefault, single)
+    private static Task<T> QueryRowAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
+        IsFenced(command) ? ReadFencedRowAsync<T>(connection, command, orDefault, single)
         : (orDefault, single) switch
         {
-            (false, false) => await connection.QueryFirstAsync<T>(command).ConfigureAwait(false),
-            (true, false) => (await connection.QueryFirstOrDefaultAsync<T>(command).ConfigureAwait(false))!,
-            (false, true) => await connection.QuerySingleAsync<T>(command).ConfigureAwait(false),
-            (true, true) => (await connection.QuerySingleOrDefaultAsync<T>(command).ConfigureAwait(false))!,
+            (false, false) => connection.QueryFirstAsync<T>(command),
+            (true, false) => connection.QueryFirstOrDefaultAsync<T>(command)!,
+            (false, true) => connection.QuerySingleAsync<T>(command),
+            (true, true) => connection.QuerySingleOrDefaultAsync<T>(command)!,
         };
+
+    private static async Task<T> ReadFencedRowAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
+        First(await ReadFencedAsync<T>(connection, command).ConfigureAwait(false), orDefault, single);
 
     private static T QueryRow<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
         IsFenced(command) ? First(ReadFenced<T>(connection, command), orDefault, single)
@@ -55,9 +61,11 @@ public abstract partial class ShardCommandTarget
             (true, true) => connection.QuerySingleOrDefault<T>(command)!,
         };
 
-    private static async Task<T?> ScalarAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        IsFenced(command) ? ScalarOf<T>(await ReadFencedAsync<object?>(connection, command, firstValueOnly: true).ConfigureAwait(false))
-            : await connection.ExecuteScalarAsync<T>(command).ConfigureAwait(false);
+    private static Task<T?> ScalarAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
+        IsFenced(command) ? ReadFencedScalarAsync<T>(connection, command) : connection.ExecuteScalarAsync<T>(command);
+
+    private static async Task<T?> ReadFencedScalarAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
+        ScalarOf<T>(await ReadFencedAsync<object?>(connection, command, firstValueOnly: true).ConfigureAwait(false));
 
     private static T? Scalar<T>(NpgsqlConnection connection, CommandDefinition command) =>
         IsFenced(command) ? ScalarOf<T>(ReadFenced<object?>(connection, command, firstValueOnly: true)) : connection.ExecuteScalar<T>(command);
