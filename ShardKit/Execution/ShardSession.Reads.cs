@@ -27,9 +27,6 @@ internal sealed partial class ShardSession
         set => _readYourWrites = value;
     }
 
-    /// <summary>The WAL position of this session's last write per shard (and of tokens it resumed from).</summary>
-    public WrittenPositions Written { get; }
-
     /// <summary>
     /// The one place a command's server is chosen: writes, anything inside a transaction and reads under
     /// <see cref="ReadPolicy.Primary"/> run on the writer; other reads on a standby that qualifies (see <see cref="ShardReplicas.Choose"/>).

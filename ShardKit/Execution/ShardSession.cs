@@ -11,7 +11,8 @@ namespace ShardKit;
 /// </summary>
 internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
 {
-    private readonly NpgsqlConnection?[][] _connections; // [shard][server slot: 0 the writer, i + 1 standby i]
+    private readonly NpgsqlConnection?[]?[] _connections; // [shard][server slot: 0 the writer, i + 1 standby i], made on first use
+    private WrittenPositions? _written;
     private ShardRetryOptions? _retries;
     private bool _disposed;
     private int _busy;
@@ -19,8 +20,19 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
     public ShardSession(ShardSet shards)
     {
         Shards = shards;
-        _connections = shards.Map.Shards.Select(shard => new NpgsqlConnection?[1 + shard.Standbys.Count]).ToArray();
-        Written = new WrittenPositions(shards.Map);
+        _connections = new NpgsqlConnection?[]?[shards.Map.Shards.Count];
+    }
+
+    /// <summary>The WAL position of this session's last write per shard (and of tokens it resumed from).</summary>
+    public WrittenPositions Written => Volatile.Read(ref _written) ?? LazyInitializer.EnsureInitialized(ref _written, () => new WrittenPositions(Shards.Map));
+
+    // A session is made per connection and most touch one shard: each shard's slots are made when it is first used.
+    private NpgsqlConnection?[] ServersOf(int shard) => Volatile.Read(ref _connections[shard]) ?? FirstUse(shard);
+
+    private NpgsqlConnection?[] FirstUse(int shard)
+    {
+        Interlocked.CompareExchange(ref _connections[shard], new NpgsqlConnection?[1 + Shards.Map.Shards[shard].Standbys.Count], null);
+        return _connections[shard]!;
     }
 
     public ShardSet Shards { get; }
@@ -96,7 +108,7 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
     public async ValueTask<NpgsqlConnection> OpenAsync(int shard, ShardServer server, CancellationToken cancellationToken, bool carriesSetup = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var connection = Volatile.Read(ref _connections[shard][server.Slot]);
+        var connection = Volatile.Read(ref ServersOf(shard)[server.Slot]);
         if (connection is not { State: ConnectionState.Open })
         {
             ThrowIfTransactionLost(shard, server);
@@ -127,7 +139,7 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
     public NpgsqlConnection Open(int shard, ShardServer server, bool carriesSetup = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var connection = Volatile.Read(ref _connections[shard][server.Slot]);
+        var connection = Volatile.Read(ref ServersOf(shard)[server.Slot]);
         if (connection is not { State: ConnectionState.Open })
         {
             ThrowIfTransactionLost(shard, server);
@@ -154,7 +166,7 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
     // connection stored while DisposeAsync ran is taken back here (whichever side takes it from the slot disposes it).
     private bool TryStore(int shard, ShardServer server, NpgsqlConnection? seen, NpgsqlConnection opened)
     {
-        ref var slot = ref _connections[shard][server.Slot];
+        ref var slot = ref ServersOf(shard)[server.Slot];
         if (Interlocked.CompareExchange(ref slot, opened, seen) != seen)
         {
             return false;
@@ -173,7 +185,7 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
             return; // no transaction runs on a standby
         }
 
-        var connections = _connections[shard];
+        var connections = ServersOf(shard);
         if (Enlistment is { IsActive: true } enlistment && enlistment.Touches(shard) && connections[0] is not null)
         {
             throw new ShardKitException(
@@ -209,9 +221,9 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
 
         foreach (var servers in _connections)
         {
-            for (var slot = 0; slot < servers.Length; slot++)
+            for (var slot = 0; slot < (servers?.Length ?? 0); slot++)
             {
-                if (Interlocked.Exchange(ref servers[slot], null) is { } connection)
+                if (Interlocked.Exchange(ref servers![slot], null) is { } connection)
                 {
                     await connection.DisposeAsync().ConfigureAwait(false);
                 }
@@ -231,9 +243,9 @@ internal sealed partial class ShardSession : IAsyncDisposable, IDisposable
         Enlistment?.Dispose();
         foreach (var servers in _connections)
         {
-            for (var slot = 0; slot < servers.Length; slot++)
+            for (var slot = 0; slot < (servers?.Length ?? 0); slot++)
             {
-                Interlocked.Exchange(ref servers[slot], null)?.Dispose();
+                Interlocked.Exchange(ref servers![slot], null)?.Dispose();
             }
         }
     }
