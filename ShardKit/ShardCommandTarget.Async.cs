@@ -28,7 +28,7 @@ public abstract partial class ShardCommandTarget
             {
                 return route.IsSingle
                     ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes),
-                        static (c, cmd) => QueryRowsAsync<T>(c, cmd), command.CancellationToken).ConfigureAwait(false)
+                        static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
                     : await QuerySplitAsync<T>(route, command, writes).ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
@@ -263,7 +263,7 @@ public abstract partial class ShardCommandTarget
             try
             {
                 return await RunRoutedAsync(route.Shard, "ExecuteScalar", command.CommandText, writes,
-                    QueryBound(command, route, writes), static (c, cmd) => ScalarAsync<T>(c, cmd), command.CancellationToken)
+                    QueryBound(command, route, writes), static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken)
                     .ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
@@ -290,7 +290,19 @@ public abstract partial class ShardCommandTarget
     {
         // Resolve now, so a routing error surfaces at the call and not at the first MoveNextAsync.
         var route = ResolveChecked(command, typeof(T));
-        return Stream(route, command, command.CancellationToken);
+        return WriteFence.ChangesData(command.CommandText) ? Written(command, command.CancellationToken) : Stream(route, command, command.CancellationToken);
+
+        // A write (insert … returning): PostgreSQL holds its rows until the statement ends, so it runs as QueryAsync does
+        // (primary, fenced, following a move) and its rows are handed out after.
+        async IAsyncEnumerable<T> Written(CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
+        {
+            var written = await QueryAsync<T>(new CommandDefinition(command.CommandText, command.Parameters, command.Transaction,
+                command.CommandTimeout, command.CommandType, command.Flags, cancellationToken)).ConfigureAwait(false);
+            foreach (var row in written)
+            {
+                yield return row;
+            }
+        }
 
         async IAsyncEnumerable<T> Stream(Route route, CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
         {
@@ -349,7 +361,7 @@ public abstract partial class ShardCommandTarget
 
     private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command, bool writes)
     {
-        var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => QueryRowsAsync<T>(c, cmd),
+        var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => c.QueryAsync<T>(cmd),
             writes ? static rows => rows.Count() : null).ConfigureAwait(false);
         return perShard.SelectMany(rows => rows).ToList();
     }

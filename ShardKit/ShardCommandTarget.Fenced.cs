@@ -1,15 +1,13 @@
-using System.Data;
-using System.Data.Common;
 using Dapper;
 using Npgsql;
 
 namespace ShardKit;
 
 /// <summary>
-/// Writes sent through <c>Query</c> or <c>ExecuteScalar</c> (<c>insert … returning id</c>, <c>update … returning *</c>):
-/// they run as the writes they are (on the primary, never retried as a read would be) and, on a data source that follows
-/// a stored map, name their buckets to the shard's fence as <c>Execute</c> does. The fence statement's own result comes
-/// first; the caller gets the write's rows.
+/// Writes sent through <c>Query*</c>, <c>ExecuteScalar</c>, <c>QueryMultiple</c> or a multi-mapped query
+/// (<c>insert … returning id</c>, <c>update … returning *</c>): they run as the writes they are (on the primary, never
+/// retried as a read would be) and, on a data source that follows a stored map, name their buckets to the shard's fence
+/// as <c>Execute</c> does. The fence statement returns no rows, so Dapper reads the write's rows as it always does.
 /// </summary>
 public abstract partial class ShardCommandTarget
 {
@@ -25,22 +23,8 @@ public abstract partial class ShardCommandTarget
         (true, true) => "QuerySingleOrDefault",
     };
 
-    private static bool IsFenced(in CommandDefinition command) =>
-        command.CommandText?.StartsWith(WriteFence.Named, StringComparison.Ordinal) == true;
-
-    // Dapper's own task when the command is not fenced: a read gets no frame of ShardKit's around it.
-    private static Task<IEnumerable<T>> QueryRowsAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        IsFenced(command) ? ReadFencedRowsAsync<T>(connection, command) : connection.QueryAsync<T>(command);
-
-    private static async Task<IEnumerable<T>> ReadFencedRowsAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        await ReadFencedAsync<T>(connection, command).ConfigureAwait(false);
-
-    private static IEnumerable<T> QueryRows<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        IsFenced(command) ? ReadFenced<T>(connection, command) : connection.Query<T>(command);
-
     private static Task<T> QueryRowAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
-        IsFenced(command) ? ReadFencedRowAsync<T>(connection, command, orDefault, single)
-        : (orDefault, single) switch
+        (orDefault, single) switch
         {
             (false, false) => connection.QueryFirstAsync<T>(command),
             (true, false) => connection.QueryFirstOrDefaultAsync<T>(command)!,
@@ -48,12 +32,8 @@ public abstract partial class ShardCommandTarget
             (true, true) => connection.QuerySingleOrDefaultAsync<T>(command)!,
         };
 
-    private static async Task<T> ReadFencedRowAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
-        First(await ReadFencedAsync<T>(connection, command).ConfigureAwait(false), orDefault, single);
-
     private static T QueryRow<T>(NpgsqlConnection connection, CommandDefinition command, bool orDefault, bool single) =>
-        IsFenced(command) ? First(ReadFenced<T>(connection, command), orDefault, single)
-        : (orDefault, single) switch
+        (orDefault, single) switch
         {
             (false, false) => connection.QueryFirst<T>(command),
             (true, false) => connection.QueryFirstOrDefault<T>(command)!,
@@ -61,63 +41,29 @@ public abstract partial class ShardCommandTarget
             (true, true) => connection.QuerySingleOrDefault<T>(command)!,
         };
 
-    private static Task<T?> ScalarAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        IsFenced(command) ? ReadFencedScalarAsync<T>(connection, command) : connection.ExecuteScalarAsync<T>(command);
-
-    private static async Task<T?> ReadFencedScalarAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        ScalarOf<T>(await ReadFencedAsync<object?>(connection, command, firstValueOnly: true).ConfigureAwait(false));
-
-    private static T? Scalar<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        IsFenced(command) ? ScalarOf<T>(ReadFenced<object?>(connection, command, firstValueOnly: true)) : connection.ExecuteScalar<T>(command);
-
-    private static T? ScalarOf<T>(List<object?> values) =>
-        values is [{ } value and not DBNull, ..] ? ScalarValues.To<T>(value) : default;
-
-    // The fence statement's row first, then the write's rows. A refusal (the shard does not own a bucket) ends the write's
-    // statement before any row is sent: PostgreSQL runs a statement with RETURNING to its end, triggers included, first.
-    private static async Task<List<T>> ReadFencedAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool firstValueOnly = false)
+    /// <summary>
+    /// Runs <paramref name="run"/> by the route of <paramref name="command"/>, and again by a newer map when a shard
+    /// refused it because its bucket moved (see <see cref="MayFollowMove"/>).
+    /// </summary>
+    private async Task<TResult> FollowingMovesAsync<TResult>(CommandDefinition command, Type? resultType, Func<Route, Task<TResult>> run)
     {
-        var token = command.CancellationToken;
-        var reader = await connection.ExecuteReaderAsync(command, CommandBehavior.SequentialAccess).ConfigureAwait(false);
-        await using (reader.ConfigureAwait(false))
+        var route = ResolveChecked(command, resultType);
+        for (var attempt = 0; ; attempt++)
         {
-            var rows = new List<T>();
-            if (await reader.NextResultAsync(token).ConfigureAwait(false) && reader.FieldCount > 0)
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
             {
-                var parse = firstValueOnly ? r => (T)r.GetValue(0) : ShardRowReader.RowParser<T>(reader);
-                while (!(firstValueOnly && rows.Count == 1) && await reader.ReadAsync(token).ConfigureAwait(false))
+                return await run(route).ConfigureAwait(false);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
                 {
-                    rows.Add(parse(reader));
+                    throw;
                 }
             }
 
-            while (await reader.NextResultAsync(token).ConfigureAwait(false))
-            {
-                // Further statements of the text run to their end; an error of theirs surfaces here.
-            }
-
-            return rows;
+            route = ResolveChecked(command, resultType);
         }
-    }
-
-    private static List<T> ReadFenced<T>(NpgsqlConnection connection, CommandDefinition command, bool firstValueOnly = false)
-    {
-        using var reader = connection.ExecuteReader(command, CommandBehavior.SequentialAccess);
-        var rows = new List<T>();
-        if (reader.NextResult() && reader.FieldCount > 0)
-        {
-            var parse = firstValueOnly ? r => (T)r.GetValue(0) : ShardRowReader.RowParser<T>((DbDataReader)reader);
-            while (!(firstValueOnly && rows.Count == 1) && reader.Read())
-            {
-                rows.Add(parse((DbDataReader)reader));
-            }
-        }
-
-        while (reader.NextResult())
-        {
-            // As above.
-        }
-
-        return rows;
     }
 }

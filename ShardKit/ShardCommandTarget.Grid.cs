@@ -20,14 +20,17 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<ShardGridReader> QueryMultipleAsync(CommandDefinition command)
     {
-        var route = ResolveChecked(command, null);
-        var shard = SingleShardForGrid(route);
+        var writes = WriteFence.ChangesData(command.CommandText);
         var operation = Owner.EnterOperation();
         try
         {
-            var grid = await RunRoutedAsync(shard, "QueryMultiple", command.CommandText, WriteFence.ChangesData(command.CommandText), Bind(command, shard, command.Parameters),
-                static (c, cmd) => c.QueryMultipleAsync(cmd), command.CancellationToken).ConfigureAwait(false);
-            return new ShardGridReader(grid, operation, Owner.DataSource.Map.ShardNames[shard]);
+            return await FollowingMovesAsync(command, null, async route =>
+            {
+                var shard = SingleShardForGrid(route);
+                var grid = await RunRoutedAsync(shard, "QueryMultiple", command.CommandText, writes, QueryBound(command, route, writes),
+                    static (c, cmd) => c.QueryMultipleAsync(cmd), command.CancellationToken).ConfigureAwait(false);
+                return new ShardGridReader(grid, operation, Owner.DataSource.Map.ShardNames[shard]);
+            }).ConfigureAwait(false);
         }
         catch
         {
@@ -46,14 +49,17 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public ShardGridReader QueryMultiple(CommandDefinition command)
     {
-        var route = ResolveChecked(command, null);
-        var shard = SingleShardForGrid(route);
+        var writes = WriteFence.ChangesData(command.CommandText);
         var operation = Owner.EnterOperation();
         try
         {
-            var grid = RunRouted(shard, "QueryMultiple", command.CommandText, WriteFence.ChangesData(command.CommandText), Bind(command, shard, command.Parameters),
-                static (c, cmd) => c.QueryMultiple(cmd));
-            return new ShardGridReader(grid, operation, Owner.DataSource.Map.ShardNames[shard]);
+            return FollowingMoves(command, null, route =>
+            {
+                var shard = SingleShardForGrid(route);
+                var grid = RunRouted(shard, "QueryMultiple", command.CommandText, writes, QueryBound(command, route, writes),
+                    static (c, cmd) => c.QueryMultiple(cmd));
+                return new ShardGridReader(grid, operation, Owner.DataSource.Map.ShardNames[shard]);
+            });
         }
         catch
         {

@@ -78,33 +78,25 @@ public abstract partial class ShardCommandTarget
     private async Task<IEnumerable<TReturn>> QueryMappedAsync<TReturn>(CommandDefinition command, Type? keyed,
         Func<Npgsql.NpgsqlConnection, CommandDefinition, Task<IEnumerable<TReturn>>> query)
     {
-        var route = ResolveChecked(command, keyed);
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        if (route.IsSingle)
-        {
-            return await RunRoutedAsync(route.Shard, "Query", command.CommandText, WriteFence.ChangesData(command.CommandText),
-                (Command: Bind(command, route.Shard, command.Parameters), Query: query),
+        return await FollowingMovesAsync(command, keyed, async route => route.IsSingle
+            ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, writes, (Command: QueryBound(command, route, writes), Query: query),
                 static async (c, s) => (IEnumerable<TReturn>)(await s.Query(c, s.Command).ConfigureAwait(false)).AsList(),
-                command.CancellationToken).ConfigureAwait(false);
-        }
-
-        var perShard = await RunPartsAsync(route, command, "Query", isWrite: false, query).ConfigureAwait(false);
-        return perShard.SelectMany(rows => rows).ToList();
+                command.CancellationToken).ConfigureAwait(false)
+            : (await RunPartsAsync(route, command, "Query", isWrite: false, query).ConfigureAwait(false)).SelectMany(rows => rows).ToList())
+            .ConfigureAwait(false);
     }
 
     private List<TReturn> QueryMapped<TReturn>(CommandDefinition command, Type? keyed,
         Func<Npgsql.NpgsqlConnection, CommandDefinition, IEnumerable<TReturn>> query)
     {
-        var route = ResolveChecked(command, keyed);
+        var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        if (route.IsSingle)
-        {
-            return RunRouted(route.Shard, "Query", command.CommandText, WriteFence.ChangesData(command.CommandText),
-                (Command: Bind(command, route.Shard, command.Parameters), Query: query),
-                static (c, s) => s.Query(c, s.Command).AsList());
-        }
-
-        return RunParts(route, command, "Query", false, (c, cmd) => query(c, cmd).AsList()).SelectMany(rows => rows).ToList();
+        return FollowingMoves(command, keyed, route => route.IsSingle
+            ? RunRouted(route.Shard, "Query", command.CommandText, writes, (Command: QueryBound(command, route, writes), Query: query),
+                static (c, s) => s.Query(c, s.Command).AsList())
+            : RunParts(route, command, "Query", false, (c, cmd) => query(c, cmd).AsList()).SelectMany(rows => rows).ToList());
     }
 
     // Dapper's multi-mapping reads CommandFlags.Buffered to decide whether to stream; ShardKit always buffers (see above).

@@ -19,12 +19,12 @@ public abstract partial class ShardCommandTarget
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         return FollowingMoves(command, typeof(T), route => route.IsSingle
-            ? RunRouted(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => QueryRows<T>(c, cmd))
+            ? RunRouted(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => c.Query<T>(cmd))
             : QuerySplit<T>(route, command, writes));
     }
 
     private List<T> QuerySplit<T>(Route route, CommandDefinition command, bool writes) =>
-        RunParts(route, command, "Query", writes, static (c, cmd) => QueryRows<T>(c, cmd).AsList(), writes ? static rows => rows.Count : null)
+        RunParts(route, command, "Query", writes, static (c, cmd) => c.Query<T>(cmd).AsList(), writes ? static rows => rows.Count : null)
             .SelectMany(r => r).ToList();
 
     /// <summary>
@@ -164,7 +164,7 @@ public abstract partial class ShardCommandTarget
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         return FollowingMoves(command, null, route => route.IsSingle
-            ? RunRouted(route.Shard, "ExecuteScalar", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => Scalar<T>(c, cmd))
+            ? RunRouted(route.Shard, "ExecuteScalar", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => c.ExecuteScalar<T>(cmd))
             : throw ScalarAcrossShards());
     }
 

@@ -60,7 +60,34 @@ public abstract partial class ShardCommandTarget
     /// </summary>
     private bool MayFence(in CommandDefinition command, int[] buckets) =>
         buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && WriteFence.ChangesData(command.CommandText)
-        && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters;
+        && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters
+        && !(command.Parameters is DynamicParameters dynamic && MayHaveOutputs(dynamic));
+
+    // Npgsql refuses output parameters on text of several statements, and Dapper writes them back only into the object it
+    // was given: a write with any is left as it is (its rows are still checked). Dapper does not expose the directions,
+    // so its list is read by reflection; when that fails the write is taken to have some.
+    private static readonly System.Reflection.FieldInfo? DynamicParameterList =
+        typeof(DynamicParameters).GetField("parameters", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
+
+    private static bool MayHaveOutputs(DynamicParameters parameters)
+    {
+        if (DynamicParameterList?.GetValue(parameters) is not System.Collections.IDictionary list)
+        {
+            return true;
+        }
+
+        foreach (var info in list.Values)
+        {
+            var type = info?.GetType();
+            var direction = type?.GetProperty("ParameterDirection")?.GetValue(info) ?? type?.GetField("ParameterDirection")?.GetValue(info);
+            if (direction is not ParameterDirection.Input)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
     private CommandDefinition Fenced(in CommandDefinition command, int[] buckets)

@@ -17,7 +17,7 @@ internal static class FenceSql
             owned boolean not null,
             epoch bigint not null default 0);
 
-        -- The buckets a ShardKit write names for itself (set_config('shardkit.buckets', '3,17', true) in front of it),
+        -- The buckets a ShardKit write names for itself (shardkit.name_buckets below, in front of it),
         -- taken once: the first fenced statement checks them, and its share locks keep them owned to the transaction's end.
         create or replace function shardkit.named_buckets() returns int[]
         language plpgsql
@@ -30,6 +30,16 @@ internal static class FenceSql
             end if;
             perform set_config('shardkit.buckets', '', true);
             return string_to_array(named, ',')::int[];
+        end
+        $$;
+
+        -- How a ShardKit write names its buckets (call shardkit.name_buckets('3,17') in front of it): a statement that
+        -- returns no rows, so whoever reads the write's own rows (a query, a scalar, a grid) sees them first.
+        create or replace procedure shardkit.name_buckets(buckets text)
+        language plpgsql
+        as $$
+        begin
+            perform set_config('shardkit.buckets', buckets, true);
         end
         $$;
 

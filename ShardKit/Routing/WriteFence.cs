@@ -4,17 +4,19 @@ namespace ShardKit;
 
 /// <summary>
 /// The statement a ShardKit write sends in front of its own on a shard that follows a stored map, in the same round trip
-/// and transaction: it names the buckets the write is routed by (the session setting <c>shardkit.buckets</c>), and the
-/// shard's fence (<c>FenceSql</c>) checks them with the rows' own. A write that touches no row (an update or delete by a
-/// map older than a finished move finds nothing on the old owner) is refused all the same.
+/// and transaction: it names the buckets the write is routed by (the session setting <c>shardkit.buckets</c>, through the
+/// procedure <c>shardkit.name_buckets</c>), and the shard's fence (<c>FenceSql</c>) checks them with the rows' own. A
+/// write that touches no row (an update or delete by a map older than a finished move finds nothing on the old owner) is
+/// refused all the same. A <c>call</c> returns no rows, so Npgsql's reader starts at the write's own result: Dapper reads
+/// a fenced <c>insert … returning</c> exactly as an unfenced one.
 /// </summary>
 internal static class WriteFence
 {
     /// <summary>The statement, with the buckets as the named parameter <see cref="BucketsParameter"/>.</summary>
-    public const string Named = "select set_config('shardkit.buckets', @" + BucketsParameter + ", true)";
+    public const string Named = "call shardkit.name_buckets(@" + BucketsParameter + ")";
 
     /// <summary><see cref="Named"/> with a positional parameter, for a batch command.</summary>
-    public const string NamedPositional = "select set_config('shardkit.buckets', $1, true)";
+    public const string NamedPositional = "call shardkit.name_buckets($1)";
 
     /// <summary>The parameter of <see cref="Named"/>: the buckets as text, <c>3,17</c>.</summary>
     public const string BucketsParameter = "shardkit_fence_buckets";
@@ -34,6 +36,11 @@ internal static class WriteFence
         if (string.IsNullOrEmpty(sql))
         {
             return false;
+        }
+
+        if (sql.Contains(';', StringComparison.Ordinal))
+        {
+            return CommandSummary.Of(sql).ChangesData; // several statements: any of them may write
         }
 
         var text = sql.AsSpan().TrimStart();

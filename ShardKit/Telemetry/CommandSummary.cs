@@ -11,8 +11,8 @@ namespace ShardKit;
 internal sealed record CommandSummary(string? Operation, string? Collection)
 {
     /// <summary>
-    /// Whether the statement inserts, updates, deletes or merges rows: it starts as one of those, or a WITH holds one
-    /// (<c>with gone as (delete … returning *) select …</c>). A lock (<c>for update</c>) or an upsert's <c>do update</c>
+    /// Whether the text inserts, updates, deletes or merges rows: one of its statements starts as one of those, a WITH
+    /// holds one (<c>with gone as (delete … returning *) select …</c>), or EXPLAIN ANALYZE runs one. A lock (<c>for update</c>) or an upsert's <c>do update</c>
     /// inside a query does not count.
     /// </summary>
     public bool ChangesData { get; private init; }
@@ -77,28 +77,52 @@ internal sealed record CommandSummary(string? Operation, string? Collection)
 
     private static readonly FrozenSet<string> DataVerbs = new[] { "insert", "update", "delete", "merge" }.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
 
+    // Each statement of the text (split at top-level semicolons): one that starts with a data verb writes; one that
+    // starts with WITH, or is EXPLAIN ANALYZE, writes when a data verb stands anywhere in it (a lock's FOR UPDATE and an
+    // upsert's DO UPDATE aside).
     private static bool Changes(string sql, List<SqlToken> tokens, int first)
     {
-        if (DataVerbs.Contains(Text(sql, tokens[first])))
+        for (var start = first; start >= 0 && start < tokens.Count; start = NextStatement(sql, tokens, start))
         {
-            return true;
-        }
+            var end = NextStatement(sql, tokens, start);
+            end = end < 0 ? tokens.Count : end;
+            if (tokens[start].Kind != SqlTokenKind.Word)
+            {
+                continue;
+            }
 
-        if (!IsWord(sql, tokens[first], "with"))
-        {
-            return false;
-        }
-
-        for (var i = first + 1; i < tokens.Count; i++)
-        {
-            if (tokens[i].Kind == SqlTokenKind.Word && DataVerbs.Contains(Text(sql, tokens[i]))
-                && !(IsWord(sql, tokens[i], "update") && i > 0 && (IsWord(sql, tokens[i - 1], "for") || IsWord(sql, tokens[i - 1], "do") || IsWord(sql, tokens[i - 1], "key"))))
+            if (DataVerbs.Contains(Text(sql, tokens[start])))
             {
                 return true;
+            }
+
+            var scans = IsWord(sql, tokens[start], "with")
+                || IsWord(sql, tokens[start], "explain") && tokens.Skip(start).Take(end - start).Any(t => IsWord(sql, t, "analyze") || IsWord(sql, t, "analyse"));
+            for (var i = start + 1; scans && i < end; i++)
+            {
+                if (tokens[i].Kind == SqlTokenKind.Word && DataVerbs.Contains(Text(sql, tokens[i]))
+                    && !(IsWord(sql, tokens[i], "update") && (IsWord(sql, tokens[i - 1], "for") || IsWord(sql, tokens[i - 1], "do") || IsWord(sql, tokens[i - 1], "key"))))
+                {
+                    return true;
+                }
             }
         }
 
         return false;
+    }
+
+    // The first token after the next top-level semicolon; -1 when there is none.
+    private static int NextStatement(string sql, List<SqlToken> tokens, int from)
+    {
+        for (var i = from + 1; i < tokens.Count; i++)
+        {
+            if (tokens[i] is { Kind: SqlTokenKind.Other, Depth: 0 } && sql[tokens[i].Start] == ';')
+            {
+                return i + 1 < tokens.Count ? i + 1 : -1;
+            }
+        }
+
+        return -1;
     }
 
     /// <summary>The table after the only FROM/JOIN/INTO/UPDATE/USING/TABLE (or after COPY), if it is a plain name.</summary>
