@@ -39,47 +39,7 @@ public sealed class FencedQueryAdversaryTests
 
     // ---------------------------------------------------------------- fixtures
 
-    private static long KeyIn(ShardMap map, int bucket) =>
-        Enumerable.Range(1, 1_000_000).Select(i => (long)i).First(k => map.BucketOf(k) == bucket);
-
-    private static async Task SwitchByHandAsync(ReshardingShards shards, int bucket, int from, int to)
-    {
-        await using (var source = await shards.OpenAsync(from))
-        {
-            await source.ExecuteAsync("update shardkit.bucket_owner set owned = false, epoch = epoch + 1 where bucket = @bucket", new { bucket });
-        }
-
-        await using (var target = await shards.OpenAsync(to))
-        {
-            await target.ExecuteAsync("update shardkit.bucket_owner set owned = true, epoch = epoch + 1 where bucket = @bucket", new { bucket });
-        }
-
-        await using var catalog = await shards.OpenAsync(0);
-        await catalog.ExecuteAsync("""
-            update shardkit.map_bucket set shard = @shard where bucket = @bucket;
-            update shardkit.map set epoch = epoch + 1;
-            """, new { bucket, shard = $"s{to}" });
-    }
-
-    private static async Task<ShardedDataSource> StaleAppAsync(ReshardingShards shards)
-    {
-        var app = shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
-        await using (var catalog = await shards.OpenAsync(0))
-        {
-            var bumped = await catalog.ExecuteScalarAsync<long>("update shardkit.map set epoch = epoch + 1 returning epoch");
-            await catalog.ExecuteAsync("select pg_notify('shardkit_map', 'x')");
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (app.Map.Epoch < bumped && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(20);
-            }
-
-            Assert.That(app.Map.Epoch, Is.EqualTo(bumped), "the app's listener read the catalog");
-        }
-
-        await Task.Delay(200);
-        return app;
-    }
+    private static long KeyIn(ShardMap map, int bucket) => StoredMapTests.KeyIn(map, bucket);
 
     /// <summary>Shards seeded; an app on the old map; bucket 1 switched s0→s1 without telling it; Moving's row on s1 with n = 1.</summary>
     private sealed record OldMap(ReshardingShards Shards, ShardedDataSource App, long Moving, long Staying, long Other) : IAsyncDisposable
@@ -95,9 +55,9 @@ public sealed class FencedQueryAdversaryTests
     {
         var shards = await ReshardingShards.CreateAsync(2);
         await shards.NewSource().Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
+        var app = await StoredMapTests.StaleAppAsync(shards);
         var old = new OldMap(shards, app, KeyIn(app.Map, 1), KeyIn(app.Map, 2), KeyIn(app.Map, shards.Buckets - 1));
-        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1);
+        await StoredMapTests.SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false);
         if (movedRow)
         {
             await using var owner = await shards.OpenAsync(1);

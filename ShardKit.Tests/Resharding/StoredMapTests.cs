@@ -9,7 +9,7 @@ public sealed class StoredMapTests
     private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
 
     // Switches one bucket's owner the way a move's last steps do (source gives up, target takes, catalog names it), with no rows.
-    private static async Task SwitchByHandAsync(ReshardingShards shards, int bucket, int from, int to, bool notify = true)
+    internal static async Task SwitchByHandAsync(ReshardingShards shards, int bucket, int from, int to, bool notify = true)
     {
         await using (var source = await shards.OpenAsync(from))
         {
@@ -36,7 +36,7 @@ public sealed class StoredMapTests
     // reads the catalog right after it starts listening; one still starting would read after the switch and see it. So
     // the catalog's epoch is bumped and notified first, and the app is used once it has read that (and any read a
     // notification during its first read causes has passed).
-    private static async Task<ShardedDataSource> StaleAppAsync(ReshardingShards shards, ShardedDataSource? app = null)
+    internal static async Task<ShardedDataSource> StaleAppAsync(ReshardingShards shards, ShardedDataSource? app = null)
     {
         app ??= shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1));
         await using (var catalog = await shards.OpenAsync(0))
@@ -80,7 +80,7 @@ public sealed class StoredMapTests
         return old;
     }
 
-    private static long KeyIn(ShardMap map, int bucket) =>
+    internal static long KeyIn(ShardMap map, int bucket) =>
         Enumerable.Range(1, 1_000_000).Select(i => (long)i).First(k => map.BucketOf(k) == bucket);
 
     [Test]
