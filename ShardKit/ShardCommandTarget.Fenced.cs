@@ -66,4 +66,30 @@ public abstract partial class ShardCommandTarget
             route = ResolveChecked(command, resultType);
         }
     }
+
+    /// <summary>
+    /// Runs a routed command, and again by a newer map when a shard refused it because its bucket moved (see
+    /// <see cref="MayFollowMove"/>): the synchronous twin of the loops of the asynchronous commands.
+    /// </summary>
+    private TResult FollowingMoves<TResult>(CommandDefinition command, Type? resultType, Func<Route, TResult> run)
+    {
+        var route = ResolveChecked(command, resultType);
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            try
+            {
+                return run(route);
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
+                {
+                    throw;
+                }
+            }
+
+            route = ResolveChecked(command, resultType);
+        }
+    }
 }

@@ -27,32 +27,6 @@ public abstract partial class ShardCommandTarget
         RunParts(route, command, "Query", writes, static (c, cmd) => c.Query<T>(cmd).AsList(), writes ? static rows => rows.Count : null)
             .SelectMany(r => r).ToList();
 
-    /// <summary>
-    /// Runs a routed command, and again by a newer map when a shard refused it because its bucket moved (see
-    /// <see cref="MayFollowMove"/>): the synchronous twin of the loops of the asynchronous commands.
-    /// </summary>
-    private TResult FollowingMoves<TResult>(CommandDefinition command, Type? resultType, Func<Route, TResult> run)
-    {
-        var route = ResolveChecked(command, resultType);
-        for (var attempt = 0; ; attempt++)
-        {
-            var epoch = Owner.DataSource.Map.Epoch;
-            try
-            {
-                return run(route);
-            }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
-            {
-                if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
-                {
-                    throw;
-                }
-            }
-
-            route = ResolveChecked(command, resultType);
-        }
-    }
-
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public T QueryFirst<T>(string sql, object? param = null, IDbTransaction? transaction = null,

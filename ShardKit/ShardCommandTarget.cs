@@ -69,18 +69,19 @@ public abstract partial class ShardCommandTarget
     private static readonly System.Reflection.FieldInfo? DynamicParameterList =
         typeof(DynamicParameters).GetField("parameters", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
 
+    private static readonly System.Reflection.PropertyInfo? DirectionOf =
+        typeof(DynamicParameters).GetNestedType("ParamInfo", System.Reflection.BindingFlags.NonPublic)?.GetProperty("ParameterDirection");
+
     private static bool MayHaveOutputs(DynamicParameters parameters)
     {
-        if (DynamicParameterList?.GetValue(parameters) is not System.Collections.IDictionary list)
+        if (DirectionOf is null || DynamicParameterList?.GetValue(parameters) is not System.Collections.IDictionary list)
         {
             return true;
         }
 
         foreach (var info in list.Values)
         {
-            var type = info?.GetType();
-            var direction = type?.GetProperty("ParameterDirection")?.GetValue(info) ?? type?.GetField("ParameterDirection")?.GetValue(info);
-            if (direction is not ParameterDirection.Input)
+            if (DirectionOf.GetValue(info) is not ParameterDirection.Input)
             {
                 return true;
             }

@@ -56,7 +56,7 @@ internal static class ShardPipeline
                 // that goes async, and most calls succeed at once. A failure the retry handles enters the pipeline as its
                 // first attempt's outcome, replayed, so the retry decides, logs, waits and counts exactly as it would have.
                 var first = await attempt(context, state).ConfigureAwait(false);
-                if (first.Exception is not { } error || !ShardErrors.IsTransient(error) || retries.MaxRetries < 1)
+                if (first.Exception is not { } error || !ShardErrors.IsTransient(error))
                 {
                     return ResultOf(first);
                 }

@@ -44,10 +44,9 @@ internal static class WriteFence
         }
 
         var text = sql.AsSpan().TrimStart();
-        var word = text[..Math.Min(text.Length, 7)];
         foreach (var verb in (ReadOnlySpan<string>)["select", "insert", "update", "delete", "merge"])
         {
-            if (word.StartsWith(verb, StringComparison.OrdinalIgnoreCase) && (text.Length == verb.Length || !IsWordPart(text[verb.Length])))
+            if (text.StartsWith(verb, StringComparison.OrdinalIgnoreCase) && (text.Length == verb.Length || !IsWordPart(text[verb.Length])))
             {
                 return verb != "select";
             }

@@ -101,7 +101,7 @@ internal sealed record CommandSummary(string? Operation, string? Collection)
             for (var i = start + 1; scans && i < end; i++)
             {
                 if (tokens[i].Kind == SqlTokenKind.Word && DataVerbs.Contains(Text(sql, tokens[i]))
-                    && !(IsWord(sql, tokens[i], "update") && (IsWord(sql, tokens[i - 1], "for") || IsWord(sql, tokens[i - 1], "do") || IsWord(sql, tokens[i - 1], "key"))))
+                    && !IsLockOrUpsertUpdate(sql, tokens, i))
                 {
                     return true;
                 }
@@ -156,7 +156,12 @@ internal sealed record CommandSummary(string? Operation, string? Collection)
     // FOR UPDATE (a lock) and ON CONFLICT … DO UPDATE (an upsert) name no second table.
     private static bool IsTableKeyword(string sql, List<SqlToken> tokens, int i) =>
         tokens[i].Kind == SqlTokenKind.Word && TableKeywords.Contains(Text(sql, tokens[i]))
-        && !(IsWord(sql, tokens[i], "update") && i > 0 && (IsWord(sql, tokens[i - 1], "for") || IsWord(sql, tokens[i - 1], "do") || IsWord(sql, tokens[i - 1], "key")));
+        && !IsLockOrUpsertUpdate(sql, tokens, i);
+
+    // FOR [NO KEY] UPDATE (a lock) or ON CONFLICT … DO UPDATE (an upsert): an UPDATE that is no statement of its own.
+    private static bool IsLockOrUpsertUpdate(string sql, List<SqlToken> tokens, int i) =>
+        IsWord(sql, tokens[i], "update") && i > 0
+        && (IsWord(sql, tokens[i - 1], "for") || IsWord(sql, tokens[i - 1], "do") || IsWord(sql, tokens[i - 1], "key"));
 
     // FROM ONLY t, CREATE TABLE IF NOT EXISTS t, DROP TABLE IF EXISTS t.
     private static int SkipModifiers(string sql, List<SqlToken> tokens, int i)
