@@ -11,15 +11,18 @@ namespace ShardKit.Benchmarks;
 /// A live bucket move under write load, measured: <c>writers</c> concurrent writers upsert random keys through ShardKit
 /// (one statement per write), first for a baseline period with no move, then while a move of some buckets runs. It
 /// reports latency percentiles of the writes to the moving buckets and to the others, errors, the move's pause and copy
-/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s]</c>.
+/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s]</c>:
+/// with no rate (or 0) each writer sends its next write as soon as the last one returned, which on a small machine keeps
+/// every core busy; with a rate the writers together send that many writes a second (each on its own even schedule),
+/// the load of a service whose servers have room left.
 /// </summary>
 public static class MovePauseRun
 {
     public sealed record Report(int Writers, long Rows, int MovedBuckets, int BucketCount, Percentiles Baseline, Percentiles Moving, Percentiles Others,
-        int Errors, MoveResult Move)
+        int Errors, MoveResult Move, int WritesPerSecond = 0)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"""
-            {Writers} writers, {Rows:N0} rows, moving {MovedBuckets} of {BucketCount} buckets ({Move.RowsCopied:N0} rows) from {Move.Source} to {Move.Target}
+            {Writers} writers ({(WritesPerSecond > 0 ? $"paced, {WritesPerSecond:N0} writes/s together" : "each writing as fast as it can")}), {Rows:N0} rows, moving {MovedBuckets} of {BucketCount} buckets ({Move.RowsCopied:N0} rows) from {Move.Source} to {Move.Target}
               move: {Move.Duration.TotalSeconds:0.0} s, switch pause {Move.Pause.TotalMilliseconds:0.0} ms, errors {Errors}
               writes, no move:            {Baseline}
               writes to moving buckets:   {Moving}
@@ -44,7 +47,8 @@ public static class MovePauseRun
         int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], CultureInfo.InvariantCulture) : fallback;
         try
         {
-            Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1));
+            Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1,
+                writesPerSecond: Arg(6, 0)));
         }
         finally
         {
@@ -53,7 +57,7 @@ public static class MovePauseRun
     }
 
     public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
-        bool verify = true)
+        bool verify = true, int writesPerSecond = 0)
     {
         var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
         var database = "move_" + Guid.NewGuid().ToString("N")[..10];
@@ -101,8 +105,30 @@ public static class MovePauseRun
             {
                 var random = new Random(w);
                 await using var db = source.CreateConnection();
+                // Paced: this writer's writes are due every `interval`, from a start spread over the first one; a write
+                // that returns late is followed at once by the next, without catching up on the ones it missed.
+                var interval = writesPerSecond > 0 ? TimeSpan.FromSeconds((double)writers / writesPerSecond) : TimeSpan.Zero;
+                var due = Stopwatch.GetTimestamp() + (long)(interval.TotalSeconds * Stopwatch.Frequency * w / writers);
                 while (!stop.IsCancellationRequested)
                 {
+                    if (writesPerSecond > 0)
+                    {
+                        var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
+                        if (wait > TimeSpan.Zero)
+                        {
+                            try
+                            {
+                                await Task.Delay(wait, stop.Token);
+                            }
+                            catch (OperationCanceledException)
+                            {
+                                break;
+                            }
+                        }
+
+                        due = Math.Max(due + (long)(interval.TotalSeconds * Stopwatch.Frequency), Stopwatch.GetTimestamp());
+                    }
+
                     var key = random.NextInt64(1, keys);
                     var started = Stopwatch.GetTimestamp();
                     try
@@ -140,7 +166,7 @@ public static class MovePauseRun
             await stop.CancelAsync();
             await Task.WhenAll(tasks);
             return new Report(writers, rows, moveBuckets, bucketCount, Percentiles.Of([.. baselineMs]), Percentiles.Of([.. movingMs]),
-                Percentiles.Of([.. otherMs]), errors, move);
+                Percentiles.Of([.. otherMs]), errors, move, writesPerSecond);
         }
         finally
         {
