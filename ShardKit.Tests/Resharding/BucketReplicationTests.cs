@@ -454,6 +454,48 @@ public sealed class BucketReplicationTests
     }
 
     [Test]
+    public async Task A_rehearsal_before_the_freeze_sums_each_key_once_and_the_freeze_check_still_catches_differences_before_and_after_it()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, n int not null, note text)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, g, 'n' || g from generate_series(1, 4000) g");
+        var table = await f.DescribeAsync("id");
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+        var moving = await MovingIdsAsync(f, table);
+        // Wrong on the target at the snapshot, then written on the source (the catch-up repairs it): its snapshot rows
+        // differ, so summing them twice would report a difference where there is none.
+        await f.OnTargetAsync($"update {f.Table} set n = 0 where id = {moving[4]}");
+
+        await using var baseline = (await move.VerifyBeforeFreezeAsync(f.Target, Buckets, BucketCount, NoHold, CancellationToken.None))!;
+        // Keys written before the rehearsal (summed there), written again after it, and keys first written after it.
+        await f.OnSourceAsync($"update {f.Table} set n = -n where id in ({moving[0]}, {moving[1]}, {moving[4]})");
+        await f.OnSourceAsync($"delete from {f.Table} where id = {moving[2]}");
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+        await CheckNowAsync(f, baseline, rehearsal: true);
+        await CheckNowAsync(f, baseline, rehearsal: true); // a second rehearsal (a freeze tried again) adds nothing twice
+        await f.OnSourceAsync($"update {f.Table} set n = 7 where id = {moving[0]}");
+        await f.OnSourceAsync($"update {f.Table} set note = 'late' where id = {moving[3]}");
+        await f.OnSourceAsync($"insert into {f.Table} values ({moving[^1] + 100000}, 1, 'new')");
+        await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
+        move.StopRecording();
+        var agree = await CheckNowAsync(f, baseline);
+        // Wrong on the target: a key recorded before the rehearsal, then one recorded only after it.
+        await f.OnTargetAsync($"update {f.Table} set note = 'diverged' where id = {moving[1]}");
+        var before = await CheckNowAsync(f, baseline);
+        await f.OnTargetAsync($"update {f.Table} set note = 'n' || id where id = {moving[1]}");
+        var repaired = await CheckNowAsync(f, baseline);
+        await f.OnTargetAsync($"update {f.Table} set note = 'diverged' where id = {moving[3]}");
+        var after = await CheckNowAsync(f, baseline);
+
+        string Text(long id) => id.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.That(agree, Is.Empty, "each key's snapshot rows summed once, whether before or in the freeze");
+        Assert.That(before!.Select(m => m.Bucket), Is.EqualTo(new[] { table.BucketOfText(Text(moving[1]), BucketCount) }));
+        Assert.That(repaired, Is.Empty);
+        Assert.That(after!.Select(m => m.Bucket), Is.EqualTo(new[] { table.BucketOfText(Text(moving[3]), BucketCount) }));
+    }
+
+    [Test]
     public async Task The_freeze_check_catches_a_difference_present_at_the_verify_snapshot_and_leaves_incomplete_keys_to_the_full_check()
     {
         await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, n int not null)");
@@ -494,7 +536,7 @@ public sealed class BucketReplicationTests
         await MoveFixture.QueryAsync<long>(f.Source,
             $"select id from {f.Table} where ({table.BucketSql(BucketCount)})::int = any(@Buckets) order by id", new { Buckets });
 
-    private static async Task<IReadOnlyList<ChunkMismatch>?> CheckNowAsync(MoveFixture f, BucketReplication.VerifyBaseline baseline)
+    private static async Task<IReadOnlyList<ChunkMismatch>?> CheckNowAsync(MoveFixture f, BucketReplication.VerifyBaseline baseline, bool rehearsal = false)
     {
         await using var source = new NpgsqlConnection(f.Source);
         await using var target = new NpgsqlConnection(f.Target);
@@ -502,7 +544,7 @@ public sealed class BucketReplicationTests
         await target.OpenAsync();
         await new NpgsqlCommand(BucketReplication.VerifySettings, source).ExecuteNonQueryAsync();
         await new NpgsqlCommand(BucketReplication.VerifySettings, target).ExecuteNonQueryAsync();
-        return await baseline.CheckAsync(source, target, CancellationToken.None);
+        return await baseline.CheckAsync(source, target, rehearsal, CancellationToken.None);
     }
 
     private sealed class NoWriters : IAsyncDisposable

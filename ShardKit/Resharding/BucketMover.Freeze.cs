@@ -76,8 +76,8 @@ internal sealed partial class BucketMover
         var buckets = BucketArraySql(move.Buckets);
         var source = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var sourceLifetime = source.ConfigureAwait(false);
-        var flusher = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var flusherLifetime = flusher.ConfigureAwait(false);
+        var marker = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var markerLifetime = marker.ConfigureAwait(false);
         var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var targetLifetime = target.ConfigureAwait(false);
         var catalog = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -90,14 +90,17 @@ internal sealed partial class BucketMover
             ReshardingAdmin.ExecuteAsync(catalog, "select set_config('synchronous_commit', 'on', false)", cancellationToken)).ConfigureAwait(false);
 
         var settled = await SettleAsync(replication, targetCs, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
+        if (baseline is not null)
+        {
+            // The freeze's comparison once while writers still run: it sums the snapshots' part for the keys written so
+            // far, and its code is compiled before the writers wait (a first run compiled ~60 methods inside the pause,
+            // 70–140 ms of it on two busy cores). Its answer means nothing yet and is not used.
+            await VerifyFrozenAsync(move, moved, baseline, source, target, targetCs, bucketCount, rehearsal: true, cancellationToken).ConfigureAwait(false);
+        }
 
-        // The stream applies whatever comes while the freeze is taken, up to the marker the freeze writes; meanwhile the
-        // source's WAL is flushed every few milliseconds, so the walsender decodes it as it comes and not in one piece after
-        // the marker (writers with synchronous_commit = off leave it to the WAL writer, every wal_writer_delay).
+        // The stream applies whatever comes while the freeze is taken, up to the marker written once it is.
         var nonce = BucketReplication.NewMarker();
         var drain = replication.CatchUpToMarkerAsync(targetCs, move.Buckets, bucketCount, nonce, cancellationToken);
-        using var flushing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var flush = FlushUntilAsync(flusher, drain, flushing.Token);
         var drained = false;
         var gaveUp = false;
         Task? take = null;
@@ -107,32 +110,33 @@ internal sealed partial class BucketMover
             var requested = Stopwatch.GetTimestamp();
             try
             {
-                // Frozen once the select returns: every write of these buckets that committed is in the WAL before the
-                // marker written next; no other can commit.
-                epoch = await FreezeAsync(source, move, buckets, nonce, cancellationToken).ConfigureAwait(false);
+                // Frozen once the select returns: every write of these buckets that committed is in the WAL before a
+                // marker written from now on; no other can commit.
+                epoch = await FreezeAsync(source, move, buckets, cancellationToken).ConfigureAwait(false);
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && attempt < options.FreezeAttempts)
             {
                 ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze waited too long", $"attempt {attempt}; catching up and trying again");
-                await ReshardingAdmin.ExecuteAsync(source, $"rollback; {BucketReplication.MarkerSql(nonce)}", cancellationToken).ConfigureAwait(false);
+                await ExecuteAsync(source, "rollback", cancellationToken).ConfigureAwait(false);
+                await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
                 await drain.ConfigureAwait(false);
-                await flush.ConfigureAwait(false);
                 drained = true;
                 return null;
             }
 
             var frozen = Stopwatch.GetTimestamp();
+            var compiled = System.Runtime.JitInfo.GetCompiledMethodCount();
             take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch} where bucket = any({buckets})",
                 cancellationToken);
+            await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
             await drain.ConfigureAwait(false);
             drained = true;
-            await flush.ConfigureAwait(false);
             var drainedAt = Stopwatch.GetElapsedTime(frozen);
             await take.ConfigureAwait(false);
             var how = "not verified";
             if (options.Verify)
             {
-                how = await VerifyFrozenAsync(move, moved, baseline, source, target, targetCs, bucketCount, cancellationToken).ConfigureAwait(false);
+                how = await VerifyFrozenAsync(move, moved, baseline, source, target, targetCs, bucketCount, rehearsal: false, cancellationToken).ConfigureAwait(false);
             }
 
             var verifiedAt = Stopwatch.GetElapsedTime(frozen);
@@ -152,21 +156,11 @@ internal sealed partial class BucketMover
             ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", string.Create(CultureInfo.InvariantCulture,
                 $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms (drained at {drainedAt.TotalMilliseconds:F1}, " +
                 $"verified at {verifiedAt.TotalMilliseconds:F1}: {how}; the lock took {Stopwatch.GetElapsedTime(requested, frozen).TotalMilliseconds:F1} ms, " +
-                $"the last catch-up round before {settled.TotalMilliseconds:F1} ms)"));
+                $"the last catch-up round before {settled.TotalMilliseconds:F1} ms; {System.Runtime.JitInfo.GetCompiledMethodCount() - compiled} methods compiled meanwhile)"));
             return pause;
         }
         catch when (!gaveUp)
         {
-            await flushing.CancelAsync().ConfigureAwait(false);
-            try
-            {
-                await flush.ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is OperationCanceledException || ShardErrors.FromShard(e))
-            {
-                // Stopped with the freeze.
-            }
-
             if (!drained)
             {
                 // The marker will not come: stop the stream (one still being opened is closed when the move lets go of the
@@ -201,31 +195,23 @@ internal sealed partial class BucketMover
         }
     }
 
-    // Flushes the source's WAL every few milliseconds until the drain reached its marker.
-    private static async Task FlushUntilAsync(NpgsqlConnection flusher, Task drain, CancellationToken cancellationToken)
-    {
-        while (!drain.IsCompleted)
-        {
-            await ReshardingAdmin.ExecuteAsync(flusher, BucketReplication.FlushWalSql, cancellationToken).ConfigureAwait(false);
-            await Task.WhenAny(drain, Task.Delay(FlushInterval, cancellationToken)).ConfigureAwait(false);
-            cancellationToken.ThrowIfCancellationRequested();
-        }
-    }
+    // The drain's marker, in a transaction of its own that commits synchronously: the commit flushes the WAL up to it, so
+    // the walsender can send it at once. (A marker written inside the freeze's transaction, which holds the lock and an
+    // id, reached the stream 20–200 ms later under load, even with the WAL flushed every few milliseconds.)
+    private static Task WriteMarkerAsync(NpgsqlConnection marker, string nonce, CancellationToken cancellationToken) =>
+        ExecuteAsync(marker, $"{BucketReplication.MarkerSql(nonce)}; {BucketReplication.FlushWalSql}", cancellationToken);
 
-    private static readonly TimeSpan FlushInterval = TimeSpan.FromMilliseconds(5);
-
-    // Locks the buckets' ownership rows on the source and writes the drain's marker after the lock, in one round trip.
-    // Returns the epoch the switch gives them. A lock that waits holds the rows it has already locked, so their writers
-    // wait too: the first tries take all rows at once or none (nowait; a writer holds its bucket's row for a moment), and
-    // only then does the freeze wait in line (lock_timeout).
-    private async Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string nonce, CancellationToken cancellationToken)
+    // Locks the buckets' ownership rows on the source. Returns the epoch the switch gives them. A lock that waits holds the
+    // rows it has already locked, so their writers wait too: the first tries take all rows at once or none (nowait; a
+    // writer holds its bucket's row for a moment), and only then does the freeze wait in line (lock_timeout).
+    private async Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, CancellationToken cancellationToken)
     {
         for (var attempt = 1; ; attempt++)
         {
             var wait = attempt > NowaitFreezes;
             try
             {
-                return await TryFreezeAsync(source, move, buckets, nonce, wait, cancellationToken).ConfigureAwait(false);
+                return await TryFreezeAsync(source, move, buckets, wait, cancellationToken).ConfigureAwait(false);
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
             {
@@ -236,12 +222,12 @@ internal sealed partial class BucketMover
 
     private const int NowaitFreezes = 10;
 
-    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string nonce, bool wait, CancellationToken cancellationToken)
+    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, bool wait, CancellationToken cancellationToken)
     {
         var freeze = new NpgsqlCommand(
             $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
             $"select max(epoch), bool_and(owned), count(*) from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
-            $"order by bucket for update{(wait ? "" : " nowait")}) o; {BucketReplication.MarkerSql(nonce)}", source);
+            $"order by bucket for update{(wait ? "" : " nowait")}) o", source);
         await using var _ = freeze.ConfigureAwait(false);
         var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = reader.ConfigureAwait(false);
@@ -263,13 +249,19 @@ internal sealed partial class BucketMover
 
     // The frozen buckets' rows must be the same on both sides. With a baseline only the rows written since it are compared
     // here (see VerifyBaseline.CheckAsync for why that is the same check); when it cannot decide, or finds a difference,
-    // every row is compared as before, and that comparison decides.
+    // every row is compared as before, and that comparison decides. A rehearsal (before the freeze, baseline only) runs the
+    // quick comparison and nothing else (see VerifyBaseline.CheckAsync).
     private async Task<string> VerifyFrozenAsync(MoveInfo move, IReadOnlyList<MovedTable> moved, BucketReplication.VerifyBaseline? baseline,
-        NpgsqlConnection source, NpgsqlConnection target, string targetCs, int bucketCount, CancellationToken cancellationToken)
+        NpgsqlConnection source, NpgsqlConnection target, string targetCs, int bucketCount, bool rehearsal, CancellationToken cancellationToken)
     {
         if (baseline is not null)
         {
-            var quick = await baseline.CheckAsync(source, target, cancellationToken).ConfigureAwait(false);
+            var quick = await baseline.CheckAsync(source, target, rehearsal, cancellationToken).ConfigureAwait(false);
+            if (rehearsal)
+            {
+                return "rehearsed";
+            }
+
             if (quick is { Count: 0 })
             {
                 return string.Create(CultureInfo.InvariantCulture, $"{baseline.Keys.Count} keys written since the snapshot compared");

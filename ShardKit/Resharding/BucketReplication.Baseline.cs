@@ -136,6 +136,9 @@ internal sealed partial class BucketReplication
         private readonly ChangedKeys _keys;
         private readonly Dictionary<(string, int), (long, decimal)> _onSource;
         private readonly Dictionary<(string, int), (long, decimal)> _onTarget;
+        private readonly Dictionary<(string, int), (long, decimal)> _sourceThen = [];
+        private readonly Dictionary<(string, int), (long, decimal)> _targetThen = [];
+        private readonly Dictionary<string, HashSet<string[]>> _covered = new(StringComparer.Ordinal);
 
         internal VerifyBaseline(IReadOnlyList<MovedTable> tables, int[] buckets, int bucketCount, NpgsqlConnection source, NpgsqlConnection target,
             ChangedKeys keys, Dictionary<(string, int), (long, decimal)> onSource, Dictionary<(string, int), (long, decimal)> onTarget)
@@ -164,14 +167,19 @@ internal sealed partial class BucketReplication
         /// the bucket; a truncate makes the keys incomplete, and then this cannot decide); on the target only the catch-up
         /// writes these rows (the fence refuses everyone else, since the target does not own the buckets), and after T it
         /// wrote only recorded keys. So per (table, bucket), now = (snapshot − recorded keys' rows in the snapshot) +
-        /// recorded keys' rows now, on each side, and both parts are compared. The one check the freeze still runs is on
-        /// the rows written since the snapshots; its cost grows with them, not with the table.
+        /// recorded keys' rows now, on each side, and both parts are compared. Its cost grows with the rows written since
+        /// the snapshots, not with the table; and since a key's rows in the snapshots never change, a rehearsal before the
+        /// freeze sums them for the keys recorded by then, and the freeze only for the keys recorded since.
         /// </remarks>
         /// <param name="sourceNow">A source connection that sees the frozen buckets' latest rows (the freeze's own), with <see cref="VerifySettings"/> set.</param>
         /// <param name="targetNow">A target connection that sees the catch-up's latest commits, with <see cref="VerifySettings"/> set.</param>
+        /// <param name="rehearsal">
+        /// A run before the freeze, with writers running: it keeps the snapshots' sums of the keys recorded so far (the
+        /// freeze then sums only the keys recorded after it), and its answer means nothing.
+        /// </param>
         /// <param name="ct">Stops it.</param>
         /// <returns>The chunks that differ (empty: the moved rows are the same on both sides), or null when the recorded keys are incomplete.</returns>
-        public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, CancellationToken ct)
+        public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, bool rehearsal, CancellationToken ct)
         {
             if (!_keys.Complete)
             {
@@ -181,30 +189,25 @@ internal sealed partial class BucketReplication
             var mismatches = new List<ChunkMismatch>();
             foreach (var table in _tables)
             {
-                var keys = _keys.Of(table.QualifiedName);
-                Dictionary<int, (long Rows, decimal Sum)> sourceThen = [], targetThen = [], sourceLater = [], targetLater = [];
-                if (keys.Count > 0)
-                {
-                    var sql = ChecksumSql(table, _bucketCount, keyed: true);
-                    var arrays = Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray()).ToArray();
-                    var parts = new[] { (_source, sourceThen), (_target, targetThen), (sourceNow, sourceLater), (targetNow, targetLater) }
-                        .Select(async p =>
-                        {
-                            foreach (var (bucket, sum) in await ChecksumsAsync(p.Item1, sql, _buckets, arrays, ct).ConfigureAwait(false))
-                            {
-                                p.Item2[bucket] = sum;
-                            }
-                        });
-                    await Task.WhenAll(parts).ConfigureAwait(false);
-                }
-
+                var all = _keys.CopyOf(table.QualifiedName);
+                var fresh = FreshKeys(table, all);
+                // Every part at once, each on its own connection.
+                var then = fresh.Count > 0 ? ThenAsync(table, fresh, ct) : Task.FromResult((Empty, Empty));
+                var sql = ChecksumSql(table, _bucketCount, keyed: true);
+                var arrays = KeyArrays(table, all);
+                var sourceLaterTask = all.Count > 0 ? Task.Run(() => ChecksumsAsync(sourceNow, sql, _buckets, arrays, ct), ct) : Task.FromResult(Empty);
+                var targetLaterTask = all.Count > 0 ? Task.Run(() => ChecksumsAsync(targetNow, sql, _buckets, arrays, ct), ct) : Task.FromResult(Empty);
+                await Task.WhenAll(then, sourceLaterTask, targetLaterTask).ConfigureAwait(false);
+                var (sourceFresh, targetFresh) = await then.ConfigureAwait(false);
+                var sourceLater = await sourceLaterTask.ConfigureAwait(false);
+                var targetLater = await targetLaterTask.ConfigureAwait(false);
                 foreach (var bucket in _buckets)
                 {
                     var chunk = (table.QualifiedName, bucket);
                     var (sourceRows, sourceSum) = _onSource.GetValueOrDefault(chunk);
                     var (targetRows, targetSum) = _onTarget.GetValueOrDefault(chunk);
-                    var s0 = sourceThen.GetValueOrDefault(bucket);
-                    var t0 = targetThen.GetValueOrDefault(bucket);
+                    var s0 = Plus(_sourceThen.GetValueOrDefault(chunk), sourceFresh.GetValueOrDefault(bucket));
+                    var t0 = Plus(_targetThen.GetValueOrDefault(chunk), targetFresh.GetValueOrDefault(bucket));
                     var s1 = sourceLater.GetValueOrDefault(bucket);
                     var t1 = targetLater.GetValueOrDefault(bucket);
                     var unchangedAgree = sourceRows - s0.Rows == targetRows - t0.Rows && sourceSum - s0.Sum == targetSum - t0.Sum;
@@ -213,9 +216,55 @@ internal sealed partial class BucketReplication
                         mismatches.Add(new ChunkMismatch(table.QualifiedName, bucket, sourceRows - s0.Rows + s1.Rows, targetRows - t0.Rows + t1.Rows));
                     }
                 }
+
+                if (rehearsal)
+                {
+                    Add(_sourceThen, table, sourceFresh);
+                    Add(_targetThen, table, targetFresh);
+                    _covered[table.QualifiedName].UnionWith(fresh);
+                }
             }
 
             return mismatches;
+        }
+
+        private static readonly Dictionary<int, (long Rows, decimal Sum)> Empty = [];
+
+        private static (long Rows, decimal Sum) Plus((long Rows, decimal Sum) a, (long Rows, decimal Sum) b) => (a.Rows + b.Rows, a.Sum + b.Sum);
+
+        // Of the keys recorded (all), those whose rows in the snapshots are not summed yet.
+        private List<string[]> FreshKeys(MovedTable table, HashSet<string[]> all)
+        {
+            if (!_covered.TryGetValue(table.QualifiedName, out var covered))
+            {
+                covered = new HashSet<string[]>(all.Comparer);
+                _covered[table.QualifiedName] = covered;
+            }
+
+            return [.. all.Where(k => !covered.Contains(k))];
+        }
+
+        // The rows of these keys in the two snapshots.
+        private async Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> ThenAsync(
+            MovedTable table, IReadOnlyCollection<string[]> keys, CancellationToken ct)
+        {
+            var sql = ChecksumSql(table, _bucketCount, keyed: true);
+            var arrays = KeyArrays(table, keys);
+            var onSource = Task.Run(() => ChecksumsAsync(_source, sql, _buckets, arrays, ct), ct);
+            var onTarget = Task.Run(() => ChecksumsAsync(_target, sql, _buckets, arrays, ct), ct);
+            await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
+            return (await onSource.ConfigureAwait(false), await onTarget.ConfigureAwait(false));
+        }
+
+        private static string[][] KeyArrays(MovedTable table, IReadOnlyCollection<string[]> keys) =>
+            [.. Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray())];
+
+        private static void Add(Dictionary<(string, int), (long, decimal)> into, MovedTable table, Dictionary<int, (long Rows, decimal Sum)> sums)
+        {
+            foreach (var (bucket, sum) in sums)
+            {
+                into[(table.QualifiedName, bucket)] = Plus(into.GetValueOrDefault((table.QualifiedName, bucket)), sum);
+            }
         }
 
         public async ValueTask DisposeAsync()

@@ -13,11 +13,28 @@ internal sealed class ChangedKeys
     public bool Complete { get; private set; } = true;
 
     /// <summary>How many keys were recorded.</summary>
-    public int Count => _byTable.Values.Sum(k => k.Count);
+    public int Count
+    {
+        get
+        {
+            lock (_byTable)
+            {
+                return _byTable.Values.Sum(k => k.Count);
+            }
+        }
+    }
 
-    /// <summary>The keys recorded for a table (its <see cref="MovedTable.QualifiedName"/>), each as the primary key's values in text.</summary>
-    public IReadOnlyCollection<string[]> Of(string qualifiedName) =>
-        _byTable.TryGetValue(qualifiedName, out var keys) ? keys : [];
+    /// <summary>
+    /// A copy of the keys recorded so far for a table (its <see cref="MovedTable.QualifiedName"/>), each as the primary
+    /// key's values in text; safe to take while the stream records more.
+    /// </summary>
+    public HashSet<string[]> CopyOf(string qualifiedName)
+    {
+        lock (_byTable)
+        {
+            return _byTable.TryGetValue(qualifiedName, out var keys) ? new HashSet<string[]>(keys, KeyComparer.Instance) : new HashSet<string[]>(KeyComparer.Instance);
+        }
+    }
 
     public void Add(string qualifiedName, string[] key)
     {
