@@ -184,6 +184,46 @@ public sealed class MoveTests
     }
 
     [Test]
+    public async Task A_move_stopped_with_the_catalog_switched_but_the_target_not_yet_owning_takes_the_buckets_on_resume()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 500);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        using var stop = new CancellationTokenSource();
+        // Stopped once switched (before the source's copies are deleted).
+        Assert.CatchAsync<OperationCanceledException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1",
+            new MoveOptions { CleanupDelay = TimeSpan.FromMinutes(1) }, new InlineProgress(p =>
+            {
+                if (p.State == MoveState.Switched)
+                {
+                    stop.Cancel();
+                }
+            }), stop.Token));
+        var stopped = (await admin.Resharding.GetMovesAsync()).Single();
+        Assert.That(stopped.State, Is.EqualTo(MoveState.Switched));
+        // The switch commits the target's taking over and the catalog at once: as if the target's commit never came.
+        await using (var target = await shards.OpenAsync(1))
+        {
+            await target.ExecuteAsync("update shardkit.bucket_owner set owned = false, epoch = epoch - 1 where bucket = any(@buckets)", new { buckets });
+        }
+
+        await admin.Resharding.ResumeMoveAsync(stopped.MoveId, Quick);
+
+        Assert.That(await shards.ScalarAsync<int>(1, "select count(*)::int from shardkit.bucket_owner where owned and bucket = any(@buckets)", new { buckets }),
+            Is.EqualTo(buckets.Length));
+        await using (var db = admin.CreateConnection())
+        {
+            var key = truth.Keys.First(k => buckets.Contains(admin.Map.BucketOf(k)));
+            Assert.That(await db.ExecuteAsync("update items set n = n + 1 where id = @Id", new Item { Id = key }), Is.EqualTo(1));
+            truth[key] += 1;
+        }
+
+        await AssertPlacedAsync(shards, admin, truth);
+    }
+
+    [Test]
     public async Task Adding_a_shard_gives_it_an_even_share_of_buckets_and_their_rows()
     {
         await using var shards = await ReshardingShards.CreateAsync(3);

@@ -141,14 +141,16 @@ internal sealed partial class BucketMover
 
             var verifiedAt = Stopwatch.GetElapsedTime(frozen);
 
-            // The order stays: the source gives up (committed, durable), then the target takes over, then the catalog.
-            // The target's update was made during the drain, so its commit is one round trip; writers that reach it
-            // early wait on its row locks instead of being refused.
+            // The source gives up first (committed, durable). The target's update was made during the drain, so its commit
+            // is one round trip; writers that reach it early wait on its row locks instead of being refused.
             await ReshardingAdmin.ExecuteAsync(source,
                 $"update shardkit.bucket_owner set owned = false, epoch = {epoch} where bucket = any({buckets}); commit", cancellationToken).ConfigureAwait(false);
             gaveUp = true;
-            await ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken).ConfigureAwait(false);
-            await ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
+            // Then the target and the catalog at once (a resume in Switched takes the buckets on the target if the mover
+            // stopped between the two); a writer the notification sends to the target before its commit waits on its locks.
+            await Task.WhenAll(
+                ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken),
+                ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId)).ConfigureAwait(false);
             var pause = Stopwatch.GetElapsedTime(frozen);
             await RefreshAsync(cancellationToken).ConfigureAwait(false);
             await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)

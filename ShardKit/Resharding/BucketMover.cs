@@ -165,10 +165,17 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     return await RunAsync(move with { State = MoveState.CatchingUp }, cancellationToken).ConfigureAwait(false);
                 }
 
-                await CompleteSwitchAsync(move, targetIndex, await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false), pause, cancellationToken)
+                await CompleteSwitchAsync(move, targetIndex, await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false), cancellationToken)
                     .ConfigureAwait(false);
                 await RefreshAsync(cancellationToken).ConfigureAwait(false);
                 state = MoveState.Switched;
+            }
+
+            else if (state is MoveState.Switched && await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false) is var gaveUpAt and >= 0)
+            {
+                // The switch commits the target's taking over and the catalog's naming it at once: a mover stopped between
+                // the two may have left the catalog switched and the target not yet owning the buckets.
+                await TakeOnTargetAsync(move, targetIndex, gaveUpAt, cancellationToken).ConfigureAwait(false);
             }
 
             // Switched: the slot goes first (the deletions below must not stream to anyone), then the source's copies.
@@ -217,13 +224,21 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     }
 
     // The target takes the buckets, then the catalog names it and notifies (the source gave them up before).
-    private async Task CompleteSwitchAsync(MoveInfo move, int targetIndex, long epoch, TimeSpan? pause, CancellationToken cancellationToken)
+    private async Task CompleteSwitchAsync(MoveInfo move, int targetIndex, long epoch, CancellationToken cancellationToken)
+    {
+        await TakeOnTargetAsync(move, targetIndex, epoch, cancellationToken).ConfigureAwait(false);
+        await ExecuteCatalogAsync(SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
+    }
+
+    // The target owns the buckets at the epoch the source gave them up with. Idempotent, and it never takes back what a
+    // later move took from the target (a higher epoch there).
+    private async Task TakeOnTargetAsync(MoveInfo move, int targetIndex, long epoch, CancellationToken cancellationToken)
     {
         var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using (target.ConfigureAwait(false))
         {
             await ReshardingAdmin.ExecuteAsync(target, "select set_config('synchronous_commit', 'on', false)", cancellationToken).ConfigureAwait(false);
-            var take = new NpgsqlCommand("update shardkit.bucket_owner set owned = true, epoch = $2 where bucket = any($1)", target);
+            var take = new NpgsqlCommand("update shardkit.bucket_owner set owned = true, epoch = $2 where bucket = any($1) and epoch <= $2", target);
             await using (take.ConfigureAwait(false))
             {
                 take.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
@@ -231,8 +246,6 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 await take.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
         }
-
-        await ExecuteCatalogAsync(SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
     }
 
     // The catalog names the target ($2) of the buckets ($1), records move $3 switched, and notifies.
