@@ -125,7 +125,6 @@ internal sealed partial class BucketMover
             }
 
             var frozen = Stopwatch.GetTimestamp();
-            var compiled = System.Runtime.JitInfo.GetCompiledMethodCount();
             take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch} where bucket = any({buckets})",
                 cancellationToken);
             await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
@@ -158,7 +157,7 @@ internal sealed partial class BucketMover
             ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "switched", string.Create(CultureInfo.InvariantCulture,
                 $"buckets {Describe(move.Buckets)} on '{move.Target}', writers paused {pause.TotalMilliseconds:F1} ms (drained at {drainedAt.TotalMilliseconds:F1}, " +
                 $"verified at {verifiedAt.TotalMilliseconds:F1}: {how}; the lock took {Stopwatch.GetElapsedTime(requested, frozen).TotalMilliseconds:F1} ms, " +
-                $"the last catch-up round before {settled.TotalMilliseconds:F1} ms; {System.Runtime.JitInfo.GetCompiledMethodCount() - compiled} methods compiled meanwhile)"));
+                $"the last catch-up round before {settled.TotalMilliseconds:F1} ms)"));
             return pause;
         }
         catch when (!gaveUp)
