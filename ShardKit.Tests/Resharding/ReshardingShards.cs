@@ -81,7 +81,12 @@ internal sealed class ReshardingShards : IAsyncDisposable
 
         if (stored)
         {
-            builder.UseStoredMap("s0", configure);
+            // Quick checks, so that a move's default waits for followers (twice the check interval) stay short here.
+            builder.UseStoredMap("s0", o =>
+            {
+                o.CheckInterval = TimeSpan.FromMilliseconds(250);
+                configure?.Invoke(o);
+            });
         }
 
         var source = builder.Build();

@@ -13,7 +13,9 @@ public sealed class StoredMapOptions
     /// How often the map's epoch is read when no notification arrived (a lost notification, a catalog that was down);
     /// 5 seconds by default.
     /// </summary>
-    public TimeSpan CheckInterval { get; set; } = TimeSpan.FromSeconds(5);
+    public TimeSpan CheckInterval { get; set; } = DefaultCheckInterval;
+
+    internal static readonly TimeSpan DefaultCheckInterval = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// How long a write a shard refused (its bucket moved) waits for the new map before the refusal reaches the caller

@@ -51,6 +51,9 @@ internal sealed class ShardMapFollower : IAsyncDisposable
         _listening = Task.Run(() => ListenAsync(_stopping.Token));
     }
 
+    /// <summary>How often the catalog is read without a notification.</summary>
+    public TimeSpan CheckInterval => _options.CheckInterval;
+
     /// <summary>Reads the stored map now (one read at a time; a caller arriving during a read waits for that read).</summary>
     public async Task RefreshAsync(CancellationToken cancellationToken)
     {

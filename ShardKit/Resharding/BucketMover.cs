@@ -61,7 +61,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         var id = "m" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Guid.NewGuid().ToString("N")[..6];
         await RecordAloneAsync(id, buckets.Order().ToArray(), source, target, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
-        await Task.Delay(options.AnnounceWait, cancellationToken).ConfigureAwait(false);
+        await Task.Delay(options.AnnounceWait ?? FollowersCatchUp, cancellationToken).ConfigureAwait(false);
         return await RunAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null), cancellationToken)
             .ConfigureAwait(false);
     }
@@ -100,6 +100,10 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         await SetStateAsync(moveId, MoveState.Cancelled, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    // How long until every app following the map has read a new one even without the notification: two of this data
+    // source's check intervals (MoveOptions.AnnounceWait and CleanupDelay by default).
+    private TimeSpan FollowersCatchUp => 2 * (Shards.Follower?.CheckInterval ?? StoredMapOptions.DefaultCheckInterval);
 
     // A new epoch with the same owners: followers read whether a move is under way (fan-outs then filter copies).
     private Task AnnounceAsync(CancellationToken cancellationToken) => ExecuteCatalogAsync($"""
@@ -181,7 +185,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             // Switched: the slot goes first (the deletions below must not stream to anyone), then the source's copies.
             await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
             Report(move.MoveId, MoveState.Switched, rowsCopied, 0, pause);
-            await Task.Delay(options.CleanupDelay, cancellationToken).ConfigureAwait(false);
+            await Task.Delay(options.CleanupDelay ?? FollowersCatchUp, cancellationToken).ConfigureAwait(false);
             await DeleteRowsAsync(sourceIndex, move.Buckets, await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken)
                 .ConfigureAwait(false);
             await SetStateAsync(move.MoveId, MoveState.Done, cancellationToken).ConfigureAwait(false);

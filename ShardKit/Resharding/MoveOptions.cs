@@ -30,14 +30,21 @@ public sealed class MoveOptions
     /// </summary>
     public bool Verify { get; set; } = true;
 
-    /// <summary>How long after the switch the source's copies are deleted, so readers on an older map finish; 2 seconds by default.</summary>
-    public TimeSpan CleanupDelay { get; set; } = TimeSpan.FromSeconds(2);
+    /// <summary>
+    /// How long after the switch the source's copies are deleted, so that every app has the new map by then, also one
+    /// that missed the notification and reads the catalog only every <see cref="StoredMapOptions.CheckInterval"/>
+    /// (until it does, its reads of these buckets go to the source). Null (the default): twice the moving data source's
+    /// own CheckInterval (10 seconds with its defaults). Set it to at least your apps' longest CheckInterval.
+    /// </summary>
+    public TimeSpan? CleanupDelay { get; set; }
 
     /// <summary>
     /// How long a move waits after announcing itself (a new map epoch that says a move is under way) before it copies
-    /// rows, so every app following the map reads fan-outs with the moving buckets' copies filtered out; 500 ms by default.
+    /// rows, so every app following the map reads fan-outs with the moving buckets' copies filtered out, also one that
+    /// missed the notification. Null (the default): twice the moving data source's own
+    /// <see cref="StoredMapOptions.CheckInterval"/> (10 seconds with its defaults). Set it to at least your apps' longest CheckInterval.
     /// </summary>
-    public TimeSpan AnnounceWait { get; set; } = TimeSpan.FromMilliseconds(500);
+    public TimeSpan? AnnounceWait { get; set; }
 
     /// <summary>Rows deleted per statement when the source's copies are removed; 5,000 by default.</summary>
     public int DeleteBatchSize { get; set; } = 5000;
