@@ -224,6 +224,57 @@ public sealed class MoveTests
     }
 
     [Test]
+    public async Task A_writer_transaction_that_closes_a_deadlock_with_the_move_costs_the_move_a_retry_not_its_run()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 300);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(2).ToArray();
+        var (first, second) = (buckets.Min(), buckets.Max());
+        // A writer's transaction holds the second bucket (as its fenced write would), then asks for the first once the
+        // move, which locks in bucket order, holds the first and waits for the second.
+        // (Taken once catching up: earlier, the replication slot's creation would wait for this transaction.)
+        await using var writer = await shards.OpenAsync(0);
+        var holding = false;
+        var move = admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick, new InlineProgress(p =>
+        {
+            if (p.State == MoveState.CatchingUp && !holding)
+            {
+                holding = true;
+                writer.Execute("begin; select shardkit.check_buckets(array[@second])", new { second });
+            }
+        }));
+        await using (var watcher = await shards.OpenAsync(0))
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            // (The slot's creation also waits for the writer's transaction; only the move's lock of the buckets counts.)
+            while (await watcher.ExecuteScalarAsync<int>("select count(*)::int from pg_stat_activity " +
+                       "where wait_event_type = 'Lock' and query like '%bucket_owner%for update%' and query not like '%nowait%'") == 0)
+            {
+                Assert.That(DateTime.UtcNow, Is.LessThan(deadline), "the move never waited for the writer's bucket");
+                Assert.That(move.IsFaulted, Is.False, () => $"the move failed before waiting: {move.Exception}");
+                await Task.Delay(20);
+            }
+        }
+
+        try
+        {
+            await writer.ExecuteAsync("select shardkit.check_buckets(array[@first])", new { first });
+        }
+        catch (Npgsql.PostgresException e) when (e.SqlState == Npgsql.PostgresErrorCodes.DeadlockDetected)
+        {
+            // PostgreSQL ends the transaction whose wait began first (the move's); rarely the writer's.
+        }
+
+        await writer.ExecuteAsync("rollback");
+        var result = await move;
+
+        Assert.That(result.Buckets, Is.EquivalentTo(buckets));
+        await AssertPlacedAsync(shards, admin, truth);
+    }
+
+    [Test]
     public async Task Adding_a_shard_gives_it_an_even_share_of_buckets_and_their_rows()
     {
         await using var shards = await ReshardingShards.CreateAsync(3);

@@ -114,9 +114,10 @@ internal sealed partial class BucketMover
                 // marker written from now on; no other can commit.
                 epoch = await FreezeAsync(source, move, buckets, cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && attempt < options.FreezeAttempts)
+            catch (PostgresException e) when (LostTheLock(e) && attempt < options.FreezeAttempts)
             {
-                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze waited too long", $"attempt {attempt}; catching up and trying again");
+                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze could not take the lock",
+                    $"attempt {attempt} ({(e.SqlState == PostgresErrorCodes.DeadlockDetected ? "a deadlock with a writer's transaction" : "it waited too long")}); catching up and trying again");
                 await ExecuteAsync(source, "rollback", cancellationToken).ConfigureAwait(false);
                 await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
                 await drain.ConfigureAwait(false);
@@ -298,7 +299,7 @@ internal sealed partial class BucketMover
                 cancellationToken).ConfigureAwait(false);
             return new HeldWriters(connection);
         }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable)
+        catch (PostgresException e) when (LostTheLock(e))
         {
             await RollbackQuietlyAsync(connection).ConfigureAwait(false);
             await connection.DisposeAsync().ConfigureAwait(false);
@@ -310,6 +311,12 @@ internal sealed partial class BucketMover
             throw;
         }
     }
+
+    // The buckets' lock was not had: it waited longer than FreezeLockTimeout, or it closed a cycle with a writer's
+    // transaction that holds one bucket and waits for another the move had locked (the move waited first, so PostgreSQL
+    // ends the move's transaction, not the writer's). Either way the move lets go and tries again.
+    private static bool LostTheLock(PostgresException e) =>
+        e.SqlState is PostgresErrorCodes.LockNotAvailable or PostgresErrorCodes.DeadlockDetected;
 
     private static Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken) =>
         ReshardingAdmin.ExecuteAsync(connection, sql, cancellationToken);
