@@ -287,17 +287,30 @@ internal sealed partial class BucketMover
     }
 
     // Makes the buckets' writers wait (for the verify's snapshot): their ownership rows locked on the source, as the freeze
-    // locks them. Null when the lock was not had within FreezeLockTimeout.
+    // locks them. Null when the lock was not had (within FreezeLockTimeout, or a deadlock).
     private async Task<IAsyncDisposable?> HoldWritersAsync(MoveInfo move, int sourceIndex, CancellationToken cancellationToken)
     {
         var connection = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await ReshardingAdmin.ExecuteAsync(connection,
-                $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
-                $"select count(*) from (select 1 from shardkit.bucket_owner where bucket = any({BucketArraySql(move.Buckets)}) order by bucket for update) o",
-                cancellationToken).ConfigureAwait(false);
-            return new HeldWriters(connection);
+            // As the freeze: all rows at once or none first, so that writers do not wait behind rows already locked.
+            for (var attempt = 1; ; attempt++)
+            {
+                var wait = attempt > NowaitFreezes;
+                try
+                {
+                    await ReshardingAdmin.ExecuteAsync(connection,
+                        $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
+                        $"select count(*) from (select 1 from shardkit.bucket_owner where bucket = any({BucketArraySql(move.Buckets)}) " +
+                        $"order by bucket for update{(wait ? "" : " nowait")}) o",
+                        cancellationToken).ConfigureAwait(false);
+                    return new HeldWriters(connection);
+                }
+                catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
+                {
+                    await ReshardingAdmin.ExecuteAsync(connection, "rollback", cancellationToken).ConfigureAwait(false);
+                }
+            }
         }
         catch (PostgresException e) when (LostTheLock(e))
         {
