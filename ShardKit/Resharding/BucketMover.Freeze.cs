@@ -203,33 +203,40 @@ internal sealed partial class BucketMover
     private static Task WriteMarkerAsync(NpgsqlConnection marker, string nonce, CancellationToken cancellationToken) =>
         ExecuteAsync(marker, $"{BucketReplication.MarkerSql(nonce)}; {BucketReplication.FlushWalSql}", cancellationToken);
 
-    // Locks the buckets' ownership rows on the source. Returns the epoch the switch gives them. A lock that waits holds the
-    // rows it has already locked, so their writers wait too: the first tries take all rows at once or none (nowait; a
-    // writer holds its bucket's row for a moment), and only then does the freeze wait in line (lock_timeout).
-    private async Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, CancellationToken cancellationToken)
+    // Locks the buckets' ownership rows on the source. Returns the epoch the switch gives them.
+    private Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, CancellationToken cancellationToken) =>
+        LockInTurnAsync(source, wait => TryFreezeAsync(source, move, buckets, wait, cancellationToken), cancellationToken);
+
+    // A lock that waits holds the rows it has already locked, so their writers wait too: the first tries take all rows at
+    // once or none (nowait; a writer holds its bucket's row for a moment), and only then does one wait in line
+    // (lock_timeout). tryLock(wait) runs one try in a transaction of its own, rolled back here when it found a row taken.
+    private static async Task<T> LockInTurnAsync<T>(NpgsqlConnection connection, Func<bool, Task<T>> tryLock, CancellationToken cancellationToken)
     {
         for (var attempt = 1; ; attempt++)
         {
             var wait = attempt > NowaitFreezes;
             try
             {
-                return await TryFreezeAsync(source, move, buckets, wait, cancellationToken).ConfigureAwait(false);
+                return await tryLock(wait).ConfigureAwait(false);
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
             {
-                await ReshardingAdmin.ExecuteAsync(source, "rollback", cancellationToken).ConfigureAwait(false);
+                await ReshardingAdmin.ExecuteAsync(connection, "rollback", cancellationToken).ConfigureAwait(false);
             }
         }
     }
 
     private const int NowaitFreezes = 10;
 
+    // The statement that locks the buckets' ownership rows in bucket order and selects `columns` over them (epoch, owned).
+    private string LockSql(string buckets, string columns, bool wait) =>
+        $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
+        $"select {columns} from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
+        $"order by bucket for update{(wait ? "" : " nowait")}) o";
+
     private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, bool wait, CancellationToken cancellationToken)
     {
-        var freeze = new NpgsqlCommand(
-            $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
-            $"select max(epoch), bool_and(owned), count(*) from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
-            $"order by bucket for update{(wait ? "" : " nowait")}) o", source);
+        var freeze = new NpgsqlCommand(LockSql(buckets, "max(epoch), bool_and(owned), count(*)", wait), source);
         await using var _ = freeze.ConfigureAwait(false);
         var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = reader.ConfigureAwait(false);
@@ -293,24 +300,14 @@ internal sealed partial class BucketMover
         var connection = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            // As the freeze: all rows at once or none first, so that writers do not wait behind rows already locked.
-            for (var attempt = 1; ; attempt++)
+            // As the freeze locks them (LockInTurnAsync).
+            var buckets = BucketArraySql(move.Buckets);
+            await LockInTurnAsync(connection, async wait =>
             {
-                var wait = attempt > NowaitFreezes;
-                try
-                {
-                    await ReshardingAdmin.ExecuteAsync(connection,
-                        $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
-                        $"select count(*) from (select 1 from shardkit.bucket_owner where bucket = any({BucketArraySql(move.Buckets)}) " +
-                        $"order by bucket for update{(wait ? "" : " nowait")}) o",
-                        cancellationToken).ConfigureAwait(false);
-                    return new HeldWriters(connection);
-                }
-                catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
-                {
-                    await ReshardingAdmin.ExecuteAsync(connection, "rollback", cancellationToken).ConfigureAwait(false);
-                }
-            }
+                await ReshardingAdmin.ExecuteAsync(connection, LockSql(buckets, "count(*)", wait), cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken).ConfigureAwait(false);
+            return new HeldWriters(connection);
         }
         catch (PostgresException e) when (LostTheLock(e))
         {

@@ -174,7 +174,6 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 await RefreshAsync(cancellationToken).ConfigureAwait(false);
                 state = MoveState.Switched;
             }
-
             else if (state is MoveState.Switched && await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false) is var gaveUpAt and >= 0)
             {
                 // The switch commits the target's taking over and the catalog's naming it at once: a mover stopped between

@@ -191,16 +191,13 @@ internal sealed partial class BucketReplication
             {
                 var all = _keys.CopyOf(table.QualifiedName);
                 var fresh = FreshKeys(table, all);
-                // Every part at once, each on its own connection.
-                var then = fresh.Count > 0 ? ThenAsync(table, fresh, ct) : Task.FromResult((Empty, Empty));
+                // Both parts at once: the fresh keys' rows in the snapshots, and every recorded key's rows now.
                 var sql = ChecksumSql(table, _bucketCount, keyed: true);
-                var arrays = KeyArrays(table, all);
-                var sourceLaterTask = all.Count > 0 ? Task.Run(() => ChecksumsAsync(sourceNow, sql, _buckets, arrays, ct), ct) : Task.FromResult(Empty);
-                var targetLaterTask = all.Count > 0 ? Task.Run(() => ChecksumsAsync(targetNow, sql, _buckets, arrays, ct), ct) : Task.FromResult(Empty);
-                await Task.WhenAll(then, sourceLaterTask, targetLaterTask).ConfigureAwait(false);
+                var then = KeyedChecksumsAsync(_source, _target, sql, fresh, table, ct);
+                var now = KeyedChecksumsAsync(sourceNow, targetNow, sql, all, table, ct);
+                await Task.WhenAll(then, now).ConfigureAwait(false);
                 var (sourceFresh, targetFresh) = await then.ConfigureAwait(false);
-                var sourceLater = await sourceLaterTask.ConfigureAwait(false);
-                var targetLater = await targetLaterTask.ConfigureAwait(false);
+                var (sourceLater, targetLater) = await now.ConfigureAwait(false);
                 foreach (var bucket in _buckets)
                 {
                     var chunk = (table.QualifiedName, bucket);
@@ -244,20 +241,13 @@ internal sealed partial class BucketReplication
             return [.. all.Where(k => !covered.Contains(k))];
         }
 
-        // The rows of these keys in the two snapshots.
-        private async Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> ThenAsync(
-            MovedTable table, IReadOnlyCollection<string[]> keys, CancellationToken ct)
-        {
-            var sql = ChecksumSql(table, _bucketCount, keyed: true);
-            var arrays = KeyArrays(table, keys);
-            var onSource = Task.Run(() => ChecksumsAsync(_source, sql, _buckets, arrays, ct), ct);
-            var onTarget = Task.Run(() => ChecksumsAsync(_target, sql, _buckets, arrays, ct), ct);
-            await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
-            return (await onSource.ConfigureAwait(false), await onTarget.ConfigureAwait(false));
-        }
-
-        private static string[][] KeyArrays(MovedTable table, IReadOnlyCollection<string[]> keys) =>
-            [.. Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray())];
+        // The checksums of these keys' rows on both connections; none to read when there are no keys.
+        private Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> KeyedChecksumsAsync(
+            NpgsqlConnection source, NpgsqlConnection target, string sql, IReadOnlyCollection<string[]> keys, MovedTable table, CancellationToken ct) =>
+            keys.Count == 0
+                ? Task.FromResult((Empty, Empty))
+                : BothChecksumsAsync(source, target, sql, _buckets, ct,
+                    [.. Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray())]);
 
         private static void Add(Dictionary<(string, int), (long, decimal)> into, MovedTable table, Dictionary<int, (long Rows, decimal Sum)> sums)
         {

@@ -51,10 +51,11 @@ internal sealed partial class BucketReplication
     /// command hangs.
     /// </summary>
     private static async Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> BothChecksumsAsync(
-        NpgsqlConnection source, NpgsqlConnection target, string sql, int[] buckets, CancellationToken ct)
+        NpgsqlConnection source, NpgsqlConnection target, string sql, int[] buckets, CancellationToken ct, string[][]? keys = null)
     {
-        var onSource = ChecksumsAsync(source, sql, buckets, null, ct);
-        var onTarget = ChecksumsAsync(target, sql, buckets, null, ct);
+        // Each started on its own: the first must not hold the second up while it sends.
+        var onSource = Task.Run(() => ChecksumsAsync(source, sql, buckets, keys, ct), ct);
+        var onTarget = Task.Run(() => ChecksumsAsync(target, sql, buckets, keys, ct), ct);
         await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
         return (await onSource.ConfigureAwait(false), await onTarget.ConfigureAwait(false));
     }
