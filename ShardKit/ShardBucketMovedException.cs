@@ -21,7 +21,7 @@ public sealed class ShardBucketMovedException : ShardKitException
     {
         ArgumentNullException.ThrowIfNull(error);
         Shard = shard;
-        (Bucket, Epoch) = Parse(error.Detail);
+        (Bucket, Epoch, MovedTo) = Parse(error.Detail);
     }
 
     /// <summary>Creates an exception with a message.</summary>
@@ -44,6 +44,13 @@ public sealed class ShardBucketMovedException : ShardKitException
     /// <summary>The bucket's epoch on the refusing shard (the epoch of the move that took it away); 0 when unknown.</summary>
     public long Epoch { get; }
 
+    /// <summary>
+    /// The shard the refusing shard says the bucket went to (the target of the move that took it away, recorded with the
+    /// giving up); null when it does not say (the bucket was never its own, or its fence predates this). Only a hint:
+    /// that shard's own fence decides whether it owns the bucket now.
+    /// </summary>
+    public string? MovedTo { get; }
+
     /// <summary>Whether <paramref name="error"/>, or an error inside it, is a shard's refusal of a moved bucket.</summary>
     public static bool IsMoved(Exception? error)
     {
@@ -58,12 +65,39 @@ public sealed class ShardBucketMovedException : ShardKitException
         return false;
     }
 
-    // The fence's detail reads "bucket=<n> epoch=<e>".
-    private static (int Bucket, long Epoch) Parse(string? detail)
+    /// <summary>The shard's refusal in <paramref name="error"/> or an error inside it; null when there is none.</summary>
+    internal static ShardBucketMovedException? Find(Exception? error, string shard)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case ShardBucketMovedException moved:
+                    return moved;
+                case PostgresException { SqlState: SqlState } refusal:
+                    return new ShardBucketMovedException(shard, refusal);
+            }
+        }
+
+        return null;
+    }
+
+    // The fence's detail reads "bucket=<n> epoch=<e>", then " moved_to=<shard name>" (to the end: a name may hold spaces)
+    // when the shard recorded where the bucket went.
+    private static (int Bucket, long Epoch, string? MovedTo) Parse(string? detail)
     {
         var bucket = -1;
         var epoch = 0L;
-        foreach (var part in (detail ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        string? movedTo = null;
+        detail ??= "";
+        var to = detail.IndexOf(" moved_to=", StringComparison.Ordinal);
+        if (to >= 0)
+        {
+            movedTo = detail[(to + " moved_to=".Length)..];
+            detail = detail[..to];
+        }
+
+        foreach (var part in detail.Split(' ', StringSplitOptions.RemoveEmptyEntries))
         {
             if (part.StartsWith("bucket=", StringComparison.Ordinal))
             {
@@ -75,6 +109,6 @@ public sealed class ShardBucketMovedException : ShardKitException
             }
         }
 
-        return (bucket, epoch);
+        return (bucket, epoch, movedTo is { Length: > 0 } ? movedTo : null);
     }
 }

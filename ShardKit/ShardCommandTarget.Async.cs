@@ -33,6 +33,12 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
+                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
                 if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
                 {
                     throw;
@@ -119,6 +125,12 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
+                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
                 if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
                 {
                     throw;
@@ -268,6 +280,12 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
+                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
                 if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
                 {
                     throw;
@@ -337,6 +355,12 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
+                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
                 if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
                 {
                     throw;

@@ -91,6 +91,12 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
+                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
                 if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
                 {
                     throw;

@@ -154,6 +154,28 @@ public abstract partial class ShardCommandTarget
         attempt < MoveAttempts && ShardBucketMovedException.IsMoved(error) && Owner.DataSource.Shards.Follower is not null
         && !Owner.Session.InTransaction && command.Transaction is null && route.IsSingle;
 
+    /// <summary>
+    /// Where a refused command may go at once, by the refusing shard's word: a move switched its bucket moments ago and
+    /// this data source's map does not show it yet (the notified map comes some milliseconds later), so the command goes
+    /// to the shard the refusal names instead of waiting for that map. Safe whatever the word says: that shard's fence
+    /// takes the write only if it owns the bucket (a target still committing its taking makes the write wait on its lock).
+    /// Only the first refusal of a command is followed so, only for a route of that one bucket, to another shard this
+    /// data source lists, and only while the map is the one the command was routed by; null otherwise (wait for the map).
+    /// </summary>
+    private Route? RouteByRefusal(Exception error, int attempt, in Route route, long epoch)
+    {
+        var map = Owner.DataSource.Map;
+        if (attempt != 0 || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
+            { MovedTo: { } movedTo } refusal || !map.Contains(movedTo))
+        {
+            return null;
+        }
+
+        var shard = map.IndexOf(movedTo);
+        var buckets = RouteResolver.BucketsOf(map, route);
+        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) ? route.On(shard) : null;
+    }
+
     /// <summary>Waits for a map newer than the one the refused command was routed by; false when none came in time.</summary>
     private Task<bool> WaitForNewerMapAsync(long epoch, CancellationToken cancellationToken) =>
         Owner.DataSource.Shards.Follower!.WaitForNewerMapAsync(epoch, cancellationToken);

@@ -67,6 +67,11 @@ public sealed class MoveTests
         var move = (await admin.Resharding.GetMovesAsync()).Single();
         Assert.That(move.State, Is.EqualTo(MoveState.Done));
         Assert.That(move.PauseMs, Is.GreaterThan(0));
+        // The source's fence says where the buckets went (its refusals name it); the target's rows name nothing.
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from shardkit.bucket_owner where bucket = any(@buckets) and moved_to = 's1' and not owned",
+            new { buckets }), Is.EqualTo(buckets.Length));
+        Assert.That(await shards.ScalarAsync<long>(1, "select count(*) from shardkit.bucket_owner where bucket = any(@buckets) and moved_to is null and owned",
+            new { buckets }), Is.EqualTo(buckets.Length));
     }
 
     [Test]
@@ -93,7 +98,11 @@ public sealed class MoveTests
                     streamed.Add(row);
                 }
 
-                foreach (var (name, list) in new[] { ("buffered", rows), ("unbuffered", streamed) })
+                // Untyped rows are kept by their key column (named as the moved table's), also when they are per-key groups.
+                var untyped = (await db.AllShards().QueryAsync("select id, payload, n from items")).Select(r => new Item { Id = (long)r.id }).ToList();
+                var groups = (await db.AllShards().QueryAsync("select id, count(*) as rows from items group by id", merge: Merge.Concat<dynamic>()))
+                    .SelectMany(g => Enumerable.Repeat(new Item { Id = (long)g.id }, (int)(long)g.rows)).ToList();
+                foreach (var (name, list) in new[] { ("buffered", rows), ("unbuffered", streamed), ("dynamic", untyped), ("dynamic groups", groups) })
                 {
                     if (list.Count != truth.Count || list.Select(r => r.Id).Distinct().Count() != truth.Count)
                     {

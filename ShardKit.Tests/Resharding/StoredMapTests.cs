@@ -9,11 +9,13 @@ public sealed class StoredMapTests
     private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
 
     // Switches one bucket's owner the way a move's last steps do (source gives up, target takes, catalog names it), with no rows.
-    internal static async Task SwitchByHandAsync(ReshardingShards shards, int bucket, int from, int to, bool notify = true)
+    // movedTo: what the source's fence records as the bucket's new owner (a move records the target; null records none).
+    internal static async Task SwitchByHandAsync(ReshardingShards shards, int bucket, int from, int to, bool notify = true, string? movedTo = null)
     {
         await using (var source = await shards.OpenAsync(from))
         {
-            await source.ExecuteAsync("update shardkit.bucket_owner set owned = false, epoch = epoch + 1 where bucket = @bucket", new { bucket });
+            await source.ExecuteAsync("update shardkit.bucket_owner set owned = false, epoch = epoch + 1, moved_to = @movedTo where bucket = @bucket",
+                new { bucket, movedTo });
         }
 
         await using (var target = await shards.OpenAsync(to))
@@ -163,6 +165,68 @@ public sealed class StoredMapTests
 
     [TestCase(false)]
     [TestCase(true)]
+    public async Task A_refusal_that_names_the_new_owner_sends_the_write_there_without_waiting_for_the_map(bool sync)
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        var app = await StaleAppAsync(shards);
+        var key = KeyIn(app.Map, 1);
+        var before = app.Map.Epoch;
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false, movedTo: "s1");
+
+        await using var db = app.CreateConnection();
+        const string insert = "insert into items (id, payload) values (@Id, @Payload)";
+        var item = new Item { Id = key, Payload = "hinted" };
+        var affected = sync ? db.Execute(insert, item) : await db.ExecuteAsync(insert, item);
+
+        Assert.That(affected, Is.EqualTo(1));
+        Assert.That(app.Map.Epoch, Is.EqualTo(before), "the write went by the refusal's word, not by a newer map");
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from items"), Is.EqualTo(0), "nothing on the old owner");
+        Assert.That(await shards.ScalarAsync<string>(1, "select payload from items where id = @key", new { key }), Is.EqualTo("hinted"));
+        var refusal = Assert.ThrowsAsync<ShardBucketMovedException>(() =>
+            db.OnShard("s0").ExecuteAsync("insert into items (id) values (@key)", new { key }));
+        Assert.That((refusal!.Shard, refusal.Bucket, refusal.MovedTo), Is.EqualTo(("s0", 1, "s1")));
+    }
+
+    // The refusal's word is only a hint: a shard it names that does not own the bucket refuses in turn (its own fence),
+    // and one the app does not list is not tried; either way the write waits for the map and lands on the real owner.
+    [TestCase("s2")]
+    [TestCase("nowhere")]
+    [TestCase("s0")]
+    public async Task A_refusal_naming_a_wrong_owner_costs_a_wait_for_the_map_never_a_misplaced_row(string movedTo)
+    {
+        await using var shards = await ReshardingShards.CreateAsync(3);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        var app = await StaleAppAsync(shards);
+        var key = KeyIn(app.Map, 1);
+        Assert.That(app.Map.ShardFor(key), Is.EqualTo("s0"));
+        var before = app.Map.Epoch;
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false, movedTo: movedTo);
+
+        await using var db = app.CreateConnection();
+        Assert.That(await db.ExecuteAsync("insert into items (id, payload) values (@Id, @Payload)", new Item { Id = key, Payload = "owner" }), Is.EqualTo(1));
+
+        Assert.That(app.Map.Epoch, Is.GreaterThan(before), "the write waited for the catalog's map");
+        Assert.That(await shards.ScalarAsync<string>(1, "select payload from items where id = @key", new { key }), Is.EqualTo("owner"));
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from items") + await shards.ScalarAsync<long>(2, "select count(*) from items"),
+            Is.EqualTo(0), "nothing on the shards that do not own the bucket");
+    }
+
+    [TestCase("bucket=7 epoch=3", 7, 3L, null)]
+    [TestCase("bucket=7 epoch=3 moved_to=s1", 7, 3L, "s1")]
+    [TestCase("bucket=12 epoch=9 moved_to=shard two 'b'", 12, 9L, "shard two 'b'")]
+    [TestCase("bucket=12 epoch=9 moved_to=", 12, 9L, null)]
+    [TestCase(null, -1, 0L, null)]
+    public void A_refusal_reads_bucket_epoch_and_new_owner_from_the_fences_detail(string? detail, int bucket, long epoch, string? movedTo)
+    {
+        var error = new ShardBucketMovedException("s0", new PostgresException("this shard does not own bucket", "ERROR", "ERROR",
+            ShardBucketMovedException.SqlState, detail));
+
+        Assert.That((error.Bucket, error.Epoch, error.MovedTo), Is.EqualTo((bucket, epoch, movedTo)));
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
     public async Task A_key_list_write_split_on_an_old_map_runs_only_the_refused_part_again(bool sync)
     {
         await using var f = await OldMapAsync();
@@ -234,6 +298,39 @@ public sealed class StoredMapTests
         Assert.That(affected, Is.EqualTo(1));
         Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the refusal brought the new map");
         Assert.That(await shards.ScalarAsync<int?>(1, "select n from items where id = @key", new { key }), Is.EqualTo(kind == "delete" ? null : 2));
+    }
+
+    // The old owner keeps its copies until the move's cleanup: an insert an old map sends there, of a key the new owner
+    // deleted, hit that copy's primary key (a duplicate error, the write lost) before the statement's trigger could refuse
+    // it. The named bucket is now checked before the write runs: refused there, it runs on the new owner.
+    [TestCase("execute", false)]
+    [TestCase("execute", true)]
+    [TestCase("returning", false)]
+    [TestCase("list", false)]
+    public async Task An_insert_an_old_map_sends_to_an_owner_that_still_keeps_a_copy_is_refused_there_not_failed_as_a_duplicate(string kind, bool sync)
+    {
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        var key = f.Moving;
+        await using (var oldOwner = await shards.OpenAsync(0))
+        {
+            await oldOwner.ExecuteAsync("set shardkit.fence = off; insert into items (id, payload, n) values (@key, 'copy', 7)", new { key });
+        }
+
+        await using var db = app.CreateConnection();
+        const string insert = "insert into items (id, payload, n) values (@Id, @Payload, 1)";
+        var item = new Item { Id = key, Payload = "new" };
+        var affected = kind switch
+        {
+            "returning" => (await db.QueryAsync<long>(insert + " returning id", item)).Count(),
+            "list" => await db.ExecuteAsync(insert, new[] { item, new Item { Id = f.Other, Payload = "other" } }) - 1,
+            _ => sync ? db.Execute(insert, item) : await db.ExecuteAsync(insert, item),
+        };
+
+        Assert.That(affected, Is.EqualTo(1));
+        Assert.That(await shards.ScalarAsync<string>(1, "select payload from items where id = @key", new { key }), Is.EqualTo("new"));
+        Assert.That(await shards.ScalarAsync<string>(0, "select payload || n from items where id = @key", new { key }), Is.EqualTo("copy7"),
+            "the old owner's copy is untouched (the move's cleanup deletes it)");
     }
 
     // A write sent through Query or ExecuteScalar (… returning) names its bucket as Execute does: on an old map the old

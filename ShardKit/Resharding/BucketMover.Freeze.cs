@@ -126,7 +126,7 @@ internal sealed partial class BucketMover
             }
 
             var frozen = Stopwatch.GetTimestamp();
-            take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch} where bucket = any({buckets})",
+            take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch}, moved_to = null where bucket = any({buckets})",
                 cancellationToken);
             await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
             await drain.ConfigureAwait(false);
@@ -141,10 +141,11 @@ internal sealed partial class BucketMover
 
             var verifiedAt = Stopwatch.GetElapsedTime(frozen);
 
-            // The source gives up first (committed, durable). The target's update was made during the drain, so its commit
-            // is one round trip; writers that reach it early wait on its row locks instead of being refused.
-            await ReshardingAdmin.ExecuteAsync(source,
-                $"update shardkit.bucket_owner set owned = false, epoch = {epoch} where bucket = any({buckets}); commit", cancellationToken).ConfigureAwait(false);
+            // The source gives up first (committed, durable), naming the target: its refused writers go there at once. The
+            // target's update was made during the drain, so its commit is one round trip; writers that reach it early wait
+            // on its row locks instead of being refused.
+            await ReshardingAdmin.ExecuteAsync(source, $"update shardkit.bucket_owner set owned = false, epoch = {epoch}, " +
+                $"moved_to = {ReshardingAdmin.Literal(move.Target)} where bucket = any({buckets}); commit", cancellationToken).ConfigureAwait(false);
             gaveUp = true;
             // Then the target and the catalog at once (a resume in Switched takes the buckets on the target if the mover
             // stopped between the two); a writer the notification sends to the target before its commit waits on its locks.

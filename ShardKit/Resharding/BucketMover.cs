@@ -241,7 +241,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         await using (target.ConfigureAwait(false))
         {
             await ReshardingAdmin.ExecuteAsync(target, "select set_config('synchronous_commit', 'on', false)", cancellationToken).ConfigureAwait(false);
-            var take = new NpgsqlCommand("update shardkit.bucket_owner set owned = true, epoch = $2 where bucket = any($1) and epoch <= $2", target);
+            var take = new NpgsqlCommand("update shardkit.bucket_owner set owned = true, epoch = $2, moved_to = null where bucket = any($1) and epoch <= $2", target);
             await using (take.ConfigureAwait(false))
             {
                 take.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
@@ -272,6 +272,9 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         await using var _ = source.ConfigureAwait(false);
         var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = target.ConfigureAwait(false);
+        // The switch records on both fences where the buckets went (fences made by an older ShardKit lack the column).
+        await Task.WhenAll(ReshardingAdmin.ExecuteAsync(source, FenceSql.MovedToColumn, cancellationToken),
+            ReshardingAdmin.ExecuteAsync(target, FenceSql.MovedToColumn, cancellationToken)).ConfigureAwait(false);
         foreach (var table in tables)
         {
             var onSource = await MovedTables.DescribeAsync(source, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);

@@ -76,7 +76,7 @@ internal sealed partial class BucketReplication
                 if (snapshot is not null)
                 {
                     await ExecuteAsync(source, "begin isolation level repeatable read read only; set transaction snapshot " +
-                                               Literal(snapshot), stop.Token).ConfigureAwait(false);
+                                               ReshardingAdmin.Literal(snapshot), stop.Token).ConfigureAwait(false);
                 }
 
                 signalled = true;
@@ -212,8 +212,6 @@ internal sealed partial class BucketReplication
             throw new ArgumentOutOfRangeException(nameof(buckets), $"Move at least one bucket, each within 0..{bucketCount - 1}.");
         }
     }
-
-    private static string Literal(string text) => "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'";
 
     /// <summary>
     /// The rows of one scan arriving on the target: a transaction that first deleted whatever those buckets held (a copy

@@ -1,24 +1,44 @@
 namespace ShardKit;
 
 /// <summary>
-/// The ownership fence every shard keeps for itself: <c>shardkit.bucket_owner</c> (bucket, owned, epoch) and, per
+/// The ownership fence every shard keeps for itself: <c>shardkit.bucket_owner</c> (bucket, owned, epoch, and where a
+/// bucket it gave up went) and, per
 /// sharded table, statement-level triggers that lock the touched buckets' rows <c>for share</c> and refuse the statement
-/// (SQLSTATE <c>SK001</c>, <see cref="ShardBucketMovedException"/>) when the shard does not own one of them. The check
+/// (SQLSTATE <c>SK001</c>, <see cref="ShardBucketMovedException"/>, naming where the bucket went when the shard knows)
+/// when the shard does not own one of them. The check
 /// runs inside the write itself, so it costs no round trip and also stops writers that bypass ShardKit or run on an old
 /// map. A move freezes a bucket by locking its row <c>for update</c>: that bucket's writers wait inside PostgreSQL, every
 /// other bucket runs on. Sessions that move rows set <c>shardkit.fence = off</c>.
 /// </summary>
 internal static class FenceSql
 {
+    /// <summary>
+    /// Where a bucket this shard gave up went (the move's target, written with the giving up): the fence's refusal names
+    /// it, so a refused write can go there at once. Added to fences made before it, without locking the table when it is
+    /// already there; nothing where there is no fence (a move's preflight runs this too, on both sides).
+    /// </summary>
+    public const string MovedToColumn = """
+        do $$
+        begin
+            if to_regclass('shardkit.bucket_owner') is not null
+               and not exists (select 1 from pg_attribute where attrelid = to_regclass('shardkit.bucket_owner')
+                               and attname = 'moved_to' and not attisdropped) then
+                alter table shardkit.bucket_owner add column moved_to text;
+            end if;
+        end
+        $$;
+        """;
+
     public const string Functions = """
         create schema if not exists shardkit;
         create table if not exists shardkit.bucket_owner (
             bucket int primary key,
             owned boolean not null,
             epoch bigint not null default 0);
+        """ + MovedToColumn + """
 
-        -- The buckets a ShardKit write names for itself (shardkit.name_buckets below, in front of it),
-        -- taken once: the first fenced statement checks them, and its share locks keep them owned to the transaction's end.
+        -- The buckets an older ShardKit's write named for its statement's triggers to check; kept for triggers made before
+        -- shardkit.name_buckets checked them itself (SeedAsync replaces those triggers).
         create or replace function shardkit.named_buckets() returns int[]
         language plpgsql
         as $$
@@ -34,12 +54,15 @@ internal static class FenceSql
         $$;
 
         -- How a ShardKit write names its buckets (call shardkit.name_buckets('3,17') in front of it): a statement that
-        -- returns no rows, so whoever reads the write's own rows (a query, a scalar, a grid) sees them first.
+        -- returns no rows, so whoever reads the write's own rows (a query, a scalar, a grid) sees them first. They are
+        -- checked at once, before the write runs, and its share locks keep them owned to the transaction's end: a write
+        -- that touches no row is refused all the same, and an insert sent by an old map to a shard that gave the bucket
+        -- up is refused there, not failed as a duplicate of the copy that shard keeps until the move's cleanup.
         create or replace procedure shardkit.name_buckets(buckets text)
         language plpgsql
         as $$
         begin
-            perform set_config('shardkit.buckets', buckets, true);
+            perform shardkit.check_buckets(string_to_array(buckets, ',')::int[]);
         end
         $$;
 
@@ -49,20 +72,21 @@ internal static class FenceSql
         declare
             refused int;
             refused_epoch bigint;
+            refused_to text;
         begin
             if buckets is null or cardinality(buckets) = 0 or current_setting('shardkit.fence', true) = 'off' then
                 return;
             end if;
             -- Lock first, in bucket order (a move locks the same way); then read what the lock let through.
             perform 1 from shardkit.bucket_owner where bucket = any(buckets) order by bucket for share;
-            select b, coalesce(o.epoch, 0) into refused, refused_epoch
+            select b, coalesce(o.epoch, 0), o.moved_to into refused, refused_epoch, refused_to
             from unnest(buckets) as b left join shardkit.bucket_owner o on o.bucket = b
             where o.owned is not true
             limit 1;
             if refused is not null then
                 raise exception 'this shard does not own bucket %', refused
                     using errcode = 'SK001',
-                          detail = format('bucket=%s epoch=%s', refused, refused_epoch),
+                          detail = format('bucket=%s epoch=%s', refused, refused_epoch) || coalesce(' moved_to=' || refused_to, ''),
                           hint = 'The bucket lives on another shard: route the write by the current shard map.';
             end if;
         end
@@ -75,8 +99,8 @@ internal static class FenceSql
 
     /// <summary>
     /// The triggers of one table: after each insert, update and delete statement, the buckets of the rows it touched
-    /// (old and new) and those the write named (<see cref="WriteFence.Named"/>) are checked; a statement fires its trigger even
-    /// when it touched no row. One function serves the three: PL/pgSQL plans a statement when it first runs it, so
+    /// (old and new) are checked (those a ShardKit write named, <see cref="WriteFence.Named"/>, were checked before it
+    /// ran). One function serves the three: PL/pgSQL plans a statement when it first runs it, so
     /// the branch that names a transition table the firing trigger lacks is never planned. <paramref name="table"/> and
     /// <paramref name="keyColumn"/> are plain identifiers.
     /// </summary>
@@ -90,12 +114,11 @@ internal static class FenceSql
             as $$
             begin
                 if tg_op = 'INSERT' then
-                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r) || shardkit.named_buckets());
+                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_new r));
                 elsif tg_op = 'DELETE' then
-                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r) || shardkit.named_buckets());
+                    perform shardkit.check_buckets(array(select distinct {{bucket}} from fence_old r));
                 else
-                    perform shardkit.check_buckets(array(select {{bucket}} from fence_old r union select {{bucket}} from fence_new r)
-                        || shardkit.named_buckets());
+                    perform shardkit.check_buckets(array(select {{bucket}} from fence_old r union select {{bucket}} from fence_new r));
                 end if;
                 return null;
             end

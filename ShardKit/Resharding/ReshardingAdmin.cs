@@ -212,6 +212,9 @@ internal sealed class ReshardingAdmin(ShardSet shards)
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>A SQL string literal of <paramref name="text"/> (Npgsql requires <c>standard_conforming_strings</c> on).</summary>
+    public static string Literal(string text) => "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'";
+
     // Seeding and fencing take turns (concurrent "create or replace" of one function fails).
     private const long LockKey = 0x5348_4B52_4553_4844; // "SHKRESHD"
 }

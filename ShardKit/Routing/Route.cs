@@ -38,6 +38,9 @@ internal readonly struct Route
     public static Route ToBucket(int shard, int bucket) => new(shard, null, bucket: bucket);
 
     public static Route Split(RoutePart[] parts) => new(-1, parts);
+
+    /// <summary>This single-shard route, with its keys, sent to <paramref name="shard"/> instead.</summary>
+    public Route On(int shard) => new(shard, null, Keys, Key, Bucket);
 }
 
 /// <summary>

@@ -4,10 +4,10 @@ namespace ShardKit;
 
 /// <summary>
 /// The statement a ShardKit write sends in front of its own on a shard that follows a stored map, in the same round trip
-/// and transaction: it names the buckets the write is routed by (the session setting <c>shardkit.buckets</c>, through the
-/// procedure <c>shardkit.name_buckets</c>), and the shard's fence (<c>FenceSql</c>) checks them with the rows' own. A
-/// write that touches no row (an update or delete by a map older than a finished move finds nothing on the old owner) is
-/// refused all the same. A <c>call</c> returns no rows, so Npgsql's reader starts at the write's own result: Dapper reads
+/// and transaction: it names the buckets the write is routed by to the procedure <c>shardkit.name_buckets</c>, which
+/// checks them against the shard's fence (<c>FenceSql</c>) before the write runs. A write that touches no row (an update
+/// or delete by a map older than a finished move finds nothing on the old owner) is refused all the same, and so is an
+/// insert whose key still has a copy there (not failed as a duplicate). A <c>call</c> returns no rows, so Npgsql's reader starts at the write's own result: Dapper reads
 /// a fenced <c>insert … returning</c> exactly as an unfenced one.
 /// </summary>
 internal static class WriteFence
