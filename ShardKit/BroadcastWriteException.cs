@@ -38,6 +38,13 @@ public sealed class BroadcastWriteException : ShardAggregateException
     /// <summary>The shards where the write applied (and committed), with the rows it affected on each.</summary>
     public IReadOnlyDictionary<string, int> AffectedRows { get; } = new Dictionary<string, int>();
 
+    /// <summary>
+    /// A routed write split over shards that returns rows (<c>… returning</c> through <c>Query</c>): each part's rows by
+    /// the part's index in its route, null for a part that failed; null when the command returns no rows. ShardKit runs
+    /// a part a shard refused (its buckets moved) again and hands the caller every part's rows.
+    /// </summary>
+    internal object?[]? PartResults { get; set; }
+
     /// <summary>The names of the shards where the write applied; the keys of <see cref="AffectedRows"/> in shard order.</summary>
     public IReadOnlyList<string> AppliedShards => [.. AffectedRows.Keys];
 

@@ -383,11 +383,108 @@ public abstract partial class ShardCommandTarget
             static (c, s) => QueryRowAsync<T>(c, s.Command, s.OrDefault, s.Single), command.CancellationToken).ConfigureAwait(false);
     }
 
-    private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command, bool writes)
+    private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command, bool writes, int attempt = 0)
     {
-        var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => c.QueryAsync<T>(cmd),
-            writes ? static rows => rows.Count() : null).ConfigureAwait(false);
-        return perShard.SelectMany(rows => rows).ToList();
+        var epoch = Owner.DataSource.Map.Epoch;
+        try
+        {
+            var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => c.QueryAsync<T>(cmd),
+                writes ? static rows => rows.Count() : null).ConfigureAwait(false);
+            return perShard.SelectMany(rows => rows).ToList();
+        }
+        catch (BroadcastWriteException e) when (e.PartResults is not null && MayRerunRefusedParts(e, attempt, route, command))
+        {
+            if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+            {
+                throw;
+            }
+
+            return await RerunRefusedQueryPartsAsync<T>(e, route, command, attempt).ConfigureAwait(false);
+        }
+    }
+
+    // A write through Query split over shards whose refused parts run again, each alone and routed by the newer map (as
+    // RerunRefusedPartsAsync does for Execute): the caller gets the rows of the parts that applied the first time and of
+    // those run again, in route order. A part that fails then reports what every round applied.
+    private async Task<List<T>> RerunRefusedQueryPartsAsync<T>(BroadcastWriteException refusal, Route route, CommandDefinition command, int attempt)
+    {
+        var names = Owner.DataSource.Map.ShardNames;
+        var original = command.Parameters!;
+        var applied = new Dictionary<string, int>(refusal.AffectedRows);
+        var rows = new List<T>();
+        var parts = route.Parts!;
+        for (var i = 0; i < parts.Length; i++)
+        {
+            var part = parts[i];
+            if (refusal.PartResults![i] is IEnumerable<T> kept)
+            {
+                rows.AddRange(kept);
+                continue;
+            }
+
+            var partCommand = new CommandDefinition(command.CommandText, part.Parameters, command.Transaction, command.CommandTimeout,
+                command.CommandType, command.Flags, command.CancellationToken);
+            Route Again() => part.Batch is { } group
+                ? RouteResolver.BatchAgain(Owner.DataSource.Map, original, group)
+                : RouteResolver.SplitAgain(Owner.DataSource.Map, Owner.DataSource.KeyNames, original, part.Keys!);
+            try
+            {
+                var again = await QueryPartFollowingMovesAsync<T>(Again(), partCommand, attempt + 1, Again).ConfigureAwait(false);
+                rows.AddRange(again);
+                applied[names[part.Shard]] = applied.GetValueOrDefault(names[part.Shard]) + again.Count;
+            }
+            catch (BroadcastWriteException e)
+            {
+                foreach (var (shard, count) in e.AffectedRows)
+                {
+                    applied[shard] = applied.GetValueOrDefault(shard) + count;
+                }
+
+                throw ShardTasks.Failed(e.Failures, applied);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                var shard = e.Data[ShardKitException.ShardDataKey] as string ?? names[part.Shard];
+                throw ShardTasks.Failed([new ShardFailure(shard, e)], applied);
+            }
+        }
+
+        return rows;
+    }
+
+    // One refused part of a write through Query, run by the newer map: on one shard (following a further move as a routed
+    // query does) or split again.
+    private async Task<List<T>> QueryPartFollowingMovesAsync<T>(Route route, CommandDefinition command, int firstAttempt, Func<Route> resolve)
+    {
+        for (var attempt = firstAttempt; ; attempt++)
+        {
+            var epoch = Owner.DataSource.Map.Epoch;
+            if (!route.IsSingle)
+            {
+                return await QuerySplitAsync<T>(route, command, writes: true, attempt).ConfigureAwait(false);
+            }
+
+            try
+            {
+                return (await RunRoutedAsync(route.Shard, "Query", command.CommandText, true, QueryBound(command, route, true),
+                    static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)).AsList();
+            }
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            {
+                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
+                if (!await WaitForNewerMapAsync(epoch, command.CancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
+
+            route = resolve();
+        }
     }
 
     // Each part runs on its own shard's connection, all at once; results come back in shard order.
@@ -403,8 +500,16 @@ public abstract partial class ShardCommandTarget
             tasks[i] = RunPartAsync(part);
         }
 
-        return await ShardTasks.WhenAllAsync(tasks, parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray(), affectedRows)
-            .ConfigureAwait(false);
+        try
+        {
+            return await ShardTasks.WhenAllAsync(tasks, parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray(), affectedRows)
+                .ConfigureAwait(false);
+        }
+        catch (BroadcastWriteException e) when (affectedRows is not null)
+        {
+            e.PartResults = tasks.Select(t => t.IsCompletedSuccessfully ? (object?)t.Result : null).ToArray();
+            throw;
+        }
 
         Task<TResult> RunPartAsync(RoutePart part) =>
             RunRoutedAsync(part.Shard, operation, command.CommandText, isWrite, isWrite ? FencedPart(command, part) : Bind(command, part.Shard, part.Parameters),

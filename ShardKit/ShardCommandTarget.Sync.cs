@@ -23,9 +23,25 @@ public abstract partial class ShardCommandTarget
             : QuerySplit<T>(route, command, writes));
     }
 
-    private List<T> QuerySplit<T>(Route route, CommandDefinition command, bool writes) =>
-        RunParts(route, command, "Query", writes, static (c, cmd) => c.Query<T>(cmd).AsList(), writes ? static rows => rows.Count : null)
-            .SelectMany(r => r).ToList();
+    private List<T> QuerySplit<T>(Route route, CommandDefinition command, bool writes)
+    {
+        var epoch = Owner.DataSource.Map.Epoch;
+        try
+        {
+            return RunParts(route, command, "Query", writes, static (c, cmd) => c.Query<T>(cmd).AsList(), writes ? static rows => rows.Count : null)
+                .SelectMany(r => r).ToList();
+        }
+        catch (BroadcastWriteException e) when (e.PartResults is not null && MayRerunRefusedParts(e, 0, route, command))
+        {
+            if (!WaitForNewerMapAsync(epoch, command.CancellationToken).GetAwaiter().GetResult())
+            {
+                throw;
+            }
+
+            // Rare (a move switched under the write): the refused parts run on the asynchronous path, waited for here.
+            return RerunRefusedQueryPartsAsync<T>(e, route, command, 0).GetAwaiter().GetResult();
+        }
+    }
 
     /// <summary>The first row of the query on the key's shard; throws when there is none.</summary>
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
@@ -185,7 +201,13 @@ public abstract partial class ShardCommandTarget
         }
 
         var names = parts.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray();
-        throw ShardTasks.Failed(failed, affectedRows is null ? null
+        var error = ShardTasks.Failed(failed, affectedRows is null ? null
             : ShardTasks.Succeeded(results.Select((r, i) => (failures[i] is null, r)).ToArray(), names, affectedRows));
+        if (error is BroadcastWriteException write)
+        {
+            write.PartResults = results.Select((r, i) => failures[i] is null ? (object?)r : null).ToArray();
+        }
+
+        throw error;
     }
 }

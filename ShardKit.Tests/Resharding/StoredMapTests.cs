@@ -344,6 +344,7 @@ public sealed class StoredMapTests
     [TestCase("scalar", true)]
     [TestCase("with", false)]
     [TestCase("split", false)]
+    [TestCase("split", true)]
     public async Task A_write_through_Query_or_ExecuteScalar_that_finds_no_row_on_the_old_owner_runs_on_the_new_owner(string kind, bool sync)
     {
         await using var f = await OldMapAsync();
@@ -366,18 +367,50 @@ public sealed class StoredMapTests
         };
         if (kind == "split")
         {
-            // A key list over two shards: the old owner's part is refused and the caller is told what applied where.
-            var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
-                db.QueryAsync<int>("update items set n = n + 1 where id = any(@Id) returning n", new { Id = new[] { key, f.Other } }));
-            Assert.That(ShardBucketMovedException.IsMoved(error!.Failures.Single().Error), Is.True, error.ToString());
-            Assert.That(error.Failures.Single().Shard, Is.EqualTo("s0"));
-            Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key }), Is.EqualTo(1), "nothing written by the old map");
+            // A key list over two shards: the old owner refuses its part, which runs again on the new owner; the part
+            // the other shard applied is not sent twice, and the caller gets both parts' rows.
+            await using (var other = await shards.OpenAsync(1))
+            {
+                await other.ExecuteAsync("insert into items (id, payload, n) values (@key, 'other', 5)", new { key = f.Other });
+            }
+
+            const string list = "update items set n = n + 1 where id = any(@Id) returning n";
+            var ids = new { Id = new[] { key, f.Other } };
+            var rows = sync ? db.Query<int>(list, ids).ToList() : (await db.QueryAsync<int>(list, ids)).ToList();
+
+            Assert.That(rows, Is.EquivalentTo(new[] { 2, 6 }));
+            Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key }), Is.EqualTo(2));
+            Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key = f.Other }), Is.EqualTo(6), "applied once");
+            Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from items"), Is.EqualTo(0));
             return;
         }
 
         Assert.That(n, Is.EqualTo(2));
         Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the refusal brought the new map");
         Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key }), Is.EqualTo(2));
+    }
+
+    // A refused part of a write through Query that then fails on the new owner: the caller is told what applied where,
+    // the other shard's part included.
+    [Test]
+    public async Task A_refused_part_of_a_write_through_Query_that_fails_when_run_again_names_every_applied_row()
+    {
+        await using var f = await OldMapAsync();
+        var (shards, app) = (f.Shards, f.App);
+        await using (var owner = await shards.OpenAsync(1))
+        {
+            await owner.ExecuteAsync("insert into items (id, payload, n) values (@moving, 'moved', 2147483647), (@other, 'other', 5)",
+                new { moving = f.Moving, other = f.Other });
+        }
+
+        await using var db = app.CreateConnection();
+        var error = Assert.ThrowsAsync<BroadcastWriteException>(() =>
+            db.QueryAsync<int>("update items set n = n + 1 where id = any(@Id) returning n", new { Id = new[] { f.Moving, f.Other } }));
+
+        Assert.That(error!.Failures.Single().Error, Is.InstanceOf<PostgresException>().With.Property(nameof(PostgresException.SqlState)).EqualTo("22003"),
+            error.ToString());
+        Assert.That(error.AffectedRows, Is.EqualTo(new Dictionary<string, int> { ["s1"] = 1 }), "the other shard's part applied once");
+        Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key = f.Other }), Is.EqualTo(6));
     }
 
     // ForId routes by the bucket an id carries: on an old map its write is refused by the old owner and runs on the new one.
