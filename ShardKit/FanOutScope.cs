@@ -65,58 +65,14 @@ public sealed partial class FanOutScope
         Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
     {
         // While buckets move, a moving bucket's rows may sit on two shards: keep from each shard the rows it owns by
-        // the map this read started with, so no row comes twice and none is missed. Only rows that carry their key can
-        // be: typed rows by their [ShardKey], dynamic rows by a column named as a moved table's key column.
+        // the map this read started with, so no row comes twice and none is missed. Only rows that carry their key can be.
         var map = _connection.DataSource.Map;
         var owned = map.MovesInFlight && ShardKeyAccessor<T>.HasKey;
-        var byColumn = map.MovesInFlight && !owned && typeof(T) == typeof(object) && map.MovedKeyColumns.Count > 0;
         return _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) =>
         {
             var rows = (read ?? ShardRowReader.ReadAsync<T>)(connection, command, token);
-            return owned ? OwnedRows(rows, map, shard) : byColumn ? OwnedByColumn(rows, map, shard) : rows;
+            return owned ? OwnedRows(rows, map, shard) : rows;
         })).ToArray();
-    }
-
-    private static async IAsyncEnumerable<T> OwnedByColumn<T>(IAsyncEnumerable<T> rows, ShardMap map, int shard)
-    {
-        await foreach (var row in rows.ConfigureAwait(false))
-        {
-            if (row is not IDictionary<string, object?> columns || map.Owns(shard, KeyColumnOf(columns, map.MovedKeyColumns)))
-            {
-                yield return row;
-            }
-        }
-    }
-
-    // A dynamic row's key: the first moved key column it has (by name, then ignoring case) with a value a key can be;
-    // none (the row is kept) when it has no such column: a count or another table's rows.
-    private static ShardKeyValue KeyColumnOf(IDictionary<string, object?> columns, IReadOnlyList<string> keyColumns)
-    {
-        foreach (var name in keyColumns)
-        {
-            if ((columns.TryGetValue(name, out var value) || TryGetIgnoringCase(columns, name, out value))
-                && ShardKeyValue.TryFromObject(value, out var key))
-            {
-                return key;
-            }
-        }
-
-        return default;
-    }
-
-    private static bool TryGetIgnoringCase(IDictionary<string, object?> columns, string name, out object? value)
-    {
-        foreach (var (column, found) in columns)
-        {
-            if (string.Equals(column, name, StringComparison.OrdinalIgnoreCase))
-            {
-                value = found;
-                return true;
-            }
-        }
-
-        value = null;
-        return false;
     }
 
     private static async IAsyncEnumerable<T> OwnedRows<T>(IAsyncEnumerable<T> rows, ShardMap map, int shard)

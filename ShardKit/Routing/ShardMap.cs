@@ -10,14 +10,12 @@ public sealed class ShardMap
 {
     private readonly Dictionary<string, int> _indexByName;
 
-    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, bool movesInFlight = false,
-        IReadOnlyList<string>? movedKeyColumns = null)
+    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, bool movesInFlight = false)
     {
         Shards = shards;
         Strategy = strategy;
         Epoch = epoch;
         MovesInFlight = movesInFlight;
-        MovedKeyColumns = movedKeyColumns ?? [];
         _indexByName = shards.ToDictionary(s => s.Name, s => s.Index, StringComparer.Ordinal);
         ShardNames = shards.Select(s => s.Name).ToArray();
     }
@@ -47,20 +45,14 @@ public sealed class ShardMap
         : throw new InvalidOperationException($"Buckets exist only with hash sharding; this map uses {Strategy.Name}.");
 
     /// <summary>The same shards with the buckets placed as <paramref name="owners"/> says (shard index per bucket).</summary>
-    internal ShardMap WithOwners(int[] owners, long epoch, bool movesInFlight, IReadOnlyList<string>? movedKeyColumns = null) =>
-        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, movesInFlight, movedKeyColumns);
+    internal ShardMap WithOwners(int[] owners, long epoch, bool movesInFlight) =>
+        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, movesInFlight);
 
     /// <summary>
     /// A bucket move is under way: rows of a moving bucket may sit on two shards (the owner's, and a copy the other
     /// holds before the switch or until its cleanup), so a fan-out keeps from each shard only the rows it owns.
     /// </summary>
     internal bool MovesInFlight { get; }
-
-    /// <summary>
-    /// The key columns of the tables whose rows move with their buckets (the catalog's <c>map_table</c>): while a move is
-    /// under way, a fan-out of untyped rows finds a row's key under one of these names.
-    /// </summary>
-    internal IReadOnlyList<string> MovedKeyColumns { get; }
 
     /// <summary>Whether <paramref name="shard"/> owns <paramref name="key"/>'s row by this map.</summary>
     internal bool Owns(int shard, in ShardKeyValue key) => key.Kind == ShardKeyKind.None || Strategy.ShardOf(key) == shard;
