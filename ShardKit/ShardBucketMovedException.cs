@@ -21,7 +21,7 @@ public sealed class ShardBucketMovedException : ShardKitException
     {
         ArgumentNullException.ThrowIfNull(error);
         Shard = shard;
-        (Bucket, Epoch, MovedTo) = Parse(error.Detail);
+        (Bucket, Epoch, MovedTo) = Parse(FiguresOf(error));
     }
 
     /// <summary>Creates an exception with a message.</summary>
@@ -82,7 +82,22 @@ public sealed class ShardBucketMovedException : ShardKitException
         return null;
     }
 
-    // The fence's detail reads "bucket=<n> epoch=<e>", then " moved_to=<shard name>" (to the end: a name may hold spaces)
+    // The fence puts its figures in the detail and, after "; ", in the message: Npgsql replaces the detail with a notice
+    // unless the connection string includes error details, so the message is read when the detail does not hold them.
+    // A fence older than that names only the bucket, in neither.
+    private static string? FiguresOf(PostgresException error)
+    {
+        if (error.Detail is { } detail && detail.StartsWith("bucket=", StringComparison.Ordinal))
+        {
+            return detail;
+        }
+
+        var text = error.MessageText ?? "";
+        var at = text.IndexOf("; bucket=", StringComparison.Ordinal);
+        return at >= 0 ? text[(at + 2)..] : null;
+    }
+
+    // The figures read "bucket=<n> epoch=<e>", then " moved_to=<shard name>" (to the end: a name may hold spaces)
     // when the shard recorded where the bucket went.
     private static (int Bucket, long Epoch, string? MovedTo) Parse(string? detail)
     {

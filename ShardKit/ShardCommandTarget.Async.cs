@@ -33,7 +33,7 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
-                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
                     route = hinted;
                     continue;
@@ -125,7 +125,7 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
-                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
                     route = hinted;
                     continue;
@@ -280,7 +280,7 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
-                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
                     route = hinted;
                     continue;
@@ -355,7 +355,7 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
-                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
                     route = hinted;
                     continue;
@@ -471,7 +471,7 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
-                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
                     route = hinted;
                     continue;

@@ -107,7 +107,7 @@ public abstract partial class ShardCommandTarget
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command))
             {
-                if (RouteByRefusal(e, attempt, route, epoch) is { } hinted)
+                if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
                     route = hinted;
                     continue;

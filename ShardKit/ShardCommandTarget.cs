@@ -160,9 +160,12 @@ public abstract partial class ShardCommandTarget
     /// to the shard the refusal names instead of waiting for that map. Safe whatever the word says: that shard's fence
     /// takes the write only if it owns the bucket (a target still committing its taking makes the write wait on its lock).
     /// Only the first refusal of a command is followed so, only for a route of that one bucket, to another shard this
-    /// data source lists, and only while the map is the one the command was routed by; null otherwise (wait for the map).
+    /// data source lists, only while the map is the one the command was routed by, and only for a write that names its
+    /// buckets to the fence there (<see cref="MayFence"/>): a write that does not is checked by the rows it touches, and
+    /// on a shard that neither owns the bucket nor keeps its rows it would touch none and pass unrefused. Null otherwise
+    /// (wait for the map).
     /// </summary>
-    private Route? RouteByRefusal(Exception error, int attempt, in Route route, long epoch)
+    private Route? RouteByRefusal(Exception error, int attempt, in Route route, long epoch, in CommandDefinition command)
     {
         var map = Owner.DataSource.Map;
         if (attempt != 0 || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
@@ -173,7 +176,9 @@ public abstract partial class ShardCommandTarget
 
         var shard = map.IndexOf(movedTo);
         var buckets = RouteResolver.BucketsOf(map, route);
-        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) ? route.On(shard) : null;
+        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && MayFence(command, buckets)
+            ? route.On(shard)
+            : null;
     }
 
     /// <summary>Waits for a map newer than the one the refused command was routed by; false when none came in time.</summary>

@@ -163,13 +163,16 @@ public sealed class StoredMapTests
         Assert.That((await db.QueryAsync<Item>("select * from items where id = @Id", new Item { Id = key })).Single().Payload, Is.EqualTo("moved"));
     }
 
-    [TestCase(false)]
-    [TestCase(true)]
-    public async Task A_refusal_that_names_the_new_owner_sends_the_write_there_without_waiting_for_the_map(bool sync)
+    // Also when the app's connection strings leave out the server's error details (Npgsql's default hides the detail).
+    [TestCase(false, true)]
+    [TestCase(true, true)]
+    [TestCase(false, false)]
+    [TestCase(true, false)]
+    public async Task A_refusal_that_names_the_new_owner_sends_the_write_there_without_waiting_for_the_map(bool sync, bool errorDetail)
     {
         await using var shards = await ReshardingShards.CreateAsync(2);
         await shards.NewSource().Resharding.SeedAsync([Items]);
-        var app = await StaleAppAsync(shards);
+        var app = await StaleAppAsync(shards, shards.NewSource(configure: o => o.CheckInterval = TimeSpan.FromHours(1), errorDetail: errorDetail));
         var key = KeyIn(app.Map, 1);
         var before = app.Map.Epoch;
         await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false, movedTo: "s1");
@@ -212,6 +215,35 @@ public sealed class StoredMapTests
             Is.EqualTo(0), "nothing on the shards that do not own the bucket");
     }
 
+    // A write that does not name its buckets (here: text with a '$', which ShardKit leaves as it is) is refused by the
+    // rows it touches. Sent where a stale word points (a shard that neither owns the bucket nor keeps its rows) it
+    // would touch nothing and pass as 0 rows; so it waits for the map instead and updates the owner's row.
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task An_unnamed_write_refused_with_a_wrong_new_owner_waits_for_the_map_instead_of_updating_nothing_there(bool sync)
+    {
+        await using var shards = await ReshardingShards.CreateAsync(3);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        var app = await StaleAppAsync(shards);
+        var key = KeyIn(app.Map, 1);
+        var before = app.Map.Epoch;
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false, movedTo: "s2");
+        foreach (var (shard, payload) in new[] { (0, "old copy"), (1, "owner") })
+        {
+            await using var connection = await shards.OpenAsync(shard);
+            await connection.ExecuteAsync("set shardkit.fence = off; insert into items (id, payload) values (@key, @payload)", new { key, payload });
+        }
+
+        await using var db = app.CreateConnection();
+        const string update = "update items set payload = 'costs $5' where id = @Id";
+        var affected = sync ? db.Execute(update, new Item { Id = key }) : await db.ExecuteAsync(update, new Item { Id = key });
+
+        Assert.That(affected, Is.EqualTo(1));
+        Assert.That(app.Map.Epoch, Is.GreaterThan(before), "the write waited for the catalog's map");
+        Assert.That(await shards.ScalarAsync<string>(1, "select payload from items where id = @key", new { key }), Is.EqualTo("costs $5"));
+        Assert.That(await shards.ScalarAsync<string>(0, "select payload from items where id = @key", new { key }), Is.EqualTo("old copy"));
+    }
+
     [TestCase("bucket=7 epoch=3", 7, 3L, null)]
     [TestCase("bucket=7 epoch=3 moved_to=s1", 7, 3L, "s1")]
     [TestCase("bucket=12 epoch=9 moved_to=shard two 'b'", 12, 9L, "shard two 'b'")]
@@ -221,6 +253,20 @@ public sealed class StoredMapTests
     {
         var error = new ShardBucketMovedException("s0", new PostgresException("this shard does not own bucket", "ERROR", "ERROR",
             ShardBucketMovedException.SqlState, detail));
+
+        Assert.That((error.Bucket, error.Epoch, error.MovedTo), Is.EqualTo((bucket, epoch, movedTo)));
+    }
+
+    // Npgsql replaces the detail with a notice unless the connection string includes error details; the fence's message
+    // carries the same figures after "; ".
+    [TestCase("bucket=7 epoch=3", 7, 3L, null)]
+    [TestCase("bucket=12 epoch=9 moved_to=shard; two 'b'", 12, 9L, "shard; two 'b'")]
+    [TestCase(null, -1, 0L, null)]
+    public void A_refusal_reads_its_figures_from_the_message_when_the_detail_is_redacted(string? figures, int bucket, long epoch, string? movedTo)
+    {
+        var message = figures is null ? "this shard does not own bucket 7" : $"this shard does not own bucket {bucket}; {figures}";
+        var error = new ShardBucketMovedException("s0", new PostgresException(message, "ERROR", "ERROR", ShardBucketMovedException.SqlState,
+            "Detail redacted as it may contain sensitive data. Specify 'Include Error Detail' in the connection string to include this information."));
 
         Assert.That((error.Bucket, error.Epoch, error.MovedTo), Is.EqualTo((bucket, epoch, movedTo)));
     }

@@ -259,6 +259,20 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
         """;
 
+    private static async Task UpgradeFenceAsync(MoveInfo move, NpgsqlConnection connection, string shard, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await ReshardingAdmin.ExecuteAsync(connection, FenceSql.MovedToColumn, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable)
+        {
+            throw new ShardMoveException(move.MoveId, $"The fence on '{shard}' predates shardkit.bucket_owner.moved_to, and adding the column did " +
+                $"not get the table's lock within {FenceSql.UpgradeLockTimeoutMs} ms (a long or prepared transaction holds bucket rows; see " +
+                "pg_prepared_xacts and pg_locks). Resolve it, or run SeedAsync at a quieter moment, then run the move again.", e);
+        }
+    }
+
     private async Task<IReadOnlyList<MovedTable>> PreflightAsync(MoveInfo move, int sourceIndex, int targetIndex, IReadOnlyList<ShardedTable> tables,
         CancellationToken cancellationToken)
     {
@@ -273,8 +287,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = target.ConfigureAwait(false);
         // The switch records on both fences where the buckets went (fences made by an older ShardKit lack the column).
-        await Task.WhenAll(ReshardingAdmin.ExecuteAsync(source, FenceSql.MovedToColumn, cancellationToken),
-            ReshardingAdmin.ExecuteAsync(target, FenceSql.MovedToColumn, cancellationToken)).ConfigureAwait(false);
+        await Task.WhenAll(UpgradeFenceAsync(move, source, move.Source, cancellationToken),
+            UpgradeFenceAsync(move, target, move.Target, cancellationToken)).ConfigureAwait(false);
         foreach (var table in tables)
         {
             var onSource = await MovedTables.DescribeAsync(source, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);

@@ -15,21 +15,38 @@ internal static class FenceSql
     /// <summary>
     /// Where a bucket this shard gave up went (the move's target, written with the giving up): the fence's refusal names
     /// it, so a refused write can go there at once. Added to fences made before it, without locking the table when it is
-    /// already there; nothing where there is no fence (a move's preflight runs this too, on both sides).
+    /// already there; nothing where there is no fence (a move's preflight runs this too, on both sides). Adding it takes
+    /// the table's exclusive lock, which every write of the shard then queues behind: it holds the lock seeding takes (so a
+    /// seed and a move's preflight do not both add it) and waits at most <see cref="UpgradeLockTimeoutMs"/> (a prepared
+    /// transaction holding a bucket would otherwise stall the shard's writes until it is resolved), failing with
+    /// <c>55P03</c>.
     /// </summary>
-    public const string MovedToColumn = """
+    public static readonly string MovedToColumn = $$"""
         do $$
+        declare
+            previous text := current_setting('lock_timeout');
         begin
-            if to_regclass('shardkit.bucket_owner') is not null
-               and not exists (select 1 from pg_attribute where attrelid = to_regclass('shardkit.bucket_owner')
-                               and attname = 'moved_to' and not attisdropped) then
-                alter table shardkit.bucket_owner add column moved_to text;
+            if to_regclass('shardkit.bucket_owner') is not null and not {{HasMovedTo}} then
+                perform pg_advisory_xact_lock({{ReshardingAdmin.LockKey}});
+                if not {{HasMovedTo}} then
+                    perform set_config('lock_timeout', '{{UpgradeLockTimeoutMs}}ms', true);
+                    alter table shardkit.bucket_owner add column moved_to text;
+                    perform set_config('lock_timeout', previous, true);
+                end if;
             end if;
         end
         $$;
         """;
 
-    public const string Functions = """
+    /// <summary>How long adding <c>moved_to</c> to an older fence waits for the table's lock, in milliseconds.</summary>
+    public const int UpgradeLockTimeoutMs = 500;
+
+    private const string HasMovedTo = """
+        exists (select 1 from pg_attribute where attrelid = to_regclass('shardkit.bucket_owner')
+                and attname = 'moved_to' and not attisdropped)
+        """;
+
+    public static readonly string Functions = """
         create schema if not exists shardkit;
         create table if not exists shardkit.bucket_owner (
             bucket int primary key,
@@ -73,6 +90,7 @@ internal static class FenceSql
             refused int;
             refused_epoch bigint;
             refused_to text;
+            refused_detail text;
         begin
             if buckets is null or cardinality(buckets) = 0 or current_setting('shardkit.fence', true) = 'off' then
                 return;
@@ -84,9 +102,11 @@ internal static class FenceSql
             where o.owned is not true
             limit 1;
             if refused is not null then
-                raise exception 'this shard does not own bucket %', refused
+                -- The figures go in the message too: Npgsql hides the detail unless the app's connection string asks for it.
+                refused_detail := format('bucket=%s epoch=%s', refused, refused_epoch) || coalesce(' moved_to=' || refused_to, '');
+                raise exception 'this shard does not own bucket %; %', refused, refused_detail
                     using errcode = 'SK001',
-                          detail = format('bucket=%s epoch=%s', refused, refused_epoch) || coalesce(' moved_to=' || refused_to, ''),
+                          detail = refused_detail,
                           hint = 'The bucket lives on another shard: route the write by the current shard map.';
             end if;
         end

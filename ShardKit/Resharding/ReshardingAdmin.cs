@@ -122,7 +122,16 @@ internal sealed class ReshardingAdmin(ShardSet shards)
         await using var _ = connection.ConfigureAwait(false);
         var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = transaction.ConfigureAwait(false);
-        await ExecuteAsync(connection, $"select pg_advisory_xact_lock({LockKey}); {FenceSql.Functions}", cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await ExecuteAsync(connection, $"select pg_advisory_xact_lock({LockKey}); {FenceSql.Functions}", cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable)
+        {
+            throw new ShardConfigurationException($"The fence on shard '{Shards.NameOf(shard)}' needs its new column shardkit.bucket_owner.moved_to, " +
+                $"and adding it did not get the table's lock within {FenceSql.UpgradeLockTimeoutMs} ms (a long or prepared transaction holds bucket " +
+                "rows; see pg_prepared_xacts and pg_locks). Resolve it, then seed again.", e);
+        }
         var rows = new NpgsqlCommand("""
             insert into shardkit.bucket_owner (bucket, owned, epoch)
             select b, b = any($1), 1 from generate_series(0, $2 - 1) as b
@@ -216,5 +225,5 @@ internal sealed class ReshardingAdmin(ShardSet shards)
     public static string Literal(string text) => "'" + text.Replace("'", "''", StringComparison.Ordinal) + "'";
 
     // Seeding and fencing take turns (concurrent "create or replace" of one function fails).
-    private const long LockKey = 0x5348_4B52_4553_4844; // "SHKRESHD"
+    internal const long LockKey = 0x5348_4B52_4553_4844; // "SHKRESHD"
 }

@@ -1,0 +1,101 @@
+using Dapper;
+
+namespace ShardKit.Tests.Resharding;
+
+// Fences made before shardkit.bucket_owner.moved_to existed get the column from a seed or from a move's preflight.
+// Adding it takes the table's exclusive lock, behind which every write of the shard would queue: it must not wait
+// long for a transaction that holds bucket rows, and two upgrades at once must not collide.
+[TestFixture]
+public sealed class FenceUpgradeTests
+{
+    private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
+
+    private static readonly MoveOptions Quick = new() { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };
+
+    private const string HasColumn =
+        "select count(*) from pg_attribute where attrelid = 'shardkit.bucket_owner'::regclass and attname = 'moved_to' and not attisdropped";
+
+    private static async Task DropColumnAsync(ReshardingShards shards, int shard)
+    {
+        await using var connection = await shards.OpenAsync(shard);
+        await connection.ExecuteAsync("alter table shardkit.bucket_owner drop column moved_to");
+        Assert.That(await connection.ExecuteScalarAsync<long>(HasColumn), Is.EqualTo(0));
+    }
+
+    [Test]
+    public async Task A_move_gives_up_on_an_older_fence_a_transaction_holds_with_a_typed_error_then_upgrades_it_once_free()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await MoveTests.SeedRowsAsync(admin, 200);
+        await DropColumnAsync(shards, 0);
+        await DropColumnAsync(shards, 1);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(2).ToArray();
+
+        // A transaction holding a bucket row, as a long or prepared one does.
+        await using (var holder = await shards.OpenAsync(0))
+        {
+            await using var transaction = await holder.BeginTransactionAsync();
+            await holder.ExecuteAsync("select 1 from shardkit.bucket_owner where bucket = @b for share", new { b = buckets[0] }, transaction);
+
+            var error = Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick));
+            Assert.That(error!.Message, Does.Contain("moved_to").And.Contain("'s0'").And.Contain("pg_prepared_xacts"));
+            Assert.That(await shards.ScalarAsync<long>(0, HasColumn), Is.EqualTo(0), "the column waits for the lock");
+            await transaction.RollbackAsync();
+        }
+
+        // Free again: the move (resumed, or run anew when the failed one left nothing to resume) adds the column on both sides.
+        var moves = await admin.Resharding.GetMovesAsync();
+        var pending = moves.Where(m => m.State is not (MoveState.Done or MoveState.Cancelled)).ToList();
+        var result = pending.Count == 1
+            ? await admin.Resharding.ResumeMoveAsync(pending[0].MoveId, Quick)
+            : await admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick);
+
+        Assert.That(result.Buckets, Is.EquivalentTo(buckets));
+        Assert.That((await shards.ScalarAsync<long>(0, HasColumn), await shards.ScalarAsync<long>(1, HasColumn)), Is.EqualTo((1L, 1L)));
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from shardkit.bucket_owner where bucket = any(@buckets) and moved_to = 's1'",
+            new { buckets }), Is.EqualTo(buckets.Length), "the source records where its buckets went");
+        await MoveTests.AssertPlacedAsync(shards, admin, truth);
+    }
+
+    [Test]
+    public async Task A_seed_gives_up_on_an_older_fence_a_transaction_holds_with_a_typed_error()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        await DropColumnAsync(shards, 1);
+
+        await using var holder = await shards.OpenAsync(1);
+        await using var transaction = await holder.BeginTransactionAsync();
+        await holder.ExecuteAsync("select 1 from shardkit.bucket_owner where bucket = 0 for share", transaction: transaction);
+
+        var error = Assert.ThrowsAsync<ShardConfigurationException>(() => admin.Resharding.SeedAsync([Items]));
+        Assert.That(error!.Message, Does.Contain("moved_to").And.Contain("'s1'"));
+        await transaction.RollbackAsync();
+
+        await admin.Resharding.SeedAsync([Items]);
+        Assert.That(await shards.ScalarAsync<long>(1, HasColumn), Is.EqualTo(1));
+    }
+
+    // A seed and the preflights of moves can upgrade the same fence at once: one adds the column, the others find it.
+    [Test]
+    public async Task Upgrades_running_at_once_add_the_column_once_without_failing()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(1);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        for (var round = 0; round < 5; round++)
+        {
+            await DropColumnAsync(shards, 0);
+            var upgrades = Enumerable.Range(0, 6).Select(async _ =>
+            {
+                await using var connection = await shards.OpenAsync(0);
+                await connection.ExecuteAsync(FenceSql.MovedToColumn);
+            });
+
+            Assert.DoesNotThrowAsync(() => Task.WhenAll(upgrades));
+            Assert.That(await shards.ScalarAsync<long>(0, HasColumn), Is.EqualTo(1));
+        }
+    }
+}
