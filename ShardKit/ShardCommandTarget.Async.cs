@@ -322,21 +322,65 @@ public abstract partial class ShardCommandTarget
             }
         }
 
+        // A read of moving buckets names them to the fence (see RoutedRead); a refusal comes before the part's first row,
+        // so a stream that has handed out no row yet follows the move as the buffered reads do. One that has (an
+        // earlier part's rows) cannot take them back: the refusal reaches the caller.
         async IAsyncEnumerable<T> Stream(Route route, CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
         {
             // The stream holds the connection from its first row until it ends or is disposed.
             using var operation = Owner.EnterOperation();
-            var parts = route.IsSingle ? [new RoutePart(route.Shard, command.Parameters)] : route.Parts!;
-            foreach (var part in parts)
+            var yielded = false;
+            for (var attempt = 0; ; attempt++)
             {
-                var bound = Bind(command, part.Shard, part.Parameters);
-                var rows = StreamRoutedAsync(part.Shard, "QueryUnbuffered", command.CommandText, bound,
-                    static (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd),
-                    cancellationToken);
-                await foreach (var row in rows.ConfigureAwait(false))
+                var epoch = Owner.DataSource.Map.Epoch;
+                var parts = route.Parts;
+                Exception? refused = null;
+                for (var i = 0; i < (parts?.Length ?? 1) && refused is null; i++)
                 {
-                    yield return row;
+                    var shard = parts is null ? route.Shard : parts[i].Shard;
+                    var bound = parts is null ? RoutedRead(command, route) : ReadPart(command, parts[i]);
+                    var rows = StreamRoutedAsync(shard, "QueryUnbuffered", command.CommandText, bound,
+                        static (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd), cancellationToken).GetAsyncEnumerator(cancellationToken);
+                    await using (rows.ConfigureAwait(false))
+                    {
+                        while (true)
+                        {
+                            try
+                            {
+                                if (!await rows.MoveNextAsync().ConfigureAwait(false))
+                                {
+                                    break;
+                                }
+                            }
+                            catch (Exception e) when (!yielded && MayRetryRefused(e, attempt, command))
+                            {
+                                refused = e;
+                                break;
+                            }
+
+                            yielded = true;
+                            yield return rows.Current;
+                        }
+                    }
                 }
+
+                if (refused is null)
+                {
+                    yield break;
+                }
+
+                if (RouteByRefusal(refused, attempt, route, epoch, command) is { } hinted)
+                {
+                    route = hinted;
+                    continue;
+                }
+
+                if (!await WaitForNewerMapAsync(epoch, cancellationToken).ConfigureAwait(false))
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refused);
+                }
+
+                route = ResolveChecked(command, typeof(T));
             }
         }
     }
@@ -512,7 +556,7 @@ public abstract partial class ShardCommandTarget
         }
 
         Task<TResult> RunPartAsync(RoutePart part) =>
-            RunRoutedAsync(part.Shard, operation, command.CommandText, isWrite, isWrite ? FencedPart(command, part) : Bind(command, part.Shard, part.Parameters),
+            RunRoutedAsync(part.Shard, operation, command.CommandText, isWrite, isWrite ? FencedPart(command, part) : ReadPart(command, part),
                 run, command.CancellationToken).AsTask();
     }
 }

@@ -11,9 +11,12 @@ namespace ShardKit;
 /// </summary>
 public abstract partial class ShardCommandTarget
 {
-    /// <summary>The command as it runs on the route's shard: fenced when it changes data (see <see cref="FencedWrite"/>).</summary>
+    /// <summary>
+    /// The command as it runs on the route's shard: fenced when it changes data (see <see cref="FencedWrite"/>), its
+    /// buckets named to the fence when it reads moving ones (see <see cref="RoutedRead"/>).
+    /// </summary>
     private CommandDefinition QueryBound(in CommandDefinition command, in Route route, bool writes) =>
-        writes ? FencedWrite(command, route) : Bind(command, route.Shard, command.Parameters);
+        writes ? FencedWrite(command, route) : RoutedRead(command, route);
 
     private static string QueryOneName(bool orDefault, bool single) => (orDefault, single) switch
     {

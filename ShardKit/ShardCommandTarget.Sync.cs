@@ -186,7 +186,8 @@ public abstract partial class ShardCommandTarget
         {
             try
             {
-                var bound = isWrite && parts[i].Keys is not null ? FencedPart(command, parts[i]) : Bind(command, parts[i].Shard, parts[i].Parameters);
+                var bound = isWrite && parts[i].Keys is not null ? FencedPart(command, parts[i]) : isWrite ? Bind(command, parts[i].Shard, parts[i].Parameters)
+                    : ReadPart(command, parts[i]);
                 results[i] = RunRouted(parts[i].Shard, operation, command.CommandText, isWrite, bound, run);
             }
             catch (Exception e) when (e is not OutOfMemoryException)

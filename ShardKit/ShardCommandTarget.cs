@@ -90,18 +90,31 @@ public abstract partial class ShardCommandTarget
         return false;
     }
 
-    /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
-    private CommandDefinition Fenced(in CommandDefinition command, int[] buckets)
-    {
-        if (!MayFence(command, buckets))
-        {
-            return command;
-        }
+    /// <summary>
+    /// Whether a read by key names its buckets to the shard's fence (<see cref="WriteFence.OwnedRead"/>): one of them
+    /// moves by the map (<see cref="ShardMap.AnyMoving"/>), and the text is a plain query Npgsql splits itself, with
+    /// parameters the fence's can join (as for <see cref="MayFence"/>). Reads of buckets that do not move cost nothing.
+    /// </summary>
+    private bool MayNameRead(in CommandDefinition command, int[] buckets) =>
+        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && Owner.DataSource.Map.AnyMoving(buckets) && IsPlainText(command)
+        && WriteFence.IsQuery(command.CommandText)
+        && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters
+        && !(command.Parameters is DynamicParameters dynamic && MayHaveOutputs(dynamic));
 
+    /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
+    private CommandDefinition Fenced(in CommandDefinition command, int[] buckets) =>
+        MayFence(command, buckets) ? Named(command, buckets, WriteFence.Named) : command;
+
+    /// <summary>A read by key, its buckets named to the shard's fence in front of it while one of them moves (see <see cref="MayNameRead"/>).</summary>
+    private CommandDefinition FencedRead(in CommandDefinition command, int[] buckets) =>
+        MayNameRead(command, buckets) ? Named(command, buckets, WriteFence.OwnedRead) : command;
+
+    private static CommandDefinition Named(in CommandDefinition command, int[] buckets, string statement)
+    {
         // The caller's parameters as Dapper's template (bound by the same cached code), plus the buckets.
         var parameters = new DynamicParameters(command.Parameters);
         parameters.Add(WriteFence.BucketsParameter, WriteFence.BucketList(buckets), DbType.String);
-        return new CommandDefinition(WriteFence.Named + ";\n" + command.CommandText, parameters, command.Transaction, command.CommandTimeout,
+        return new CommandDefinition(statement + ";\n" + command.CommandText, parameters, command.Transaction, command.CommandTimeout,
             command.CommandType, command.Flags, command.CancellationToken);
     }
 
@@ -109,6 +122,18 @@ public abstract partial class ShardCommandTarget
     private CommandDefinition FencedWrite(in CommandDefinition command, in Route route) =>
         Owner.DataSource.Shards.Follower is null ? Bind(command, route.Shard, command.Parameters)
             : Fenced(Bind(command, route.Shard, command.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, route));
+
+    /// <summary>A single-shard read, its buckets named to the fence while one of them moves.</summary>
+    private CommandDefinition RoutedRead(in CommandDefinition command, in Route route) =>
+        Owner.DataSource.Map.MovesInFlight && Owner.DataSource.Shards.Follower is not null
+            ? FencedRead(Bind(command, route.Shard, command.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, route))
+            : Bind(command, route.Shard, command.Parameters);
+
+    /// <summary>One shard's part of a split key list read, its buckets named to the fence while one of them moves.</summary>
+    private CommandDefinition ReadPart(in CommandDefinition command, in RoutePart part) =>
+        Owner.DataSource.Map.MovesInFlight && Owner.DataSource.Shards.Follower is not null && part.Keys is not null
+            ? FencedRead(Bind(command, part.Shard, part.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys))
+            : Bind(command, part.Shard, part.Parameters);
 
     /// <summary>One shard's part of a split key list, fenced by the part's buckets.</summary>
     private CommandDefinition FencedPart(in CommandDefinition command, in RoutePart part) =>
@@ -151,8 +176,16 @@ public abstract partial class ShardCommandTarget
     /// kept (one shard). A command split over shards reruns only its refused parts (MayRerunRefusedParts).
     /// </summary>
     private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command) =>
-        attempt < MoveAttempts && ShardBucketMovedException.IsMoved(error) && Owner.DataSource.Shards.Follower is not null
-        && !Owner.Session.InTransaction && command.Transaction is null && route.IsSingle;
+        attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
+        && (route.IsSingle
+            ? ShardBucketMovedException.IsMoved(error)
+            : !WriteFence.ChangesData(command.CommandText) && error is ShardAggregateException split // a read keeps nothing: all of it runs again
+              && split.Failures.Any(f => ShardBucketMovedException.IsMoved(f.Error)));
+
+    /// <summary>Whether one shard's refusal of a command that kept nothing may be followed (a stream before its first row).</summary>
+    private bool MayRetryRefused(Exception error, int attempt, in CommandDefinition command) =>
+        attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
+        && ShardBucketMovedException.IsMoved(error);
 
     /// <summary>
     /// Where a refused command may go at once, by the refusing shard's word: a move switched its bucket moments ago and
@@ -168,7 +201,7 @@ public abstract partial class ShardCommandTarget
     private Route? RouteByRefusal(Exception error, int attempt, in Route route, long epoch, in CommandDefinition command)
     {
         var map = Owner.DataSource.Map;
-        if (attempt != 0 || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
+        if (attempt != 0 || !route.IsSingle || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
             { MovedTo: { } movedTo } refusal || !map.Contains(movedTo))
         {
             return null;
@@ -176,7 +209,7 @@ public abstract partial class ShardCommandTarget
 
         var shard = map.IndexOf(movedTo);
         var buckets = RouteResolver.BucketsOf(map, route);
-        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && MayFence(command, buckets)
+        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && (MayFence(command, buckets) || MayNameRead(command, buckets))
             ? route.On(shard)
             : null;
     }

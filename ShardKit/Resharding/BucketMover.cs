@@ -259,11 +259,24 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
         """;
 
+    // A fence made by an older ShardKit gets this one's column and procedures (the triggers stay as seeded): the switch
+    // records where the buckets went, and reads of the moving buckets name them (shardkit.check_owned). Nothing where
+    // there is no fence (the preflight refuses that below). One implicit transaction: the lock holds to its end.
     private static async Task UpgradeFenceAsync(MoveInfo move, NpgsqlConnection connection, string shard, CancellationToken cancellationToken)
     {
+        var fenced = new NpgsqlCommand("select to_regclass('shardkit.bucket_owner') is not null", connection);
+        await using (fenced.ConfigureAwait(false))
+        {
+            if (await fenced.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not true)
+            {
+                return;
+            }
+        }
+
         try
         {
-            await ReshardingAdmin.ExecuteAsync(connection, FenceSql.MovedToColumn, cancellationToken).ConfigureAwait(false);
+            await ReshardingAdmin.ExecuteAsync(connection, $"select pg_advisory_xact_lock({ReshardingAdmin.LockKey});\n{FenceSql.Functions}",
+                cancellationToken).ConfigureAwait(false);
         }
         catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable)
         {

@@ -86,17 +86,40 @@ internal static class FenceSql
         create or replace function shardkit.check_buckets(buckets int[]) returns void
         language plpgsql
         as $$
-        declare
-            refused int;
-            refused_epoch bigint;
-            refused_to text;
-            refused_detail text;
         begin
             if buckets is null or cardinality(buckets) = 0 or current_setting('shardkit.fence', true) = 'off' then
                 return;
             end if;
             -- Lock first, in bucket order (a move locks the same way); then read what the lock let through.
             perform 1 from shardkit.bucket_owner where bucket = any(buckets) order by bucket for share;
+            perform shardkit.refuse_unowned(buckets);
+        end
+        $$;
+
+        -- How a ShardKit read by key names its buckets while they move (call shardkit.check_owned('3,17') in front of
+        -- it): checked without a lock (a read changes nothing, and the old owner keeps its copies for the move's
+        -- cleanup delay after the switch), so a read sent by a map older than the switch is refused instead of reading
+        -- the old owner's copies, or none once they are deleted.
+        create or replace procedure shardkit.check_owned(buckets text)
+        language plpgsql
+        as $$
+        begin
+            if buckets is null or buckets = '' or current_setting('shardkit.fence', true) = 'off' then
+                return;
+            end if;
+            perform shardkit.refuse_unowned(string_to_array(buckets, ',')::int[]);
+        end
+        $$;
+
+        create or replace function shardkit.refuse_unowned(buckets int[]) returns void
+        language plpgsql
+        as $$
+        declare
+            refused int;
+            refused_epoch bigint;
+            refused_to text;
+            refused_detail text;
+        begin
             select b, coalesce(o.epoch, 0), o.moved_to into refused, refused_epoch, refused_to
             from unnest(buckets) as b left join shardkit.bucket_owner o on o.bucket = b
             where o.owned is not true
@@ -107,7 +130,7 @@ internal static class FenceSql
                 raise exception 'this shard does not own bucket %; %', refused, refused_detail
                     using errcode = 'SK001',
                           detail = refused_detail,
-                          hint = 'The bucket lives on another shard: route the write by the current shard map.';
+                          hint = 'The bucket lives on another shard: route the command by the current shard map.';
             end if;
         end
         $$;

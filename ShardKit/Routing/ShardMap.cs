@@ -10,12 +10,14 @@ public sealed class ShardMap
 {
     private readonly Dictionary<string, int> _indexByName;
 
-    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, bool movesInFlight = false)
+    private readonly HashSet<int>? _moving;
+
+    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, IReadOnlyCollection<int>? moving = null)
     {
         Shards = shards;
         Strategy = strategy;
         Epoch = epoch;
-        MovesInFlight = movesInFlight;
+        _moving = moving is { Count: > 0 } ? [.. moving] : null;
         _indexByName = shards.ToDictionary(s => s.Name, s => s.Index, StringComparer.Ordinal);
         ShardNames = shards.Select(s => s.Name).ToArray();
     }
@@ -45,14 +47,21 @@ public sealed class ShardMap
         : throw new InvalidOperationException($"Buckets exist only with hash sharding; this map uses {Strategy.Name}.");
 
     /// <summary>The same shards with the buckets placed as <paramref name="owners"/> says (shard index per bucket).</summary>
-    internal ShardMap WithOwners(int[] owners, long epoch, bool movesInFlight) =>
-        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, movesInFlight);
+    internal ShardMap WithOwners(int[] owners, long epoch, IReadOnlyCollection<int> moving) =>
+        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, moving);
 
     /// <summary>
     /// A bucket move is under way: rows of a moving bucket may sit on two shards (the owner's, and a copy the other
     /// holds before the switch or until its cleanup), so a fan-out keeps from each shard only the rows it owns.
     /// </summary>
-    internal bool MovesInFlight { get; }
+    internal bool MovesInFlight => _moving is not null;
+
+    /// <summary>
+    /// Whether one of <paramref name="buckets"/> belongs to a move under way by this map: a read of it by key names it to
+    /// the shard's fence, so a read sent by a map older than the switch is refused rather than reading the old owner's
+    /// copies (or, after the move's cleanup, none).
+    /// </summary>
+    internal bool AnyMoving(int[] buckets) => _moving is { } moving && Array.Exists(buckets, moving.Contains);
 
     /// <summary>Whether <paramref name="shard"/> owns <paramref name="key"/>'s row by this map.</summary>
     internal bool Owns(int shard, in ShardKeyValue key) => key.Kind == ShardKeyKind.None || Strategy.ShardOf(key) == shard;

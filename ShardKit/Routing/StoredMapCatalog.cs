@@ -46,7 +46,8 @@ internal static class StoredMapCatalog
 
     private const string ReadSql = """
         select m.epoch, m.bucket_count, array_agg(b.shard order by b.bucket),
-            exists (select 1 from shardkit.move where state not in ('Done', 'Cancelled'))
+            array(select distinct b from shardkit.move mv cross join unnest(mv.buckets) as b
+                  where mv.state not in ('Done', 'Cancelled') order by b)
         from shardkit.map m cross join shardkit.map_bucket b
         group by m.epoch, m.bucket_count
         """;
@@ -67,7 +68,7 @@ internal static class StoredMapCatalog
                 return null;
             }
 
-            return new CatalogMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetBoolean(3));
+            return new CatalogMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetFieldValue<int[]>(3));
         }
         catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
         {
@@ -108,12 +109,12 @@ internal static class StoredMapCatalog
             owners[b] = current.IndexOf(stored.Owners[b]);
         }
 
-        return current.WithOwners(owners, stored.Epoch, stored.MovesInFlight);
+        return current.WithOwners(owners, stored.Epoch, stored.Moving ?? []);
     }
 }
 
 /// <summary>
-/// The stored map as read: its epoch, bucket count, the owning shard's name per bucket, and whether a move is under way
-/// (some bucket's rows may then sit on two shards: the owner's, and a copy on the other).
+/// The stored map as read: its epoch, bucket count, the owning shard's name per bucket, and the buckets of the moves
+/// under way (their rows may sit on two shards: the owner's, and a copy on the other).
 /// </summary>
-internal sealed record CatalogMap(long Epoch, int BucketCount, string[] Owners, bool MovesInFlight = false);
+internal sealed record CatalogMap(long Epoch, int BucketCount, string[] Owners, int[]? Moving = null);

@@ -18,6 +18,13 @@ internal static class WriteFence
     /// <summary><see cref="Named"/> with a positional parameter, for a batch command.</summary>
     public const string NamedPositional = "call shardkit.name_buckets($1)";
 
+    /// <summary>
+    /// The statement a read by key sends in front of its own while one of its buckets moves: the shard checks, without a
+    /// lock, that it owns them (<c>shardkit.check_owned</c>), so a read sent by a map older than the switch is refused
+    /// and routed again instead of reading the old owner's copies. Same parameter as <see cref="Named"/>.
+    /// </summary>
+    public const string OwnedRead = "call shardkit.check_owned(@" + BucketsParameter + ")";
+
     /// <summary>The parameter of <see cref="Named"/>: the buckets as text, <c>3,17</c>.</summary>
     public const string BucketsParameter = "shardkit_fence_buckets";
 
@@ -53,6 +60,30 @@ internal static class WriteFence
         }
 
         return CommandSummary.Of(sql).ChangesData; // with …, a comment first, or anything else: read by the lexer, cached
+    }
+
+    /// <summary>
+    /// Whether <paramref name="sql"/> is a query that changes nothing (it starts as <c>select</c>, <c>values</c>,
+    /// <c>table</c>, or a <c>with</c> leading to one): the only text a read's fence statement goes in front of.
+    /// </summary>
+    public static bool IsQuery(string? sql)
+    {
+        if (string.IsNullOrEmpty(sql))
+        {
+            return false;
+        }
+
+        var text = sql.AsSpan().TrimStart();
+        if (!sql.Contains(';', StringComparison.Ordinal) && text.StartsWith("select", StringComparison.OrdinalIgnoreCase)
+            && (text.Length == 6 || !IsWordPart(text[6])))
+        {
+            return true;
+        }
+
+        var summary = CommandSummary.Of(sql);
+        return !summary.ChangesData && summary.Operation is { } operation
+            && (operation.Equals("select", StringComparison.OrdinalIgnoreCase) || operation.Equals("values", StringComparison.OrdinalIgnoreCase)
+                || operation.Equals("table", StringComparison.OrdinalIgnoreCase));
     }
 
     private static bool IsWordPart(char c) => char.IsLetterOrDigit(c) || c is '_' or '$';

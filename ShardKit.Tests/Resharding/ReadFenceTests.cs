@@ -1,0 +1,149 @@
+using Dapper;
+using static ShardKit.Tests.Resharding.StoredMapTests;
+
+namespace ShardKit.Tests.Resharding;
+
+// Reads by key of a bucket under a move name it to the shard's fence: a read sent by a map older than the switch is
+// refused by the old owner and runs on the new one, instead of reading the old owner's copy (stale) or, after the
+// move's cleanup deleted it, nothing.
+[TestFixture]
+public sealed class ReadFenceTests
+{
+    private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
+
+    private sealed record Moved(ReshardingShards Shards, ShardedDataSource App, long Moving, long Staying, long Other, long EpochBefore) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync() => Shards.DisposeAsync();
+    }
+
+    // An app whose map knows bucket 1 is moving (s0 to s1) but not that it switched: the move is recorded, the app reads
+    // the catalog, then the switch happens without telling it. s1 holds the row's current version; s0 keeps an old
+    // copy (before the cleanup) or none (after it).
+    private static async Task<Moved> SwitchedUnderTheAppAsync(string? movedTo, bool cleanedUp)
+    {
+        var shards = await ReshardingShards.CreateAsync(2);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        await using (var catalog = await shards.OpenAsync(0))
+        {
+            await catalog.ExecuteAsync("insert into shardkit.move (id, buckets, source, target, state) values ('m-read', '{1}', 's0', 's1', 'CatchingUp')");
+        }
+
+        var app = await StaleAppAsync(shards);
+        var moved = new Moved(shards, app, KeyIn(app.Map, 1), KeyIn(app.Map, 2), KeyIn(app.Map, shards.Buckets - 1), app.Map.Epoch);
+        Assert.That(app.Map.ShardFor(moved.Moving), Is.EqualTo("s0"));
+        await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: false, movedTo: movedTo);
+        foreach (var (shard, id, payload) in new[] { (1, moved.Moving, "current"), (0, moved.Staying, "staying"), (1, moved.Other, "other") }
+                     .Concat(cleanedUp ? [] : [(0, moved.Moving, "old copy")]))
+        {
+            await using var connection = await shards.OpenAsync(shard);
+            await connection.ExecuteAsync("set shardkit.fence = off; insert into items (id, payload) values (@id, @payload)", new { id, payload });
+        }
+
+        return moved;
+    }
+
+    private const string ByKey = "select payload from items where id = @Id";
+
+    public static IEnumerable<TestCaseData> Reads()
+    {
+        foreach (var kind in new[] { "QueryAsync", "Query", "QueryFirstOrDefaultAsync", "QuerySingle", "ExecuteScalarAsync", "ExecuteScalar",
+                     "QueryUnbufferedAsync", "QueryMultipleAsync" })
+        {
+            foreach (var (movedTo, cleanedUp) in new[] { ("s1", false), ("s1", true), ((string?)null, false), (null, true) })
+            {
+                yield return new TestCaseData(kind, movedTo, cleanedUp).SetArgDisplayNames(kind, movedTo ?? "no word", cleanedUp ? "cleaned up" : "copy kept");
+            }
+        }
+    }
+
+    [TestCaseSource(nameof(Reads))]
+    public async Task A_read_by_key_on_a_map_older_than_the_switch_reads_the_new_owner(string kind, string? movedTo, bool cleanedUp)
+    {
+        await using var f = await SwitchedUnderTheAppAsync(movedTo, cleanedUp);
+        await using var db = f.App.CreateConnection();
+        var key = new Item { Id = f.Moving };
+        string? payload = kind switch
+        {
+            "QueryAsync" => (await db.QueryAsync<string>(ByKey, key)).SingleOrDefault(),
+            "Query" => db.Query<string>(ByKey, key).SingleOrDefault(),
+            "QueryFirstOrDefaultAsync" => await db.QueryFirstOrDefaultAsync<string>(ByKey, key),
+            "QuerySingle" => db.QuerySingle<string>(ByKey, key),
+            "ExecuteScalarAsync" => await db.ExecuteScalarAsync<string>(ByKey, key),
+            "ExecuteScalar" => db.ExecuteScalar<string>(ByKey, key),
+            "QueryUnbufferedAsync" => await Streamed(db.QueryUnbufferedAsync<string>(ByKey, key)),
+            "QueryMultipleAsync" => await Grid(db, key),
+            _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+        };
+
+        Assert.That(payload, Is.EqualTo("current"));
+        if (movedTo is null)
+        {
+            Assert.That(f.App.Map.Epoch, Is.GreaterThan(f.EpochBefore), "with no word of the new owner the read waited for the catalog's map");
+        }
+        else
+        {
+            Assert.That(f.App.Map.Epoch, Is.EqualTo(f.EpochBefore), "the read went where the refusal said");
+        }
+
+        static async Task<string?> Streamed(IAsyncEnumerable<string> rows)
+        {
+            var list = new List<string>();
+            await foreach (var row in rows)
+            {
+                list.Add(row);
+            }
+
+            return list.SingleOrDefault();
+        }
+
+        static async Task<string?> Grid(ShardedConnection db, Item key)
+        {
+            await using var grid = await db.QueryMultipleAsync(ByKey + "; select 1", key);
+            var rows = (await grid.ReadAsync<string>()).ToList();
+            Assert.That(await grid.ReadSingleAsync<int>(), Is.EqualTo(1));
+            return rows.SingleOrDefault();
+        }
+    }
+
+    // A key list over both shards: the old owner refuses its part; the whole read (it kept nothing) runs again by the new map.
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task A_key_list_read_on_an_old_map_returns_every_row_once_from_its_owner(bool sync)
+    {
+        await using var f = await SwitchedUnderTheAppAsync("s1", cleanedUp: false);
+        await using var db = f.App.CreateConnection();
+        const string sql = "select id, payload from items where id = any(@Id) order by id";
+        var keys = new { Id = new[] { f.Moving, f.Staying, f.Other } };
+        var rows = sync ? db.Query<Item>(sql, keys).ToList() : (await db.QueryAsync<Item>(sql, keys)).ToList();
+
+        Assert.That(rows.Select(r => (r.Id, r.Payload)),
+            Is.EquivalentTo(new[] { (f.Moving, "current"), (f.Staying, "staying"), (f.Other, "other") }));
+    }
+
+    // Inside a transaction the refusal reaches the caller (as for writes): nothing stale is read.
+    [Test]
+    public async Task A_read_by_key_inside_a_transaction_on_an_old_map_is_refused()
+    {
+        await using var f = await SwitchedUnderTheAppAsync("s1", cleanedUp: false);
+        await using var db = f.App.CreateConnection();
+        await using var transaction = await db.BeginDistributedTransactionAsync();
+        var error = Assert.ThrowsAsync<ShardBucketMovedException>(() => db.QueryFirstOrDefaultAsync<string>(ByKey, new Item { Id = f.Moving }));
+        Assert.That((error!.Shard, error.MovedTo), Is.EqualTo(("s0", "s1")));
+    }
+
+    // Reads of buckets that do not move name nothing: they run on shards whose fence has no check_owned at all.
+    [Test]
+    public async Task A_read_of_a_bucket_that_does_not_move_sends_no_check()
+    {
+        await using var f = await SwitchedUnderTheAppAsync("s1", cleanedUp: false);
+        await using (var old = await f.Shards.OpenAsync(0))
+        {
+            await old.ExecuteAsync("drop procedure shardkit.check_owned(text)");
+        }
+
+        await using var db = f.App.CreateConnection();
+        Assert.That(await db.QueryFirstOrDefaultAsync<string>(ByKey, new Item { Id = f.Staying }), Is.EqualTo("staying"));
+        var error = Assert.CatchAsync(() => db.QueryFirstOrDefaultAsync<string>(ByKey, new Item { Id = f.Moving }));
+        Assert.That(error!.ToString(), Does.Contain("check_owned"), "the moving bucket's read does name it (the procedure is gone, so the call fails)");
+    }
+}
