@@ -70,7 +70,10 @@ public static class MovePauseRun
                 await admin.ExecuteAsync($"create database {database}");
             }
 
-            var cs = new NpgsqlConnectionStringBuilder(server) { Database = database, MaxPoolSize = writers + 20 }.ConnectionString;
+            // As an app's strings usually are: without the server's error details (the fence's refusals carry their
+            // figures in the message too).
+            var cs = new NpgsqlConnectionStringBuilder(server) { Database = database, MaxPoolSize = writers + 20, IncludeErrorDetail = false }
+                .ConnectionString;
             direct.Add(cs);
             await using var conn = new NpgsqlConnection(cs);
             await conn.OpenAsync();

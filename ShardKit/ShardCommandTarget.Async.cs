@@ -31,7 +31,7 @@ public abstract partial class ShardCommandTarget
                         static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
                     : await QuerySplitAsync<T>(route, command, writes).ConfigureAwait(false);
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
@@ -123,7 +123,7 @@ public abstract partial class ShardCommandTarget
             {
                 return await ExecuteRoutedAsync(route, command).ConfigureAwait(false);
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: false))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
@@ -278,7 +278,7 @@ public abstract partial class ShardCommandTarget
                     QueryBound(command, route, writes), static (c, cmd) => c.ExecuteScalarAsync<T>(cmd), command.CancellationToken)
                     .ConfigureAwait(false);
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
@@ -306,9 +306,12 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public IAsyncEnumerable<T> QueryUnbufferedAsync<T>(CommandDefinition command)
     {
-        // Resolve now, so a routing error surfaces at the call and not at the first MoveNextAsync.
+        // Resolve now, so a routing error surfaces at the call and not at the first MoveNextAsync; the map's epoch goes
+        // with the route (a refusal then waits for a map newer than the one that routed, not than the one at the first row).
+        var routedBy = Owner.DataSource.Map.Epoch;
         var route = ResolveChecked(command, typeof(T));
-        return WriteFence.ChangesData(command.CommandText) ? Written(command, command.CancellationToken) : Stream(route, command, command.CancellationToken);
+        return WriteFence.ChangesData(command.CommandText) ? Written(command, command.CancellationToken)
+            : Stream(route, routedBy, command, command.CancellationToken);
 
         // A write (insert … returning): PostgreSQL holds its rows until the statement ends, so it runs as QueryAsync does
         // (primary, fenced, following a move) and its rows are handed out after.
@@ -325,14 +328,13 @@ public abstract partial class ShardCommandTarget
         // A read of moving buckets names them to the fence (see RoutedRead); a refusal comes before the part's first row,
         // so a stream that has handed out no row yet follows the move as the buffered reads do. One that has (an
         // earlier part's rows) cannot take them back: the refusal reaches the caller.
-        async IAsyncEnumerable<T> Stream(Route route, CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
+        async IAsyncEnumerable<T> Stream(Route route, long epoch, CommandDefinition command, [EnumeratorCancellation] CancellationToken cancellationToken)
         {
             // The stream holds the connection from its first row until it ends or is disposed.
             using var operation = Owner.EnterOperation();
             var yielded = false;
             for (var attempt = 0; ; attempt++)
             {
-                var epoch = Owner.DataSource.Map.Epoch;
                 var parts = route.Parts;
                 Exception? refused = null;
                 for (var i = 0; i < (parts?.Length ?? 1) && refused is null; i++)
@@ -352,7 +354,7 @@ public abstract partial class ShardCommandTarget
                                     break;
                                 }
                             }
-                            catch (Exception e) when (!yielded && MayRetryRefused(e, attempt, command))
+                            catch (Exception e) when (!yielded && MayRetryRefused(e, attempt, shard, command))
                             {
                                 refused = e;
                                 break;
@@ -380,6 +382,7 @@ public abstract partial class ShardCommandTarget
                     System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refused);
                 }
 
+                epoch = Owner.DataSource.Map.Epoch;
                 route = ResolveChecked(command, typeof(T));
             }
         }
@@ -397,7 +400,7 @@ public abstract partial class ShardCommandTarget
             {
                 return await QueryOneRoutedAsync<T>(route, command, orDefault, single, writes).ConfigureAwait(false);
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
@@ -513,7 +516,7 @@ public abstract partial class ShardCommandTarget
                 return (await RunRoutedAsync(route.Shard, "Query", command.CommandText, true, QueryBound(command, route, true),
                     static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)).AsList();
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: false))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {

@@ -58,7 +58,7 @@ public abstract partial class ShardCommandTarget
             {
                 return await run(route).ConfigureAwait(false);
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {
@@ -90,7 +90,7 @@ public abstract partial class ShardCommandTarget
             {
                 return run(route);
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {

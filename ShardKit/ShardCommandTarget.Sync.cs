@@ -105,7 +105,7 @@ public abstract partial class ShardCommandTarget
                     : IsItemBatch(route, command) ? RunBatchParts(route, command).Sum()
                     : RunParts(route, command, "Execute", true, static (c, cmd) => c.Execute(cmd), static rows => rows).Sum();
             }
-            catch (Exception e) when (MayFollowMove(e, attempt, route, command))
+            catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: false))
             {
                 if (RouteByRefusal(e, attempt, route, epoch, command) is { } hinted)
                 {

@@ -95,8 +95,9 @@ public abstract partial class ShardCommandTarget
     /// moves by the map (<see cref="ShardMap.AnyMoving"/>), and the text is a plain query Npgsql splits itself, with
     /// parameters the fence's can join (as for <see cref="MayFence"/>). Reads of buckets that do not move cost nothing.
     /// </summary>
-    private bool MayNameRead(in CommandDefinition command, int[] buckets) =>
+    private bool MayNameRead(in CommandDefinition command, int shard, int[] buckets) =>
         buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && Owner.DataSource.Map.AnyMoving(buckets) && IsPlainText(command)
+        && Owner.DataSource.Shards.SendsReadCheck(shard)
         && WriteFence.IsQuery(command.CommandText)
         && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters
         && !(command.Parameters is DynamicParameters dynamic && MayHaveOutputs(dynamic));
@@ -106,8 +107,8 @@ public abstract partial class ShardCommandTarget
         MayFence(command, buckets) ? Named(command, buckets, WriteFence.Named) : command;
 
     /// <summary>A read by key, its buckets named to the shard's fence in front of it while one of them moves (see <see cref="MayNameRead"/>).</summary>
-    private CommandDefinition FencedRead(in CommandDefinition command, int[] buckets) =>
-        MayNameRead(command, buckets) ? Named(command, buckets, WriteFence.OwnedRead) : command;
+    private CommandDefinition FencedRead(in CommandDefinition command, int shard, int[] buckets) =>
+        MayNameRead(command, shard, buckets) ? Named(command, buckets, WriteFence.OwnedRead) : command;
 
     private static CommandDefinition Named(in CommandDefinition command, int[] buckets, string statement)
     {
@@ -126,13 +127,13 @@ public abstract partial class ShardCommandTarget
     /// <summary>A single-shard read, its buckets named to the fence while one of them moves.</summary>
     private CommandDefinition RoutedRead(in CommandDefinition command, in Route route) =>
         Owner.DataSource.Map.MovesInFlight && Owner.DataSource.Shards.Follower is not null
-            ? FencedRead(Bind(command, route.Shard, command.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, route))
+            ? FencedRead(Bind(command, route.Shard, command.Parameters), route.Shard, RouteResolver.BucketsOf(Owner.DataSource.Map, route))
             : Bind(command, route.Shard, command.Parameters);
 
     /// <summary>One shard's part of a split key list read, its buckets named to the fence while one of them moves.</summary>
     private CommandDefinition ReadPart(in CommandDefinition command, in RoutePart part) =>
         Owner.DataSource.Map.MovesInFlight && Owner.DataSource.Shards.Follower is not null && part.Keys is not null
-            ? FencedRead(Bind(command, part.Shard, part.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys))
+            ? FencedRead(Bind(command, part.Shard, part.Parameters), part.Shard, RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys))
             : Bind(command, part.Shard, part.Parameters);
 
     /// <summary>One shard's part of a split key list, fenced by the part's buckets.</summary>
@@ -173,19 +174,54 @@ public abstract partial class ShardCommandTarget
     /// <summary>
     /// Whether a command a shard refused because its bucket moved may run again by a newer map: the data source follows a
     /// stored map, no transaction is open (inside one the refusal reaches the caller), and nothing of the command was
-    /// kept (one shard). A command split over shards reruns only its refused parts (MayRerunRefusedParts).
+    /// kept (one shard). A write split over shards reruns only its refused parts (MayRerunRefusedParts); a query split
+    /// over shards (<paramref name="read"/>: the caller reads, and the text is a plain query) runs again whole, as its
+    /// parts changed nothing. Execute's loops pass false: text the lexer takes for a read (<c>call app.bump(@ids)</c>,
+    /// <c>select app.add(…)</c> per item) may still write through a procedure, and its parts that ran were kept.
     /// </summary>
-    private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command) =>
+    private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command, bool read) =>
         attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
         && (route.IsSingle
-            ? ShardBucketMovedException.IsMoved(error)
-            : !WriteFence.ChangesData(command.CommandText) && error is ShardAggregateException split // a read keeps nothing: all of it runs again
-              && split.Failures.Any(f => ShardBucketMovedException.IsMoved(f.Error)));
+            ? ShardBucketMovedException.IsMoved(error) || NoticedMissingReadCheck(error, route.Shard)
+            : read && error is ShardAggregateException split and not BroadcastWriteException && WriteFence.IsQuery(command.CommandText)
+              && split.Failures.Count(f => ShardBucketMovedException.IsMoved(f.Error)
+                  || NoticedMissingReadCheck(f.Error, Owner.DataSource.Map.IndexOf(f.Shard))) > 0);
+
+    /// <summary>
+    /// Whether <paramref name="error"/> says the fence of <paramref name="shard"/> has no <c>shardkit.check_owned</c> (made
+    /// by an older ShardKit, and no move of this version ran there since): the shard is then read without the check for a
+    /// while (see <c>ShardSet.ReadCheckMissing</c>), and the read runs again at once (it failed before
+    /// its text ran).
+    /// </summary>
+    private bool NoticedMissingReadCheck(Exception? error, int shard)
+    {
+        if (shard < 0 || !IsMissingReadCheck(error))
+        {
+            return false;
+        }
+
+        Owner.DataSource.Shards.ReadCheckMissing(shard);
+        return true;
+    }
+
+    private static bool IsMissingReadCheck(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is PostgresException { SqlState: PostgresErrorCodes.UndefinedFunction } missing
+                && missing.MessageText.Contains("shardkit.check_owned", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Whether one shard's refusal of a command that kept nothing may be followed (a stream before its first row).</summary>
-    private bool MayRetryRefused(Exception error, int attempt, in CommandDefinition command) =>
+    private bool MayRetryRefused(Exception error, int attempt, int shard, in CommandDefinition command) =>
         attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
-        && ShardBucketMovedException.IsMoved(error);
+        && (ShardBucketMovedException.IsMoved(error) || NoticedMissingReadCheck(error, shard));
 
     /// <summary>
     /// Where a refused command may go at once, by the refusing shard's word: a move switched its bucket moments ago and
@@ -200,6 +236,11 @@ public abstract partial class ShardCommandTarget
     /// </summary>
     private Route? RouteByRefusal(Exception error, int attempt, in Route route, long epoch, in CommandDefinition command)
     {
+        if (IsMissingReadCheck(error) || error is ShardAggregateException split && split.Failures.Any(f => IsMissingReadCheck(f.Error)))
+        {
+            return route; // the same route at once, now without the check where the fence lacks it
+        }
+
         var map = Owner.DataSource.Map;
         if (attempt != 0 || !route.IsSingle || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
             { MovedTo: { } movedTo } refusal || !map.Contains(movedTo))
@@ -209,7 +250,7 @@ public abstract partial class ShardCommandTarget
 
         var shard = map.IndexOf(movedTo);
         var buckets = RouteResolver.BucketsOf(map, route);
-        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && (MayFence(command, buckets) || MayNameRead(command, buckets))
+        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && (MayFence(command, buckets) || MayNameRead(command, shard, buckets))
             ? route.On(shard)
             : null;
     }

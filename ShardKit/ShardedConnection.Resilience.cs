@@ -80,6 +80,17 @@ public sealed partial class ShardedConnection
         CancellationToken cancellationToken)
     {
         var server = Session.Choose(shard, isWrite: false, readPolicy);
+        var outcome = await StartStreamOnAsync(context, shard, server, command, state, query, cancellationToken).ConfigureAwait(false);
+        // A standby's copy of the fence may lag its primary's taking of a moving bucket: the primary has the last word.
+        return !server.IsPrimary && ShardBucketMovedException.IsMoved(outcome.Exception)
+            ? await StartStreamOnAsync(context, shard, ShardServer.Primary, command, state, query, cancellationToken).ConfigureAwait(false)
+            : outcome;
+    }
+
+    private async ValueTask<Outcome<(ShardCall Call, IAsyncEnumerator<T> Rows, bool Any)>> StartStreamOnAsync<TState, T>(ResilienceContext context,
+        int shard, ShardServer server, ShardCommand command, TState state, Func<NpgsqlConnection, TState, IAsyncEnumerable<T>> query,
+        CancellationToken cancellationToken)
+    {
         var call = new ShardCall(Session.Shards, shard, command, server);
         NpgsqlConnection? connection = null;
         IAsyncEnumerator<T>? rows = null;

@@ -45,12 +45,12 @@ public sealed class FenceUpgradeTests
             await transaction.RollbackAsync();
         }
 
-        // Free again: the move (resumed, or run anew when the failed one left nothing to resume) adds the column on both sides.
-        var moves = await admin.Resharding.GetMovesAsync();
-        var pending = moves.Where(m => m.State is not (MoveState.Done or MoveState.Cancelled)).ToList();
-        var result = pending.Count == 1
-            ? await admin.Resharding.ResumeMoveAsync(pending[0].MoveId, Quick)
-            : await admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick);
+        // The fences are made current before the catalog lists the move: apps never name moving buckets to a fence that
+        // cannot check them (shardkit.check_owned), so the failed move left nothing behind.
+        Assert.That(await admin.Resharding.GetMovesAsync(), Is.Empty, "no move was recorded");
+
+        // Free again: the move adds the column on both sides.
+        var result = await admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick);
 
         Assert.That(result.Buckets, Is.EquivalentTo(buckets));
         Assert.That((await shards.ScalarAsync<long>(0, HasColumn), await shards.ScalarAsync<long>(1, HasColumn)), Is.EqualTo((1L, 1L)));

@@ -70,14 +70,23 @@ internal sealed class ReshardingShards : IAsyncDisposable
 
     /// <summary>A data source over the first <paramref name="take"/> shards (all by default) following the stored map on s0.</summary>
     public ShardedDataSource NewSource(int? take = null, Action<StoredMapOptions>? configure = null, bool stored = true,
-        Action<ShardedDataSourceBuilder>? more = null, bool errorDetail = true)
+        Action<ShardedDataSourceBuilder>? more = null, bool errorDetail = true, IReadOnlyList<string>? standbys = null)
     {
         var builder = new ShardedDataSourceBuilder().UseHashSharding(Buckets).AddEntity<Item>().UseLoggerFactory(Logs);
         more?.Invoke(builder);
         for (var i = 0; i < (take ?? Direct.Count); i++)
         {
             // The harness's strings include the server's error details; an app's usually do not (Npgsql's default).
-            builder.AddShard($"s{i}", errorDetail ? Direct[i] : new NpgsqlConnectionStringBuilder(Direct[i]) { IncludeErrorDetail = false }.ConnectionString);
+            var primary = errorDetail ? Direct[i] : new NpgsqlConnectionStringBuilder(Direct[i]) { IncludeErrorDetail = false }.ConnectionString;
+            if (standbys is null)
+            {
+                builder.AddShard($"s{i}", primary);
+            }
+            else
+            {
+                // A standby of the shard's server, in this test's database.
+                builder.AddShard($"s{i}", primary, new NpgsqlConnectionStringBuilder(standbys[i]) { Database = Database }.ConnectionString);
+            }
         }
 
         if (stored)

@@ -140,10 +140,18 @@ internal static class ShardPipeline
         Func<NpgsqlConnection, TState, CancellationToken, ValueTask<TResult>> work, bool async, CancellationToken cancellationToken)
     {
         var outcome = await AttemptOnAsync(context, shards, source, shard, server, command, state, work, async, cancellationToken).ConfigureAwait(false);
-        return outcome.Exception is PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction }
-            ? await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command with { IsWrite = true }, state, work, async,
-                cancellationToken).ConfigureAwait(false)
-            : outcome;
+        return outcome.Exception switch
+        {
+            PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction } =>
+                await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command with { IsWrite = true }, state, work, async,
+                    cancellationToken).ConfigureAwait(false),
+            // A read of a moving bucket the standby's copy of the fence refused: the standby may lag its primary's taking
+            // of the bucket. The primary's fence has the last word (it refuses too when the bucket is gone).
+            { } refused when ShardBucketMovedException.IsMoved(refused) =>
+                await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command, state, work, async, cancellationToken)
+                    .ConfigureAwait(false),
+            _ => outcome,
+        };
     }
 
     // One attempt on one server: breaker, slot, timeout, connection, command, classification of a failure.

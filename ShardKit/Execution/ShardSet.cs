@@ -28,6 +28,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
     {
         _map = map;
         Settings = settings;
+        _readCheckMissingUntil = new long[map.Shards.Count];
         Logger = settings.LoggerFactory.CreateLogger("ShardKit");
         _dataSources = map.Shards.Select(shard => Build(shard.ConnectionString, shard.Name, settings)).ToArray();
         _replicas = map.Shards.Select(shard => new ShardReplicas(shard, _dataSources[shard.Index],
@@ -86,6 +87,26 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
                 return true;
             }
         }
+    }
+
+    // Per shard, until when reads of moving buckets send no check_owned there (0: they do). A fence seeded by an older
+    // ShardKit and moved by an older mover has no such procedure; its reads run unchecked, as they did then, and the
+    // shard is asked again after ReadCheckRetry.
+    private readonly long[] _readCheckMissingUntil;
+
+    /// <summary>How long a shard whose fence lacks <c>shardkit.check_owned</c> is read without the check.</summary>
+    public static readonly TimeSpan ReadCheckRetry = TimeSpan.FromMinutes(1);
+
+    /// <summary>Whether reads of moving buckets on <paramref name="shard"/> name them to its fence (see <see cref="ReadCheckMissing"/>).</summary>
+    public bool SendsReadCheck(int shard) =>
+        Volatile.Read(ref _readCheckMissingUntil[shard]) is var until && (until == 0 || Settings.Time.GetTimestamp() >= until);
+
+    /// <summary>The fence of <paramref name="shard"/> has no <c>shardkit.check_owned</c>: reads there go unchecked for a while.</summary>
+    public void ReadCheckMissing(int shard)
+    {
+        Volatile.Write(ref _readCheckMissingUntil[shard],
+            Settings.Time.GetTimestamp() + (long)(ReadCheckRetry.TotalSeconds * Settings.Time.TimestampFrequency));
+        ShardKitLog.ReadCheckMissing(Logger, NameOf(shard), ReadCheckRetry.TotalMinutes);
     }
 
     public DataSourceSettings Settings { get; }

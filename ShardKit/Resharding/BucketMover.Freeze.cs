@@ -147,11 +147,12 @@ internal sealed partial class BucketMover
             await ReshardingAdmin.ExecuteAsync(source, $"update shardkit.bucket_owner set owned = false, epoch = {epoch}, " +
                 $"moved_to = {ReshardingAdmin.Literal(move.Target)} where bucket = any({buckets}); commit", cancellationToken).ConfigureAwait(false);
             gaveUp = true;
-            // Then the target and the catalog at once (a resume in Switched takes the buckets on the target if the mover
-            // stopped between the two); a writer the notification sends to the target before its commit waits on its locks.
-            await Task.WhenAll(
-                ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken),
-                ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId)).ConfigureAwait(false);
+            // Then the target, then the catalog (a resume in Switched takes the buckets on the target if the mover stopped
+            // between the two). In that order, an app on the catalog's new map finds the target owning them: a read by
+            // key takes no lock, and one sent before the target's commit would be refused with no word of where to go.
+            // Writers the source's refusal sent to the target early wait on its locks, so the order costs them nothing.
+            await ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken).ConfigureAwait(false);
+            await ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
             var pause = Stopwatch.GetElapsedTime(frozen);
             await RefreshAsync(cancellationToken).ConfigureAwait(false);
             await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)

@@ -59,6 +59,9 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
 
         var id = "m" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Guid.NewGuid().ToString("N")[..6];
+        // Before the catalog lists the buckets as moving: apps then name them to both fences (shardkit.check_owned).
+        await UpgradeFencesAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null),
+            map.IndexOf(source), map.IndexOf(target), cancellationToken).ConfigureAwait(false);
         await RecordAloneAsync(id, buckets.Order().ToArray(), source, target, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
         await Task.Delay(options.AnnounceWait ?? FollowersCatchUp, cancellationToken).ConfigureAwait(false);
@@ -262,6 +265,18 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     // A fence made by an older ShardKit gets this one's column and procedures (the triggers stay as seeded): the switch
     // records where the buckets went, and reads of the moving buckets name them (shardkit.check_owned). Nothing where
     // there is no fence (the preflight refuses that below). One implicit transaction: the lock holds to its end.
+    private async Task UpgradeFencesAsync(MoveInfo move, int sourceIndex, int targetIndex, CancellationToken cancellationToken)
+    {
+        var source = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = source.ConfigureAwait(false);
+        var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var __ = target.ConfigureAwait(false);
+        await UpgradeFencesAsync(move, source, target, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static Task UpgradeFencesAsync(MoveInfo move, NpgsqlConnection source, NpgsqlConnection target, CancellationToken cancellationToken) =>
+        Task.WhenAll(UpgradeFenceAsync(move, source, move.Source, cancellationToken), UpgradeFenceAsync(move, target, move.Target, cancellationToken));
+
     private static async Task UpgradeFenceAsync(MoveInfo move, NpgsqlConnection connection, string shard, CancellationToken cancellationToken)
     {
         var fenced = new NpgsqlCommand("select to_regclass('shardkit.bucket_owner') is not null", connection);
@@ -299,9 +314,9 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         await using var _ = source.ConfigureAwait(false);
         var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = target.ConfigureAwait(false);
-        // The switch records on both fences where the buckets went (fences made by an older ShardKit lack the column).
-        await Task.WhenAll(UpgradeFenceAsync(move, source, move.Source, cancellationToken),
-            UpgradeFenceAsync(move, target, move.Target, cancellationToken)).ConfigureAwait(false);
+        // The switch records on both fences where the buckets went (fences made by an older ShardKit lack the column); a
+        // move an older mover started gets this version's fence on resuming.
+        await UpgradeFencesAsync(move, source, target, cancellationToken).ConfigureAwait(false);
         foreach (var table in tables)
         {
             var onSource = await MovedTables.DescribeAsync(source, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);

@@ -88,4 +88,7 @@ internal static partial class ShardKitLog
 
     [LoggerMessage(EventId = 1704, Level = LogLevel.Information, Message = "Bucket move {MoveId}: {State} ({Detail})")]
     public static partial void MoveStep(ILogger logger, string moveId, string state, string detail);
+
+    [LoggerMessage(EventId = 1705, Level = LogLevel.Warning, Message = "The fence on shard {Shard} has no shardkit.check_owned (seeded and moved by an older ShardKit): reads of moving buckets there run unchecked for {Minutes} min; run SeedAsync, or a move with this version, to install it")]
+    public static partial void ReadCheckMissing(ILogger logger, string shard, double minutes);
 }

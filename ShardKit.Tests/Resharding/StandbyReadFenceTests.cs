@@ -1,0 +1,100 @@
+using Dapper;
+using ShardKit.Tests.Replicas;
+using static ShardKit.Tests.Resharding.StoredMapTests;
+
+namespace ShardKit.Tests.Resharding;
+
+// A read of a moving bucket sent to a standby is checked against the standby's copy of the fence, which lags its
+// primary's. When the new owner's standby has not replayed the taking yet, it refuses with no word of where to go: the
+// read then goes to the shard's primary, whose fence has the last word, instead of waiting for a map that never changes.
+[TestFixture]
+public sealed class StandbyReadFenceTests
+{
+    private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
+
+    private static readonly ReplicaOptions Checked = new() { MaxStandbyLag = null, RefreshInterval = TimeSpan.FromMilliseconds(100) };
+
+    private ReplicatedShards _servers = null!;
+
+    [OneTimeSetUp]
+    public async Task StartAsync() => _servers = await ReplicatedShards.StartAsync(2, "sf", "select 1");
+
+    [OneTimeTearDown]
+    public async Task StopAsync()
+    {
+        if (_servers is not null)
+        {
+            await _servers.DisposeAsync();
+        }
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task A_read_the_new_owners_lagging_standby_refuses_runs_on_its_primary(bool stream)
+    {
+        await using var shards = await ReshardingShards.CreateOnAsync(_servers.Cluster.ConnectionStrings);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        await using (var catalog = await shards.OpenAsync(0))
+        {
+            await catalog.ExecuteAsync("insert into shardkit.move (id, buckets, source, target, state) values ('m-standby', '{1}', 's0', 's1', 'CatchingUp')");
+        }
+
+        foreach (var standby in _servers.Standbys)
+        {
+            await standby.CatchUpAsync(); // the test's database and its fence are on the standbys
+        }
+
+        var app = shards.NewSource(standbys: _servers.Standbys.Select(s => s.ConnectionString).ToArray(), more: b => b.UseReplicas(Checked));
+        await app.Shards.Standbys.RefreshAsync(CancellationToken.None);
+        app = await StaleAppAsync(shards, app);
+        var key = KeyIn(app.Map, 1);
+        await using (var owner = await shards.OpenAsync(1))
+        {
+            await owner.ExecuteAsync("set shardkit.fence = off; insert into items (id, payload) values (@key, 'current')", new { key });
+        }
+
+        await _servers.Standbys[1].CatchUpAsync();
+        await _servers.Standbys[1].PauseReplayAsync();
+        try
+        {
+            await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: true);
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (app.Map.ShardFor(key) != "s1" && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(20);
+            }
+
+            Assert.That(app.Map.ShardFor(key), Is.EqualTo("s1"), "the app follows the switch");
+            await using (var standby = new Npgsql.NpgsqlConnection(new Npgsql.NpgsqlConnectionStringBuilder(_servers.Standbys[1].ConnectionString)
+                             { Database = shards.Database }.ConnectionString))
+            {
+                await standby.OpenAsync();
+                Assert.That(await standby.ExecuteScalarAsync<bool>("select owned from shardkit.bucket_owner where bucket = 1"), Is.False,
+                    "the standby has not replayed the taking");
+            }
+
+            await using var db = app.CreateConnection();
+            db.ReadPolicy = ReadPolicy.PreferStandby;
+            const string sql = "select payload from items where id = @Id";
+            var payload = stream
+                ? await FirstAsync(db.QueryUnbufferedAsync<string>(sql, new Item { Id = key }))
+                : await db.QueryFirstOrDefaultAsync<string>(sql, new Item { Id = key });
+
+            Assert.That(payload, Is.EqualTo("current"));
+        }
+        finally
+        {
+            await _servers.Standbys[1].ResumeReplayAsync();
+        }
+
+        static async Task<string?> FirstAsync(IAsyncEnumerable<string> rows)
+        {
+            await foreach (var row in rows)
+            {
+                return row;
+            }
+
+            return null;
+        }
+    }
+}
