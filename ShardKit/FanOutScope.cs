@@ -65,14 +65,30 @@ public sealed partial class FanOutScope
         Func<NpgsqlConnection, CommandDefinition, CancellationToken, IAsyncEnumerable<T>>? read = null)
     {
         // While buckets move, a moving bucket's rows may sit on two shards: keep from each shard the rows it owns by
-        // the map this read started with, so no row comes twice and none is missed. Only rows that carry their key can be.
+        // the map this read started with, so no row comes twice and none is missed. Only rows that carry their key can
+        // be: typed rows by their [ShardKey]; dynamic rows of a query of one moved table alone by its key column.
         var map = _connection.DataSource.Map;
         var owned = map.MovesInFlight && ShardKeyAccessor<T>.HasKey;
+        var keyColumn = map.MovesInFlight && !owned && typeof(T) == typeof(object) ? map.Tables.KeyColumnOf(command.CommandText) : null;
         return _shards.Select(shard => new ShardRowStream<T>(run, shard, (connection, token) =>
         {
             var rows = (read ?? ShardRowReader.ReadAsync<T>)(connection, command, token);
-            return owned ? OwnedRows(rows, map, shard) : rows;
+            return owned ? OwnedRows(rows, map, shard) : keyColumn is not null ? OwnedByColumn(rows, map, shard, keyColumn) : rows;
         })).ToArray();
+    }
+
+    // A dynamic row is kept unless its key column holds a key of a bucket another shard owns: rows without the column
+    // (counts, other columns only) or with a null in it cannot be told apart and are kept.
+    private static async IAsyncEnumerable<T> OwnedByColumn<T>(IAsyncEnumerable<T> rows, ShardMap map, int shard, string keyColumn)
+    {
+        await foreach (var row in rows.ConfigureAwait(false))
+        {
+            if (row is not IDictionary<string, object?> columns || !columns.TryGetValue(keyColumn, out var value)
+                || !ShardKeyValue.TryFromObject(value, out var key) || map.Owns(shard, key))
+            {
+                yield return row;
+            }
+        }
     }
 
     private static async IAsyncEnumerable<T> OwnedRows<T>(IAsyncEnumerable<T> rows, ShardMap map, int shard)

@@ -165,6 +165,37 @@ public sealed class ReadFenceTests
         }), "each row bumped exactly once, on its owner");
     }
 
+    // While a move is under way, a fan-out of dynamic rows read from a moved table alone keeps each shard's rows of the
+    // buckets it owns by the read's map (the moving row's other copy is dropped), like typed rows. Rows of a table that
+    // does not move with the buckets are all kept, even when its column has the moved table's key name; so are rows
+    // read through a join (their table cannot be told).
+    [Test]
+    public async Task A_dynamic_fan_out_of_a_moved_table_returns_the_moving_row_once_and_keeps_other_tables_rows()
+    {
+        await using var f = await SwitchedUnderTheAppAsync("s1", cleanedUp: false);
+        foreach (var shard in new[] { 0, 1 })
+        {
+            await using var connection = await f.Shards.OpenAsync(shard);
+            await connection.ExecuteAsync("create table notes (id bigint, body text); insert into notes values (@id, @body)",
+                new { id = f.Moving, body = $"note on s{shard}" });
+        }
+
+        await using var db = f.App.CreateConnection();
+        var items = (await db.AllShards().QueryAsync("select id, payload from items")).Select(r => ((long)r.id, (string)r.payload)).ToList();
+        Assert.That(items, Is.EquivalentTo(new[] { (f.Moving, "old copy"), (f.Staying, "staying"), (f.Other, "other") }),
+            "the app's map still places the moving row on s0: its copy there comes once, s1's is dropped");
+
+        var groups = (await db.AllShards().QueryAsync("select id, count(*) as copies from public.items group by id", merge: Merge.Concat<dynamic>()))
+            .ToList();
+        Assert.That(groups.Select(g => ((long)g.id, (long)g.copies)), Is.EquivalentTo(new[] { (f.Moving, 1L), (f.Staying, 1L), (f.Other, 1L) }));
+
+        var notes = (await db.AllShards().QueryAsync("select id, body from notes")).Select(r => (string)r.body).ToList();
+        Assert.That(notes, Is.EquivalentTo(new[] { "note on s0", "note on s1" }), "notes does not move: every row is kept");
+
+        var joined = (await db.AllShards().QueryAsync("select i.id, n.body from items i join notes n on n.id = i.id")).ToList();
+        Assert.That(joined, Has.Count.EqualTo(2), "a join's rows are not judged");
+    }
+
     // Reads of buckets that do not move name nothing: they run on shards whose fence has no check_owned at all.
     [Test]
     public async Task A_read_of_a_bucket_that_does_not_move_sends_no_check()

@@ -12,12 +12,14 @@ public sealed class ShardMap
 
     private readonly HashSet<int>? _moving;
 
-    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, IReadOnlyCollection<int>? moving = null)
+    internal ShardMap(IReadOnlyList<ShardInfo> shards, IShardingStrategy strategy, long epoch = 0, IReadOnlyCollection<int>? moving = null,
+        MapTables? tables = null)
     {
         Shards = shards;
         Strategy = strategy;
         Epoch = epoch;
         _moving = moving is { Count: > 0 } ? [.. moving] : null;
+        Tables = tables ?? MapTables.None;
         _indexByName = shards.ToDictionary(s => s.Name, s => s.Index, StringComparer.Ordinal);
         ShardNames = shards.Select(s => s.Name).ToArray();
     }
@@ -47,8 +49,11 @@ public sealed class ShardMap
         : throw new InvalidOperationException($"Buckets exist only with hash sharding; this map uses {Strategy.Name}.");
 
     /// <summary>The same shards with the buckets placed as <paramref name="owners"/> says (shard index per bucket).</summary>
-    internal ShardMap WithOwners(int[] owners, long epoch, IReadOnlyCollection<int> moving) =>
-        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, moving);
+    internal ShardMap WithOwners(int[] owners, long epoch, IReadOnlyCollection<int> moving, MapTables? tables = null) =>
+        new(Shards, new HashShardingStrategy(new BucketMap(owners)), epoch, moving, tables);
+
+    /// <summary>The tables whose rows move with their buckets, and their key columns (the catalog's <c>map_table</c>).</summary>
+    internal MapTables Tables { get; }
 
     /// <summary>
     /// A bucket move is under way: rows of a moving bucket may sit on two shards (the owner's, and a copy the other

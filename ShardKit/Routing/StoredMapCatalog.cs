@@ -47,7 +47,8 @@ internal static class StoredMapCatalog
     private const string ReadSql = """
         select m.epoch, m.bucket_count, array_agg(b.shard order by b.bucket),
             array(select distinct b from shardkit.move mv cross join unnest(mv.buckets) as b
-                  where mv.state not in ('Done', 'Cancelled') order by b)
+                  where mv.state not in ('Done', 'Cancelled') order by b),
+            array(select t.table_name || ':' || t.key_column from shardkit.map_table t order by t.table_name)
         from shardkit.map m cross join shardkit.map_bucket b
         group by m.epoch, m.bucket_count
         """;
@@ -68,7 +69,8 @@ internal static class StoredMapCatalog
                 return null;
             }
 
-            return new CatalogMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetFieldValue<int[]>(3));
+            return new CatalogMap(reader.GetInt64(0), reader.GetInt32(1), reader.GetFieldValue<string[]>(2), reader.GetFieldValue<int[]>(3),
+                reader.GetFieldValue<string[]>(4));
         }
         catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
         {
@@ -109,12 +111,13 @@ internal static class StoredMapCatalog
             owners[b] = current.IndexOf(stored.Owners[b]);
         }
 
-        return current.WithOwners(owners, stored.Epoch, stored.Moving ?? []);
+        return current.WithOwners(owners, stored.Epoch, stored.Moving ?? [], MapTables.Parse(stored.Tables));
     }
 }
 
 /// <summary>
-/// The stored map as read: its epoch, bucket count, the owning shard's name per bucket, and the buckets of the moves
-/// under way (their rows may sit on two shards: the owner's, and a copy on the other).
+/// The stored map as read: its epoch, bucket count, the owning shard's name per bucket, the buckets of the moves
+/// under way (their rows may sit on two shards: the owner's, and a copy on the other), and the tables whose rows move
+/// with their buckets (<c>table:key_column</c>).
 /// </summary>
-internal sealed record CatalogMap(long Epoch, int BucketCount, string[] Owners, int[]? Moving = null);
+internal sealed record CatalogMap(long Epoch, int BucketCount, string[] Owners, int[]? Moving = null, string[]? Tables = null);
