@@ -18,12 +18,12 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<IEnumerable<T>> QueryAsync<T>(CommandDefinition command)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, typeof(T));
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         for (var attempt = 0; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return route.IsSingle
@@ -45,6 +45,7 @@ public abstract partial class ShardCommandTarget
                 }
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = ResolveChecked(command, typeof(T));
         }
     }
@@ -261,6 +262,7 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<T?> ExecuteScalarAsync<T>(CommandDefinition command)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, null);
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
@@ -271,7 +273,6 @@ public abstract partial class ShardCommandTarget
                 throw ScalarAcrossShards();
             }
 
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return await RunRoutedAsync(route.Shard, "ExecuteScalar", command.CommandText, writes,
@@ -292,6 +293,7 @@ public abstract partial class ShardCommandTarget
                 }
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = ResolveChecked(command, null);
         }
     }
@@ -337,12 +339,15 @@ public abstract partial class ShardCommandTarget
             {
                 var parts = route.Parts;
                 Exception? refused = null;
+                var rerunAt = -1;
                 for (var i = 0; i < (parts?.Length ?? 1) && refused is null; i++)
                 {
                     var shard = parts is null ? route.Shard : parts[i].Shard;
                     var bound = parts is null ? RoutedRead(command, route) : ReadPart(command, parts[i]);
                     var rows = StreamRoutedAsync(shard, "QueryUnbuffered", command.CommandText, bound,
                         static (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd), cancellationToken).GetAsyncEnumerator(cancellationToken);
+                    var partYielded = false;
+                    var again = false;
                     await using (rows.ConfigureAwait(false))
                     {
                         while (true)
@@ -354,15 +359,27 @@ public abstract partial class ShardCommandTarget
                                     break;
                                 }
                             }
+                            catch (Exception e) when (!partYielded && rerunAt != i && MayRerunUnchecked(e, shard, command))
+                            {
+                                // The check failed before the part's first row: the part runs again, unchecked, alone.
+                                again = true;
+                                rerunAt = i;
+                                break;
+                            }
                             catch (Exception e) when (!yielded && MayRetryRefused(e, attempt, shard, command))
                             {
                                 refused = e;
                                 break;
                             }
 
-                            yielded = true;
+                            yielded = partYielded = true;
                             yield return rows.Current;
                         }
+                    }
+
+                    if (again)
+                    {
+                        i--;
                     }
                 }
 
@@ -390,12 +407,12 @@ public abstract partial class ShardCommandTarget
 
     private async Task<T> QueryOneAsync<T>(CommandDefinition command, bool orDefault, bool single)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, typeof(T));
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         for (var attempt = 0; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return await QueryOneRoutedAsync<T>(route, command, orDefault, single, writes).ConfigureAwait(false);
@@ -414,6 +431,7 @@ public abstract partial class ShardCommandTarget
                 }
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = ResolveChecked(command, typeof(T));
         }
     }

@@ -50,10 +50,10 @@ public abstract partial class ShardCommandTarget
     /// </summary>
     private async Task<TResult> FollowingMovesAsync<TResult>(CommandDefinition command, Type? resultType, Func<Route, Task<TResult>> run)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, resultType);
         for (var attempt = 0; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return await run(route).ConfigureAwait(false);
@@ -72,6 +72,7 @@ public abstract partial class ShardCommandTarget
                 }
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = ResolveChecked(command, resultType);
         }
     }
@@ -82,10 +83,10 @@ public abstract partial class ShardCommandTarget
     /// </summary>
     private TResult FollowingMoves<TResult>(CommandDefinition command, Type? resultType, Func<Route, TResult> run)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, resultType);
         for (var attempt = 0; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return run(route);
@@ -104,6 +105,7 @@ public abstract partial class ShardCommandTarget
                 }
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = ResolveChecked(command, resultType);
         }
     }

@@ -93,11 +93,11 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public int Execute(CommandDefinition command)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
         for (var attempt = 0; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return route.IsSingle
@@ -129,6 +129,7 @@ public abstract partial class ShardCommandTarget
                 return RerunRefusedPartsAsync(e, route, command, attempt, command.Parameters!).GetAwaiter().GetResult();
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = ResolveChecked(command, null);
         }
     }

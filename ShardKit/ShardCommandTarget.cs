@@ -179,13 +179,19 @@ public abstract partial class ShardCommandTarget
     /// parts changed nothing. Execute's loops pass false: text the lexer takes for a read (<c>call app.bump(@ids)</c>,
     /// <c>select app.add(…)</c> per item) may still write through a procedure, and its parts that ran were kept.
     /// </summary>
-    private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command, bool read) =>
-        attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
-        && (route.IsSingle
-            ? ShardBucketMovedException.IsMoved(error) || NoticedMissingReadCheck(error, route.Shard)
-            : read && error is ShardAggregateException split and not BroadcastWriteException && WriteFence.IsQuery(command.CommandText)
-              && split.Failures.Count(f => ShardBucketMovedException.IsMoved(f.Error)
-                  || NoticedMissingReadCheck(f.Error, Owner.DataSource.Map.IndexOf(f.Shard))) > 0);
+    private bool MayFollowMove(Exception error, int attempt, in Route route, in CommandDefinition command, bool read)
+    {
+        // A fence without the read check is remembered first, whatever follows: inside a transaction the failed check
+        // aborted it, and the next one must not fail the same way.
+        var missingCheck = route.IsSingle
+            ? NoticedMissingReadCheck(error, route.Shard)
+            : error is ShardAggregateException failed && failed.Failures.Count(f => NoticedMissingReadCheck(f.Error, Owner.DataSource.Map.IndexOf(f.Shard))) > 0;
+        return attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
+            && (route.IsSingle
+                ? missingCheck || ShardBucketMovedException.IsMoved(error)
+                : read && error is ShardAggregateException split and not BroadcastWriteException && WriteFence.IsQuery(command.CommandText)
+                  && (missingCheck || split.Failures.Any(f => ShardBucketMovedException.IsMoved(f.Error))));
+    }
 
     /// <summary>
     /// Whether <paramref name="error"/> says the fence of <paramref name="shard"/> has no <c>shardkit.check_owned</c> (made
@@ -195,7 +201,7 @@ public abstract partial class ShardCommandTarget
     /// </summary>
     private bool NoticedMissingReadCheck(Exception? error, int shard)
     {
-        if (shard < 0 || !IsMissingReadCheck(error))
+        if (shard < 0 || !WriteFence.IsMissingReadCheck(error))
         {
             return false;
         }
@@ -204,24 +210,18 @@ public abstract partial class ShardCommandTarget
         return true;
     }
 
-    private static bool IsMissingReadCheck(Exception? error)
-    {
-        for (var e = error; e is not null; e = e.InnerException)
-        {
-            if (e is PostgresException { SqlState: PostgresErrorCodes.UndefinedFunction } missing
-                && missing.MessageText.Contains("shardkit.check_owned", StringComparison.Ordinal))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
     /// <summary>Whether one shard's refusal of a command that kept nothing may be followed (a stream before its first row).</summary>
     private bool MayRetryRefused(Exception error, int attempt, int shard, in CommandDefinition command) =>
         attempt < MoveAttempts && Owner.DataSource.Shards.Follower is not null && !Owner.Session.InTransaction && command.Transaction is null
-        && (ShardBucketMovedException.IsMoved(error) || NoticedMissingReadCheck(error, shard));
+        && ShardBucketMovedException.IsMoved(error);
+
+    /// <summary>
+    /// Whether one part of a stream, which handed out none of its rows, failed because the fence of <paramref name="shard"/>
+    /// lacks the read check, and may run again without it (outside a transaction, which the failure aborted). The shard is
+    /// remembered as unchecked either way.
+    /// </summary>
+    private bool MayRerunUnchecked(Exception error, int shard, in CommandDefinition command) =>
+        NoticedMissingReadCheck(error, shard) && !Owner.Session.InTransaction && command.Transaction is null;
 
     /// <summary>
     /// Where a refused command may go at once, by the refusing shard's word: a move switched its bucket moments ago and
@@ -236,7 +236,7 @@ public abstract partial class ShardCommandTarget
     /// </summary>
     private Route? RouteByRefusal(Exception error, int attempt, in Route route, long epoch, in CommandDefinition command)
     {
-        if (IsMissingReadCheck(error) || error is ShardAggregateException split && split.Failures.Any(f => IsMissingReadCheck(f.Error)))
+        if (WriteFence.IsMissingReadCheck(error) || error is ShardAggregateException split && split.Failures.Any(f => WriteFence.IsMissingReadCheck(f.Error)))
         {
             return route; // the same route at once, now without the check where the fence lacks it
         }

@@ -81,8 +81,9 @@ public sealed partial class ShardedConnection
     {
         var server = Session.Choose(shard, isWrite: false, readPolicy);
         var outcome = await StartStreamOnAsync(context, shard, server, command, state, query, cancellationToken).ConfigureAwait(false);
-        // A standby's copy of the fence may lag its primary's taking of a moving bucket: the primary has the last word.
-        return !server.IsPrimary && ShardBucketMovedException.IsMoved(outcome.Exception)
+        // A standby's copy of the fence may lag its primary's taking of a moving bucket, or its upgrade (no check_owned
+        // replayed yet): the primary has the last word.
+        return !server.IsPrimary && (ShardBucketMovedException.IsMoved(outcome.Exception) || WriteFence.IsMissingReadCheck(outcome.Exception))
             ? await StartStreamOnAsync(context, shard, ShardServer.Primary, command, state, query, cancellationToken).ConfigureAwait(false)
             : outcome;
     }

@@ -243,6 +243,72 @@ public sealed class ReadFenceTests
             }
         }
 
-        Assert.That(MissingCheckNoticed(f), Is.True);
+        Assert.That(f.Shards.Logs.Logs.Count(l => l.EventId == 1705), Is.EqualTo(1), "noticed once, then read unchecked without failing");
+    }
+
+    // Inside a transaction the failed check aborted the transaction, so the error reaches the caller; the shard is still
+    // remembered, and the next transaction reads it unchecked instead of failing the same way.
+    [Test]
+    public async Task A_fence_without_the_read_check_fails_one_transaction_only()
+    {
+        await using var f = await SwitchedUnderTheAppAsync("s1", cleanedUp: false);
+        await using (var old = await f.Shards.OpenAsync(0))
+        {
+            await old.ExecuteAsync("drop procedure shardkit.check_owned(text)");
+        }
+
+        await using var db = f.App.CreateConnection();
+        await using (var first = await db.BeginDistributedTransactionAsync())
+        {
+            var error = Assert.CatchAsync(() => db.QueryFirstOrDefaultAsync<string>(ByKey, new Item { Id = f.Moving }));
+            Assert.That(error!.ToString(), Does.Contain("shardkit.check_owned"));
+        }
+
+        Assert.That(MissingCheckNoticed(f), Is.True, "remembered although the transaction took the error");
+        await using (var second = await db.BeginDistributedTransactionAsync())
+        {
+            Assert.That(await db.QueryFirstOrDefaultAsync<string>(ByKey, new Item { Id = f.Moving }), Is.EqualTo("old copy"));
+            await second.CommitAsync();
+        }
+    }
+
+    // A stream split over shards that already handed out the first shard's rows: the second shard's fence lacks the
+    // check, which fails before that part's first row, so that part alone runs again unchecked (the rows handed out are
+    // not read twice, and the caller sees no error).
+    [Test]
+    public async Task A_stream_whose_later_part_meets_a_fence_without_the_read_check_reruns_that_part_alone()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        await shards.NewSource().Resharding.SeedAsync([Items]);
+        var last = shards.Buckets - 1; // on s1
+        await using (var catalog = await shards.OpenAsync(0))
+        {
+            await catalog.ExecuteAsync("insert into shardkit.move (id, buckets, source, target, state) values ('m-s1', @buckets, 's1', 's0', 'CatchingUp')",
+                new { buckets = new[] { last } });
+        }
+
+        var app = await StaleAppAsync(shards);
+        var (first, second) = (KeyIn(app.Map, 2), KeyIn(app.Map, last));
+        Assert.That((app.Map.ShardFor(first), app.Map.ShardFor(second)), Is.EqualTo(("s0", "s1")));
+        foreach (var (shard, id, payload) in new[] { (0, first, "on s0"), (1, second, "on s1") })
+        {
+            await using var connection = await shards.OpenAsync(shard);
+            await connection.ExecuteAsync("set shardkit.fence = off; insert into items (id, payload) values (@id, @payload)", new { id, payload });
+        }
+
+        await using (var s1 = await shards.OpenAsync(1))
+        {
+            await s1.ExecuteAsync("drop procedure shardkit.check_owned(text)");
+        }
+
+        await using var db = app.CreateConnection();
+        var rows = new List<(long, string?)>();
+        await foreach (var row in db.QueryUnbufferedAsync<Item>("select id, payload from items where id = any(@Id)", new { Id = new[] { first, second } }))
+        {
+            rows.Add((row.Id, row.Payload));
+        }
+
+        Assert.That(rows, Is.EqualTo(new[] { (first, (string?)"on s0"), (second, "on s1") }));
+        Assert.That(shards.Logs.Logs.Count(l => l.EventId == 1705), Is.EqualTo(1));
     }
 }

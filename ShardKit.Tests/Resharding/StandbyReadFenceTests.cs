@@ -28,9 +28,14 @@ public sealed class StandbyReadFenceTests
         }
     }
 
-    [TestCase(false)]
-    [TestCase(true)]
-    public async Task A_read_the_new_owners_lagging_standby_refuses_runs_on_its_primary(bool stream)
+    // upgradeNotReplayed: the primary's fence got shardkit.check_owned (a move of this version upgraded it) after the
+    // standby stopped replaying, so the standby cannot check the read at all. That is the standby's lag, not the shard's
+    // lack: the read goes to the primary, and the shard is not marked as read unchecked.
+    [TestCase(false, false)]
+    [TestCase(true, false)]
+    [TestCase(false, true)]
+    [TestCase(true, true)]
+    public async Task A_read_the_new_owners_lagging_standby_refuses_runs_on_its_primary(bool stream, bool upgradeNotReplayed)
     {
         await using var shards = await ReshardingShards.CreateOnAsync(_servers.Cluster.ConnectionStrings);
         await shards.NewSource().Resharding.SeedAsync([Items]);
@@ -53,10 +58,41 @@ public sealed class StandbyReadFenceTests
             await owner.ExecuteAsync("set shardkit.fence = off; insert into items (id, payload) values (@key, 'current')", new { key });
         }
 
+        string? checkOwned = null;
+        if (upgradeNotReplayed)
+        {
+            await using var owner = await shards.OpenAsync(1);
+            checkOwned = await owner.ExecuteScalarAsync<string>("select pg_get_functiondef('shardkit.check_owned(text)'::regprocedure)");
+            await owner.ExecuteAsync("drop procedure shardkit.check_owned(text)");
+        }
+
         await _servers.Standbys[1].CatchUpAsync();
         await _servers.Standbys[1].PauseReplayAsync();
+        var standbyPort = new Npgsql.NpgsqlConnectionStringBuilder(_servers.Standbys[1].ConnectionString).Port;
+        var standbyFailures = new System.Collections.Concurrent.ConcurrentBag<string>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name == ShardKitInfo.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) =>
+                System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a =>
+            {
+                if (Equals(a.GetTagItem("db.namespace"), shards.Database) && Equals(a.GetTagItem("server.port"), standbyPort)
+                    && a.Status == System.Diagnostics.ActivityStatusCode.Error)
+                {
+                    standbyFailures.Add(a.StatusDescription ?? "");
+                }
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
         try
         {
+            if (checkOwned is not null)
+            {
+                await using var owner = await shards.OpenAsync(1);
+                await owner.ExecuteAsync(checkOwned); // the primary's upgrade, which the paused standby has not replayed
+            }
+
             await SwitchByHandAsync(shards, bucket: 1, from: 0, to: 1, notify: true);
             var deadline = DateTime.UtcNow.AddSeconds(30);
             while (app.Map.ShardFor(key) != "s1" && DateTime.UtcNow < deadline)
@@ -81,6 +117,9 @@ public sealed class StandbyReadFenceTests
                 : await db.QueryFirstOrDefaultAsync<string>(sql, new Item { Id = key });
 
             Assert.That(payload, Is.EqualTo("current"));
+            Assert.That(standbyFailures, Is.Not.Empty, "the read was tried on the standby first, which could not take it");
+            Assert.That(shards.Logs.Logs.Where(l => l.EventId == 1705), Is.Empty,
+                "a standby's lag does not mark the shard as read unchecked (its primary has the check)");
         }
         finally
         {

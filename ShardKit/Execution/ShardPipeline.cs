@@ -145,9 +145,11 @@ internal static class ShardPipeline
             PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction } =>
                 await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command with { IsWrite = true }, state, work, async,
                     cancellationToken).ConfigureAwait(false),
-            // A read of a moving bucket the standby's copy of the fence refused: the standby may lag its primary's taking
-            // of the bucket. The primary's fence has the last word (it refuses too when the bucket is gone).
-            { } refused when ShardBucketMovedException.IsMoved(refused) =>
+            // A read of a moving bucket the standby's copy of the fence refused, or could not check as it has not yet
+            // replayed its primary's upgrade of the fence (no shardkit.check_owned there): the standby may lag its
+            // primary's taking of the bucket. The primary's fence has the last word (it refuses too when the bucket is
+            // gone, and only its own lack of the check marks the shard unchecked).
+            { } refused when ShardBucketMovedException.IsMoved(refused) || WriteFence.IsMissingReadCheck(refused) =>
                 await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command, state, work, async, cancellationToken)
                     .ConfigureAwait(false),
             _ => outcome,

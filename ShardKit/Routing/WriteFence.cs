@@ -1,4 +1,5 @@
 using System.Globalization;
+using Npgsql;
 
 namespace ShardKit;
 
@@ -24,6 +25,25 @@ internal static class WriteFence
     /// and routed again instead of reading the old owner's copies. Same parameter as <see cref="Named"/>.
     /// </summary>
     public const string OwnedRead = "call shardkit.check_owned(@" + BucketsParameter + ")";
+
+    /// <summary>
+    /// Whether <paramref name="error"/> (or an error inside it) says the server has no <c>shardkit.check_owned</c>
+    /// (<see cref="OwnedRead"/>): a fence seeded by an older ShardKit, or a standby that has not yet replayed its
+    /// primary's upgrade of the fence.
+    /// </summary>
+    public static bool IsMissingReadCheck(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is PostgresException { SqlState: PostgresErrorCodes.UndefinedFunction } missing
+                && missing.MessageText.Contains("shardkit.check_owned", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>The parameter of <see cref="Named"/>: the buckets as text, <c>3,17</c>.</summary>
     public const string BucketsParameter = "shardkit_fence_buckets";
