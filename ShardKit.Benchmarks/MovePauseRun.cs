@@ -56,6 +56,8 @@ public static class MovePauseRun
         }
     }
 
+    private const double SlowWriteMs = 80;
+
     public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
         bool verify = true, int writesPerSecond = 0)
     {
@@ -102,6 +104,7 @@ public static class MovePauseRun
             var baselineMs = new ConcurrentBag<double>();
             var movingMs = new ConcurrentBag<double>();
             var otherMs = new ConcurrentBag<double>();
+            var slowMoving = new ConcurrentBag<(double StartedAt, double Ms)>();
             var errors = 0;
             using var stop = new CancellationTokenSource();
             var tasks = Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
@@ -153,7 +156,13 @@ public static class MovePauseRun
                             baselineMs.Add(ms);
                             break;
                         case 2:
-                            (moving.Contains(source.Map.BucketOf(key)) ? movingMs : otherMs).Add(ms);
+                            var isMoving = moving.Contains(source.Map.BucketOf(key));
+                            (isMoving ? movingMs : otherMs).Add(ms);
+                            if (isMoving && ms >= SlowWriteMs)
+                            {
+                                slowMoving.Add((Stopwatch.GetElapsedTime(MoveLog.Start, started).TotalMilliseconds, ms));
+                            }
+
                             break;
                     }
                 }
@@ -171,6 +180,12 @@ public static class MovePauseRun
             Volatile.Write(ref phase, 3);
             await stop.CancelAsync();
             await Task.WhenAll(tasks);
+            if (log && !slowMoving.IsEmpty)
+            {
+                // When the slow writes of the moving buckets started, on the move log's clock: which step they waited for.
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  writes to moving buckets of {SlowWriteMs} ms or more (started at, took): ") +
+                    string.Join(", ", slowMoving.OrderBy(w => w.StartedAt).Select(w => string.Create(CultureInfo.InvariantCulture, $"{w.StartedAt:F0}+{w.Ms:F0}"))));
+            }
             return new Report(writers, rows, moveBuckets, bucketCount, Percentiles.Of([.. baselineMs]), Percentiles.Of([.. movingMs]),
                 Percentiles.Of([.. otherMs]), errors, move, writesPerSecond);
         }

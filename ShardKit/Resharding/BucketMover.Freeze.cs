@@ -152,8 +152,10 @@ internal sealed partial class BucketMover
             // key takes no lock, and one sent before the target's commit would be refused with no word of where to go.
             // Writers the source's refusal sent to the target early wait on its locks, so the order costs them nothing.
             await ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken).ConfigureAwait(false);
-            await ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
+            // The writers' pause ends here: refused by the source, they wait on the target's locks, which its commit let go.
+            // The catalog's switch is for the maps of apps that were not refused (they read the target at once too).
             var pause = Stopwatch.GetElapsedTime(frozen);
+            await ExecuteCatalogAsync(catalog, SwitchCatalogSql, cancellationToken, move.Buckets.ToArray(), move.Target, move.MoveId).ConfigureAwait(false);
             await RefreshAsync(cancellationToken).ConfigureAwait(false);
             await ExecuteCatalogAsync("update shardkit.move set pause_ms = $2 where id = $1", cancellationToken, move.MoveId, pause.TotalMilliseconds)
                 .ConfigureAwait(false);
