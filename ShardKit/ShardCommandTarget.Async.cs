@@ -29,7 +29,7 @@ public abstract partial class ShardCommandTarget
                 return route.IsSingle
                     ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes),
                         static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
-                    : await QuerySplitAsync<T>(route, command, writes).ConfigureAwait(false);
+                    : await QuerySplitAsync<T>(route, epoch, command, writes).ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
@@ -104,22 +104,23 @@ public abstract partial class ShardCommandTarget
     /// <include file="RoutedDocs.xml" path="docs/routed/*" />
     public async Task<int> ExecuteAsync(CommandDefinition command)
     {
+        var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, null);
         using var operation = Owner.EnterOperation();
-        return await ExecuteFollowingMovesAsync(route, command, 0, null, command.Parameters).ConfigureAwait(false);
+        return await ExecuteFollowingMovesAsync(route, epoch, command, 0, null, command.Parameters).ConfigureAwait(false);
     }
 
     /// <param name="route">Where the command goes first.</param>
+    /// <param name="epoch">The map's epoch read before <paramref name="route"/> was resolved.</param>
     /// <param name="command">The command.</param>
     /// <param name="firstAttempt">Attempts already made by a newer map (a rerun part counts those of its command).</param>
     /// <param name="resolve">Routes the command again by a newer map; null: from its parameters.</param>
     /// <param name="original">The caller's parameters (a rerun part's own are a copy that carries only its keys).</param>
-    private async Task<int> ExecuteFollowingMovesAsync(Route route, CommandDefinition command, int firstAttempt, Func<Route>? resolve,
+    private async Task<int> ExecuteFollowingMovesAsync(Route route, long epoch, CommandDefinition command, int firstAttempt, Func<Route>? resolve,
         object? original)
     {
         for (var attempt = firstAttempt; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             try
             {
                 return await ExecuteRoutedAsync(route, command).ConfigureAwait(false);
@@ -147,6 +148,7 @@ public abstract partial class ShardCommandTarget
                 return await RerunRefusedPartsAsync(e, route, command, attempt, original!).ConfigureAwait(false);
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = resolve?.Invoke() ?? ResolveChecked(command, null);
         }
     }
@@ -175,11 +177,12 @@ public abstract partial class ShardCommandTarget
             Route Again() => part.Batch is { } group
                 ? RouteResolver.BatchAgain(Owner.DataSource.Map, original, group)
                 : RouteResolver.SplitAgain(Owner.DataSource.Map, Owner.DataSource.KeyNames, original, part.Keys!);
+            var epoch = Owner.DataSource.Map.Epoch;
             var again = Again();
 
             try
             {
-                var rows = await ExecuteFollowingMovesAsync(again, partCommand, attempt + 1, Again, original).ConfigureAwait(false);
+                var rows = await ExecuteFollowingMovesAsync(again, epoch, partCommand, attempt + 1, Again, original).ConfigureAwait(false);
                 var shard = names[again.IsSingle ? again.Shard : part.Shard]; // a part split again is counted under the shard that refused it
                 applied[shard] = applied.GetValueOrDefault(shard) + rows;
             }
@@ -415,7 +418,7 @@ public abstract partial class ShardCommandTarget
         {
             try
             {
-                return await QueryOneRoutedAsync<T>(route, command, orDefault, single, writes).ConfigureAwait(false);
+                return await QueryOneRoutedAsync<T>(route, epoch, command, orDefault, single, writes).ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {
@@ -436,11 +439,11 @@ public abstract partial class ShardCommandTarget
         }
     }
 
-    private async Task<T> QueryOneRoutedAsync<T>(Route route, CommandDefinition command, bool orDefault, bool single, bool writes)
+    private async Task<T> QueryOneRoutedAsync<T>(Route route, long epoch, CommandDefinition command, bool orDefault, bool single, bool writes)
     {
         if (!route.IsSingle)
         {
-            return First(await QuerySplitAsync<T>(route, command, writes).ConfigureAwait(false), orDefault, single);
+            return First(await QuerySplitAsync<T>(route, epoch, command, writes).ConfigureAwait(false), orDefault, single);
         }
 
         var name = QueryOneName(orDefault, single);
@@ -448,9 +451,9 @@ public abstract partial class ShardCommandTarget
             static (c, s) => QueryRowAsync<T>(c, s.Command, s.OrDefault, s.Single), command.CancellationToken).ConfigureAwait(false);
     }
 
-    private async Task<List<T>> QuerySplitAsync<T>(Route route, CommandDefinition command, bool writes, int attempt = 0)
+    // epoch: the map's, read before the route was resolved.
+    private async Task<List<T>> QuerySplitAsync<T>(Route route, long epoch, CommandDefinition command, bool writes, int attempt = 0)
     {
-        var epoch = Owner.DataSource.Map.Epoch;
         try
         {
             var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => c.QueryAsync<T>(cmd),
@@ -494,7 +497,8 @@ public abstract partial class ShardCommandTarget
                 : RouteResolver.SplitAgain(Owner.DataSource.Map, Owner.DataSource.KeyNames, original, part.Keys!);
             try
             {
-                var again = await QueryPartFollowingMovesAsync<T>(Again(), partCommand, attempt + 1, Again).ConfigureAwait(false);
+                var epoch = Owner.DataSource.Map.Epoch;
+                var again = await QueryPartFollowingMovesAsync<T>(Again(), epoch, partCommand, attempt + 1, Again).ConfigureAwait(false);
                 rows.AddRange(again);
                 applied[names[part.Shard]] = applied.GetValueOrDefault(names[part.Shard]) + again.Count;
             }
@@ -519,14 +523,13 @@ public abstract partial class ShardCommandTarget
 
     // One refused part of a write through Query, run by the newer map: on one shard (following a further move as a routed
     // query does) or split again.
-    private async Task<List<T>> QueryPartFollowingMovesAsync<T>(Route route, CommandDefinition command, int firstAttempt, Func<Route> resolve)
+    private async Task<List<T>> QueryPartFollowingMovesAsync<T>(Route route, long epoch, CommandDefinition command, int firstAttempt, Func<Route> resolve)
     {
         for (var attempt = firstAttempt; ; attempt++)
         {
-            var epoch = Owner.DataSource.Map.Epoch;
             if (!route.IsSingle)
             {
-                return await QuerySplitAsync<T>(route, command, writes: true, attempt).ConfigureAwait(false);
+                return await QuerySplitAsync<T>(route, epoch, command, writes: true, attempt).ConfigureAwait(false);
             }
 
             try
@@ -548,6 +551,7 @@ public abstract partial class ShardCommandTarget
                 }
             }
 
+            epoch = Owner.DataSource.Map.Epoch;
             route = resolve();
         }
     }

@@ -31,11 +31,15 @@ public sealed class StandbyReadFenceTests
     // upgradeNotReplayed: the primary's fence got shardkit.check_owned (a move of this version upgraded it) after the
     // standby stopped replaying, so the standby cannot check the read at all. That is the standby's lag, not the shard's
     // lack: the read goes to the primary, and the shard is not marked as read unchecked.
-    [TestCase(false, false)]
-    [TestCase(true, false)]
-    [TestCase(false, true)]
-    [TestCase(true, true)]
-    public async Task A_read_the_new_owners_lagging_standby_refuses_runs_on_its_primary(bool stream, bool upgradeNotReplayed)
+    // primaryDown: the primary's breaker is open, so the read cannot go there: the caller gets ShardUnavailableException
+    // (not the standby's error), and the shard is not marked either.
+    [TestCase(false, false, false)]
+    [TestCase(true, false, false)]
+    [TestCase(false, true, false)]
+    [TestCase(true, true, false)]
+    [TestCase(false, true, true)]
+    [TestCase(true, true, true)]
+    public async Task A_read_the_new_owners_lagging_standby_refuses_runs_on_its_primary(bool stream, bool upgradeNotReplayed, bool primaryDown)
     {
         await using var shards = await ReshardingShards.CreateOnAsync(_servers.Cluster.ConnectionStrings);
         await shards.NewSource().Resharding.SeedAsync([Items]);
@@ -49,7 +53,8 @@ public sealed class StandbyReadFenceTests
             await standby.CatchUpAsync(); // the test's database and its fence are on the standbys
         }
 
-        var app = shards.NewSource(standbys: _servers.Standbys.Select(s => s.ConnectionString).ToArray(), more: b => b.UseReplicas(Checked));
+        var app = shards.NewSource(standbys: _servers.Standbys.Select(s => s.ConnectionString).ToArray(), more: b => b.UseReplicas(Checked)
+            .UseCircuitBreaker(new CircuitBreakerOptions { FailureThreshold = 1, BreakDuration = TimeSpan.FromMinutes(10) }));
         await app.Shards.Standbys.RefreshAsync(CancellationToken.None);
         app = await StaleAppAsync(shards, app);
         var key = KeyIn(app.Map, 1);
@@ -112,10 +117,19 @@ public sealed class StandbyReadFenceTests
             await using var db = app.CreateConnection();
             db.ReadPolicy = ReadPolicy.PreferStandby;
             const string sql = "select payload from items where id = @Id";
-            var payload = stream
-                ? await FirstAsync(db.QueryUnbufferedAsync<string>(sql, new Item { Id = key }))
-                : await db.QueryFirstOrDefaultAsync<string>(sql, new Item { Id = key });
+            Task<string?> Read() => stream
+                ? FirstAsync(db.QueryUnbufferedAsync<string>(sql, new Item { Id = key }))
+                : db.QueryFirstOrDefaultAsync<string>(sql, new Item { Id = key });
+            if (primaryDown)
+            {
+                app.Shards.BreakerAt(1).OnFailure(new Npgsql.NpgsqlException("cut", new System.Net.Sockets.SocketException()));
+                Assert.That(Read, Throws.InstanceOf<ShardUnavailableException>(), "the primary cannot be asked; the standby could not check");
+                Assert.That(standbyFailures, Is.Not.Empty);
+                Assert.That(shards.Logs.Logs.Where(l => l.EventId == 1705), Is.Empty, "the standby's lag does not mark the shard");
+                return;
+            }
 
+            var payload = await Read();
             Assert.That(payload, Is.EqualTo("current"));
             Assert.That(standbyFailures, Is.Not.Empty, "the read was tried on the standby first, which could not take it");
             Assert.That(shards.Logs.Logs.Where(l => l.EventId == 1705), Is.Empty,

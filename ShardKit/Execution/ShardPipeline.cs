@@ -143,17 +143,31 @@ internal static class ShardPipeline
         return outcome.Exception switch
         {
             PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction } =>
-                await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command with { IsWrite = true }, state, work, async,
-                    cancellationToken).ConfigureAwait(false),
+                await OnPrimaryAsync(command with { IsWrite = true }).ConfigureAwait(false),
             // A read of a moving bucket the standby's copy of the fence refused, or could not check as it has not yet
             // replayed its primary's upgrade of the fence (no shardkit.check_owned there): the standby may lag its
             // primary's taking of the bucket. The primary's fence has the last word (it refuses too when the bucket is
             // gone, and only its own lack of the check marks the shard unchecked).
             { } refused when ShardBucketMovedException.IsMoved(refused) || WriteFence.IsMissingReadCheck(refused) =>
-                await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, command, state, work, async, cancellationToken)
-                    .ConfigureAwait(false),
+                await OnPrimaryAsync(command).ConfigureAwait(false),
             _ => outcome,
         };
+
+        // The primary's answer replaces the standby's, also when its breaker is open: the standby's error (its lag) must
+        // not reach the caller as the shard's own (a missing check there would mark the shard as read unchecked).
+        async ValueTask<Outcome<TResult>> OnPrimaryAsync(ShardCommand onPrimary)
+        {
+            try
+            {
+                return await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, onPrimary, state, work, async, cancellationToken)
+                    .ConfigureAwait(false);
+            }
+            catch (ShardUnavailableException e)
+            {
+                Failed(context, e);
+                return Outcome.FromException<TResult>(e);
+            }
+        }
     }
 
     // One attempt on one server: breaker, slot, timeout, connection, command, classification of a failure.
