@@ -19,12 +19,45 @@ public sealed partial class ShardedConnection
     /// shard and the batch joins it; inside a distributed transaction each shard's group joins it.
     /// <paramref name="commandTimeout"/> bounds each round trip.
     /// </summary>
+    /// <remarks>
+    /// On a data source that follows a stored map, a batch with <paramref name="transactionPerShard"/> that a shard refused
+    /// because a bucket of its items moved (nothing committed anywhere: the refusal comes before the commit barrier) runs
+    /// again whole by the newer map, outside a transaction; inside one the refusal reaches the caller.
+    /// </remarks>
     /// <returns>The affected rows per shard and in total.</returns>
     public async Task<BroadcastResult> ExecuteBatchAsync<T>(string sql, IEnumerable<T> items, bool transactionPerShard = true,
         int? commandTimeout = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(sql);
         ArgumentNullException.ThrowIfNull(items);
+        var list = items as IReadOnlyList<T> ?? items.ToList(); // enumerated again when the batch runs again
+        for (var attempt = 0; ; attempt++)
+        {
+            var epoch = DataSource.Map.Epoch; // before grouping: a refusal waits for a map newer than the one it was grouped by
+            try
+            {
+                return await ExecuteBatchOnceAsync(sql, list, transactionPerShard, commandTimeout, cancellationToken).ConfigureAwait(false);
+            }
+            catch (BroadcastWriteException e) when (MayRerunBatch(e, attempt, transactionPerShard))
+            {
+                if (!await DataSource.Shards.Follower!.WaitForNewerMapAsync(epoch, cancellationToken).ConfigureAwait(false))
+                {
+                    throw;
+                }
+            }
+        }
+    }
+
+    // Whether a batch refused because a bucket moved may run again whole: all-or-nothing and committed nowhere (every
+    // failure is a refusal, no shard applied or is in doubt), outside any transaction, on a data source following a map.
+    private bool MayRerunBatch(BroadcastWriteException error, int attempt, bool transactionPerShard) =>
+        attempt < 4 && transactionPerShard && DataSource.Shards.Follower is not null && Session.Enlistment is null && CurrentTransaction is null
+        && error.Failures.Count > 0 && error.Failures.All(f => ShardBucketMovedException.IsMoved(f.Error))
+        && error.AppliedShards.Count == 0 && error.InDoubtShards.Count == 0;
+
+    private async Task<BroadcastResult> ExecuteBatchOnceAsync<T>(string sql, IReadOnlyList<T> items, bool transactionPerShard,
+        int? commandTimeout, CancellationToken cancellationToken)
+    {
         var groups = GroupByShard(items);
         if (groups.Count == 0)
         {

@@ -265,7 +265,8 @@ internal sealed class ChangeApplier : IAsyncDisposable
         var conflict = updates.Count == 0
             ? "do nothing"
             : $"do update set {string.Join(", ", updates)} where {table.BucketSql(_bucketCount, "t")} = any(${bucketsParameter})";
-        return $"insert into {table.QualifiedName} as t ({string.Join(", ", columns.Select(MovedTable.Quote))}){source} " +
+        // overriding system value: the source's row keeps its key also in a `generated always as identity` column.
+        return $"insert into {table.QualifiedName} as t ({string.Join(", ", columns.Select(MovedTable.Quote))}) overriding system value{source} " +
                $"on conflict ({keyList}) {conflict}";
     }
 

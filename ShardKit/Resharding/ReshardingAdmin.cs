@@ -33,6 +33,9 @@ internal sealed class ReshardingAdmin(ShardSet shards)
             }
         }
 
+        // Plain names are folded to lower case, as PostgreSQL folds them: ID is the column id.
+        tables = tables.Select(t => new ShardedTable(t.Table.ToLowerInvariant(), t.KeyColumn.ToLowerInvariant())).ToArray();
+
         var map = Shards.Map;
         var buckets = map.Buckets ?? throw new InvalidOperationException("Moving buckets needs hash sharding.");
         long epoch;
@@ -59,6 +62,7 @@ internal sealed class ReshardingAdmin(ShardSet shards)
                 stored = new CatalogMap(1, buckets.Count, Enumerable.Range(0, buckets.Count).Select(b => map.ShardNames[buckets.ShardOfBucket(b)]).ToArray());
             }
 
+            tables = await OneSpellingAsync(catalog, tables, cancellationToken).ConfigureAwait(false);
             foreach (var table in tables)
             {
                 var add = new NpgsqlCommand(
@@ -89,6 +93,57 @@ internal sealed class ReshardingAdmin(ShardSet shards)
         }
 
         return epoch;
+    }
+
+    /// <summary>
+    /// The tables with one spelling each: a table the catalog already lists under another spelling (orders and
+    /// public.orders name the same relation on the catalog's server) keeps that one, and one listed twice in
+    /// <paramref name="tables"/> is kept once; the same table with two key columns is refused. A table the catalog's server
+    /// does not hold is taken as spelled.
+    /// </summary>
+    private static async Task<ShardedTable[]> OneSpellingAsync(NpgsqlConnection catalog, IReadOnlyList<ShardedTable> tables,
+        CancellationToken cancellationToken)
+    {
+        var kept = new List<ShardedTable>();
+        var byRelation = new Dictionary<uint, ShardedTable>();
+        foreach (var table in tables)
+        {
+            var find = new NpgsqlCommand(
+                "select to_regclass($1)::oid, (select m.table_name from shardkit.map_table m where m.table_name <> $1 " +
+                "and to_regclass(m.table_name) = to_regclass($1) order by m.table_name limit 1)", catalog);
+            await using var _ = find.ConfigureAwait(false);
+            find.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table.Table });
+            var reader = await find.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            uint? relation;
+            string? listed;
+            await using (reader.ConfigureAwait(false))
+            {
+                await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                relation = reader.IsDBNull(0) ? null : reader.GetFieldValue<uint>(0);
+                listed = reader.IsDBNull(1) ? null : reader.GetString(1);
+            }
+
+            var spelled = table with { Table = listed ?? table.Table };
+            if (relation is { } oid && byRelation.TryGetValue(oid, out var first))
+            {
+                if (first.KeyColumn != spelled.KeyColumn)
+                {
+                    throw new ArgumentException($"Table {table.Table} is listed twice with two key columns ({first.KeyColumn} and " +
+                        $"{spelled.KeyColumn}); a table has one shard key column. Nothing was seeded.", nameof(tables));
+                }
+
+                continue;
+            }
+
+            if (relation is { } found)
+            {
+                byRelation[found] = spelled;
+            }
+
+            kept.Add(spelled);
+        }
+
+        return [.. kept];
     }
 
     /// <summary>The tables the catalog moves with their buckets.</summary>

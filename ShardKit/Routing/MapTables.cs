@@ -42,7 +42,7 @@ internal sealed class MapTables
     /// </summary>
     public string? KeyColumnOf(string? sql)
     {
-        if (_keyColumns.Count == 0 || string.IsNullOrEmpty(sql) || sql.Contains(';', StringComparison.Ordinal))
+        if (_keyColumns.Count == 0 || string.IsNullOrEmpty(sql) || sql.Contains(';', StringComparison.Ordinal) && !IsOneStatement(sql))
         {
             return null;
         }
@@ -73,5 +73,23 @@ internal sealed class MapTables
         return dot < 0 ? _keyColumns.GetValueOrDefault("public." + table)
             : table[..dot].Equals("public", StringComparison.OrdinalIgnoreCase) ? _keyColumns.GetValueOrDefault(table[(dot + 1)..])
             : null;
+    }
+
+    // One statement, perhaps ended by `;`: every `;` outside strings, quoted names and comments is at the end.
+    private static bool IsOneStatement(string sql)
+    {
+        var ended = false;
+        foreach (var token in SqlLexer.Tokenize(sql))
+        {
+            var isEnd = token.Kind == SqlTokenKind.Other && token.Length == 1 && sql[token.Start] == ';';
+            if (ended && !isEnd)
+            {
+                return false;
+            }
+
+            ended |= isEnd;
+        }
+
+        return true;
     }
 }
