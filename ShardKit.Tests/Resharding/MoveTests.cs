@@ -56,7 +56,7 @@ public sealed class MoveTests
         Assert.That(result.Buckets, Is.EqualTo(buckets));
         Assert.That(result.RowsCopied, Is.GreaterThan(0));
         Assert.That(result.Pause, Is.GreaterThan(TimeSpan.Zero));
-        Assert.That(states, Does.Contain(MoveState.Copying).And.Contain(MoveState.Done));
+        Assert.That(states, Does.Contain(MoveState.Copying).And.Contain(MoveState.Switching).And.Contain(MoveState.Done));
         Assert.That(admin.Map.Buckets!.BucketsOf(1), Is.SupersetOf(buckets));
         foreach (var (key, n) in writers.Truth)
         {

@@ -158,6 +158,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     }
 
                     await CatchUpUnderGateAsync(move, replication, sourceIndex, targetCs, bucketCount, rowsCopied, cancellationToken).ConfigureAwait(false);
+                    Report(move.MoveId, MoveState.Switching, rowsCopied, 0, null); // the verify and the freeze follow
                     pause = await FreezeAndSwitchAsync(move, replication, moved, sourceIndex, targetIndex, targetCs, bucketCount, cancellationToken)
                         .ConfigureAwait(false);
                     state = MoveState.Switched;
