@@ -33,6 +33,41 @@ public sealed class MoveTests
         return items.ToDictionary(i => i.Id, i => (int?)i.N);
     }
 
+    // A move runs in one mover at a time: resuming it while it runs (here from another data source, as from another
+    // process) is refused with a typed error that says what to do, and the running move finishes untouched.
+    [Test]
+    public async Task Resuming_a_move_while_it_runs_elsewhere_is_refused_and_the_move_finishes()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 500);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(4).ToArray();
+        var switched = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var running = admin.Resharding.MoveBucketsAsync(buckets, "s1",
+            new MoveOptions { CleanupDelay = TimeSpan.FromSeconds(3), AnnounceWait = TimeSpan.Zero, DeletePause = TimeSpan.Zero },
+            new InlineProgress(p =>
+            {
+                if (p.State == MoveState.Switched)
+                {
+                    switched.TrySetResult(p.MoveId);
+                }
+            }));
+        var id = await switched.Task.WaitAsync(TimeSpan.FromSeconds(60));
+
+        var other = shards.NewSource();
+        var error = Assert.ThrowsAsync<ShardMoveException>(() => other.Resharding.ResumeMoveAsync(id));
+        Assert.That(error!.Message, Does.Contain("running in another mover"));
+        Assert.That(error.MoveId, Is.EqualTo(id));
+
+        var result = await running;
+        Assert.That(result.MoveId, Is.EqualTo(id));
+        Assert.That((await admin.Resharding.GetMovesAsync()).Single(m => m.MoveId == id).State, Is.EqualTo(MoveState.Done));
+        await AssertPlacedAsync(shards, admin, truth);
+        Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => other.Resharding.ResumeMoveAsync(id))!.Message, Does.Contain("nothing to resume"),
+            "once it ended, the lock is gone and the catalog's state answers");
+    }
+
     [Test]
     public async Task A_move_under_concurrent_writers_loses_duplicates_and_resurrects_nothing()
     {

@@ -114,8 +114,51 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
         """, cancellationToken);
 
-    // The state machine from wherever the catalog says the move is.
+    // One mover per move at a time: a session lock on the catalog held while it runs (a mover that dies lets go with its
+    // connection). A second run of the same move (ResumeMoveAsync here or in another process) is refused, not raced.
     private async Task<MoveResult> RunAsync(MoveInfo move, CancellationToken cancellationToken)
+    {
+        var guard = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = guard.ConfigureAwait(false);
+        var tryLock = new NpgsqlCommand($"select pg_try_advisory_lock({MoveRunLockClass}, hashtext($1))", guard);
+        await using (tryLock.ConfigureAwait(false))
+        {
+            tryLock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = move.MoveId });
+            if (await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not true)
+            {
+                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is running in another mover right now (this process or " +
+                    "another); nothing was done. Wait for it to end, or stop it (cancel its token, or stop its process) and resume it " +
+                    "then; CancelMoveAsync abandons it while it runs.");
+            }
+        }
+
+        try
+        {
+            return await RunStepsAsync(move, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            try
+            {
+                var unlock = new NpgsqlCommand($"select pg_advisory_unlock({MoveRunLockClass}, hashtext($1))", guard);
+                await using (unlock.ConfigureAwait(false))
+                {
+                    unlock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = move.MoveId });
+                    await unlock.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
+            {
+                // The catalog's connection broke: the server let go of the lock with it.
+            }
+        }
+    }
+
+    // The class of the advisory lock a running move holds (its second key is the hash of the move's id).
+    private const int MoveRunLockClass = 0x53_484B; // "SHK"
+
+    // The state machine from wherever the catalog says the move is.
+    private async Task<MoveResult> RunStepsAsync(MoveInfo move, CancellationToken cancellationToken)
     {
         var sourceIndex = Shards.Map.IndexOf(move.Source);
         var targetIndex = Shards.Map.IndexOf(move.Target);
@@ -170,7 +213,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 if (await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false))
                 {
                     await SetStateAsync(move.MoveId, MoveState.CatchingUp, cancellationToken).ConfigureAwait(false);
-                    return await RunAsync(move with { State = MoveState.CatchingUp }, cancellationToken).ConfigureAwait(false);
+                    return await RunStepsAsync(move with { State = MoveState.CatchingUp }, cancellationToken).ConfigureAwait(false);
                 }
 
                 await CompleteSwitchAsync(move, targetIndex, await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false), cancellationToken)
