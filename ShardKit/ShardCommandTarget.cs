@@ -169,7 +169,7 @@ public abstract partial class ShardCommandTarget
     }
 
     // How many times a write a shard refused (its bucket moved) is routed again by a newer map.
-    private const int MoveAttempts = 4;
+    internal const int MoveAttempts = 4;
 
     /// <summary>
     /// Whether a command a shard refused because its bucket moved may run again by a newer map: the data source follows a

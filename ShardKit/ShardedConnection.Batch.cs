@@ -51,7 +51,7 @@ public sealed partial class ShardedConnection
     // Whether a batch refused because a bucket moved may run again whole: all-or-nothing and committed nowhere (every
     // failure is a refusal, no shard applied or is in doubt), outside any transaction, on a data source following a map.
     private bool MayRerunBatch(BroadcastWriteException error, int attempt, bool transactionPerShard) =>
-        attempt < 4 && transactionPerShard && DataSource.Shards.Follower is not null && Session.Enlistment is null && CurrentTransaction is null
+        attempt < ShardCommandTarget.MoveAttempts && transactionPerShard && DataSource.Shards.Follower is not null && Session.Enlistment is null && CurrentTransaction is null
         && error.Failures.Count > 0 && error.Failures.All(f => ShardBucketMovedException.IsMoved(f.Error))
         && error.AppliedShards.Count == 0 && error.InDoubtShards.Count == 0;
 

@@ -83,21 +83,13 @@ public sealed partial class ShardedConnection
         var outcome = await StartStreamOnAsync(context, shard, server, command, state, query, cancellationToken).ConfigureAwait(false);
         // A standby's copy of the fence may lag its primary's taking of a moving bucket, or its upgrade (no check_owned
         // replayed yet): the primary has the last word.
-        if (server.IsPrimary || !(ShardBucketMovedException.IsMoved(outcome.Exception) || WriteFence.IsMissingReadCheck(outcome.Exception)))
+        if (server.IsPrimary || !ShardPipeline.PrimaryDecides(outcome.Exception))
         {
             return outcome;
         }
 
-        try
-        {
-            return await StartStreamOnAsync(context, shard, ShardServer.Primary, command, state, query, cancellationToken).ConfigureAwait(false);
-        }
-        catch (ShardUnavailableException e)
-        {
-            // The primary's breaker is open: that, not the standby's lag, is the answer.
-            ShardPipeline.Failed(context, e);
-            return Outcome.FromException<(ShardCall, IAsyncEnumerator<T>, bool)>(e);
-        }
+        return await ShardPipeline.OnPrimaryInsteadAsync(context,
+            () => StartStreamOnAsync(context, shard, ShardServer.Primary, command, state, query, cancellationToken)).ConfigureAwait(false);
     }
 
     private async ValueTask<Outcome<(ShardCall Call, IAsyncEnumerator<T> Rows, bool Any)>> StartStreamOnAsync<TState, T>(ResilienceContext context,

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Dapper;
 using Npgsql;
 using ShardKit.Tests.Resharding;
+using static ShardKit.Tests.Adversary.ReshardingAdversaryTests;
 
 namespace ShardKit.Tests.Adversary;
 
@@ -13,28 +14,6 @@ namespace ShardKit.Tests.Adversary;
 public sealed class ReshardingAdversary2Tests
 {
     private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
-
-    private static readonly MoveOptions Quick = new() { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };
-
-    private static void AssertClear(Exception? error, string what)
-    {
-        Assert.That(error, Is.Not.Null, what + ": no exception");
-        Assert.That(error, Is.InstanceOf<ShardKitException>().Or.InstanceOf<ArgumentException>().Or.InstanceOf<InvalidOperationException>(),
-            $"{what}: {error!.GetType().FullName}: {error.Message}");
-    }
-
-    private static async Task<Exception?> CatchAsync(Func<Task> action)
-    {
-        try
-        {
-            await action();
-            return null;
-        }
-        catch (Exception e)
-        {
-            return e;
-        }
-    }
 
     private static long IdOf(dynamic row)
     {

@@ -14,10 +14,10 @@ public sealed class ReshardingAdversaryTests
 {
     private static readonly ShardedTable Items = new(ReshardingShards.Table, "id");
 
-    private static readonly MoveOptions Quick = new() { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };
+    internal static readonly MoveOptions Quick = new() { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };
 
     /// <summary>A failure a user can act on: a ShardKit exception or an argument error, never a raw driver or runtime one.</summary>
-    private static void AssertClear(Exception? error, string what)
+    internal static void AssertClear(Exception? error, string what)
     {
         Assert.That(error, Is.Not.Null, what + ": no exception");
         Assert.That(error, Is.InstanceOf<ShardKitException>().Or.InstanceOf<ArgumentException>().Or.InstanceOf<InvalidOperationException>(),
@@ -25,7 +25,7 @@ public sealed class ReshardingAdversaryTests
         Assert.That(error, Is.Not.InstanceOf<NullReferenceException>().And.Not.InstanceOf<InvalidCastException>(), what);
     }
 
-    private static async Task<Exception?> CatchAsync(Func<Task> action)
+    internal static async Task<Exception?> CatchAsync(Func<Task> action)
     {
         try
         {

@@ -148,27 +148,38 @@ internal static class ShardPipeline
             // replayed its primary's upgrade of the fence (no shardkit.check_owned there): the standby may lag its
             // primary's taking of the bucket. The primary's fence has the last word (it refuses too when the bucket is
             // gone, and only its own lack of the check marks the shard unchecked).
-            { } refused when ShardBucketMovedException.IsMoved(refused) || WriteFence.IsMissingReadCheck(refused) =>
+            { } refused when PrimaryDecides(refused) =>
                 await OnPrimaryAsync(command).ConfigureAwait(false),
             _ => outcome,
         };
 
-        // The primary's answer replaces the standby's, also when its breaker is open: the standby's error (its lag) must
-        // not reach the caller as the shard's own (a missing check there would mark the shard as read unchecked).
-        async ValueTask<Outcome<TResult>> OnPrimaryAsync(ShardCommand onPrimary)
+        ValueTask<Outcome<TResult>> OnPrimaryAsync(ShardCommand onPrimary) => OnPrimaryInsteadAsync(context,
+            () => AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, onPrimary, state, work, async, cancellationToken));
+    }
+
+    /// <summary>
+    /// A standby's failed attempt run again on its primary, whose answer replaces the standby's also when its breaker is
+    /// open: the standby's error (its lag) must not reach the caller as the shard's own (a missing check there would mark
+    /// the shard as read unchecked).
+    /// </summary>
+    internal static async ValueTask<Outcome<T>> OnPrimaryInsteadAsync<T>(ResilienceContext context, Func<ValueTask<Outcome<T>>> attempt)
+    {
+        try
         {
-            try
-            {
-                return await AttemptOnAsync(context, shards, source, shard, ShardServer.Primary, onPrimary, state, work, async, cancellationToken)
-                    .ConfigureAwait(false);
-            }
-            catch (ShardUnavailableException e)
-            {
-                Failed(context, e);
-                return Outcome.FromException<TResult>(e);
-            }
+            return await attempt().ConfigureAwait(false);
+        }
+        catch (ShardUnavailableException e)
+        {
+            Failed(context, e);
+            return Outcome.FromException<T>(e);
         }
     }
+
+    /// <summary>
+    /// Whether a standby's failure of a read of a moving bucket is its lag, for its primary to decide: the standby's copy
+    /// of the fence refused the read, or has no <c>shardkit.check_owned</c> yet (the primary's upgrade not replayed).
+    /// </summary>
+    internal static bool PrimaryDecides(Exception? error) => ShardBucketMovedException.IsMoved(error) || WriteFence.IsMissingReadCheck(error);
 
     // One attempt on one server: breaker, slot, timeout, connection, command, classification of a failure.
     private static async ValueTask<Outcome<TResult>> AttemptOnAsync<TState, TResult>(ResilienceContext context, ShardSet shards,
