@@ -396,6 +396,72 @@ public sealed class MoveTests
         await admin.Resharding.CancelMoveAsync(error.MoveId!);
         Assert.That(await shards.LeftoversAsync(), Is.EqualTo(0));
     }
+
+    // The freeze's comparison runs in the same round trip as the source's giving up, before the target's answer is in. A
+    // target whose rows differ (a trigger there changes one as it is copied) must then give the buckets back to the
+    // source: the move fails with a typed error, nothing is switched, writes go on on the source, and the move cancels
+    // clean. A mover stopped between the giving up and the target's answer leaves the source not owning them; a resume
+    // compares every row again and gives them back the same way.
+    [Test]
+    public async Task Rows_that_differ_at_the_freeze_give_the_buckets_back_to_the_source_also_on_resume()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 500);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).Order().ToArray();
+        Assume.That(moving, Is.Not.Empty);
+        await using (var target = await shards.OpenAsync(1))
+        {
+            await target.ExecuteAsync($"""
+                create function diverge() returns trigger language plpgsql as $$ begin new.payload := 'diverged'; return new; end $$;
+                create trigger diverge before insert on items for each row when (new.id = {moving[0]}) execute function diverge();
+                """);
+        }
+
+        var error = Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick));
+        Assert.That(error!.Message, Does.Contain("differ").And.Contain("'s0' owns the buckets"));
+        var id = error.MoveId!;
+        Assert.That(Messages(), Has.Some.Contains("chunk(s) differ from the snapshot's account"), "found by the comparison sent with the giving up");
+        Assert.That(Messages().Count(m => m.Contains("owns buckets", StringComparison.Ordinal) && m.Contains("again", StringComparison.Ordinal)),
+            Is.EqualTo(1), "given up, then given back");
+        await AssertSourceOwnsAsync();
+
+        // As a mover stopped right after the source's giving up leaves it.
+        await using (var source = await shards.OpenAsync(0))
+        {
+            await source.ExecuteAsync("update shardkit.bucket_owner set owned = false, moved_to = 's1', epoch = epoch + 1 where bucket = any(@buckets)",
+                new { buckets });
+        }
+
+        var resumed = Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.ResumeMoveAsync(id, Quick));
+        Assert.That(resumed!.Message, Does.Contain("differ").And.Contain("'s0' owns the buckets"));
+        Assert.That(Messages().Count(m => m.Contains("owns buckets", StringComparison.Ordinal) && m.Contains("again", StringComparison.Ordinal)), Is.EqualTo(2));
+        await AssertSourceOwnsAsync();
+
+        await admin.Resharding.CancelMoveAsync(id);
+        Assert.That((await admin.Resharding.GetMovesAsync()).Single(m => m.MoveId == id).State, Is.EqualTo(MoveState.Cancelled));
+        await AssertPlacedAsync(shards, admin, truth);
+
+        List<string> Messages() => [.. shards.Logs.Logs.Select(l => l.Message)];
+
+        async Task AssertSourceOwnsAsync()
+        {
+            Assert.That(await shards.ScalarAsync<bool>(0, "select bool_and(owned) from shardkit.bucket_owner where bucket = any(@buckets)", new { buckets }),
+                Is.True, "the source owns the buckets again");
+            Assert.That(await shards.ScalarAsync<long>(1, "select count(*) from shardkit.bucket_owner where bucket = any(@buckets) and owned", new { buckets }),
+                Is.EqualTo(0), "the target took none");
+            await admin.Resharding.RefreshMapAsync();
+            Assert.That(buckets.Select(b => admin.Map.Buckets!.ShardOfBucket(b)), Is.All.EqualTo(0), "the map did not switch");
+            await using var db = admin.CreateConnection();
+            var key = moving[^1];
+            var n = (truth[key] ?? 0) + 1;
+            Assert.That(await db.ExecuteAsync("update items set n = @N where id = @Id", new Item { Id = key, N = n }), Is.EqualTo(1));
+            truth[key] = n;
+            Assert.That(await shards.ScalarAsync<int>(0, "select n from items where id = @key", new { key }), Is.EqualTo(n), "written on the source");
+        }
+    }
 }
 
 /// <summary>Handles each report on the reporting thread.</summary>

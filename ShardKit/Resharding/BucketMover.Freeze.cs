@@ -95,7 +95,7 @@ internal sealed partial class BucketMover
             // The freeze's comparison once while writers still run: it sums the snapshots' part for the keys written so
             // far, and its code is compiled before the writers wait (a first run compiled ~60 methods inside the pause,
             // 70–140 ms of it on two busy cores). Its answer means nothing yet and is not used.
-            await VerifyFrozenAsync(move, moved, baseline, source, target, targetCs, bucketCount, rehearsal: true, cancellationToken).ConfigureAwait(false);
+            await baseline.CheckAsync(source, target, rehearsal: true, cancellationToken).ConfigureAwait(false);
         }
 
         // The stream applies whatever comes while the freeze is taken, up to the marker written once it is.
@@ -133,22 +133,15 @@ internal sealed partial class BucketMover
             drained = true;
             var drainedAt = Stopwatch.GetElapsedTime(frozen);
             await take.ConfigureAwait(false);
-            var how = "not verified";
-            if (options.Verify)
-            {
-                how = await VerifyFrozenAsync(move, moved, baseline, source, target, targetCs, bucketCount, rehearsal: false, cancellationToken).ConfigureAwait(false);
-            }
-
+            // The source gives up (committed, durable), naming the target: its refused writers go there at once and wait on
+            // the target's row locks (its update was made during the drain). With a baseline it does so in the round trip
+            // of the comparison's last step, before the target's answer is in: the target only takes the buckets once both
+            // sides agree, and a difference gives them back to the source (VerifyAndGiveUpAsync).
+            var how = await VerifyAndGiveUpAsync(move, moved, baseline, source, target, targetCs, bucketCount, epoch, cancellationToken).ConfigureAwait(false);
             var verifiedAt = Stopwatch.GetElapsedTime(frozen);
-
-            // The source gives up first (committed, durable), naming the target: its refused writers go there at once. The
-            // target's update was made during the drain, so its commit is one round trip; writers that reach it early wait
-            // on its row locks instead of being refused.
-            await ReshardingAdmin.ExecuteAsync(source, $"update shardkit.bucket_owner set owned = false, epoch = {epoch}, " +
-                $"moved_to = {ReshardingAdmin.Literal(move.Target)} where bucket = any({buckets}); commit", cancellationToken).ConfigureAwait(false);
             gaveUp = true;
-            // Then the target, then the catalog (a resume in Switched takes the buckets on the target if the mover stopped
-            // between the two). In that order, an app on the catalog's new map finds the target owning them: a read by
+            // Then the target takes them, then the catalog (a resume in Switched takes the buckets on the target if the
+            // mover stopped between the two). In that order, an app on the catalog's new map finds the target owning them: a read by
             // key takes no lock, and one sent before the target's commit would be refused with no word of where to go.
             // Writers the source's refusal sent to the target early wait on its locks, so the order costs them nothing.
             await ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken).ConfigureAwait(false);
@@ -260,21 +253,31 @@ internal sealed partial class BucketMover
             : epoch.Value;
     }
 
-    // The frozen buckets' rows must be the same on both sides. With a baseline only the rows written since it are compared
-    // here (see VerifyBaseline.CheckAsync for why that is the same check); when it cannot decide, or finds a difference,
-    // every row is compared as before, and that comparison decides. A rehearsal (before the freeze, baseline only) runs the
-    // quick comparison and nothing else (see VerifyBaseline.CheckAsync).
-    private async Task<string> VerifyFrozenAsync(MoveInfo move, IReadOnlyList<MovedTable> moved, BucketReplication.VerifyBaseline? baseline,
-        NpgsqlConnection source, NpgsqlConnection target, string targetCs, int bucketCount, bool rehearsal, CancellationToken cancellationToken)
+    // Gives the frozen buckets up on the source, once their rows are the same on both sides (options.Verify). With a
+    // baseline only the rows written since it are compared (see VerifyBaseline.CheckAsync for why that is the same check),
+    // and the source gives up in the round trip of that comparison, before the target's answer is in; the target takes
+    // the buckets only after this returns. When that comparison cannot decide, or finds a difference, every row is
+    // compared as before and decides; a difference found after the source gave up gives the buckets back to it.
+    private async Task<string> VerifyAndGiveUpAsync(MoveInfo move, IReadOnlyList<MovedTable> moved, BucketReplication.VerifyBaseline? baseline,
+        NpgsqlConnection source, NpgsqlConnection target, string targetCs, int bucketCount, long epoch, CancellationToken cancellationToken)
     {
+        string[] giveUp =
+        [
+            $"update shardkit.bucket_owner set owned = false, epoch = {epoch}, moved_to = {ReshardingAdmin.Literal(move.Target)} " +
+            $"where bucket = any({BucketArraySql(move.Buckets)})",
+            "commit",
+        ];
+        if (!options.Verify)
+        {
+            await ExecuteAsync(source, string.Join("; ", giveUp), cancellationToken).ConfigureAwait(false);
+            return "not verified";
+        }
+
+        var gaveUp = false;
         if (baseline is not null)
         {
-            var quick = await baseline.CheckAsync(source, target, rehearsal, cancellationToken).ConfigureAwait(false);
-            if (rehearsal)
-            {
-                return "rehearsed";
-            }
-
+            var quick = await baseline.CheckAsync(source, target, rehearsal: false, cancellationToken, giveUp).ConfigureAwait(false);
+            gaveUp = quick is not null;
             if (quick is { Count: 0 })
             {
                 return string.Create(CultureInfo.InvariantCulture, $"{baseline.Keys.Count} keys written since the snapshot compared");
@@ -285,16 +288,47 @@ internal sealed partial class BucketMover
                 : $"{quick.Count} chunk(s) differ from the snapshot's account ({string.Join("; ", quick.Take(3))}); comparing every row");
         }
 
-        var sourceCs = Shards.ShardAt(Shards.Map.IndexOf(move.Source)).ConnectionString;
-        var mismatches = await BucketReplication.VerifyAsync(sourceCs, targetCs, moved, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
-        if (mismatches.Count > 0)
+        await VerifyEveryRowAsync(move, moved, targetCs, bucketCount, gaveUp ? epoch : null, cancellationToken).ConfigureAwait(false);
+        if (!gaveUp)
         {
-            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: the target's rows differ from the source's in " +
-                $"{mismatches.Count} chunk(s) ({string.Join("; ", mismatches.Take(5))}); nothing was switched. Cancel the move " +
-                "(it removes the target's copies) and start it again.");
+            await ExecuteAsync(source, string.Join("; ", giveUp), cancellationToken).ConfigureAwait(false);
         }
 
         return "every row compared";
+    }
+
+    // Compares every row of the buckets on both sides (no one may write them: frozen, or given up by the source and not
+    // yet taken by the target). A difference fails the move; when the source gave the buckets up at `gaveUpAt`, they are
+    // first given back to it, so that the move can be cancelled.
+    private async Task VerifyEveryRowAsync(MoveInfo move, IReadOnlyList<MovedTable> moved, string targetCs, int bucketCount, long? gaveUpAt,
+        CancellationToken cancellationToken)
+    {
+        var sourceCs = Shards.ShardAt(Shards.Map.IndexOf(move.Source)).ConnectionString;
+        var mismatches = await BucketReplication.VerifyAsync(sourceCs, targetCs, moved, move.Buckets, bucketCount, cancellationToken).ConfigureAwait(false);
+        if (mismatches.Count == 0)
+        {
+            return;
+        }
+
+        if (gaveUpAt is { } epoch)
+        {
+            await ReclaimOnSourceAsync(move, epoch, cancellationToken).ConfigureAwait(false);
+        }
+
+        throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: the target's rows differ from the source's in " +
+            $"{mismatches.Count} chunk(s) ({string.Join("; ", mismatches.Take(5))}); nothing was switched ('{move.Source}' owns the buckets). " +
+            "Cancel the move (it removes the target's copies) and start it again.");
+    }
+
+    // The source owns again the buckets it gave up at `epoch` (the target has not taken them).
+    private async Task ReclaimOnSourceAsync(MoveInfo move, long epoch, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(Shards.Map.IndexOf(move.Source)).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        await ExecuteAsync(connection, "select set_config('synchronous_commit', 'on', false); " +
+            $"update shardkit.bucket_owner set owned = true, moved_to = null, epoch = {epoch + 1} " +
+            $"where bucket = any({BucketArraySql(move.Buckets)}) and not owned and epoch = {epoch}", cancellationToken).ConfigureAwait(false);
+        ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "verify", $"the rows differ; '{move.Source}' owns buckets {Describe(move.Buckets)} again");
     }
 
     // Makes the buckets' writers wait (for the verify's snapshot): their ownership rows locked on the source, as the freeze

@@ -216,8 +216,15 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     return await RunStepsAsync(move with { State = MoveState.CatchingUp }, cancellationToken).ConfigureAwait(false);
                 }
 
-                await CompleteSwitchAsync(move, targetIndex, await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false), cancellationToken)
-                    .ConfigureAwait(false);
+                // The source gives the buckets up before the target's side of the comparison is in (the freeze's last round
+                // trip): compare every row again before the target takes them.
+                var gaveUpAt = await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false);
+                if (options.Verify)
+                {
+                    await VerifyEveryRowAsync(move, moved, targetCs, bucketCount, gaveUpAt, cancellationToken).ConfigureAwait(false);
+                }
+
+                await CompleteSwitchAsync(move, targetIndex, gaveUpAt, cancellationToken).ConfigureAwait(false);
                 await RefreshAsync(cancellationToken).ConfigureAwait(false);
                 state = MoveState.Switched;
             }

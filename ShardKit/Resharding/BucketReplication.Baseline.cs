@@ -91,27 +91,27 @@ internal sealed partial class BucketReplication
     }
 
     // Per bucket: the row count and the sum of the first 64 bits of each row's md5; keyed, only the rows whose primary key
-    // is in @k0, @k1, … (text arrays, one per key column).
+    // is in $2, $3, … (text arrays, one per key column). The buckets are $1.
     private static string ChecksumSql(MovedTable table, int bucketCount, bool keyed)
     {
         var filter = "";
         if (keyed && table.PrimaryKey.Count == 1)
         {
             // One key column: an index scan of the array's keys.
-            filter = $" where {MovedTable.Quote(table.PrimaryKey[0])} = any(@k0::text[]::{table.TypeOf(table.PrimaryKey[0])}[])";
+            filter = $" where {MovedTable.Quote(table.PrimaryKey[0])} = any($2::text[]::{table.TypeOf(table.PrimaryKey[0])}[])";
         }
         else if (keyed)
         {
             var columns = string.Join(", ", table.PrimaryKey.Select(MovedTable.Quote));
             var values = string.Join(", ", table.PrimaryKey.Select((c, i) => $"u.k{i}::{table.TypeOf(c)}"));
-            var arrays = string.Join(", ", table.PrimaryKey.Select((_, i) => $"@k{i}::text[]"));
+            var arrays = string.Join(", ", table.PrimaryKey.Select((_, i) => $"${i + 2}::text[]"));
             var names = string.Join(", ", table.PrimaryKey.Select((_, i) => $"k{i}"));
             filter = $" where ({columns}) in (select {values} from unnest({arrays}) as u({names}))";
         }
 
         return $"select b::int, count(*), sum(('x' || left(md5(row({table.ColumnList})::text), 16))::bit(64)::bigint::numeric) " +
                $"from (select {table.BucketSql(bucketCount)} as b, {table.ColumnList} from {table.QualifiedName}{filter}) r " +
-               "where b = any(@buckets) group by b";
+               "where b = any($1) group by b";
     }
 
     private static async Task DisposeQuietlyAsync(NpgsqlConnection? connection)
@@ -178,26 +178,56 @@ internal sealed partial class BucketReplication
         /// freeze then sums only the keys recorded after it), and its answer means nothing.
         /// </param>
         /// <param name="ct">Stops it.</param>
+        /// <param name="thenOnSource">
+        /// Statements sent to <paramref name="sourceNow"/> in the same round trip, after its checksums (the freeze's giving
+        /// up of the buckets): they run when the checksums did, whatever the comparison finds, and not at all when this
+        /// returns null.
+        /// </param>
         /// <returns>The chunks that differ (empty: the moved rows are the same on both sides), or null when the recorded keys are incomplete.</returns>
-        public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, bool rehearsal, CancellationToken ct)
+        public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, bool rehearsal, CancellationToken ct,
+            IReadOnlyList<string>? thenOnSource = null)
         {
             if (!_keys.Complete)
             {
                 return null;
             }
 
-            var mismatches = new List<ChunkMismatch>();
-            foreach (var table in _tables)
+            // Per table, both parts: the fresh keys' rows in the snapshots, and every recorded key's rows now. Each of the
+            // four connections gets its tables' checksums in one round trip, all four at once.
+            var all = _tables.Select(t => _keys.CopyOf(t.QualifiedName)).ToArray();
+            var fresh = _tables.Select((t, i) => FreshKeys(t, all[i])).ToArray();
+            var thenChecks = new List<Checksum>();
+            var nowChecks = new List<Checksum>();
+            for (var i = 0; i < _tables.Count; i++)
             {
-                var all = _keys.CopyOf(table.QualifiedName);
-                var fresh = FreshKeys(table, all);
-                // Both parts at once: the fresh keys' rows in the snapshots, and every recorded key's rows now.
-                var sql = ChecksumSql(table, _bucketCount, keyed: true);
-                var then = KeyedChecksumsAsync(_source, _target, sql, fresh, table, ct);
-                var now = KeyedChecksumsAsync(sourceNow, targetNow, sql, all, table, ct);
-                await Task.WhenAll(then, now).ConfigureAwait(false);
-                var (sourceFresh, targetFresh) = await then.ConfigureAwait(false);
-                var (sourceLater, targetLater) = await now.ConfigureAwait(false);
+                var sql = ChecksumSql(_tables[i], _bucketCount, keyed: true);
+                if (fresh[i].Count > 0)
+                {
+                    thenChecks.Add(new Checksum(sql, KeyArrays(_tables[i], fresh[i])));
+                }
+
+                if (all[i].Count > 0)
+                {
+                    nowChecks.Add(new Checksum(sql, KeyArrays(_tables[i], all[i])));
+                }
+            }
+
+            // Each started on its own (the first must not hold the others up while it sends), and all waited for before an
+            // error goes on: a connection closed under a running command hangs.
+            var sourceThen = Task.Run(() => ChecksumsAsync(_source, thenChecks, _buckets, null, ct), ct);
+            var targetThen = Task.Run(() => ChecksumsAsync(_target, thenChecks, _buckets, null, ct), ct);
+            var sourceLater = Task.Run(() => ChecksumsAsync(sourceNow, nowChecks, _buckets, thenOnSource, ct), ct);
+            var targetLater = Task.Run(() => ChecksumsAsync(targetNow, nowChecks, _buckets, null, ct), ct);
+            await Task.WhenAll(sourceThen, targetThen, sourceLater, targetLater).ConfigureAwait(false);
+
+            var mismatches = new List<ChunkMismatch>();
+            for (int i = 0, then = 0, now = 0; i < _tables.Count; i++)
+            {
+                var table = _tables[i];
+                var sourceFresh = fresh[i].Count > 0 ? sourceThen.Result[then] : Empty;
+                var targetFresh = fresh[i].Count > 0 ? targetThen.Result[then++] : Empty;
+                var sourceLaterSums = all[i].Count > 0 ? sourceLater.Result[now] : Empty;
+                var targetLaterSums = all[i].Count > 0 ? targetLater.Result[now++] : Empty;
                 foreach (var bucket in _buckets)
                 {
                     var chunk = (table.QualifiedName, bucket);
@@ -205,8 +235,8 @@ internal sealed partial class BucketReplication
                     var (targetRows, targetSum) = _onTarget.GetValueOrDefault(chunk);
                     var s0 = Plus(_sourceThen.GetValueOrDefault(chunk), sourceFresh.GetValueOrDefault(bucket));
                     var t0 = Plus(_targetThen.GetValueOrDefault(chunk), targetFresh.GetValueOrDefault(bucket));
-                    var s1 = sourceLater.GetValueOrDefault(bucket);
-                    var t1 = targetLater.GetValueOrDefault(bucket);
+                    var s1 = sourceLaterSums.GetValueOrDefault(bucket);
+                    var t1 = targetLaterSums.GetValueOrDefault(bucket);
                     var unchangedAgree = sourceRows - s0.Rows == targetRows - t0.Rows && sourceSum - s0.Sum == targetSum - t0.Sum;
                     if (!unchangedAgree || s1 != t1)
                     {
@@ -218,12 +248,16 @@ internal sealed partial class BucketReplication
                 {
                     Add(_sourceThen, table, sourceFresh);
                     Add(_targetThen, table, targetFresh);
-                    _covered[table.QualifiedName].UnionWith(fresh);
+                    _covered[table.QualifiedName].UnionWith(fresh[i]);
                 }
             }
 
             return mismatches;
         }
+
+        // The key arrays of a keyed checksum: one text array per key column.
+        private static string[][] KeyArrays(MovedTable table, IReadOnlyCollection<string[]> keys) =>
+            [.. Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray())];
 
         private static readonly Dictionary<int, (long Rows, decimal Sum)> Empty = [];
 
@@ -240,14 +274,6 @@ internal sealed partial class BucketReplication
 
             return [.. all.Where(k => !covered.Contains(k))];
         }
-
-        // The checksums of these keys' rows on both connections; none to read when there are no keys.
-        private Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> KeyedChecksumsAsync(
-            NpgsqlConnection source, NpgsqlConnection target, string sql, IReadOnlyCollection<string[]> keys, MovedTable table, CancellationToken ct) =>
-            keys.Count == 0
-                ? Task.FromResult((Empty, Empty))
-                : BothChecksumsAsync(source, target, sql, _buckets, ct,
-                    [.. Enumerable.Range(0, table.PrimaryKey.Count).Select(i => keys.Select(k => k[i]).ToArray())]);
 
         private static void Add(Dictionary<(string, int), (long, decimal)> into, MovedTable table, Dictionary<int, (long Rows, decimal Sum)> sums)
         {

@@ -54,39 +54,65 @@ internal sealed partial class BucketReplication
         NpgsqlConnection source, NpgsqlConnection target, string sql, int[] buckets, CancellationToken ct, string[][]? keys = null)
     {
         // Each started on its own: the first must not hold the second up while it sends.
-        var onSource = Task.Run(() => ChecksumsAsync(source, sql, buckets, keys, ct), ct);
-        var onTarget = Task.Run(() => ChecksumsAsync(target, sql, buckets, keys, ct), ct);
+        var onSource = Task.Run(() => ChecksumsAsync(source, [new Checksum(sql, keys)], buckets, null, ct), ct);
+        var onTarget = Task.Run(() => ChecksumsAsync(target, [new Checksum(sql, keys)], buckets, null, ct), ct);
         await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
-        return (await onSource.ConfigureAwait(false), await onTarget.ConfigureAwait(false));
+        return ((await onSource.ConfigureAwait(false))[0], (await onTarget.ConfigureAwait(false))[0]);
     }
 
-    private static async Task<Dictionary<int, (long Rows, decimal Sum)>> ChecksumsAsync(NpgsqlConnection connection, string sql, int[] buckets,
-        string[][]? keys, CancellationToken ct)
+    /// <summary>One checksum query (<see cref="ChecksumSql"/>) and the key arrays it filters by (null: not keyed).</summary>
+    private readonly record struct Checksum(string Sql, string[][]? Keys);
+
+    /// <summary>
+    /// The checksums of <paramref name="checks"/>, in order, in one round trip, followed in the same round trip by
+    /// <paramref name="after"/> (statements whose results are not read; they run only when every check did). No
+    /// statement is sent when there is neither.
+    /// </summary>
+    private static async Task<List<Dictionary<int, (long Rows, decimal Sum)>>> ChecksumsAsync(NpgsqlConnection connection,
+        IReadOnlyList<Checksum> checks, int[] buckets, IReadOnlyList<string>? after, CancellationToken ct)
     {
-        var command = new NpgsqlCommand(sql, connection)
+        var sums = new List<Dictionary<int, (long, decimal)>>(checks.Count);
+        if (checks.Count == 0 && after is not { Count: > 0 })
         {
-            Parameters = { new("buckets", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = buckets } },
-        };
-        for (var i = 0; keys is not null && i < keys.Length; i++)
-        {
-            command.Parameters.Add(new NpgsqlParameter("k" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), NpgsqlDbType.Array | NpgsqlDbType.Text)
-            {
-                Value = keys[i],
-            });
+            return sums;
         }
 
-        await using var commandLifetime = command.ConfigureAwait(false);
-        var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        await using var readerLifetime = reader.ConfigureAwait(false);
-        var sums = new Dictionary<int, (long, decimal)>();
-        do
+        var batch = new NpgsqlBatch(connection);
+        await using var batchLifetime = batch.ConfigureAwait(false);
+        foreach (var check in checks)
         {
+            var command = new NpgsqlBatchCommand(check.Sql) { Parameters = { new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer, Value = buckets } } };
+            foreach (var keys in check.Keys ?? [])
+            {
+                command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text, Value = keys });
+            }
+
+            batch.BatchCommands.Add(command);
+        }
+
+        foreach (var statement in after ?? [])
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(statement));
+        }
+
+        var reader = await batch.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        await using var readerLifetime = reader.ConfigureAwait(false);
+        for (var i = 0; i < checks.Count; i++)
+        {
+            var chunk = new Dictionary<int, (long, decimal)>();
             while (await reader.ReadAsync(ct).ConfigureAwait(false))
             {
-                sums[reader.GetInt32(0)] = (reader.GetInt64(1), reader.GetDecimal(2));
+                chunk[reader.GetInt32(0)] = (reader.GetInt64(1), reader.GetDecimal(2));
             }
+
+            sums.Add(chunk);
+            await reader.NextResultAsync(ct).ConfigureAwait(false);
         }
-        while (await reader.NextResultAsync(ct).ConfigureAwait(false));
+
+        while (await reader.NextResultAsync(ct).ConfigureAwait(false))
+        {
+            // The results of `after`: an error in it surfaces here.
+        }
 
         return sums;
     }
