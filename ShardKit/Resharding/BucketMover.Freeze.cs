@@ -98,9 +98,13 @@ internal sealed partial class BucketMover
             await baseline.CheckAsync(source, target, rehearsal: true, cancellationToken).ConfigureAwait(false);
         }
 
-        // The stream applies whatever comes while the freeze is taken, up to the marker written once it is.
+        // The stream applies whatever comes while the freeze is taken, up to the marker written once it is. The marker's
+        // statement is sent now and waits on the source for the freeze's lock statement to let go of the gate: it is
+        // written the moment the buckets are locked, not a round trip to here and back later.
         var nonce = BucketReplication.NewMarker();
+        var gate = await TryTakeMarkerGateAsync(source, move, cancellationToken).ConfigureAwait(false);
         var drain = replication.CatchUpToMarkerAsync(targetCs, move.Buckets, bucketCount, nonce, cancellationToken);
+        var marking = gate is null ? null : WriteMarkerAsync(marker, nonce, cancellationToken, gate);
         var drained = false;
         var gaveUp = false;
         Task? take = null;
@@ -112,14 +116,14 @@ internal sealed partial class BucketMover
             {
                 // Frozen once the select returns: every write of these buckets that committed is in the WAL before a
                 // marker written from now on; no other can commit.
-                epoch = await FreezeAsync(source, move, buckets, cancellationToken).ConfigureAwait(false);
+                epoch = await FreezeAsync(source, move, buckets, gate?.Release, cancellationToken).ConfigureAwait(false);
             }
             catch (PostgresException e) when (LostTheLock(e) && attempt < options.FreezeAttempts)
             {
                 ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze could not take the lock",
                     $"attempt {attempt} ({(e.SqlState == PostgresErrorCodes.DeadlockDetected ? "a deadlock with a writer's transaction" : "it waited too long")}); catching up and trying again");
-                await ExecuteAsync(source, "rollback", cancellationToken).ConfigureAwait(false);
-                await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
+                await ExecuteAsync(source, gate is null ? "rollback" : $"rollback; {gate.Release}", cancellationToken).ConfigureAwait(false);
+                await (marking ?? WriteMarkerAsync(marker, nonce, cancellationToken)).ConfigureAwait(false);
                 await drain.ConfigureAwait(false);
                 drained = true;
                 return null;
@@ -128,7 +132,7 @@ internal sealed partial class BucketMover
             var frozen = Stopwatch.GetTimestamp();
             take = ExecuteAsync(target, $"begin; update shardkit.bucket_owner set owned = true, epoch = {epoch}, moved_to = null where bucket = any({buckets})",
                 cancellationToken);
-            await WriteMarkerAsync(marker, nonce, cancellationToken).ConfigureAwait(false);
+            await (marking ?? WriteMarkerAsync(marker, nonce, cancellationToken)).ConfigureAwait(false);
             await drain.ConfigureAwait(false);
             drained = true;
             var drainedAt = Stopwatch.GetElapsedTime(frozen);
@@ -160,6 +164,20 @@ internal sealed partial class BucketMover
         }
         catch when (!gaveUp)
         {
+            if (marking is not null)
+            {
+                // The marker waits for the gate the freeze did not let go of.
+                await RollbackQuietlyAsync(source, gate!.Release).ConfigureAwait(false);
+                try
+                {
+                    await marking.WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or TimeoutException || ShardErrors.FromShard(e))
+                {
+                    // A marker the stream was not waiting for, or the source is gone.
+                }
+            }
+
             if (!drained)
             {
                 // The marker will not come: stop the stream (one still being opened is closed when the move lets go of the
@@ -197,12 +215,39 @@ internal sealed partial class BucketMover
     // The drain's marker, in a transaction of its own that commits synchronously: the commit flushes the WAL up to it, so
     // the walsender can send it at once. (A marker written inside the freeze's transaction, which holds the lock and an
     // id, reached the stream 20–200 ms later under load, even with the WAL flushed every few milliseconds.)
-    private static Task WriteMarkerAsync(NpgsqlConnection marker, string nonce, CancellationToken cancellationToken) =>
-        ExecuteAsync(marker, $"{BucketReplication.MarkerSql(nonce)}; {BucketReplication.FlushWalSql}", cancellationToken);
+    // With a gate, the statement first waits on the source until the freeze lets go of it.
+    private static Task WriteMarkerAsync(NpgsqlConnection marker, string nonce, CancellationToken cancellationToken, MarkerGate? gate = null) =>
+        ExecuteAsync(marker, $"{gate?.Wait}{BucketReplication.MarkerSql(nonce)}; {BucketReplication.FlushWalSql}", cancellationToken);
+
+    // A session lock on the source, keyed by the move, that the freeze's connection holds from before its lock statement
+    // until that statement has locked the buckets (Release runs in the same round trip, right after it). The marker's
+    // statement waits for it (Wait), so it is written the moment the freeze holds the buckets. A try that does not get the
+    // buckets leaves it held; the freeze lets go of it once it stops trying.
+    private sealed record MarkerGate(string Wait, string Release);
+
+    // The gate's lock class on the source (its second key is the hash of the move's id).
+    private const int MarkerGateClass = 0x53_484C; // "SHL"
+
+    // The marker waits at most this long for the gate; the freeze lets go of it long before (FreezeLockTimeout is seconds).
+    private const int MarkerGateTimeoutMs = 60_000;
+
+    // Null when the gate is taken already (a connection of an earlier try that could not let go of it): the marker is then
+    // written after the freeze, a round trip later.
+    private static async Task<MarkerGate?> TryTakeMarkerGateAsync(NpgsqlConnection source, MoveInfo move, CancellationToken cancellationToken)
+    {
+        var key = $"{MarkerGateClass}, hashtext({ReshardingAdmin.Literal(move.MoveId)})";
+        var command = new NpgsqlCommand($"select pg_try_advisory_lock({key})", source);
+        await using var _ = command.ConfigureAwait(false);
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true
+            ? new MarkerGate($"select set_config('lock_timeout', '{MarkerGateTimeoutMs}ms', true); select pg_advisory_xact_lock({key}); ",
+                $"select pg_advisory_unlock({key})")
+            : null;
+    }
 
     // Locks the buckets' ownership rows on the source. Returns the epoch the switch gives them.
-    private Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, CancellationToken cancellationToken) =>
-        LockInTurnAsync(source, wait => TryFreezeAsync(source, move, buckets, wait, cancellationToken), cancellationToken);
+    // `then` runs in the same round trip, right after the lock is had (the marker gate's release).
+    private Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string? then, CancellationToken cancellationToken) =>
+        LockInTurnAsync(source, wait => TryFreezeAsync(source, move, buckets, wait, then, cancellationToken), cancellationToken);
 
     // A lock that waits holds the rows it has already locked, so their writers wait too: the first tries take all rows at
     // once or none (nowait; a writer holds its bucket's row for a moment), and only then does one wait in line
@@ -231,9 +276,10 @@ internal sealed partial class BucketMover
         $"select {columns} from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
         $"order by bucket for update{(wait ? "" : " nowait")}) o";
 
-    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, bool wait, CancellationToken cancellationToken)
+    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, bool wait, string? then,
+        CancellationToken cancellationToken)
     {
-        var freeze = new NpgsqlCommand(LockSql(buckets, "max(epoch), bool_and(owned), count(*)", wait), source);
+        var freeze = new NpgsqlCommand(LockSql(buckets, "max(epoch), bool_and(owned), count(*)", wait) + (then is null ? "" : "; " + then), source);
         await using var _ = freeze.ConfigureAwait(false);
         var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = reader.ConfigureAwait(false);
@@ -369,13 +415,13 @@ internal sealed partial class BucketMover
     private static Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken) =>
         ReshardingAdmin.ExecuteAsync(connection, sql, cancellationToken);
 
-    private static async Task RollbackQuietlyAsync(NpgsqlConnection connection)
+    private static async Task RollbackQuietlyAsync(NpgsqlConnection connection, string? then = null)
     {
         try
         {
             if (connection.State == System.Data.ConnectionState.Open)
             {
-                await ReshardingAdmin.ExecuteAsync(connection, "rollback", CancellationToken.None).ConfigureAwait(false);
+                await ReshardingAdmin.ExecuteAsync(connection, then is null ? "rollback" : $"rollback; {then}", CancellationToken.None).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
