@@ -212,12 +212,13 @@ internal sealed partial class BucketReplication
                 }
             }
 
-            // Each started on its own (the first must not hold the others up while it sends), and all waited for before an
-            // error goes on: a connection closed under a running command hangs.
-            var sourceThen = Task.Run(() => ChecksumsAsync(_source, thenChecks, _buckets, null, ct), ct);
-            var targetThen = Task.Run(() => ChecksumsAsync(_target, thenChecks, _buckets, null, ct), ct);
-            var sourceLater = Task.Run(() => ChecksumsAsync(sourceNow, nowChecks, _buckets, thenOnSource, ct), ct);
-            var targetLater = Task.Run(() => ChecksumsAsync(targetNow, nowChecks, _buckets, null, ct), ct);
+            // All four sent at once, the source's giving up first (it is what the writers wait for), straight from here: a
+            // Task.Run each waits its turn in the thread pool's queue behind the app's own work, inside the writers'
+            // pause. All are waited for before an error goes on: a connection closed under a running command hangs.
+            var sourceLater = ChecksumsAsync(sourceNow, nowChecks, _buckets, thenOnSource, ct);
+            var targetLater = ChecksumsAsync(targetNow, nowChecks, _buckets, null, ct);
+            var sourceThen = ChecksumsAsync(_source, thenChecks, _buckets, null, ct);
+            var targetThen = ChecksumsAsync(_target, thenChecks, _buckets, null, ct);
             await Task.WhenAll(sourceThen, targetThen, sourceLater, targetLater).ConfigureAwait(false);
 
             var mismatches = new List<ChunkMismatch>();
