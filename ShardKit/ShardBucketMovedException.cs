@@ -24,6 +24,14 @@ public sealed class ShardBucketMovedException : ShardKitException
         (Bucket, Epoch, MovedTo) = Parse(FiguresOf(error));
     }
 
+    // A refusal read from the shard's fence after another error (see ShardCopy): the figures as the fence holds them.
+    internal ShardBucketMovedException(string shard, int bucket, long epoch, string? movedTo, string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Shard = shard;
+        (Bucket, Epoch, MovedTo) = (bucket, epoch, movedTo);
+    }
+
     /// <summary>Creates an exception with a message.</summary>
     public ShardBucketMovedException(string message)
         : base(message) => Shard = "";

@@ -462,6 +462,68 @@ public sealed class MoveTests
             Assert.That(await shards.ScalarAsync<int>(0, "select n from items where id = @key", new { key }), Is.EqualTo(n), "written on the source");
         }
     }
+
+    // A bulk load routed by a map older than a switch reaches the source, which keeps the moved rows until the cleanup.
+    // A row of the load whose key is among them (deleted on the new owner since) failed as a duplicate (23505) before the
+    // fence could refuse the COPY: the app saw an error it could not act on. It is the fence's refusal now, nothing is
+    // kept, and the same load by the new map goes in.
+    [Test]
+    public async Task A_bulk_load_by_an_old_map_that_meets_the_sources_kept_rows_is_refused_as_moved()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 500);
+        var old = shards.NewSource(stored: false); // a map from options: it never hears of the move
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).Order().ToArray();
+        Assume.That(moving, Has.Length.GreaterThan(2));
+        var switched = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var move = admin.Resharding.MoveBucketsAsync(buckets, "s1",
+            new MoveOptions { CleanupDelay = TimeSpan.FromSeconds(5), AnnounceWait = TimeSpan.Zero, DeletePause = TimeSpan.Zero },
+            new InlineProgress(p =>
+            {
+                if (p.State == MoveState.Switched)
+                {
+                    switched.TrySetResult();
+                }
+            }));
+        await switched.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        await admin.Resharding.RefreshMapAsync();
+        await using (var db = admin.CreateConnection())
+        {
+            Assert.That(await db.ExecuteAsync("delete from items where id = @Id", new Item { Id = moving[0] }), Is.EqualTo(1), "deleted on the new owner");
+            truth[moving[0]] = null;
+        }
+
+        Assume.That(await shards.ScalarAsync<long>(0, "select count(*) from items where id = @id", new { id = moving[0] }), Is.EqualTo(1),
+            "the source keeps the row until the cleanup");
+        var fresh = new[] { moving[0], 5_000_000L + moving[0] };
+        await using (var stale = old.CreateConnection())
+        {
+            var error = Assert.ThrowsAsync<BulkInsertException>(() => stale.BulkInsertAsync("items", fresh.Select(k => new Item { Id = k, Payload = "bulk", N = 7 })));
+            Assert.That(ShardBucketMovedException.IsMoved(error), Is.True, error!.ToString());
+            var refusal = ShardBucketMovedException.Find(error, "s0")!;
+            Assert.That(refusal.Shard, Is.EqualTo("s0"));
+            Assert.That(buckets, Does.Contain(refusal.Bucket));
+            Assert.That(refusal.MovedTo, Is.EqualTo("s1"));
+            Assert.That(error.Message, Does.Contain("No shard kept any row"));
+        }
+
+        await using (var db = admin.CreateConnection())
+        {
+            var loaded = await db.BulkInsertAsync("items", fresh.Select(k => new Item { Id = k, Payload = "bulk", N = 7 }));
+            Assert.That(loaded.Total, Is.EqualTo(2));
+        }
+
+        foreach (var key in fresh)
+        {
+            truth[key] = 7;
+        }
+
+        await move;
+        await AssertPlacedAsync(shards, admin, truth);
+    }
 }
 
 /// <summary>Handles each report on the reporting thread.</summary>

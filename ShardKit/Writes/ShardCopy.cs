@@ -17,9 +17,13 @@ internal sealed class ShardCopy<T>
     private readonly List<long> _inputIndexes = [];
     private NpgsqlBinaryImporter? _importer;
 
-    public ShardCopy(ShardSession session, int shard, BulkPlan<T> plan, int rowsPerCopy)
+    // The buckets the load's map gave this shard (null without a bucket map).
+    private readonly IReadOnlyList<int>? _buckets;
+
+    public ShardCopy(ShardSession session, int shard, BulkPlan<T> plan, int rowsPerCopy, IReadOnlyList<int>? buckets)
     {
         _session = session;
+        _buckets = buckets;
         _plan = plan;
         _rowsPerCopy = rowsPerCopy;
         Shard = shard;
@@ -85,7 +89,7 @@ internal sealed class ShardCopy<T>
         catch (Exception e) when (e is not ShardKitException && !cancellationToken.IsCancellationRequested)
         {
             // This shard's own failure (the first of the load; failures caused by the load's stop are not the shard's).
-            var error = call.Failed(e, opening: connection is null);
+            var error = call.Failed(await RefusalByOldMapAsync(e, cancellationToken).ConfigureAwait(false) ?? e, opening: connection is null);
             if (ReferenceEquals(error, e))
             {
                 throw;
@@ -97,6 +101,48 @@ internal sealed class ShardCopy<T>
         {
             await CloseAsync(_importer).ConfigureAwait(false);
             _importer = null;
+        }
+    }
+
+    /// <summary>
+    /// A COPY routed by a map older than a move's switch reaches the shard that gave the bucket up, which keeps the
+    /// bucket's rows until the move's cleanup: a row of the load among them fails as a duplicate (23505) before the
+    /// fence's statement trigger could refuse the COPY. Asked then, the fence says whether this shard still owns every
+    /// bucket the load's map gave it; one it gave up makes the failure the fence's refusal (the load goes again by the
+    /// new map), as it would have been without that row. Null when it owns them all (the duplicate is real) or cannot
+    /// be asked (no fence there).
+    /// </summary>
+    private async Task<ShardBucketMovedException?> RefusalByOldMapAsync(Exception error, CancellationToken cancellationToken)
+    {
+        if (error is not PostgresException { SqlState: PostgresErrorCodes.UniqueViolation } duplicate || _buckets is not { Count: > 0 })
+        {
+            return null;
+        }
+
+        try
+        {
+            var connection = await _session.Shards.DataSourceAt(Shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using var connectionLifetime = connection.ConfigureAwait(false);
+            var command = new NpgsqlCommand(
+                "select bucket, epoch, moved_to from shardkit.bucket_owner where bucket = any($1) and not owned order by bucket limit 1", connection);
+            await using var commandLifetime = command.ConfigureAwait(false);
+            command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = [.. _buckets] });
+            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await using var readerLifetime = reader.ConfigureAwait(false);
+            if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                return null;
+            }
+
+            var (bucket, epoch, movedTo) = (reader.GetInt32(0), reader.GetInt64(1), reader.IsDBNull(2) ? null : reader.GetString(2));
+            return new ShardBucketMovedException(Name, bucket, epoch, movedTo,
+                $"Shard '{Name}' refused a bulk load: it gave bucket {bucket} up (epoch {epoch}" + (movedTo is null ? "" : $", to '{movedTo}'") +
+                $") and the load was routed by a map older than that move; its COPY met the rows the shard keeps until the move's cleanup " +
+                $"({duplicate.MessageText}). No shard kept any row: load again, by the new map.", duplicate);
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException)
+        {
+            return null; // the duplicate stands
         }
     }
 
