@@ -154,8 +154,10 @@ internal sealed class MoveWriters(ShardedDataSource source, int writers, long ke
 
                 return true;
             }
-            catch (Exception) when (Environment.TickCount64 < deadline && !_stop.IsCancellationRequested)
+            catch (Exception) when (Environment.TickCount64 < deadline)
             {
+                // Also once the writers are told to stop: the last trial's outage may still hold the read back (the
+                // shard's breaker opens for a while after its server came back), and the write must be settled all the same.
                 await Task.Delay(200);
             }
             catch (Exception e)
