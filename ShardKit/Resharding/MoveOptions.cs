@@ -114,7 +114,7 @@ public sealed record MoveProgress(string MoveId, MoveState State, long RowsCopie
 /// <param name="Source">The shard that owned them.</param>
 /// <param name="Target">The shard that owns them now.</param>
 /// <param name="RowsCopied">Rows copied (under the slot's snapshot).</param>
-/// <param name="Pause">How long the buckets' writers waited: from the freeze to the catalog's switch.</param>
+/// <param name="Pause">How long the buckets' writers waited: from the freeze to the target's commit of taking them (the catalog's switch follows).</param>
 /// <param name="Duration">The whole move.</param>
 /// <param name="Epoch">The map's epoch after the switch.</param>
 public sealed record MoveResult(string MoveId, IReadOnlyList<int> Buckets, string Source, string Target, long RowsCopied,
