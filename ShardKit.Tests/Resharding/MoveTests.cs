@@ -406,19 +406,7 @@ public sealed class MoveTests
     public async Task Rows_that_differ_at_the_freeze_give_the_buckets_back_to_the_source_also_on_resume()
     {
         await using var shards = await ReshardingShards.CreateAsync(2);
-        var admin = shards.NewSource();
-        await admin.Resharding.SeedAsync([Items]);
-        var truth = await SeedRowsAsync(admin, 500);
-        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
-        var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).Order().ToArray();
-        Assume.That(moving, Is.Not.Empty);
-        await using (var target = await shards.OpenAsync(1))
-        {
-            await target.ExecuteAsync($"""
-                create function diverge() returns trigger language plpgsql as $$ begin new.payload := 'diverged'; return new; end $$;
-                create trigger diverge before insert on items for each row when (new.id = {moving[0]}) execute function diverge();
-                """);
-        }
+        var (admin, truth, buckets, moving) = await DivergingMoveAsync(shards);
 
         var error = Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick));
         Assert.That(error!.Message, Does.Contain("differ").And.Contain("'s0' owns the buckets"));
@@ -523,6 +511,69 @@ public sealed class MoveTests
 
         await move;
         await AssertPlacedAsync(shards, admin, truth);
+    }
+
+    // A mover stopped after the target's commit and before the catalog's switch leaves the move in Switching with the
+    // target owning the buckets, and writers refused by the source may have written there since. A resume must finish
+    // the switch as it is: comparing the rows again would find those writes, give the buckets back to the source and
+    // leave two owners (the review of the shared give-up round trip found the resume doing that).
+    [Test]
+    public async Task A_resume_after_the_target_took_the_buckets_finishes_the_switch_and_keeps_the_writes_made_there()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        // The trigger only stops the move in Switching (its comparison fails), as a stopped mover would leave it.
+        var (admin, truth, buckets, moving) = await DivergingMoveAsync(shards);
+
+        var error = Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick));
+        var id = error!.MoveId!;
+        await using (var target = await shards.OpenAsync(1))
+        {
+            await target.ExecuteAsync("drop trigger diverge on items");
+        }
+
+        // As the freeze leaves it right after the target's commit: given up on the source, taken on the target.
+        var epoch = await shards.ScalarAsync<long>(0,
+            "with g as (update shardkit.bucket_owner set owned = false, moved_to = 's1', epoch = epoch + 1 where bucket = any(@buckets) returning epoch) select max(epoch) from g",
+            new { buckets });
+        await using (var target = await shards.OpenAsync(1))
+        {
+            await target.ExecuteAsync("update shardkit.bucket_owner set owned = true, moved_to = null, epoch = @epoch where bucket = any(@buckets)", new { epoch, buckets });
+        }
+
+        await using (var db = admin.CreateConnection())
+        {
+            // The map still names s0: refused there, the write follows the refusal to s1, which takes it.
+            Assert.That(await db.ExecuteAsync("update items set n = n + 1000 where id = @Id", new Item { Id = moving[1] }), Is.EqualTo(1));
+            truth[moving[1]] = truth[moving[1]] + 1000;
+        }
+
+        Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @id", new { id = moving[1] }), Is.EqualTo(truth[moving[1]]));
+        var result = await admin.Resharding.ResumeMoveAsync(id, Quick);
+        Assert.That(result.MoveId, Is.EqualTo(id));
+        Assert.That(shards.Logs.Logs.Count(l => l.Message.Contains("owns buckets", StringComparison.Ordinal) && l.Message.Contains("again", StringComparison.Ordinal)),
+            Is.EqualTo(1), "only the first run's failed comparison gave them back");
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from shardkit.bucket_owner where bucket = any(@buckets) and owned", new { buckets }),
+            Is.EqualTo(0), "one owner: the target");
+        await AssertPlacedAsync(shards, admin, truth);
+        Assert.That(buckets.Select(b => admin.Map.Buckets!.ShardOfBucket(b)), Is.All.EqualTo(1));
+    }
+
+    // 500 rows seeded, 8 buckets of s0 to move, and a trigger on s1 that changes the first moving row as it is copied
+    // there: a move of those buckets to s1 finds the rows differ in its freeze.
+    private static async Task<(ShardedDataSource Admin, Dictionary<long, int?> Truth, int[] Buckets, long[] Moving)> DivergingMoveAsync(ReshardingShards shards)
+    {
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 500);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).Order().ToArray();
+        Assume.That(moving, Has.Length.GreaterThan(2));
+        await using var target = await shards.OpenAsync(1);
+        await target.ExecuteAsync($"""
+            create function diverge() returns trigger language plpgsql as $$ begin new.payload := 'diverged'; return new; end $$;
+            create trigger diverge before insert on items for each row when (new.id = {moving[0]}) execute function diverge();
+            """);
+        return (admin, truth, buckets, moving);
     }
 }
 

@@ -103,6 +103,8 @@ internal sealed partial class BucketMover
         // written the moment the buckets are locked, not a round trip to here and back later.
         var nonce = BucketReplication.NewMarker();
         var gate = await TryTakeMarkerGateAsync(source, move, cancellationToken).ConfigureAwait(false);
+        long epoch = -1;
+        var givingUp = false; // the source's giving up may have been sent (and committed) from here on
         var drain = replication.CatchUpToMarkerAsync(targetCs, move.Buckets, bucketCount, nonce, cancellationToken);
         var marking = gate is null ? null : WriteMarkerAsync(marker, nonce, cancellationToken, gate);
         var drained = false;
@@ -110,7 +112,6 @@ internal sealed partial class BucketMover
         Task? take = null;
         try
         {
-            long epoch;
             var requested = Stopwatch.GetTimestamp();
             try
             {
@@ -141,6 +142,7 @@ internal sealed partial class BucketMover
             // the target's row locks (its update was made during the drain). With a baseline it does so in the round trip
             // of the comparison's last step, before the target's answer is in: the target only takes the buckets once both
             // sides agree, and a difference gives them back to the source (VerifyAndGiveUpAsync).
+            givingUp = true;
             var how = await VerifyAndGiveUpAsync(move, moved, baseline, source, target, targetCs, bucketCount, epoch, cancellationToken).ConfigureAwait(false);
             var verifiedAt = Stopwatch.GetElapsedTime(frozen);
             gaveUp = true;
@@ -205,9 +207,17 @@ internal sealed partial class BucketMover
                 }
             }
 
-            // Nothing was given up: the connections go back without their transactions (the pool rolls them back too).
+            // The target took nothing: the connections go back without their transactions (the pool rolls them back too).
             await RollbackQuietlyAsync(source).ConfigureAwait(false);
             await RollbackQuietlyAsync(target).ConfigureAwait(false);
+            if (givingUp)
+            {
+                // The source may have given the buckets up in the comparison's round trip while another part of it failed
+                // (the target's server stopped, the move was cancelled): it owns them again, or a resume finishes the
+                // switch when this cannot reach it.
+                await TryReclaimOnSourceAsync(move, epoch).ConfigureAwait(false);
+            }
+
             throw;
         }
     }
@@ -228,18 +238,20 @@ internal sealed partial class BucketMover
     // The gate's lock class on the source (its second key is the hash of the move's id).
     private const int MarkerGateClass = 0x53_484C; // "SHL"
 
-    // The marker waits at most this long for the gate; the freeze lets go of it long before (FreezeLockTimeout is seconds).
-    private const int MarkerGateTimeoutMs = 60_000;
+    // The marker waits at most this long for the gate past the freeze's own wait in line (FreezeLockTimeout); the
+    // freeze's tries that do not wait take a second or so.
+    private const int MarkerGateSlackMs = 60_000;
 
     // Null when the gate is taken already (a connection of an earlier try that could not let go of it): the marker is then
     // written after the freeze, a round trip later.
-    private static async Task<MarkerGate?> TryTakeMarkerGateAsync(NpgsqlConnection source, MoveInfo move, CancellationToken cancellationToken)
+    private async Task<MarkerGate?> TryTakeMarkerGateAsync(NpgsqlConnection source, MoveInfo move, CancellationToken cancellationToken)
     {
         var key = $"{MarkerGateClass}, hashtext({ReshardingAdmin.Literal(move.MoveId)})";
         var command = new NpgsqlCommand($"select pg_try_advisory_lock({key})", source);
         await using var _ = command.ConfigureAwait(false);
         return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true
-            ? new MarkerGate($"select set_config('lock_timeout', '{MarkerGateTimeoutMs}ms', true); select pg_advisory_xact_lock({key}); ",
+            ? new MarkerGate($"select set_config('lock_timeout', '{(long)options.FreezeLockTimeout.TotalMilliseconds + MarkerGateSlackMs}ms', true); " +
+                $"select pg_advisory_xact_lock({key}); ",
                 $"select pg_advisory_unlock({key})")
             : null;
     }
@@ -344,8 +356,8 @@ internal sealed partial class BucketMover
     }
 
     // Compares every row of the buckets on both sides (no one may write them: frozen, or given up by the source and not
-    // yet taken by the target). A difference fails the move; when the source gave the buckets up at `gaveUpAt`, they are
-    // first given back to it, so that the move can be cancelled.
+    // taken by the target; a resume calls it only when the target does not own them). A difference fails the move; when
+    // the source gave the buckets up at `gaveUpAt`, they are first given back to it, so that the move can be cancelled.
     private async Task VerifyEveryRowAsync(MoveInfo move, IReadOnlyList<MovedTable> moved, string targetCs, int bucketCount, long? gaveUpAt,
         CancellationToken cancellationToken)
     {
@@ -358,7 +370,7 @@ internal sealed partial class BucketMover
 
         if (gaveUpAt is { } epoch)
         {
-            await ReclaimOnSourceAsync(move, epoch, cancellationToken).ConfigureAwait(false);
+            await ReclaimOnSourceAsync(move, epoch, "the rows differ").ConfigureAwait(false);
         }
 
         throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: the target's rows differ from the source's in " +
@@ -366,15 +378,40 @@ internal sealed partial class BucketMover
             "Cancel the move (it removes the target's copies) and start it again.");
     }
 
-    // The source owns again the buckets it gave up at `epoch` (the target has not taken them).
-    private async Task ReclaimOnSourceAsync(MoveInfo move, long epoch, CancellationToken cancellationToken)
+    // The source owns again the buckets it gave up at `epoch`, which the target has not taken (only the mover commits the
+    // target's taking, after this could be called), and the followers hear of it: writers its refusal sent to the target,
+    // refused there too, wait for a newer map and then find the source owning them. Not cancellable: a move stopped here
+    // would leave the buckets owned by no shard until it is resumed. True when it gave them back.
+    private async Task<bool> ReclaimOnSourceAsync(MoveInfo move, long epoch, string why)
     {
-        var connection = await Shards.DataSourceAt(Shards.Map.IndexOf(move.Source)).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        var connection = await Shards.DataSourceAt(Shards.Map.IndexOf(move.Source)).OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
-        await ExecuteAsync(connection, "select set_config('synchronous_commit', 'on', false); " +
-            $"update shardkit.bucket_owner set owned = true, moved_to = null, epoch = {epoch + 1} " +
-            $"where bucket = any({BucketArraySql(move.Buckets)}) and not owned and epoch = {epoch}", cancellationToken).ConfigureAwait(false);
-        ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "verify", $"the rows differ; '{move.Source}' owns buckets {Describe(move.Buckets)} again");
+        var reclaim = new NpgsqlCommand("set synchronous_commit = on; " +
+            $"with taken as (update shardkit.bucket_owner set owned = true, moved_to = null, epoch = {epoch + 1} " +
+            $"where bucket = any({BucketArraySql(move.Buckets)}) and not owned and epoch = {epoch} returning 1) select count(*)::int from taken", connection);
+        await using var __ = reclaim.ConfigureAwait(false);
+        if (await reclaim.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false) is not > 0)
+        {
+            return false;
+        }
+
+        ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "verify", $"{why}; '{move.Source}' owns buckets {Describe(move.Buckets)} again");
+        await AnnounceAsync(CancellationToken.None).ConfigureAwait(false);
+        return true;
+    }
+
+    // As ReclaimOnSourceAsync, when the move failed for another reason: a source or catalog it cannot reach leaves the
+    // buckets to a resume (which finds them given up and not taken, compares every row and finishes the switch).
+    private async Task TryReclaimOnSourceAsync(MoveInfo move, long epoch)
+    {
+        try
+        {
+            await ReclaimOnSourceAsync(move, epoch, "the freeze failed after the source gave the buckets up").ConfigureAwait(false);
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
+        {
+            ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "freeze", $"the source could not take the buckets back ({e.Message}); resume the move to finish it");
+        }
     }
 
     // Makes the buckets' writers wait (for the verify's snapshot): their ownership rows locked on the source, as the freeze

@@ -217,9 +217,10 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 }
 
                 // The source gives the buckets up before the target's side of the comparison is in (the freeze's last round
-                // trip): compare every row again before the target takes them.
+                // trip): compare every row again before the target takes them. Not once the target took them (the mover
+                // stopped between the target's commit and the catalog's switch): writers may have written there since.
                 var gaveUpAt = await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false);
-                if (options.Verify)
+                if (options.Verify && !await TargetOwnsAsync(move, targetIndex, gaveUpAt, cancellationToken).ConfigureAwait(false))
                 {
                     await VerifyEveryRowAsync(move, moved, targetCs, bucketCount, gaveUpAt, cancellationToken).ConfigureAwait(false);
                 }
@@ -434,6 +435,19 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
     private async Task<bool> SourceOwnsAsync(MoveInfo move, CancellationToken cancellationToken) =>
         await SourceEpochAsync(move, cancellationToken).ConfigureAwait(false) < 0;
+
+    // Whether the target owns every one of the buckets at `epoch` or later (it took them).
+    private async Task<bool> TargetOwnsAsync(MoveInfo move, int targetIndex, long epoch, CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select count(*) filter (where owned and epoch >= $2) = cardinality($1) from shardkit.bucket_owner where bucket = any($1)",
+            connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = move.Buckets.ToArray() });
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = epoch });
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true;
+    }
 
     // The buckets' epoch on the source once it gave them up; -1 while it still owns any.
     private async Task<long> SourceEpochAsync(MoveInfo move, CancellationToken cancellationToken)

@@ -180,8 +180,8 @@ internal sealed partial class BucketReplication
         /// <param name="ct">Stops it.</param>
         /// <param name="thenOnSource">
         /// Statements sent to <paramref name="sourceNow"/> in the same round trip, after its checksums (the freeze's giving
-        /// up of the buckets): they run when the checksums did, whatever the comparison finds, and not at all when this
-        /// returns null.
+        /// up of the buckets): they run when the source's checksums did, whatever the comparison finds, and not at all
+        /// when this returns null. They may have run when this throws (another connection's part failed).
         /// </param>
         /// <returns>The chunks that differ (empty: the moved rows are the same on both sides), or null when the recorded keys are incomplete.</returns>
         public async Task<IReadOnlyList<ChunkMismatch>?> CheckAsync(NpgsqlConnection sourceNow, NpgsqlConnection targetNow, bool rehearsal, CancellationToken ct,

@@ -110,7 +110,9 @@ internal sealed class ShardCopy<T>
     /// fence's statement trigger could refuse the COPY. Asked then, the fence says whether this shard still owns every
     /// bucket the load's map gave it; one it gave up makes the failure the fence's refusal (the load goes again by the
     /// new map), as it would have been without that row. Null when it owns them all (the duplicate is real) or cannot
-    /// be asked (no fence there).
+    /// be asked (no fence there). It asks about every bucket the map gave the shard, not only those of the load's rows:
+    /// a move off the shard that switched during a long load makes a real duplicate a refusal once, and the load's next
+    /// try (by the new map) reports the duplicate.
     /// </summary>
     private async Task<ShardBucketMovedException?> RefusalByOldMapAsync(Exception error, CancellationToken cancellationToken)
     {
@@ -123,8 +125,10 @@ internal sealed class ShardCopy<T>
         {
             var connection = await _session.Shards.DataSourceAt(Shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
             await using var connectionLifetime = connection.ConfigureAwait(false);
+            // As the fence reads it (shardkit.refuse_unowned): a bucket without a row is not owned either.
             var command = new NpgsqlCommand(
-                "select bucket, epoch, moved_to from shardkit.bucket_owner where bucket = any($1) and not owned order by bucket limit 1", connection);
+                "select b, coalesce(o.epoch, 0), o.moved_to from unnest($1::int[]) as b left join shardkit.bucket_owner o on o.bucket = b " +
+                "where o.owned is not true order by b limit 1", connection);
             await using var commandLifetime = command.ConfigureAwait(false);
             command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = [.. _buckets] });
             var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
@@ -135,6 +139,7 @@ internal sealed class ShardCopy<T>
             }
 
             var (bucket, epoch, movedTo) = (reader.GetInt32(0), reader.GetInt64(1), reader.IsDBNull(2) ? null : reader.GetString(2));
+            RefusedRow = null; // no row of the input is at fault
             return new ShardBucketMovedException(Name, bucket, epoch, movedTo,
                 $"Shard '{Name}' refused a bulk load: it gave bucket {bucket} up (epoch {epoch}" + (movedTo is null ? "" : $", to '{movedTo}'") +
                 $") and the load was routed by a map older than that move; its COPY met the rows the shard keeps until the move's cleanup " +
