@@ -147,9 +147,10 @@ internal sealed partial class BucketMover
             var verifiedAt = Stopwatch.GetElapsedTime(frozen);
             gaveUp = true;
             // Then the target takes them, then the catalog (a resume in Switched takes the buckets on the target if the
-            // mover stopped between the two). In that order, an app on the catalog's new map finds the target owning them: a read by
-            // key takes no lock, and one sent before the target's commit would be refused with no word of where to go.
-            // Writers the source's refusal sent to the target early wait on its locks, so the order costs them nothing.
+            // mover stopped between the two). In that order, an app on the catalog's new map finds the target owning
+            // them: a read by key takes no lock, and one sent before the target's commit would be refused with no word of
+            // where to go. Writers the source's refusal sent to the target early wait on its locks, so the order costs them
+            // nothing.
             await ReshardingAdmin.ExecuteAsync(target, "commit", cancellationToken).ConfigureAwait(false);
             // The writers' pause ends here: refused by the source, they wait on the target's locks, which its commit let go.
             // The catalog's switch is for the maps of apps that were not refused (they read the target at once too).
@@ -166,10 +167,11 @@ internal sealed partial class BucketMover
         }
         catch when (!gaveUp)
         {
+            // The target took nothing: the source's transaction goes first (its writers wait on it), with the gate the
+            // marker waits for; the target's below (the pool would roll both back too).
+            await RollbackQuietlyAsync(source, gate?.Release).ConfigureAwait(false);
             if (marking is not null)
             {
-                // The marker waits for the gate the freeze did not let go of.
-                await RollbackQuietlyAsync(source, gate!.Release).ConfigureAwait(false);
                 try
                 {
                     await marking.WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(false);
@@ -207,8 +209,6 @@ internal sealed partial class BucketMover
                 }
             }
 
-            // The target took nothing: the connections go back without their transactions (the pool rolls them back too).
-            await RollbackQuietlyAsync(source).ConfigureAwait(false);
             await RollbackQuietlyAsync(target).ConfigureAwait(false);
             if (givingUp)
             {

@@ -53,9 +53,9 @@ internal sealed partial class BucketReplication
     private static async Task<(Dictionary<int, (long Rows, decimal Sum)> Source, Dictionary<int, (long Rows, decimal Sum)> Target)> BothChecksumsAsync(
         NpgsqlConnection source, NpgsqlConnection target, string sql, int[] buckets, CancellationToken ct, string[][]? keys = null)
     {
-        // Each started on its own: the first must not hold the second up while it sends.
-        var onSource = Task.Run(() => ChecksumsAsync(source, [new Checksum(sql, keys)], buckets, null, ct), ct);
-        var onTarget = Task.Run(() => ChecksumsAsync(target, [new Checksum(sql, keys)], buckets, null, ct), ct);
+        // Both sent at once, straight from here (as VerifyBaseline.CheckAsync sends its four).
+        var onSource = ChecksumsAsync(source, [new Checksum(sql, keys)], buckets, null, ct);
+        var onTarget = ChecksumsAsync(target, [new Checksum(sql, keys)], buckets, null, ct);
         await Task.WhenAll(onSource, onTarget).ConfigureAwait(false);
         return ((await onSource.ConfigureAwait(false))[0], (await onTarget.ConfigureAwait(false))[0]);
     }
