@@ -81,7 +81,7 @@ public abstract partial class ShardCommandTarget
     /// Runs a routed command, and again by a newer map when a shard refused it because its bucket moved (see
     /// <see cref="MayFollowMove"/>): the synchronous twin of the loops of the asynchronous commands.
     /// </summary>
-    private TResult FollowingMoves<TResult>(CommandDefinition command, Type? resultType, Func<Route, TResult> run)
+    private TResult FollowingMoves<TResult>(CommandDefinition command, Type? resultType, Func<Route, long, TResult> run)
     {
         var epoch = Owner.DataSource.Map.Epoch; // before the route: a refusal waits for a map newer than the one it was routed by
         var route = ResolveChecked(command, resultType);
@@ -89,7 +89,7 @@ public abstract partial class ShardCommandTarget
         {
             try
             {
-                return run(route);
+                return run(route, epoch);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
             {

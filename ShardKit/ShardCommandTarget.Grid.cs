@@ -53,7 +53,7 @@ public abstract partial class ShardCommandTarget
         var operation = Owner.EnterOperation();
         try
         {
-            return FollowingMoves(command, null, route =>
+            return FollowingMoves(command, null, (route, _) =>
             {
                 var shard = SingleShardForGrid(route);
                 var grid = RunRouted(shard, "QueryMultiple", command.CommandText, writes, QueryBound(command, route, writes),

@@ -93,7 +93,7 @@ public abstract partial class ShardCommandTarget
     {
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        return FollowingMoves(command, keyed, route => route.IsSingle
+        return FollowingMoves(command, keyed, (route, _) => route.IsSingle
             ? RunRouted(route.Shard, "Query", command.CommandText, writes, (Command: QueryBound(command, route, writes), Query: query),
                 static (c, s) => s.Query(c, s.Command).AsList())
             : RunParts(route, command, "Query", false, (c, cmd) => query(c, cmd).AsList()).SelectMany(rows => rows).ToList());

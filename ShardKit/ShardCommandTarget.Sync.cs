@@ -18,14 +18,14 @@ public abstract partial class ShardCommandTarget
     {
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        return FollowingMoves(command, typeof(T), route => route.IsSingle
+        return FollowingMoves(command, typeof(T), (route, epoch) => route.IsSingle
             ? RunRouted(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => c.Query<T>(cmd))
-            : QuerySplit<T>(route, command, writes));
+            : QuerySplit<T>(route, epoch, command, writes));
     }
 
-    private List<T> QuerySplit<T>(Route route, CommandDefinition command, bool writes)
+    // epoch: the map's, read before the route was resolved (a refusal waits for a map newer than the one it was routed by).
+    private List<T> QuerySplit<T>(Route route, long epoch, CommandDefinition command, bool writes)
     {
-        var epoch = Owner.DataSource.Map.Epoch;
         try
         {
             return RunParts(route, command, "Query", writes, static (c, cmd) => c.Query<T>(cmd).AsList(), writes ? static rows => rows.Count : null)
@@ -160,7 +160,7 @@ public abstract partial class ShardCommandTarget
     {
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        return FollowingMoves(command, null, route => route.IsSingle
+        return FollowingMoves(command, null, (route, _) => route.IsSingle
             ? RunRouted(route.Shard, "ExecuteScalar", command.CommandText, writes, QueryBound(command, route, writes), static (c, cmd) => c.ExecuteScalar<T>(cmd))
             : throw ScalarAcrossShards());
     }
@@ -170,10 +170,10 @@ public abstract partial class ShardCommandTarget
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
         var name = QueryOneName(orDefault, single);
-        return FollowingMoves(command, typeof(T), route => route.IsSingle
+        return FollowingMoves(command, typeof(T), (route, epoch) => route.IsSingle
             ? RunRouted(route.Shard, name, command.CommandText, writes, (Command: QueryBound(command, route, writes), OrDefault: orDefault, Single: single),
                 static (c, s) => QueryRow<T>(c, s.Command, s.OrDefault, s.Single))
-            : First(QuerySplit<T>(route, command, writes), orDefault, single));
+            : First(QuerySplit<T>(route, epoch, command, writes), orDefault, single));
     }
 
     // Synchronous callers still get the shards in parallel: one thread-pool worker per part.

@@ -117,7 +117,7 @@ internal sealed partial class BucketMover
             {
                 // Frozen once the select returns: every write of these buckets that committed is in the WAL before a
                 // marker written from now on; no other can commit.
-                epoch = await FreezeAsync(source, move, buckets, gate?.Release, cancellationToken).ConfigureAwait(false);
+                epoch = await FreezeAsync(source, move, buckets, gate?.ReleaseOnceLocked, cancellationToken).ConfigureAwait(false);
             }
             catch (PostgresException e) when (LostTheLock(e) && attempt < options.FreezeAttempts)
             {
@@ -233,7 +233,7 @@ internal sealed partial class BucketMover
     // until that statement has locked the buckets (Release runs in the same round trip, right after it). The marker's
     // statement waits for it (Wait), so it is written the moment the freeze holds the buckets. A try that does not get the
     // buckets leaves it held; the freeze lets go of it once it stops trying.
-    private sealed record MarkerGate(string Wait, string Release);
+    private sealed record MarkerGate(string Wait, string Release, string ReleaseOnceLocked);
 
     // The gate's lock class on the source (its second key is the hash of the move's id).
     private const int MarkerGateClass = 0x53_484C; // "SHL"
@@ -252,63 +252,90 @@ internal sealed partial class BucketMover
         return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true
             ? new MarkerGate($"select set_config('lock_timeout', '{(long)options.FreezeLockTimeout.TotalMilliseconds + MarkerGateSlackMs}ms', true); " +
                 $"select pg_advisory_xact_lock({key}); ",
-                $"select pg_advisory_unlock({key})")
+                $"select pg_advisory_unlock({key})",
+                $"select pg_advisory_unlock({key}) where {LockedSql}")
             : null;
     }
 
     // Locks the buckets' ownership rows on the source. Returns the epoch the switch gives them.
-    // `then` runs in the same round trip, right after the lock is had (the marker gate's release).
+    // `then` runs in the same round trip, right after the lock is had (the marker gate's release; see LockSql).
     private Task<long> FreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, string? then, CancellationToken cancellationToken) =>
-        LockInTurnAsync(source, wait => TryFreezeAsync(source, move, buckets, wait, then, cancellationToken), cancellationToken);
+        LockInTurnAsync((wait, afterMiss) => TryFreezeAsync(source, move, buckets, wait, afterMiss, then, cancellationToken));
 
     // A lock that waits holds the rows it has already locked, so their writers wait too: the first tries take all rows at
     // once or none (nowait; a writer holds its bucket's row for a moment), and only then does one wait in line
-    // (lock_timeout). tryLock(wait) runs one try in a transaction of its own, rolled back here when it found a row taken.
-    private static async Task<T> LockInTurnAsync<T>(NpgsqlConnection connection, Func<bool, Task<T>> tryLock, CancellationToken cancellationToken)
+    // (lock_timeout). tryLock(wait, afterMiss) runs one try in a transaction of its own and returns null when a row was
+    // taken (afterMiss: the last try missed, and its transaction, which holds nothing, is still open).
+    private static async Task<T> LockInTurnAsync<T>(Func<bool, bool, Task<T?>> tryLock)
+        where T : struct
     {
         for (var attempt = 1; ; attempt++)
         {
-            var wait = attempt > NowaitFreezes;
-            try
+            if (await tryLock(attempt > NowaitFreezes, attempt > 1).ConfigureAwait(false) is { } locked)
             {
-                return await tryLock(wait).ConfigureAwait(false);
-            }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable && !wait)
-            {
-                await ReshardingAdmin.ExecuteAsync(connection, "rollback", cancellationToken).ConfigureAwait(false);
+                return locked;
             }
         }
     }
 
-    private const int NowaitFreezes = 10;
+    // A try that misses costs the writers nothing (it lets go of what it took in the same statement) and one round trip.
+    private const int NowaitFreezes = 25;
 
-    // The statement that locks the buckets' ownership rows in bucket order and selects `columns` over them (epoch, owned).
-    private string LockSql(string buckets, string columns, bool wait) =>
-        $"begin; set local lock_timeout = '{(long)options.FreezeLockTimeout.TotalMilliseconds}ms'; " +
-        $"select {columns} from (select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) " +
-        $"order by bucket for update{(wait ? "" : " nowait")}) o";
+    // Whether the lock statement of LockSql had the rows (set in its transaction).
+    private const string LockedSql = "current_setting('shardkit.locked', true) = 'on'";
 
-    private async Task<long> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, bool wait, string? then,
+    // The statement that locks the buckets' ownership rows in bucket order and selects `columns` over them (epoch, owned),
+    // then whether they were had (LockedSql). A try that does not wait locks them in a block of its own that gives back
+    // what it took when a row is taken: a try that failed as a statement kept the rows it had locked before the taken one
+    // until its rollback, a round trip later, and the writers of those buckets waited for it. After a miss its still open
+    // transaction is rolled back first, in the same round trip.
+    private string LockSql(string buckets, string columns, bool wait, bool afterMiss) => LockSql(buckets, columns, wait, afterMiss, options.FreezeLockTimeout);
+
+    internal static string LockSql(string buckets, string columns, bool wait, bool afterMiss, TimeSpan lockTimeout)
+    {
+        var rows = $"select epoch, owned from shardkit.bucket_owner where bucket = any({buckets}) order by bucket for update";
+        var take = wait
+            ? "set local shardkit.locked = on"
+            : $"do $lock$ begin perform 1 from ({rows} nowait) r; perform set_config('shardkit.locked', 'on', true); " +
+              "exception when lock_not_available then perform set_config('shardkit.locked', 'off', true); end $lock$";
+        return $"{(afterMiss ? "rollback; " : "")}begin; set local lock_timeout = '{(long)lockTimeout.TotalMilliseconds}ms'; " +
+            $"{take}; select {columns}, {LockedSql} from ({rows}) o where {LockedSql}";
+    }
+
+    private async Task<long?> TryFreezeAsync(NpgsqlConnection source, MoveInfo move, string buckets, bool wait, bool afterMiss, string? then,
         CancellationToken cancellationToken)
     {
-        var freeze = new NpgsqlCommand(LockSql(buckets, "max(epoch), bool_and(owned), count(*)", wait) + (then is null ? "" : "; " + then), source);
-        await using var _ = freeze.ConfigureAwait(false);
-        var reader = await freeze.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var sql = LockSql(buckets, "max(epoch), bool_and(owned), count(*)", wait, afterMiss) + (then is null ? "" : "; " + then);
+        if (await TryLockAsync(source, sql, 3, cancellationToken).ConfigureAwait(false) is not { } row)
+        {
+            return null;
+        }
+
+        return row[1] is not true || (long)row[2] != move.Buckets.Count
+            ? throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: '{move.Source}' no longer owns all of buckets " +
+                $"{Describe(move.Buckets)}; nothing was switched. Cancel this move.")
+            : (long)row[0] + 1;
+    }
+
+    // Runs one try of LockSql (selecting `columns` columns) and returns their values, or null when the rows were not had.
+    internal static async Task<object[]?> TryLockAsync(NpgsqlConnection connection, string sql, int columns, CancellationToken cancellationToken)
+    {
+        var command = new NpgsqlCommand(sql, connection);
+        await using var _ = command.ConfigureAwait(false);
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await using var __ = reader.ConfigureAwait(false);
-        long? epoch = null;
+        object[]? row = null;
         do
         {
-            if (reader.FieldCount == 3 && await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            if (reader.FieldCount == columns + 1 && await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                epoch = reader.IsDBNull(1) || !reader.GetBoolean(1) || reader.GetInt64(2) != move.Buckets.Count ? -1 : reader.GetInt64(0) + 1;
+                row = new object[columns + 1];
+                reader.GetValues(row);
             }
         }
         while (await reader.NextResultAsync(cancellationToken).ConfigureAwait(false));
 
-        return epoch is null or < 0
-            ? throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}: '{move.Source}' no longer owns all of buckets " +
-                $"{Describe(move.Buckets)}; nothing was switched. Cancel this move.")
-            : epoch.Value;
+        return row is not null && row[columns] is true ? row : null;
     }
 
     // Gives the frozen buckets up on the source, once their rows are the same on both sides (options.Verify). With a
@@ -423,11 +450,10 @@ internal sealed partial class BucketMover
         {
             // As the freeze locks them (LockInTurnAsync).
             var buckets = BucketArraySql(move.Buckets);
-            await LockInTurnAsync(connection, async wait =>
-            {
-                await ReshardingAdmin.ExecuteAsync(connection, LockSql(buckets, "count(*)", wait), cancellationToken).ConfigureAwait(false);
-                return true;
-            }, cancellationToken).ConfigureAwait(false);
+            await LockInTurnAsync(async (wait, afterMiss) =>
+                await TryLockAsync(connection, LockSql(buckets, "count(*)", wait, afterMiss), 1, cancellationToken).ConfigureAwait(false) is null
+                    ? null
+                    : (bool?)true).ConfigureAwait(false);
             return new HeldWriters(connection);
         }
         catch (PostgresException e) when (LostTheLock(e))
