@@ -55,8 +55,9 @@ public sealed partial class FanOutScope
     }
 
     /// <summary>
-    /// The first row: with no plan, the first row any shard returns (the others are cancelled at once); with an
-    /// ordered plan, the first row of the merged order. Throws when no shard has a row.
+    /// The first row: with no plan, the first row any shard returns (the others are cancelled at once, or read to their
+    /// end inside a transaction, where a cancel would abort it); with an ordered plan, the first row of the merged order.
+    /// Throws when no shard has a row.
     /// </summary>
     /// <include file="RoutedDocs.xml" path="docs/fanout/*" />
     public async Task<T> QueryFirstAsync<T>(string sql, object? param = null, MergePlan<T>? merge = null, int? commandTimeout = null,

@@ -337,6 +337,7 @@ public abstract partial class ShardCommandTarget
         {
             // The stream holds the connection from its first row until it ends or is disposed.
             using var operation = Owner.EnterOperation();
+            var inTransaction = Owner.Session.InTransaction;
             var yielded = false;
             for (var attempt = 0; ; attempt++)
             {
@@ -348,7 +349,7 @@ public abstract partial class ShardCommandTarget
                     var shard = parts is null ? route.Shard : parts[i].Shard;
                     var bound = parts is null ? RoutedRead(command, route) : ReadPart(command, parts[i]);
                     var rows = StreamRoutedAsync(shard, "QueryUnbuffered", command.CommandText, bound,
-                        static (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd), cancellationToken).GetAsyncEnumerator(cancellationToken);
+                        (c, cmd) => ShardRowReader.ReadRoutedAsync<T>(c, cmd, inTransaction), cancellationToken).GetAsyncEnumerator(cancellationToken);
                     var partYielded = false;
                     var again = false;
                     await using (rows.ConfigureAwait(false))

@@ -1,7 +1,10 @@
 
 namespace ShardKit.Tests.Merging;
 
-/// <summary>The lexer finds clauses only at a statement's top level, never inside text, comments or parentheses.</summary>
+/// <summary>
+/// The lexer finds clauses only at a statement's top level, never inside text, comments or parentheses, but for those
+/// around a whole query or a set operation's branch.
+/// </summary>
 public sealed class SqlShapeTests
 {
     [TestCase("select * from orders")]
@@ -34,6 +37,11 @@ public sealed class SqlShapeTests
     [TestCase("select array_agg(x order by y) over () from orders")]
     [TestCase("select percentile_cont(0.5) within group (order by total) over (partition by status) from orders")]
     [TestCase("select 1e10, 0x1F from orders")]
+    [TestCase("(select x from a) union all (select x from b)")]
+    [TestCase("select x from a union all (select x from b) ")]
+    [TestCase("select * from orders where id in ((select max(id) from a), 1)")]
+    [TestCase("select (select x from a order by x limit 1) from orders")]
+    [TestCase("insert into log (x) (select x from a)")]
     public void Statements_that_every_shard_answers_alike_need_no_plan(string sql)
     {
         Assert.That(SqlShape.Analyse(sql).ToString(), Is.EqualTo("None"));
@@ -69,6 +77,12 @@ public sealed class SqlShapeTests
     [TestCase("select x from orders -- )\norder by x", "OrderBy")]
     [TestCase("select E'\\')' from orders order by x", "OrderBy")]
     [TestCase("select 'a' 'b' from orders order by x", "OrderBy")]
+    [TestCase("(select customer_id from t order by customer_id limit 3)", "OrderBy, Limit")]
+    [TestCase("((select x from t offset 2))", "Offset")]
+    [TestCase("(select id from t order by id limit 2) union all (select id from t order by id desc limit 2)", "OrderBy, Limit")]
+    [TestCase("select x from a union all (select x from b limit 1)", "Limit")]
+    [TestCase("select x from a intersect all (select count(*) from b)", "Aggregate")]
+    [TestCase("select 1; (select x from t limit 1)", "Limit")]
     public void Top_level_clauses_are_found(string sql, string expected)
     {
         Assert.That(SqlShape.Analyse(sql).ToString(), Is.EqualTo(expected));

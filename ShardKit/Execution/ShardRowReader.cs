@@ -40,10 +40,11 @@ internal static class ShardRowReader
 
     /// <summary>
     /// A routed unbuffered query: Dapper's binding and mapping, in its transaction, without the cancel request Dapper's
-    /// own unbuffered query sends at the end of every stream (only a stream stopped early asks for one).
+    /// own unbuffered query sends at the end of every stream (only a stream stopped early asks for one, and not inside a
+    /// transaction, which the cancel would abort: there the rest of the rows is read).
     /// </summary>
-    public static IAsyncEnumerable<T> ReadRoutedAsync<T>(NpgsqlConnection connection, CommandDefinition command) =>
-        new ShardRows<T>(connection, command, command.CancellationToken, routed: true);
+    public static IAsyncEnumerable<T> ReadRoutedAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool inTransaction) =>
+        new ShardRows<T>(connection, command, command.CancellationToken, routed: true, inTransaction);
 
     /// <summary>The same command with the shard's own token (and no transaction: a fan-out runs outside one).</summary>
     public static CommandDefinition WithToken(CommandDefinition command, CancellationToken token) =>

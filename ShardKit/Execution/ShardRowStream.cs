@@ -186,7 +186,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             var waiting = !_started ? _first : _inFlight is { IsCompleted: false } inFlight ? inFlight : null;
             if (waiting is not null)
             {
-                await _cancel.CancelAsync().ConfigureAwait(false);
+                if (!InTransaction)
+                {
+                    await _cancel.CancelAsync().ConfigureAwait(false);
+                }
+
                 try
                 {
                     await waiting.ConfigureAwait(false);
@@ -208,14 +212,16 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     /// <summary>
     /// Npgsql reads a reader's remaining rows when it is disposed. Rows already here (a pushed-down LIMIT) are cheapest
     /// read to the end; when the rest is large or slow, the query is cancelled on the server after a short grace
-    /// (from a second pooled connection, which costs no new socket once the pool is warm).
+    /// (from a second pooled connection, which costs no new socket once the pool is warm). Not inside a distributed
+    /// transaction: a cancelled statement aborts the shard's transaction, whose commit would then fail, so the rest of
+    /// the rows is read there (a LIMIT in the SQL keeps that short).
     /// </summary>
     private async ValueTask StopEarlyAsync()
     {
         if (_rows is not null && !_finished)
         {
             var drain = DrainAsync(_rows);
-            if (await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
+            if (!InTransaction && await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
             {
                 await CancelOnServerAsync(connection.ProcessID).ConfigureAwait(false);
             }
@@ -225,6 +231,9 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
 
         await FinishAsync().ConfigureAwait(false);
     }
+
+    // The shard's connection is a distributed transaction's participant (a fan-out refuses to run in a single-shard one).
+    private bool InTransaction => _run.Session.Enlistment is { IsActive: true };
 
     private static async Task DrainAsync(IAsyncEnumerator<T> rows)
     {

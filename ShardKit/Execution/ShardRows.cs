@@ -17,7 +17,12 @@ namespace ShardKit;
 /// A routed stream: the command keeps its transaction, and a stream disposed before its end asks the server to cancel
 /// the rest (as Dapper's unbuffered query does, but only then). A fan-out's stream cancels on its own terms.
 /// </param>
-internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken, bool routed = false)
+/// <param name="inTransaction">
+/// The routed stream runs inside a transaction: one disposed before its end reads the rest of its rows instead, since a
+/// cancelled statement would abort the transaction and every later command in it would fail.
+/// </param>
+internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinition command, CancellationToken cancellationToken, bool routed = false,
+    bool inTransaction = false)
     : IAsyncEnumerable<T>, IAsyncEnumerator<T>
 {
     private const CommandBehavior ReadBehavior = CommandBehavior.SequentialAccess | CommandBehavior.SingleResult;
@@ -79,7 +84,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     public async ValueTask DisposeAsync()
     {
         var cancelled = false;
-        if (routed && _reader is IWrappedDataReader { Command: { } stopped })
+        if (routed && !inTransaction && _reader is IWrappedDataReader { Command: { } stopped })
         {
             // Stopped before the end: without a cancel, closing the reader would read the rest of the rows.
             try

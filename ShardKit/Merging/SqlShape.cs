@@ -4,8 +4,8 @@ using System.Collections.Frozen;
 namespace ShardKit;
 
 /// <summary>
-/// Finds the clauses of a statement's top level (outside any parentheses: subqueries, CTE bodies, window clauses and
-/// aggregate arguments do not count) that every shard would apply to its own rows only: ORDER BY, LIMIT/FETCH,
+/// Finds the clauses of a statement's top level (outside any parentheses but those around the whole query or a set
+/// operation's branch: subqueries, CTE bodies, window clauses and aggregate arguments do not count) that every shard would apply to its own rows only: ORDER BY, LIMIT/FETCH,
 /// OFFSET, DISTINCT (and UNION/INTERSECT/EXCEPT without ALL), GROUP BY, HAVING, and aggregate calls. Without a merge
 /// plan the shards' answers, put side by side, are not what one database answers. Cached per SQL text.
 /// </summary>
@@ -45,17 +45,50 @@ internal static class SqlShape
     internal static SqlClauses Analyse(string sql)
     {
         var tokens = SqlLexer.Tokenize(sql);
+        var r = new TokenCursor(sql, tokens);
         var clauses = SqlClauses.None;
+        // Per depth: whether it is the query's top level, and the last token seen there. Parentheses around a whole
+        // query or a set operation's branch ("(select … limit 2) union all (select …)") keep their contents at the top
+        // level: each shard applies those clauses to its own rows all the same.
+        var topLevel = new List<bool> { true };
+        var last = new List<int> { -1 };
         for (var i = 0; i < tokens.Count; i++)
         {
-            if (tokens[i] is { Kind: SqlTokenKind.Word, Depth: 0 })
+            var depth = tokens[i].Depth;
+            var top = depth < topLevel.Count && topLevel[depth];
+            if (tokens[i].Kind == SqlTokenKind.Word && top)
             {
-                clauses |= Clause(new TokenCursor(sql, tokens), i);
+                clauses |= Clause(r, i);
+            }
+            else if (tokens[i].Kind == SqlTokenKind.Open)
+            {
+                var inner = depth + 1;
+                while (topLevel.Count <= inner)
+                {
+                    topLevel.Add(false);
+                    last.Add(-1);
+                }
+
+                topLevel[inner] = top && StartsBranch(r, last[depth]);
+                last[inner] = -1;
+            }
+
+            if (depth < last.Count)
+            {
+                last[depth] = i;
             }
         }
 
         return clauses;
     }
+
+    // Whether a parenthesis after token `previous` (-1: the first of its level) opens a query of its own level: at the
+    // start, after a set operation, or after a statement's end.
+    private static bool StartsBranch(TokenCursor r, int previous) =>
+        previous < 0 || r.IsWord(previous, "union") || r.IsWord(previous, "intersect") || r.IsWord(previous, "except") ||
+        ((r.IsWord(previous, "all") || r.IsWord(previous, "distinct")) &&
+            (r.IsWord(previous - 1, "union") || r.IsWord(previous - 1, "intersect") || r.IsWord(previous - 1, "except"))) ||
+        (r.Kind(previous) == SqlTokenKind.Other && r.Text(previous) == ";");
 
     private static SqlClauses Clause(TokenCursor r, int i) => r.Text(i).ToLowerInvariant() switch
     {

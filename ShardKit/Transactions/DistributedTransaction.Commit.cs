@@ -94,6 +94,15 @@ public sealed partial class DistributedTransaction
         var local = shards.Contains(coordinator);
         var prepared = local ? shards.Where(shard => shard != coordinator).ToArray() : shards;
         await StepAsync(DistributedStep.BeforePrepare, null).ConfigureAwait(false);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            // Cancelled before anything was asked: rolled back everywhere, and the caller gets the cancellation as such.
+            await Task.WhenAll(shards.Select(shard => RollbackOnAsync(shard, CancellationToken.None))).ConfigureAwait(false);
+            _state = (int)Phase.RolledBack;
+            ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+
         var cannot = local ? CoordinatorLost(coordinator) ?? await EnsureDecisionLogAsync(coordinator).ConfigureAwait(false) : null;
         if (cannot is not null)
         {
@@ -113,6 +122,13 @@ public sealed partial class DistributedTransaction
             _state = (int)Phase.RolledBack;
             ShardKitTelemetry.RecordOutcome(activity, "rolled_back");
             ShardKitLog.DistributedPrepareFailed(Set.Logger, gid, string.Join(", ", failed.Select(f => f.Shard)));
+            // Only the caller's cancellation stopped it: rolled back everywhere, reported as the cancellation it is.
+            if (cancellationToken.IsCancellationRequested && failed.All(f => f.Error is OperationCanceledException))
+            {
+                throw new OperationCanceledException("The distributed commit was cancelled before its decision; it was rolled back on every shard.",
+                    failed[0].Error, cancellationToken);
+            }
+
             throw new ShardAggregateException(failed);
         }
 
