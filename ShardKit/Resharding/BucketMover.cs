@@ -59,9 +59,19 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
 
         var id = "m" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Guid.NewGuid().ToString("N")[..6];
-        // Before the catalog lists the buckets as moving: apps then name them to both fences (shardkit.check_owned).
-        await UpgradeFencesAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null),
-            map.IndexOf(source), map.IndexOf(target), cancellationToken).ConfigureAwait(false);
+        // Before the catalog lists the buckets as moving: apps then name them to both fences (shardkit.check_owned). A
+        // refusal here records nothing, so there is no move to cancel; the resumed steps check again.
+        try
+        {
+            await PreflightAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null),
+                map.IndexOf(source), map.IndexOf(target), await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken)
+                .ConfigureAwait(false);
+        }
+        catch (ShardMoveException e) when (e.MoveId == id)
+        {
+            throw new ShardMoveException(null, e.Message + " Nothing was recorded or moved.", e.InnerException);
+        }
+
         await RecordAloneAsync(id, buckets.Order().ToArray(), source, target, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
         await Task.Delay(options.AnnounceWait ?? FollowersCatchUp, cancellationToken).ConfigureAwait(false);
@@ -317,15 +327,6 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     // A fence made by an older ShardKit gets this one's column and procedures (the triggers stay as seeded): the switch
     // records where the buckets went, and reads of the moving buckets name them (shardkit.check_owned). Nothing where
     // there is no fence (the preflight refuses that below). One implicit transaction: the lock holds to its end.
-    private async Task UpgradeFencesAsync(MoveInfo move, int sourceIndex, int targetIndex, CancellationToken cancellationToken)
-    {
-        var source = await Shards.DataSourceAt(sourceIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var _ = source.ConfigureAwait(false);
-        var target = await Shards.DataSourceAt(targetIndex).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var __ = target.ConfigureAwait(false);
-        await UpgradeFencesAsync(move, source, target, cancellationToken).ConfigureAwait(false);
-    }
-
     private static Task UpgradeFencesAsync(MoveInfo move, NpgsqlConnection source, NpgsqlConnection target, CancellationToken cancellationToken) =>
         Task.WhenAll(UpgradeFenceAsync(move, source, move.Source, cancellationToken), UpgradeFenceAsync(move, target, move.Target, cancellationToken));
 
