@@ -72,6 +72,30 @@ public class BatchWriteBenchmarks
         await _shards.DisposeAsync();
     }
 
+    /// <summary>
+    /// `batch [delayMs] [rounds]`: ShardKit's batch and the hand-written one alternately, the table emptied between runs
+    /// (untimed); medians of the wall-clock and client-CPU time per row.
+    /// </summary>
+    public static async Task RatiosAsync(string[] args)
+    {
+        int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+        var bench = new BatchWriteBenchmarks { DelayMs = Arg(1, 0) };
+        var rounds = Arg(2, 15);
+        await bench.SetupAsync();
+        try
+        {
+            var (mine, loop, mineCpu, loopCpu) = await Interleaved.RunAsync(rounds, bench.ShardKitBatchAsync, bench.HandWrittenBatchAsync, bench.TruncateAsync);
+            const double perRow = 1000.0 / Rows; // ms per run → µs per row
+            Console.WriteLine($"{Rows:N0} rows, {PerCall:N0} per call, 2 shards {bench.DelayMs} ms away: median of {rounds} rounds, {Environment.ProcessorCount} cores");
+            Console.WriteLine($"  ExecuteBatchAsync {mine * perRow,6:F2} µs per row  hand-written NpgsqlBatch {loop * perRow,6:F2} µs  ratio {mine / loop:F2}  " +
+                              $"client CPU {mineCpu * perRow:F2} µs per row (hand-written {loopCpu * perRow:F2})");
+        }
+        finally
+        {
+            await bench.CleanupAsync();
+        }
+    }
+
     [Benchmark(Baseline = true, OperationsPerInvoke = Rows, Description = "hand-written NpgsqlBatch per shard, tx per shard (per row)")]
     public async Task<int> HandWrittenBatchAsync()
     {

@@ -45,6 +45,39 @@ public class DistributedCommitBenchmarks
         await _shards.DisposeAsync();
     }
 
+    /// <summary>
+    /// `commit [delayMs] [rounds] [commits]`: the two-shard distributed commit and the one-shard Npgsql transaction
+    /// alternately, <c>commits</c> of each per round; medians of the time per commit.
+    /// </summary>
+    public static async Task RatiosAsync(string[] args)
+    {
+        int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+        var bench = new DistributedCommitBenchmarks { DelayMs = Arg(1, 0) };
+        var (rounds, commits) = (Arg(2, 15), Arg(3, 200));
+        await bench.SetupAsync();
+        try
+        {
+            async Task Repeat(Func<Task> once)
+            {
+                for (var i = 0; i < commits; i++)
+                {
+                    await once();
+                }
+            }
+
+            var (two, raw, twoCpu, rawCpu) = await Interleaved.RunAsync(rounds, () => Repeat(bench.ShardKitTwoShardsAsync), () => Repeat(bench.RawDapperOneShardAsync));
+            var (one, raw1, _, _) = await Interleaved.RunAsync(rounds, () => Repeat(bench.ShardKitOneShardAsync), () => Repeat(bench.RawDapperOneShardAsync));
+            Console.WriteLine($"2 shards {bench.DelayMs} ms away, {commits} commits per round, median of {rounds} rounds, {Environment.ProcessorCount} cores");
+            Console.WriteLine($"  two-phase, one row on each shard {two / commits,7:F3} ms  Npgsql transaction on one shard {raw / commits,7:F3} ms  ratio {two / raw:F2}  " +
+                              $"client CPU {twoCpu / commits:F3} ms (Npgsql {rawCpu / commits:F3})");
+            Console.WriteLine($"  distributed API, both rows on one shard {one / commits,7:F3} ms  Npgsql {raw1 / commits,7:F3} ms  ratio {one / raw1:F2}");
+        }
+        finally
+        {
+            await bench.CleanupAsync();
+        }
+    }
+
     [Benchmark(Baseline = true, Description = "Npgsql transaction, two rows on one shard")]
     public async Task RawDapperOneShardAsync()
     {

@@ -190,7 +190,7 @@ public class FanOutRowsBenchmarks
             Console.WriteLine($"{bench.Case}: median of {rounds} rounds, {Environment.ProcessorCount} cores");
             foreach (var (name, run) in variants)
             {
-                var (mine, loop, mineCpu, loopCpu) = await InterleavedAsync(rounds, run, bench.SequentialLoopAsync);
+                var (mine, loop, mineCpu, loopCpu) = await Interleaved.RunAsync(rounds, run, bench.SequentialLoopAsync);
                 var rows = name.StartsWith("take", StringComparison.Ordinal) ? bench.TakeCount : bench.Case.Rows;
                 Console.WriteLine($"  {name,-32} {mine,8:F1} ms  loop {loop,8:F1} ms  ratio {mine / loop:F2}  " +
                                   $"client CPU {mineCpu,7:F0} ms (loop {loopCpu,7:F0})  {rows / mineCpu / 1000:F2}M rows per CPU-second (loop {bench.Case.Rows / loopCpu / 1000:F2}M)");
@@ -200,50 +200,5 @@ public class FanOutRowsBenchmarks
         {
             await bench.CleanupAsync();
         }
-    }
-
-    private static async Task<(double Mine, double Loop, double MineCpu, double LoopCpu)> InterleavedAsync(int rounds, Func<Task> mine, Func<Task> loop)
-    {
-        var a = new List<double>();
-        var b = new List<double>();
-        var cpuA = new List<double>();
-        var cpuB = new List<double>();
-        await mine();
-        await loop();
-        for (var round = 0; round < rounds; round++)
-        {
-            // As BenchmarkDotNet does between iterations: neither side pays for the other's garbage.
-            a.Add(await TimeAsync(mine, cpuA));
-            b.Add(await TimeAsync(loop, cpuB));
-        }
-
-        return (Median(a), Median(b), Median(cpuA), Median(cpuB));
-    }
-
-    // Wall-clock milliseconds; the process's CPU milliseconds (this client's cost, GC included) into cpu.
-    private static async Task<double> TimeAsync(Func<Task> run, List<double> cpu)
-    {
-        GC.Collect();
-        var process = Process.GetCurrentProcess();
-        var cpuBefore = process.TotalProcessorTime;
-        var pauseBefore = GC.GetTotalPauseDuration();
-        var gen2Before = GC.CollectionCount(2);
-        var t = Stopwatch.GetTimestamp();
-        await run();
-        var wall = Stopwatch.GetElapsedTime(t).TotalMilliseconds;
-        process.Refresh();
-        cpu.Add((process.TotalProcessorTime - cpuBefore).TotalMilliseconds);
-        if (Environment.GetEnvironmentVariable("SHARDKIT_GC_TRACE") == "1")
-        {
-            Console.WriteLine($"    {wall,8:F1} ms, GC pause {(GC.GetTotalPauseDuration() - pauseBefore).TotalMilliseconds:F1} ms, gen2 {GC.CollectionCount(2) - gen2Before}");
-        }
-
-        return wall;
-    }
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values[values.Count / 2];
     }
 }

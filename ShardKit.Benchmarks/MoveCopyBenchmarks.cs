@@ -124,11 +124,11 @@ public class MoveCopyBenchmarks
                 copy.Add(await TimeAsync(bench, bench.MoveCopyAsync));
             }
 
-            var (bulkMs, copyMs) = (Median(bulk), Median(copy));
+            var (bulkMs, copyMs) = (Interleaved.Median(bulk), Interleaved.Median(copy));
             Console.WriteLine($"{bench.Rows} rows, {BucketCount} buckets, parallelism {bench.Parallelism}, median of {rounds} rounds, {Environment.ProcessorCount} cores");
             Console.WriteLine($"  bulk insert (baseline) {bulkMs,8:F0} ms  {bench.Rows / bulkMs * 1000,10:F0} rows/s");
             Console.WriteLine($"  move copy              {copyMs,8:F0} ms  {bench.Rows / copyMs * 1000,10:F0} rows/s  (slot + snapshot + drop included)");
-            Console.WriteLine($"  of which slot creation {Median(bench._startMs),8:F0} ms");
+            Console.WriteLine($"  of which slot creation {Interleaved.Median(bench._startMs),8:F0} ms");
             Console.WriteLine($"  copy rate / bulk rate  {bulkMs / copyMs:F2}");
         }
         finally
@@ -145,12 +145,6 @@ public class MoveCopyBenchmarks
         var watch = Stopwatch.StartNew();
         await run();
         return watch.Elapsed.TotalMilliseconds;
-    }
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values[values.Count / 2];
     }
 
     private static async Task ExecuteAsync(string connectionString, string sql)

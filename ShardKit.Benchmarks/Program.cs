@@ -13,6 +13,18 @@ if (args[0] == "fanout-rows")
     return 0;
 }
 
+if (args[0] == "batch")
+{
+    await BatchWriteBenchmarks.RatiosAsync(args);
+    return 0;
+}
+
+if (args[0] == "commit")
+{
+    await DistributedCommitBenchmarks.RatiosAsync(args);
+    return 0;
+}
+
 if (args[0] == "move-pause")
 {
     await MovePauseRun.RunAsync(args);

@@ -103,14 +103,8 @@ public static partial class Tour
                 b.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
             }
 
-            return Median(a) / Median(b);
+            return Interleaved.Median(a) / Interleaved.Median(b);
         });
-    }
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values[values.Count / 2];
     }
 
     private static void PrintRatios(List<Ratio> ratios)
