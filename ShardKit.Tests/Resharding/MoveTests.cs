@@ -514,6 +514,37 @@ public sealed class MoveTests
         await AssertPlacedAsync(shards, admin, truth);
     }
 
+    // The other side of the refusal above: a load by an old map whose rows are all in buckets the shard still owns, with
+    // a real duplicate among them, reports the duplicate and the row at fault, although other buckets of the shard moved
+    // away meanwhile. The check used to ask about every bucket the old map gave the shard, and called the duplicate a move.
+    [Test]
+    public async Task A_real_duplicate_in_a_bulk_load_by_an_old_map_is_reported_though_other_buckets_moved()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await SeedRowsAsync(admin, 500);
+        var old = shards.NewSource(stored: false); // a map from options: it never hears of the move
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        await admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick);
+
+        // Both keys in buckets s0 still owns: one already there (a real duplicate), one new.
+        var staying = truth.Keys.Where(k => admin.ShardFor(k) == "s0").Order().ToArray();
+        var fresh = Enumerable.Range(1, 10_000).Select(i => 7_000_000L + i).First(k => admin.ShardFor(k) == "s0");
+        Assume.That(buckets, Does.Not.Contain(admin.Map.BucketOf(staying[0])));
+        await using (var stale = old.CreateConnection())
+        {
+            var error = Assert.ThrowsAsync<BulkInsertException>(() =>
+                stale.BulkInsertAsync("items", new[] { fresh, staying[0] }.Select(k => new Item { Id = k, Payload = "bulk", N = 7 })));
+            Assert.That(ShardBucketMovedException.IsMoved(error), Is.False, error!.ToString());
+            Assert.That(error.RowIndex, Is.EqualTo(1), error.ToString());
+            Assert.That(error.ToString(), Does.Contain("23505").Or.Contain("duplicate key"));
+        }
+
+        Assert.That(await shards.ScalarAsync<long>(0, "select count(*) from items where id = @id", new { id = fresh }), Is.Zero, "nothing kept");
+        await AssertPlacedAsync(shards, admin, truth);
+    }
+
     // A mover stopped after the target's commit and before the catalog's switch leaves the move in Switching with the
     // target owning the buckets, and writers refused by the source may have written there since. A resume must finish
     // the switch as it is: comparing the rows again would find those writes, give the buckets back to the source and

@@ -68,8 +68,9 @@ internal sealed partial class BulkLoad<T> : IDisposable
                 FullMode = BoundedChannelFullMode.Wait,
             })).ToArray();
             var map = _session.Shards.Map;
-            var copies = names.Select((_, shard) => new ShardCopy<T>(_session, shard, plan, _options.RowsPerCopy, map.Buckets?.BucketsOf(shard))).ToArray();
             var router = new BulkRouter<T>(map.Strategy, channels, _options.BatchSize);
+            var copies = names.Select((_, shard) => new ShardCopy<T>(_session, shard, plan, _options.RowsPerCopy, () => router.BucketsRoutedTo(shard)))
+                .ToArray();
             var token = _cancel.Token;
             var running = copies.Select((copy, shard) => GuardAsync(shard, copy.RunAsync(channels[shard].Reader, token)))
                 .Append(GuardAsync(-1, Task.Run(() => ProduceAsync(produce, router, token), CancellationToken.None)))

@@ -9,6 +9,8 @@ namespace ShardKit;
 internal sealed class BulkRouter<T>
 {
     private readonly IShardingStrategy _strategy;
+    private readonly HashShardingStrategy? _hash;
+    private readonly bool[]? _bucketsRouted; // under hash sharding: the buckets of the rows placed so far
     private readonly Channel<RowBatch<T>>[] _channels;
     private readonly RowBatch<T>?[] _filling;
     private readonly int _batchSize;
@@ -17,6 +19,8 @@ internal sealed class BulkRouter<T>
     public BulkRouter(IShardingStrategy strategy, Channel<RowBatch<T>>[] channels, int batchSize)
     {
         _strategy = strategy;
+        _hash = strategy as HashShardingStrategy;
+        _bucketsRouted = _hash is null ? null : new bool[_hash.Buckets.Count];
         _channels = channels;
         _filling = new RowBatch<T>?[channels.Length];
         _batchSize = batchSize;
@@ -24,6 +28,29 @@ internal sealed class BulkRouter<T>
 
     /// <summary>Rows read from the input so far.</summary>
     public long RowsRead => _next;
+
+    /// <summary>
+    /// The buckets of the rows placed on <paramref name="shard"/> so far (every row a shard's COPY has sent was placed
+    /// before it reached the shard's channel); null without hash sharding.
+    /// </summary>
+    public IReadOnlyList<int>? BucketsRoutedTo(int shard)
+    {
+        if (_bucketsRouted is not { } routed)
+        {
+            return null;
+        }
+
+        var buckets = new List<int>();
+        for (var bucket = 0; bucket < routed.Length; bucket++)
+        {
+            if (Volatile.Read(ref routed[bucket]) && _hash!.Buckets.ShardOfBucket(bucket) == shard)
+            {
+                buckets.Add(bucket);
+            }
+        }
+
+        return buckets;
+    }
 
     public ValueTask AddAsync(T row, CancellationToken cancellationToken)
     {
@@ -73,7 +100,14 @@ internal sealed class BulkRouter<T>
 
         try
         {
-            return _strategy.ShardOf(key);
+            if (_hash is null)
+            {
+                return _strategy.ShardOf(key);
+            }
+
+            var bucket = _hash.BucketOf(key);
+            _bucketsRouted![bucket] = true;
+            return _hash.Buckets.ShardOfBucket(bucket);
         }
         catch (ShardRoutingException e)
         {

@@ -17,10 +17,10 @@ internal sealed class ShardCopy<T>
     private readonly List<long> _inputIndexes = [];
     private NpgsqlBinaryImporter? _importer;
 
-    // The buckets the load's map gave this shard (null without a bucket map).
-    private readonly IReadOnlyList<int>? _buckets;
+    // The buckets of the rows the load's map placed on this shard so far (null without a bucket map).
+    private readonly Func<IReadOnlyList<int>?> _buckets;
 
-    public ShardCopy(ShardSession session, int shard, BulkPlan<T> plan, int rowsPerCopy, IReadOnlyList<int>? buckets)
+    public ShardCopy(ShardSession session, int shard, BulkPlan<T> plan, int rowsPerCopy, Func<IReadOnlyList<int>?> buckets)
     {
         _session = session;
         _buckets = buckets;
@@ -108,15 +108,13 @@ internal sealed class ShardCopy<T>
     /// A COPY routed by a map older than a move's switch reaches the shard that gave the bucket up, which keeps the
     /// bucket's rows until the move's cleanup: a row of the load among them fails as a duplicate (23505) before the
     /// fence's statement trigger could refuse the COPY. Asked then, the fence says whether this shard still owns every
-    /// bucket the load's map gave it; one it gave up makes the failure the fence's refusal (the load goes again by the
-    /// new map), as it would have been without that row. Null when it owns them all (the duplicate is real) or cannot
-    /// be asked (no fence there). It asks about every bucket the map gave the shard, not only those of the load's rows:
-    /// a move off the shard that switched during a long load makes a real duplicate a refusal once, and the load's next
-    /// try (by the new map) reports the duplicate.
+    /// bucket of the rows the load sent it; one it gave up makes the failure the fence's refusal (the load goes again by
+    /// the new map), as it would have been without that row. Null when it owns them all (the duplicate is real, also
+    /// when other buckets of the shard moved away meanwhile) or cannot be asked (no fence there).
     /// </summary>
     private async Task<ShardBucketMovedException?> RefusalByOldMapAsync(Exception error, CancellationToken cancellationToken)
     {
-        if (error is not PostgresException { SqlState: PostgresErrorCodes.UniqueViolation } duplicate || _buckets is not { Count: > 0 })
+        if (error is not PostgresException { SqlState: PostgresErrorCodes.UniqueViolation } duplicate || _buckets() is not { Count: > 0 } buckets)
         {
             return null;
         }
@@ -130,7 +128,7 @@ internal sealed class ShardCopy<T>
                 "select b, coalesce(o.epoch, 0), o.moved_to from unnest($1::int[]) as b left join shardkit.bucket_owner o on o.bucket = b " +
                 "where o.owned is not true order by b limit 1", connection);
             await using var commandLifetime = command.ConfigureAwait(false);
-            command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = [.. _buckets] });
+            command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = [.. buckets] });
             var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             await using var readerLifetime = reader.ConfigureAwait(false);
             if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
