@@ -1,9 +1,11 @@
 namespace ShardKit;
 
 /// <summary>
-/// A bucket move stopped (a shard failed, the freeze could not get its lock, verification found a difference, or the
-/// move was refused before it began). The catalog keeps where it stopped: resume it with
-/// <see cref="ShardResharding.ResumeMoveAsync"/> or cancel it with <see cref="ShardResharding.CancelMoveAsync"/>.
+/// A bucket move stopped (a shard failed, the freeze could not get its lock, verification found a difference), or was
+/// refused before it began. A move that stopped is in the catalog where it stopped: resume it with
+/// <see cref="ShardResharding.ResumeMoveAsync"/> or cancel it with <see cref="ShardResharding.CancelMoveAsync"/>. A refused
+/// one (bad arguments, or a preflight finding: tables that differ, a shard without a fence) was not recorded, and
+/// <see cref="MoveId"/> is null: fix what the message says and start it again.
 /// </summary>
 public sealed class ShardMoveException : ShardKitException
 {
