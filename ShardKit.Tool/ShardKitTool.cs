@@ -51,6 +51,13 @@ public static class ShardKitTool
             await error.WriteLineAsync("Move failed: " + e.Message);
             return ExitCodes.Failed;
         }
+        catch (Exception e) when (e is ArgumentException or ShardConfigurationException)
+        {
+            // The library refused what the command asked (buckets outside the map, a table or key column the shards
+            // do not have): a usage error with the library's message, not a crash with a stack trace.
+            await error.WriteLineAsync(e.Message);
+            return ExitCodes.Usage;
+        }
         catch (InvalidOperationException e) when (e.Message.Contains("UseStoredMap", StringComparison.Ordinal))
         {
             await error.WriteLineAsync("No stored map: pass --catalog SHARD (the shard that holds the catalog), or set StoredMap:CatalogShard in the configuration.");

@@ -372,12 +372,14 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         await UpgradeFencesAsync(move, source, target, cancellationToken).ConfigureAwait(false);
         foreach (var table in tables)
         {
-            var onSource = await MovedTables.DescribeAsync(source, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);
-            var onTarget = await MovedTables.DescribeAsync(target, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);
-            if (!onSource.Columns.SequenceEqual(onTarget.Columns) || !onSource.PrimaryKey.SequenceEqual(onTarget.PrimaryKey))
+            var onSource = await DescribeOnAsync(move, source, move.Source, table, cancellationToken).ConfigureAwait(false);
+            var onTarget = await DescribeOnAsync(move, target, move.Target, table, cancellationToken).ConfigureAwait(false);
+            // Names, types and the primary key: a binary COPY of an int column into a bigint one fails midway.
+            if (!onSource.Columns.SequenceEqual(onTarget.Columns) || !onSource.ColumnTypes.SequenceEqual(onTarget.ColumnTypes)
+                || !onSource.PrimaryKey.SequenceEqual(onTarget.PrimaryKey))
             {
-                throw new ShardMoveException(move.MoveId, $"Table {table.Table} differs between '{move.Source}' ({string.Join(", ", onSource.Columns)}) and " +
-                    $"'{move.Target}' ({string.Join(", ", onTarget.Columns)}); migrate the target to the same schema first.");
+                throw new ShardMoveException(move.MoveId, $"Table {table.Table} differs between '{move.Source}' ({Describe(onSource)}) and " +
+                    $"'{move.Target}' ({Describe(onTarget)}); migrate the target to the same schema first.");
             }
 
             foreach (var (connection, name) in new[] { (source, move.Source), (target, move.Target) })
@@ -394,6 +396,23 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
         return moved;
     }
+
+    private static async Task<MovedTable> DescribeOnAsync(MoveInfo move, NpgsqlConnection connection, string shard, ShardedTable table,
+        CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await MovedTables.DescribeAsync(connection, table.Table, table.KeyColumn, cancellationToken).ConfigureAwait(false);
+        }
+        catch (BucketMoveException e)
+        {
+            throw new ShardMoveException(move.MoveId, $"On '{shard}': {e.Message}", e);
+        }
+    }
+
+    // Columns with their types, then the primary key: "id bigint, n integer; primary key (id)".
+    private static string Describe(MovedTable table) =>
+        string.Join(", ", table.Columns.Select((c, i) => $"{c} {table.ColumnTypes[i]}")) + $"; primary key ({string.Join(", ", table.PrimaryKey)})";
 
     private static async Task<int> CountTriggersAsync(NpgsqlConnection connection, string table, CancellationToken cancellationToken)
     {

@@ -52,7 +52,9 @@ internal sealed record MovedTable(
             }
         }
 
-        throw new ArgumentException($"{QualifiedName} has no column {Quote(column)}.", nameof(column));
+        // The stream names a column the move's description of the table lacks: the table changed while the move ran.
+        throw new BucketMoveException($"{QualifiedName} has a column {Quote(column)} it did not have when this run of the move described it " +
+            "(the table changed while the move ran). Resume the move: a resumed run describes the tables again.");
     }
 
     /// <summary>An identifier quoted for SQL.</summary>

@@ -69,7 +69,7 @@ internal static class MovedTables
         await using var readerLifetime = reader.ConfigureAwait(false);
         if (!await reader.ReadAsync(ct).ConfigureAwait(false))
         {
-            throw new BucketMoveException($"Table {table} does not exist on the source shard; create it or fix the name.");
+            throw new BucketMoveException($"Table {table} does not exist on the shard; create it (migrate the shard) or fix the name.");
         }
 
         return (reader.GetString(0), reader.GetString(1), reader.GetInt64(2));
