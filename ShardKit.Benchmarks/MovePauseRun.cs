@@ -48,7 +48,7 @@ public static class MovePauseRun
         try
         {
             Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1,
-                writesPerSecond: Arg(6, 0)));
+                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism)));
         }
         finally
         {
@@ -65,7 +65,7 @@ public static class MovePauseRun
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
 
     public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
-        bool verify = true, int writesPerSecond = 0)
+        bool verify = true, int writesPerSecond = 0, int parallelism = 4)
     {
         var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
         var database = "move_" + Guid.NewGuid().ToString("N")[..10];
@@ -112,6 +112,7 @@ public static class MovePauseRun
             var otherMs = new ConcurrentBag<double>();
             var slowMoving = new ConcurrentBag<(double StartedAt, double Ms)>();
             var slowBaseline = new ConcurrentBag<(double StartedAt, double Ms)>();
+            var otherByTime = new ConcurrentBag<(double StartedAt, double Ms)>();
             var baselineStart = 0L;
             var errors = 0;
             using var stop = new CancellationTokenSource();
@@ -174,6 +175,11 @@ public static class MovePauseRun
                         case 2:
                             var isMoving = moving.Contains(source.Map.BucketOf(key));
                             (isMoving ? movingMs : otherMs).Add(ms);
+                            if (!isMoving)
+                            {
+                                otherByTime.Add((Stopwatch.GetElapsedTime(MoveLog.Start, started).TotalMilliseconds, ms));
+                            }
+
                             if (isMoving && ms >= SlowWriteMs)
                             {
                                 slowMoving.Add((Stopwatch.GetElapsedTime(MoveLog.Start, started).TotalMilliseconds, ms));
@@ -193,7 +199,7 @@ public static class MovePauseRun
             // The writers are this process's, on the mover's own data source: they hear the announcement and the switch by
             // notification, so the waits for followers that only check now and then are not needed here.
             var move = await source.Resharding.MoveBucketsAsync(moving, "s1",
-                new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify });
+                new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
             Volatile.Write(ref phase, 3);
             await stop.CancelAsync();
             await Task.WhenAll(tasks);
@@ -202,6 +208,17 @@ public static class MovePauseRun
                 // A no-move write this slow is the machine's (or the servers'), not a move's: when it started, on the no-move run's clock.
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  no-move writes of {SlowBaselineMs} ms or more (started at, took): ") +
                     string.Join(", ", slowBaseline.OrderBy(w => w.StartedAt).Select(w => string.Create(CultureInfo.InvariantCulture, $"{w.StartedAt:F0}+{w.Ms:F0}"))));
+            }
+
+            if (log && !otherByTime.IsEmpty)
+            {
+                // The other buckets' writes per second of the move, on the move log's clock: which step slows them.
+                Console.WriteLine("  other buckets per second of the move (from, writes, p50, p99):");
+                foreach (var second in otherByTime.GroupBy(w => (int)(w.StartedAt / 1000)).OrderBy(g => g.Key))
+                {
+                    var p = Percentiles.Of([.. second.Select(w => w.Ms)]);
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {second.Key * 1000,6} ms {p.Count,6} {p.P50,7:0.00} {p.P99,7:0.00}"));
+                }
             }
 
             if (log && !slowMoving.IsEmpty)
