@@ -15,8 +15,10 @@ public sealed class ShardBucketMovedException : ShardKitException
 
     /// <summary>Creates an exception naming the shard that refused and the bucket it refused, from the fence's error.</summary>
     public ShardBucketMovedException(string shard, PostgresException error)
-        : base($"Shard '{shard}' refused a write: {error.MessageText}. The bucket moved to another shard; ShardKit " +
-               "retries such a write on the new owner outside a transaction. Inside a transaction, roll it back and run it again.",
+        : base($"Shard '{shard}' refused a write: {error.MessageText}. Either the bucket moved to another shard (ShardKit " +
+               "retries such a write on the new owner outside a transaction; inside one, roll it back and run it again), or the " +
+               "write gives a row a shard key of a bucket this shard does not own (an update of the key: delete the row and " +
+               "insert it with its new key, which routes it to its shard).",
             error)
     {
         ArgumentNullException.ThrowIfNull(error);

@@ -514,6 +514,38 @@ public sealed class MoveTests
         await AssertPlacedAsync(shards, admin, truth);
     }
 
+    // The copy's progress carries an estimate of the rows it moves, from the source's statistics. A table never analyzed
+    // (a fresh load) has none: the estimate is unknown (-1), not 0 rows (the adversary round saw 0 during a real copy).
+    [Test]
+    public async Task The_copys_rows_estimate_is_unknown_without_statistics_and_close_with_them()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        await SeedRowsAsync(admin, 2_000);
+        var estimates = new List<long>();
+        var progress = new InlineProgress(p =>
+        {
+            if (p.State == MoveState.Copying)
+            {
+                estimates.Add(p.RowsEstimate);
+            }
+        });
+
+        var first = await admin.Resharding.MoveBucketsAsync(admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray(), "s1", Quick, progress);
+        Assert.That(first.RowsCopied, Is.GreaterThan(0));
+        Assert.That(estimates, Is.Not.Empty.And.All.Not.EqualTo(0L), "an estimate of 0 rows while rows are copied");
+
+        await using (var source = await shards.OpenAsync(0))
+        {
+            await source.ExecuteAsync("analyze items");
+        }
+
+        estimates.Clear();
+        var second = await admin.Resharding.MoveBucketsAsync(admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray(), "s1", Quick, progress);
+        Assert.That(estimates, Is.Not.Empty.And.All.InRange(second.RowsCopied / 3, second.RowsCopied * 3 + 10), $"copied {second.RowsCopied}");
+    }
+
     // The other side of the refusal above: a load by an old map whose rows are all in buckets the shard still owns, with
     // a real duplicate among them, reports the duplicate and the row at fault, although other buckets of the shard moved
     // away meanwhile. The check used to ask about every bucket the old map gave the shard, and called the duplicate a move.

@@ -485,11 +485,15 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     {
         var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
-        var command = new NpgsqlCommand("select coalesce(sum(greatest(reltuples, 0)), 0)::bigint from pg_class where oid = any($1::regclass[])", connection);
+        // A table never vacuumed or analyzed has reltuples -1 (a fresh bulk load often is one): then the estimate is
+        // unknown (-1), not 0 rows.
+        var command = new NpgsqlCommand(
+            "select case when bool_or(reltuples < 0) then -1 else coalesce(sum(reltuples), 0) end::bigint from pg_class where oid = any($1::regclass[])",
+            connection);
         await using var __ = command.ConfigureAwait(false);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });
         var rows = (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-        return rows * moving / bucketCount;
+        return rows < 0 ? -1 : rows * moving / bucketCount;
     }
 
     private async Task<NpgsqlLogSequenceNumber> CurrentLsnAsync(int shard, CancellationToken cancellationToken)
