@@ -7,33 +7,19 @@ if (args.Length == 0)
     return await Tour.RunAsync();
 }
 
-if (args[0] == "fanout-rows")
+// The quick checks outside BenchmarkDotNet (README, Performance).
+Func<string[], Task>? check = args[0] switch
 {
-    await FanOutRowsBenchmarks.RatiosAsync(args);
-    return 0;
-}
-
-if (args[0] == "batch")
+    "fanout-rows" => FanOutRowsBenchmarks.RatiosAsync,
+    "batch" => BatchWriteBenchmarks.RatiosAsync,
+    "commit" => DistributedCommitBenchmarks.RatiosAsync,
+    "move-pause" => MovePauseRun.RunAsync,
+    "move-copy" => MoveCopyBenchmarks.RatiosAsync,
+    _ => null,
+};
+if (check is not null)
 {
-    await BatchWriteBenchmarks.RatiosAsync(args);
-    return 0;
-}
-
-if (args[0] == "commit")
-{
-    await DistributedCommitBenchmarks.RatiosAsync(args);
-    return 0;
-}
-
-if (args[0] == "move-pause")
-{
-    await MovePauseRun.RunAsync(args);
-    return 0;
-}
-
-if (args[0] == "move-copy")
-{
-    await MoveCopyBenchmarks.RatiosAsync(args);
+    await check(args);
     return 0;
 }
 

@@ -59,24 +59,25 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
 
         var id = "m" + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture) + Guid.NewGuid().ToString("N")[..6];
+        var ordered = buckets.Order().ToArray();
+        var move = new MoveInfo(id, ordered, source, target, MoveState.Started, 0, null, null);
         // Before the catalog lists the buckets as moving: apps then name them to both fences (shardkit.check_owned). A
-        // refusal here records nothing, so there is no move to cancel; the resumed steps check again.
+        // refusal here records nothing, so there is no move to cancel; a resumed run checks again.
+        IReadOnlyList<MovedTable> moved;
         try
         {
-            await PreflightAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null),
-                map.IndexOf(source), map.IndexOf(target), await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken)
-                .ConfigureAwait(false);
+            moved = await PreflightAsync(move, map.IndexOf(source), map.IndexOf(target), await admin.TablesAsync(cancellationToken).ConfigureAwait(false),
+                cancellationToken).ConfigureAwait(false);
         }
         catch (ShardMoveException e) when (e.MoveId == id)
         {
             throw new ShardMoveException(null, e.Message + " Nothing was recorded or moved.", e.InnerException);
         }
 
-        await RecordAloneAsync(id, buckets.Order().ToArray(), source, target, cancellationToken).ConfigureAwait(false);
+        await RecordAloneAsync(id, ordered, source, target, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
         await Task.Delay(options.AnnounceWait ?? FollowersCatchUp, cancellationToken).ConfigureAwait(false);
-        return await RunAsync(new MoveInfo(id, buckets.Order().ToArray(), source, target, MoveState.Started, 0, null, null), cancellationToken)
-            .ConfigureAwait(false);
+        return await RunAsync(move, cancellationToken, moved).ConfigureAwait(false);
     }
 
     public async Task<MoveResult> ResumeAsync(string moveId, CancellationToken cancellationToken)
@@ -126,7 +127,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
     // One mover per move at a time: a session lock on the catalog held while it runs (a mover that dies lets go with its
     // connection). A second run of the same move (ResumeMoveAsync here or in another process) is refused, not raced.
-    private async Task<MoveResult> RunAsync(MoveInfo move, CancellationToken cancellationToken)
+    // preflighted: the tables as the preflight just described them (a new move); null: run the preflight.
+    private async Task<MoveResult> RunAsync(MoveInfo move, CancellationToken cancellationToken, IReadOnlyList<MovedTable>? preflighted = null)
     {
         var guard = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = guard.ConfigureAwait(false);
@@ -144,7 +146,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
         try
         {
-            return await RunStepsAsync(move, cancellationToken).ConfigureAwait(false);
+            return await RunStepsAsync(move, cancellationToken, preflighted).ConfigureAwait(false);
         }
         finally
         {
@@ -168,7 +170,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     private const int MoveRunLockClass = 0x53_484B; // "SHK"
 
     // The state machine from wherever the catalog says the move is.
-    private async Task<MoveResult> RunStepsAsync(MoveInfo move, CancellationToken cancellationToken)
+    private async Task<MoveResult> RunStepsAsync(MoveInfo move, CancellationToken cancellationToken, IReadOnlyList<MovedTable>? preflighted = null)
     {
         var sourceIndex = Shards.Map.IndexOf(move.Source);
         var targetIndex = Shards.Map.IndexOf(move.Target);
@@ -180,8 +182,10 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         var pause = move.PauseMs is { } ms ? TimeSpan.FromMilliseconds(ms) : TimeSpan.Zero;
         try
         {
-            var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
-            var moved = await PreflightAsync(move, sourceIndex, targetIndex, tables, cancellationToken).ConfigureAwait(false);
+            // A new move was checked just before it was recorded (the check re-creates the fences' procedures, which
+            // every backend then compiles again: once, not twice); a resumed one is checked here.
+            var moved = preflighted ?? await PreflightAsync(move, sourceIndex, targetIndex, await admin.TablesAsync(cancellationToken).ConfigureAwait(false),
+                cancellationToken).ConfigureAwait(false);
             if (state is MoveState.Started or MoveState.Copying or MoveState.CatchingUp)
             {
                 if (state is MoveState.Started)
