@@ -79,6 +79,38 @@ public sealed class FenceUpgradeTests
         Assert.That(await shards.ScalarAsync<long>(1, HasColumn), Is.EqualTo(1));
     }
 
+    // Re-creating the fence's procedures makes every backend of the shard compile them again on its next write, which
+    // every writer of the shard feels at a move's start: a move leaves a fence of its own version alone (the pg_proc
+    // row keeps its xmin), and re-creates one of another version or with a procedure missing.
+    [Test]
+    public async Task A_move_recreates_the_fences_procedures_only_when_their_version_differs_or_one_is_missing()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await MoveTests.SeedRowsAsync(admin, 100);
+        const string Xmin = "select xmin::text from pg_proc where oid = 'shardkit.refuse_unowned(int[])'::regprocedure";
+        const string Comment = "select obj_description('shardkit.refuse_unowned(int[])'::regprocedure, 'pg_proc')";
+        Assert.That(await shards.ScalarAsync<string>(0, Comment), Is.EqualTo("shardkit fence " + FenceSql.Version), "the seed records the version");
+        var seeded = (await shards.ScalarAsync<string>(0, Xmin), await shards.ScalarAsync<string>(1, Xmin));
+
+        await admin.Resharding.MoveBucketsAsync(admin.Map.Buckets!.BucketsOf(0).Take(2).ToArray(), "s1", Quick);
+
+        Assert.That((await shards.ScalarAsync<string>(0, Xmin), await shards.ScalarAsync<string>(1, Xmin)), Is.EqualTo(seeded),
+            "a current fence is left alone");
+
+        // Another version on s0, a procedure missing on s1: both are re-created by the next move.
+        await shards.ScalarAsync<object>(0, "comment on function shardkit.refuse_unowned(int[]) is 'shardkit fence 0000000000000000'");
+        await shards.ScalarAsync<object>(1, "drop procedure shardkit.check_owned(text)");
+        await admin.Resharding.MoveBucketsAsync(admin.Map.Buckets!.BucketsOf(0).Take(2).ToArray(), "s1", Quick);
+
+        Assert.That(await shards.ScalarAsync<string>(0, Xmin), Is.Not.EqualTo(seeded.Item1), "another version is re-created");
+        Assert.That(await shards.ScalarAsync<string>(0, Comment), Is.EqualTo("shardkit fence " + FenceSql.Version));
+        Assert.That(await shards.ScalarAsync<long>(1, "select count(*) from pg_proc where oid = to_regprocedure('shardkit.check_owned(text)')"),
+            Is.EqualTo(1), "a missing procedure is re-created");
+        await MoveTests.AssertPlacedAsync(shards, admin, truth);
+    }
+
     // A seed and the preflights of moves can upgrade the same fence at once: one adds the column, the others find it.
     [Test]
     public async Task Upgrades_running_at_once_add_the_column_once_without_failing()

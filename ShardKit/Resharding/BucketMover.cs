@@ -336,10 +336,12 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
     private static async Task UpgradeFenceAsync(MoveInfo move, NpgsqlConnection connection, string shard, CancellationToken cancellationToken)
     {
-        var fenced = new NpgsqlCommand("select to_regclass('shardkit.bucket_owner') is not null", connection);
-        await using (fenced.ConfigureAwait(false))
+        // Only a fence of another version (or missing a part) is re-created: the writers of the shard would each compile
+        // the new procedures again.
+        var state = new NpgsqlCommand(FenceSql.FenceState, connection);
+        await using (state.ConfigureAwait(false))
         {
-            if (await fenced.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not true)
+            if (await state.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not 2)
             {
                 return;
             }

@@ -46,7 +46,7 @@ internal static class FenceSql
                 and attname = 'moved_to' and not attisdropped)
         """;
 
-    public static readonly string Functions = """
+    private static readonly string FunctionsBody = """
         create schema if not exists shardkit;
         create table if not exists shardkit.bucket_owner (
             bucket int primary key,
@@ -134,6 +134,42 @@ internal static class FenceSql
             end if;
         end
         $$;
+        """;
+
+    /// <summary>The version of <see cref="Functions"/>: a hash of their text, so any change to them is a new version.</summary>
+    public static readonly string Version = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(
+        System.Text.Encoding.UTF8.GetBytes(FunctionsBody)))[..16].ToLowerInvariant();
+
+    /// <summary>
+    /// The fence's schema, table and procedures of this ShardKit, ending with a comment on
+    /// <c>shardkit.refuse_unowned</c> that records their version (<see cref="Version"/>), so a move's preflight can skip
+    /// re-creating them (<see cref="FenceState"/>): re-creating a procedure makes every backend of the shard compile it
+    /// again on its next write, which every writer of the shard feels.
+    /// </summary>
+    public static readonly string Functions = FunctionsBody + $"""
+
+        comment on function shardkit.refuse_unowned(int[]) is '{VersionComment}';
+        """;
+
+    private static string VersionComment => "shardkit fence " + Version;
+
+    /// <summary>
+    /// Whether the fence is there and current, in one row: 0 no fence (no <c>shardkit.bucket_owner</c>), 1 a fence of
+    /// this version with all its procedures and columns, 2 a fence that needs <see cref="Functions"/> (older, or a
+    /// procedure or column missing).
+    /// </summary>
+    public static readonly string FenceState = $"""
+        select case
+            when to_regclass('shardkit.bucket_owner') is null then 0
+            when to_regprocedure('shardkit.refuse_unowned(int[])') is not null
+                 and obj_description(to_regprocedure('shardkit.refuse_unowned(int[])'), 'pg_proc') = '{VersionComment}'
+                 and to_regprocedure('shardkit.check_buckets(int[])') is not null
+                 and to_regprocedure('shardkit.name_buckets(text)') is not null
+                 and to_regprocedure('shardkit.check_owned(text)') is not null
+                 and to_regprocedure('shardkit.named_buckets()') is not null
+                 and {HasMovedTo} then 1
+            else 2
+        end
         """;
 
     /// <summary>The bucket of column <paramref name="column"/> of <paramref name="type"/> in SQL (the type checked hashable before).</summary>
