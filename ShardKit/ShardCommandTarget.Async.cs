@@ -235,7 +235,7 @@ public abstract partial class ShardCommandTarget
         for (var i = 0; i < parts.Length; i++)
         {
             var state = (Command: Bind(command, parts[i].Shard, null), Group: parts[i].Batch!, Shard: names[i], Own: ownTransaction,
-                Session: Owner.Session, Index: parts[i].Shard, Fence: FenceOfItems(command, command.Parameters, parts[i].Batch!));
+                Session: Owner.Session, Index: parts[i].Shard, Fence: FenceOfItems(command, command.Parameters, parts[i].Batch!, parts[i].Shard));
             tasks[i] = Owner.RunOnShardAsync(parts[i].Shard, "Execute", command.CommandText, isWrite: true, state,
                 static async (c, s) =>
                 {

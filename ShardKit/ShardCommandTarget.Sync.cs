@@ -140,7 +140,7 @@ public abstract partial class ShardCommandTarget
         var names = route.Parts!.Select(p => Owner.DataSource.Map.ShardNames[p.Shard]).ToArray();
         var ownTransaction = Owner.CurrentDistributedTransaction is null;
         var batchParts = route.Parts!.Select((p, i) =>
-            new RoutePart(p.Shard, (Group: p.Batch!, Shard: names[i], Own: ownTransaction, Fence: FenceOfItems(command, command.Parameters, p.Batch!)))).ToArray();
+            new RoutePart(p.Shard, (Group: p.Batch!, Shard: names[i], Own: ownTransaction, Fence: FenceOfItems(command, command.Parameters, p.Batch!, p.Shard)))).ToArray();
         return RunParts(Route.Split(batchParts), command, "Execute", true, static (c, cmd) =>
         {
             var (group, shard, own, fence) = ((BatchGroup, string, bool, string?))cmd.Parameters!;

@@ -58,10 +58,11 @@ public abstract partial class ShardCommandTarget
     /// parameters of a custom <see cref="SqlMapper.IDynamicParameters"/>: the rows' own check still runs. The fence
     /// statement's text is constant (the buckets are a parameter), so Dapper and Npgsql cache one plan for it.
     /// </summary>
-    private bool MayFence(in CommandDefinition command, int[] buckets) =>
-        buckets.Length > 0 && Owner.DataSource.Shards.Follower is not null && IsPlainText(command) && WriteFence.ChangesData(command.CommandText)
+    private bool MayFence(in CommandDefinition command, int shard, int[] buckets) =>
+        buckets.Length > 0 && IsPlainText(command) && WriteFence.ChangesData(command.CommandText)
         && command.Parameters is null or DynamicParameters or not SqlMapper.IDynamicParameters
-        && !(command.Parameters is DynamicParameters dynamic && MayHaveOutputs(dynamic));
+        && !(command.Parameters is DynamicParameters dynamic && MayHaveOutputs(dynamic))
+        && Owner.DataSource.Shards.NamesBuckets(shard);
 
     // Npgsql refuses output parameters on text of several statements, and Dapper writes them back only into the object it
     // was given: a write with any is left as it is (its rows are still checked). Dapper does not expose the directions,
@@ -103,8 +104,8 @@ public abstract partial class ShardCommandTarget
         && !(command.Parameters is DynamicParameters dynamic && MayHaveOutputs(dynamic));
 
     /// <summary>The write with its buckets named to the shard's fence in front of it (see <see cref="MayFence"/>).</summary>
-    private CommandDefinition Fenced(in CommandDefinition command, int[] buckets) =>
-        MayFence(command, buckets) ? Named(command, buckets, WriteFence.Named) : command;
+    private CommandDefinition Fenced(in CommandDefinition command, int shard, int[] buckets) =>
+        MayFence(command, shard, buckets) ? Named(command, buckets, WriteFence.Named) : command;
 
     /// <summary>A read by key, its buckets named to the shard's fence in front of it while one of them moves (see <see cref="MayNameRead"/>).</summary>
     private CommandDefinition FencedRead(in CommandDefinition command, int shard, int[] buckets) =>
@@ -121,8 +122,9 @@ public abstract partial class ShardCommandTarget
 
     /// <summary>A single-shard write, fenced by the buckets of the keys that placed its route.</summary>
     private CommandDefinition FencedWrite(in CommandDefinition command, in Route route) =>
-        Owner.DataSource.Shards.Follower is null ? Bind(command, route.Shard, command.Parameters)
-            : Fenced(Bind(command, route.Shard, command.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, route));
+        WriteFence.ChangesData(command.CommandText) && Owner.DataSource.Shards.NamesBuckets(route.Shard)
+            ? Fenced(Bind(command, route.Shard, command.Parameters), route.Shard, RouteResolver.BucketsOf(Owner.DataSource.Map, route))
+            : Bind(command, route.Shard, command.Parameters);
 
     /// <summary>A single-shard read, its buckets named to the fence while one of them moves.</summary>
     private CommandDefinition RoutedRead(in CommandDefinition command, in Route route) =>
@@ -138,14 +140,16 @@ public abstract partial class ShardCommandTarget
 
     /// <summary>One shard's part of a split key list, fenced by the part's buckets.</summary>
     private CommandDefinition FencedPart(in CommandDefinition command, in RoutePart part) =>
-        Owner.DataSource.Shards.Follower is null || part.Keys is null ? Bind(command, part.Shard, part.Parameters)
-            : Fenced(Bind(command, part.Shard, part.Parameters), RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys));
+        part.Keys is null || !WriteFence.ChangesData(command.CommandText) || !Owner.DataSource.Shards.NamesBuckets(part.Shard)
+            ? Bind(command, part.Shard, part.Parameters)
+            : Fenced(Bind(command, part.Shard, part.Parameters), part.Shard, RouteResolver.BucketsOf(Owner.DataSource.Map, part.Keys));
 
     /// <summary>The buckets one shard's share of an item list names to the fence (see <see cref="PipelinedBatch"/>); null for none.</summary>
-    private string? FenceOfItems(in CommandDefinition command, object? items, BatchGroup group) =>
-        Owner.DataSource.Shards.Follower is null || items is null || command.CommandText is null || !WriteFence.ChangesData(command.CommandText)
+    private string? FenceOfItems(in CommandDefinition command, object? items, BatchGroup group, int shard) =>
+        items is null || command.CommandText is null || !WriteFence.ChangesData(command.CommandText)
             ? null
-            : RouteResolver.BucketsOf(Owner.DataSource.Map, items, group) is { Length: > 0 } buckets ? WriteFence.BucketList(buckets) : null;
+            : Owner.DataSource.Shards.NamesBuckets(shard) && RouteResolver.BucketsOf(Owner.DataSource.Map, items, group) is { Length: > 0 } buckets
+                ? WriteFence.BucketList(buckets) : null;
 
     /// <summary>Runs a routed write, with the transaction's pending setup statement in front of it when there is one.</summary>
     private static async Task<int> ExecuteCarryingSetupAsync(NpgsqlConnection connection, ShardSession session, int shard, CommandDefinition command)
@@ -183,6 +187,11 @@ public abstract partial class ShardCommandTarget
     {
         // A fence without the read check is remembered first, whatever follows: inside a transaction the failed check
         // aborted it, and the next one must not fail the same way.
+        if (route.IsSingle && WriteFence.IsMissingFence(error))
+        {
+            Owner.DataSource.Shards.FenceMissing(route.Shard); // the error goes on; the next write asks the shard again
+        }
+
         var missingCheck = route.IsSingle
             ? NoticedMissingReadCheck(error, route.Shard)
             : error is ShardAggregateException failed && failed.Failures.Count(f => NoticedMissingReadCheck(f.Error, Owner.DataSource.Map.IndexOf(f.Shard))) > 0;
@@ -250,7 +259,7 @@ public abstract partial class ShardCommandTarget
 
         var shard = map.IndexOf(movedTo);
         var buckets = RouteResolver.BucketsOf(map, route);
-        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && (MayFence(command, buckets) || MayNameRead(command, shard, buckets))
+        return shard != route.Shard && buckets.Length > 0 && Array.TrueForAll(buckets, b => b == refusal.Bucket) && (MayFence(command, shard, buckets) || MayNameRead(command, shard, buckets))
             ? route.On(shard)
             : null;
     }

@@ -66,7 +66,7 @@ public sealed partial class ShardedConnection
 
         if (CurrentTransaction is not null)
         {
-            return await RunInTransactionAsync(sql, groups, FenceOf<T>(sql, groups.Values.First()), commandTimeout, cancellationToken).ConfigureAwait(false);
+            return await RunInTransactionAsync(sql, groups, FenceOf<T>(sql, groups.Keys.First(), groups.Values.First()), commandTimeout, cancellationToken).ConfigureAwait(false);
         }
 
         using var activity = ShardKitTelemetry.StartFanOut("ExecuteBatch", groups.Count, "affected-rows");
@@ -80,16 +80,16 @@ public sealed partial class ShardedConnection
         var outcome = Session.Enlistment is null ? run : null;
         var results = await run.SettleEachAsync((shard, connection, token) =>
             RunGroupAsync(connection, sql, groups[shard], run.NameOf(shard), barrier, commandTimeout, () => outcome?.MarkSent(shard),
-                FenceOf<T>(sql, groups[shard]), token))
+                FenceOf<T>(sql, shard, groups[shard]), token))
             .ConfigureAwait(false);
         return run.Failures.Count == 0
             ? new BroadcastResult(results.ToDictionary(r => run.NameOf(r.Shard), r => r.Result), run.Failures)
             : throw run.WriteFailure(results, committed: barrier is not null, atomic: transactionPerShard);
     }
 
-    // A shard's group names its buckets to the shard's fence when the data source follows a stored map (see FenceFor).
-    private string? FenceOf<T>(string sql, BatchGroup group) =>
-        DataSource.Shards.Follower is not null && DataSource.Map.Strategy is HashShardingStrategy hash && WriteFence.ChangesData(sql)
+    // A shard's group names its buckets to the shard's fence where it carries one (ShardSet.NamesBuckets).
+    private string? FenceOf<T>(string sql, int shard, BatchGroup group) =>
+        DataSource.Map.Strategy is HashShardingStrategy hash && WriteFence.ChangesData(sql) && DataSource.Shards.NamesBuckets(shard)
             ? WriteFence.BucketList(group.Items.Select(item => hash.BucketOf(ShardKeyAccessor<T>.Read((T)item!))).Distinct())
             : null;
 

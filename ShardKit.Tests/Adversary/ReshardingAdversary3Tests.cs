@@ -598,10 +598,9 @@ public sealed class ReshardingAdversary3Tests
         await MoveTests.AssertPlacedAsync(shards, admin, truth);
     }
 
-    // Known, not fixed (round 14): a data source without UseStoredMap does not name its buckets to the fence, so its update
-    // of a key moved away (the old owner's copies deleted) finds no row there and reports 0 rows: a silently lost update.
-    // The README says so (every app that writes while buckets move needs UseStoredMap); ignored until it is fixed.
-    [Ignore("Known defect: a data source without UseStoredMap does not name its buckets; its update of a moved key touches 0 rows")]
+    // Found in round 14: a data source without UseStoredMap did not name its buckets to the fence, so its update of a key
+    // moved away (the old owner's copies deleted) found no row there and reported 0 rows, a silently lost update. It now
+    // asks each shard once whether it carries a fence, and names its buckets where it does.
     // README: the fence stops "ShardKit on an old map"; a data source without UseStoredMap "never reads a catalog". Its write
     // to a moved bucket must never be "done" on the old owner: an update is refused (ShardBucketMovedException) or runs on the
     // new owner, never an update of 0 rows; an insert never lands on the old owner.
@@ -650,8 +649,7 @@ public sealed class ReshardingAdversary3Tests
         await MoveTests.AssertPlacedAsync(shards, admin, truth);
     }
 
-    // Known, not fixed (round 14): the same inside a transaction (0 rows, no ShardBucketMovedException).
-    [Ignore("Known defect: a data source without UseStoredMap does not name its buckets; its update of a moved key touches 0 rows")]
+    // Found in round 14: the same inside a transaction (0 rows, no ShardBucketMovedException).
     // Inside a transaction of an app on a stale map the refusal reaches the caller as the typed error (README), and after
     // rolling back and running again the write lands on the new owner.
     [Test]

@@ -29,6 +29,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         _map = map;
         Settings = settings;
         _readCheckMissingUntil = new long[map.Shards.Count];
+        _fences = map.Shards.Select(_ => new FenceProbe()).ToArray();
         Logger = settings.LoggerFactory.CreateLogger("ShardKit");
         _dataSources = map.Shards.Select(shard => Build(shard.ConnectionString, shard.Name, settings)).ToArray();
         _replicas = map.Shards.Select(shard => new ShardReplicas(shard, _dataSources[shard.Index],
@@ -107,6 +108,201 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         Volatile.Write(ref _readCheckMissingUntil[shard],
             Settings.Time.GetTimestamp() + (long)(ReadCheckRetry.TotalSeconds * Settings.Time.TimestampFrequency));
         ShardKitLog.ReadCheckMissing(Logger, NameOf(shard), ReadCheckRetry.TotalMinutes);
+    }
+
+    // Per shard, for a data source without a stored map: whether the shard carries a fence, asked once.
+    private readonly FenceProbe[] _fences;
+
+    /// <summary>How long a shard found without a fence is written without naming buckets before it is asked again.</summary>
+    public static readonly TimeSpan FenceAskAgain = TimeSpan.FromMinutes(1);
+
+    /// <summary>How long after a question that got no answer (the shard down or slow) the next write asks again.</summary>
+    public static readonly TimeSpan FenceAskAfterFailure = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Whether writes to <paramref name="shard"/> name their buckets to its fence (<c>WriteFence.Named</c>). Always, when
+    /// the data source follows a stored map (every shard of it carries a fence). Without one, only where the shard
+    /// carries a fence of this map's bucket count (someone seeded a stored map from this configuration, and moves may
+    /// run): the first write asks the shard once, synchronously (the write's text depends on the answer) on a
+    /// connection of its own with short timeouts, so that an app that never reads the catalog still gets
+    /// <see cref="ShardBucketMovedException"/> for an update of a moved key instead of 0 rows on the old owner. A shard
+    /// without a fence is asked again in the background after <see cref="FenceAskAgain"/>; one that gave no answer, by
+    /// the next write after <see cref="FenceAskAfterFailure"/>. A fence, once seen, is named until a write finds it gone
+    /// (<see cref="FenceMissing"/>).
+    /// </summary>
+    public bool NamesBuckets(int shard)
+    {
+        if (_follower is not null)
+        {
+            return true;
+        }
+
+        if (Map.Strategy is not HashShardingStrategy hash)
+        {
+            return false; // no buckets to name
+        }
+
+        var probe = _fences[shard];
+        var state = Volatile.Read(ref probe.State);
+        if (state == FenceProbe.Fenced)
+        {
+            return true;
+        }
+
+        var due = Settings.Time.GetTimestamp() >= Volatile.Read(ref probe.AskAgainAt);
+        if (state == FenceProbe.Unknown && due)
+        {
+            lock (probe)
+            {
+                if (Volatile.Read(ref probe.State) == FenceProbe.Unknown && Settings.Time.GetTimestamp() >= Volatile.Read(ref probe.AskAgainAt))
+                {
+                    Answer(shard, probe, AskSync(shard));
+                }
+            }
+
+            return Volatile.Read(ref probe.State) == FenceProbe.Fenced;
+        }
+
+        if (state == FenceProbe.NotFenced && due && Interlocked.CompareExchange(ref probe.Asking, 1, 0) == 0)
+        {
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    var answer = await AskAsync(shard).ConfigureAwait(false);
+                    if (!IsDisposed)
+                    {
+                        Answer(shard, probe, answer);
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref probe.Asking, 0);
+                }
+            });
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// A write named its buckets to <paramref name="shard"/> and found no <c>shardkit.name_buckets</c> there (the fence
+    /// was removed, or the shard restored without it): the next write asks again.
+    /// </summary>
+    public void FenceMissing(int shard)
+    {
+        if (_follower is null && shard >= 0 && shard < _fences.Length)
+        {
+            Volatile.Write(ref _fences[shard].AskAgainAt, 0);
+            Volatile.Write(ref _fences[shard].State, FenceProbe.Unknown);
+        }
+    }
+
+    private void Answer(int shard, FenceProbe probe, int? fenceBuckets)
+    {
+        var now = Settings.Time.GetTimestamp();
+        switch (fenceBuckets)
+        {
+            case null:
+                // No answer: the write that follows reports the shard's failure; a later write asks again.
+                Volatile.Write(ref probe.AskAgainAt, now + Ticks(FenceAskAfterFailure));
+                return;
+            case { } count when count == ((HashShardingStrategy)Map.Strategy).Buckets.Count:
+                Volatile.Write(ref probe.State, FenceProbe.Fenced);
+                ShardKitLog.FenceWithoutStoredMap(Logger, NameOf(shard));
+                return;
+            case { } count when count > 0 && Interlocked.Exchange(ref probe.Warned, 1) == 0:
+                // Named by this map, the buckets would be other buckets of the fence: the rows' own checks still run.
+                ShardKitLog.FenceOfOtherBucketCount(Logger, NameOf(shard), count, ((HashShardingStrategy)Map.Strategy).Buckets.Count);
+                break;
+        }
+
+        Volatile.Write(ref probe.AskAgainAt, now + Ticks(FenceAskAgain));
+        Volatile.Write(ref probe.State, FenceProbe.NotFenced);
+    }
+
+    private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * Settings.Time.TimestampFrequency);
+
+    // The fence's bucket count, 0 without a fence, null without an answer.
+    private int? AskSync(int shard)
+    {
+        try
+        {
+            using var connection = FenceProbeSource(shard).OpenConnection();
+            using var command = new NpgsqlCommand(HasFence, connection);
+            if (command.ExecuteScalar() is not true)
+            {
+                return 0;
+            }
+
+            command.CommandText = FenceBuckets;
+            return (int)command.ExecuteScalar()!;
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is ObjectDisposedException or InvalidOperationException)
+        {
+            ShardKitLog.FenceQuestionFailed(Logger, NameOf(shard), e.Message);
+            return null;
+        }
+    }
+
+    private async Task<int?> AskAsync(int shard)
+    {
+        try
+        {
+            var connection = await FenceProbeSource(shard).OpenConnectionAsync(_stopping.Token).ConfigureAwait(false);
+            await using var _ = connection.ConfigureAwait(false);
+            var command = new NpgsqlCommand(HasFence, connection);
+            await using var __ = command.ConfigureAwait(false);
+            if (await command.ExecuteScalarAsync(_stopping.Token).ConfigureAwait(false) is not true)
+            {
+                return 0;
+            }
+
+            command.CommandText = FenceBuckets;
+            return (int)(await command.ExecuteScalarAsync(_stopping.Token).ConfigureAwait(false))!;
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is ObjectDisposedException or InvalidOperationException or OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    private const string HasFence = "select to_regprocedure('shardkit.name_buckets(text)') is not null";
+
+    private const string FenceBuckets = "select count(*)::int from shardkit.bucket_owner";
+
+    // The question goes on a pool of its own (one connection, short timeouts, never multiplexed): a write may hold the
+    // shard's last pooled connection while it asks, and a down shard must not hold the write for the full connect timeout.
+    private NpgsqlDataSource FenceProbeSource(int shard)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        var probe = _fences[shard];
+        if (Volatile.Read(ref probe.Source) is { } source)
+        {
+            return source;
+        }
+
+        var built = Build(new NpgsqlConnectionStringBuilder(Map.Shards[shard].ConnectionString)
+        {
+            Timeout = 3, CommandTimeout = 3, Multiplexing = false, MaxPoolSize = 1, MinPoolSize = 0,
+        }.ConnectionString, NameOf(shard) + "-fence", Settings);
+        if (Interlocked.CompareExchange(ref probe.Source, built, null) is { } other)
+        {
+            built.Dispose();
+            return other;
+        }
+
+        return built;
+    }
+
+    private sealed class FenceProbe
+    {
+        public const int Unknown = 0, Fenced = 1, NotFenced = 2;
+        public int State;
+        public long AskAgainAt;
+        public int Asking;
+        public int Warned;
+        public NpgsqlDataSource? Source;
     }
 
     public DataSourceSettings Settings { get; }
@@ -217,6 +413,14 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
                 await source.DisposeAsync().ConfigureAwait(false);
             }
 
+            foreach (var fence in _fences)
+            {
+                if (fence.Source is { } probeSource)
+                {
+                    await probeSource.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+
             _stopping.Dispose();
         }
     }
@@ -231,6 +435,11 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
             foreach (var source in AllDataSources())
             {
                 source.Dispose();
+            }
+
+            foreach (var fence in _fences)
+            {
+                fence.Source?.Dispose();
             }
 
             _stopping.Dispose();

@@ -45,6 +45,24 @@ internal static class WriteFence
         return false;
     }
 
+    /// <summary>
+    /// Whether <paramref name="error"/> (or an error inside it) says the server has no <c>shardkit.name_buckets</c>
+    /// (<see cref="Named"/>): the fence a data source without a stored map found there is gone.
+    /// </summary>
+    public static bool IsMissingFence(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is PostgresException { SqlState: PostgresErrorCodes.UndefinedFunction } missing
+                && missing.MessageText.Contains("shardkit.name_buckets", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     /// <summary>The parameter of <see cref="Named"/>: the buckets as text, <c>3,17</c>.</summary>
     public const string BucketsParameter = "shardkit_fence_buckets";
 

@@ -91,4 +91,13 @@ internal static partial class ShardKitLog
 
     [LoggerMessage(EventId = 1705, Level = LogLevel.Warning, Message = "The fence on shard {Shard} has no shardkit.check_owned (seeded and moved by an older ShardKit): reads of moving buckets there run unchecked for {Minutes} min; run SeedAsync, or a move with this version, to install it")]
     public static partial void ReadCheckMissing(ILogger logger, string shard, double minutes);
+
+    [LoggerMessage(EventId = 1706, Level = LogLevel.Information, Message = "Shard {Shard} carries a bucket fence and this data source has no stored map: its writes name their buckets, and a write to a bucket moved away fails with ShardBucketMovedException; UseStoredMap follows moves instead")]
+    public static partial void FenceWithoutStoredMap(ILogger logger, string shard);
+
+    [LoggerMessage(EventId = 1707, Level = LogLevel.Warning, Message = "Shard {Shard} carries a bucket fence of {FenceBuckets} buckets, and this data source's map has {MapBuckets}: its writes do not name their buckets there (the rows' own checks still run); configure the stored map's bucket count, or UseStoredMap")]
+    public static partial void FenceOfOtherBucketCount(ILogger logger, string shard, int fenceBuckets, int mapBuckets);
+
+    [LoggerMessage(EventId = 1708, Level = LogLevel.Debug, Message = "Shard {Shard} did not answer whether it carries a bucket fence ({Error}); the next write asks again in a few seconds")]
+    public static partial void FenceQuestionFailed(ILogger logger, string shard, string error);
 }
