@@ -23,7 +23,8 @@ internal sealed partial class BucketReplication
     /// Each table's remaining buckets are cut into groups of at most 8 (and at least <paramref name="parallelism"/>
     /// groups), <paramref name="parallelism"/> groups at once; a group is one scan of the source table (a scan per bucket
     /// would read the table once per bucket) as binary COPY whose rows go to the target undecoded, in one target
-    /// transaction that first deletes whatever those buckets hold there, so a chunk copied again replaces itself. After
+    /// transaction. Before the scans, whatever the remaining chunks hold on the target is deleted (one scan of each
+    /// target table), so a chunk copied again replaces itself. After
     /// that transaction commits, <paramref name="chunkDone"/> is called for each bucket of the group. The first copy after
     /// <see cref="StartAsync"/> reads under the slot's exported snapshot, then lets it go; after that (and after a resume)
     /// it reads current data. Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
@@ -42,8 +43,17 @@ internal sealed partial class BucketReplication
     {
         ValidateBuckets(buckets, bucketCount);
         ArgumentOutOfRangeException.ThrowIfLessThan(parallelism, 1);
-        var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(_tables.SelectMany(table =>
-            Groups(buckets.Distinct().Order().Where(b => !isDone(table.QualifiedName, b)).ToArray(), parallelism).Select(g => (table, g))));
+        var remaining = _tables.Select(table => (Table: table, Buckets: buckets.Distinct().Order().Where(b => !isDone(table.QualifiedName, b)).ToArray()))
+            .Where(t => t.Buckets.Length > 0).ToArray();
+        var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(remaining.SelectMany(t => Groups(t.Buckets, parallelism).Select(g => (t.Table, g))));
+        if (remaining.Length > 0)
+        {
+            // Whatever the target holds of the chunks still to copy goes first, in one scan of each table (not one per
+            // scan group): copies a crashed mover committed but did not record, or a cancelled move's leftovers. Nothing
+            // else writes those buckets there until the switch (the target's fence refuses it), so each group's
+            // transaction then only copies.
+            await ClearOnTargetAsync(targetConnectionString, remaining, bucketCount, ct).ConfigureAwait(false);
+        }
         var workers = Math.Min(parallelism, scans.Count);
         var snapshot = _snapshot;
         var importing = workers;
@@ -130,6 +140,16 @@ internal sealed partial class BucketReplication
         }
     }
 
+    private static async Task ClearOnTargetAsync(string targetConnectionString, IEnumerable<(MovedTable Table, int[] Buckets)> chunks, int bucketCount,
+        CancellationToken ct)
+    {
+        var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
+        await using var _ = target.ConfigureAwait(false);
+        await ExecuteAsync(target, string.Join(";\n", chunks.Select(c =>
+            $"delete from {c.Table.QualifiedName} where {c.Table.BucketSql(bucketCount)} in ({string.Join(",", c.Buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)))})")),
+            ct).ConfigureAwait(false);
+    }
+
     // Contiguous runs of the sorted buckets, as even as they come: at least one per parallel scan, at most
     // MaxBucketsPerScan buckets each.
     private static IEnumerable<int[]> Groups(int[] buckets, int parallelism)
@@ -147,7 +167,7 @@ internal sealed partial class BucketReplication
         // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
         var list = string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
         var rows = buckets.ToDictionary(b => b, _ => 0L);
-        var copy = await TargetCopy.BeginAsync(target, table, $"{table.BucketSql(bucketCount)} in ({list})", ct).ConfigureAwait(false);
+        var copy = await TargetCopy.BeginAsync(target, table, ct).ConfigureAwait(false);
         var input = (NpgsqlRawCopyStream?)null;
         try
         {
@@ -214,8 +234,8 @@ internal sealed partial class BucketReplication
     }
 
     /// <summary>
-    /// The rows of one scan arriving on the target: a transaction that first deleted whatever those buckets held (a copy
-    /// cut short or not recorded), so a chunk copied again replaces itself, and a binary COPY.
+    /// The rows of one scan arriving on the target: a transaction and a binary COPY (what those buckets held there, a
+    /// copy committed but not recorded, was deleted before the scans).
     /// </summary>
     private sealed class TargetCopy
     {
@@ -229,12 +249,11 @@ internal sealed partial class BucketReplication
             _copy = copy;
         }
 
-        public static async Task<TargetCopy> BeginAsync(NpgsqlConnection target, MovedTable table, string inBuckets, CancellationToken ct)
+        public static async Task<TargetCopy> BeginAsync(NpgsqlConnection target, MovedTable table, CancellationToken ct)
         {
             var transaction = await target.BeginTransactionAsync(ct).ConfigureAwait(false);
             try
             {
-                await ExecuteAsync(target, $"delete from {table.QualifiedName} where {inBuckets}", ct).ConfigureAwait(false);
                 var copy = await target.BeginRawBinaryCopyAsync(
                     $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
                 await copy.WriteAsync(CopyHeader, ct).ConfigureAwait(false);
