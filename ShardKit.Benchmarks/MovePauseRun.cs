@@ -113,6 +113,7 @@ public static class MovePauseRun
             var slowMoving = new ConcurrentBag<(double StartedAt, double Ms)>();
             var slowBaseline = new ConcurrentBag<(double StartedAt, double Ms)>();
             var otherByTime = new ConcurrentBag<(double StartedAt, double Ms)>();
+            var baselineByTime = new ConcurrentBag<(double StartedAt, double Ms)>();
             var baselineStart = 0L;
             var errors = 0;
             using var stop = new CancellationTokenSource();
@@ -166,9 +167,11 @@ public static class MovePauseRun
                     {
                         case 1:
                             baselineMs.Add(ms);
+                            var at = Stopwatch.GetElapsedTime(Volatile.Read(ref baselineStart), started).TotalMilliseconds;
+                            baselineByTime.Add((at, ms));
                             if (ms >= SlowBaselineMs)
                             {
-                                slowBaseline.Add((Stopwatch.GetElapsedTime(Volatile.Read(ref baselineStart), started).TotalMilliseconds, ms));
+                                slowBaseline.Add((at, ms));
                             }
 
                             break;
@@ -212,13 +215,10 @@ public static class MovePauseRun
 
             if (log && !otherByTime.IsEmpty)
             {
-                // The other buckets' writes per second of the move, on the move log's clock: which step slows them.
-                Console.WriteLine("  other buckets per second of the move (from, writes, p50, p99):");
-                foreach (var second in otherByTime.GroupBy(w => (int)(w.StartedAt / 1000)).OrderBy(g => g.Key))
-                {
-                    var p = Percentiles.Of([.. second.Select(w => w.Ms)]);
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {second.Key * 1000,6} ms {p.Count,6} {p.P50,7:0.00} {p.P99,7:0.00}"));
-                }
+                // Per second, on the no-move run's clock and the move log's: how much one second's p99 varies without a
+                // move, and which step of the move slows the other buckets' writes.
+                PrintSeconds("no-move writes per second (from, writes, p50, p99):", baselineByTime);
+                PrintSeconds("other buckets per second of the move (from, writes, p50, p99):", otherByTime);
             }
 
             if (log && !slowMoving.IsEmpty)
@@ -275,4 +275,14 @@ public static class MovePauseRun
     }
 
     private sealed record MoveItem([property: ShardKey] long Id, string Payload, int N);
+
+    private static void PrintSeconds(string title, IEnumerable<(double StartedAt, double Ms)> writes)
+    {
+        Console.WriteLine("  " + title);
+        foreach (var second in writes.GroupBy(w => (int)(w.StartedAt / 1000)).OrderBy(g => g.Key))
+        {
+            var p = Percentiles.Of([.. second.Select(w => w.Ms)]);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {second.Key * 1000,6} ms {p.Count,6} {p.P50,7:0.00} {p.P99,7:0.00}"));
+        }
+    }
 }
