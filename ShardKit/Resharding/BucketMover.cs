@@ -433,30 +433,49 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
         await ReshardingAdmin.ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false)", cancellationToken).ConfigureAwait(false);
-        var bucketCount = Shards.Map.Buckets!.Count;
-        foreach (var table in tables)
+        try
         {
-            var type = await admin.KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
-            var bucket = FenceSql.BucketOf(type, table.KeyColumn, bucketCount);
-            while (true)
+            var bucketCount = Shards.Map.Buckets!.Count;
+            foreach (var table in tables)
             {
-                var delete = new NpgsqlCommand(
-                    $"delete from {table.Table} where ctid = any(array(select ctid from {table.Table} where {bucket} = any($1) limit {options.DeleteBatchSize}))",
-                    connection);
-                await using (delete.ConfigureAwait(false))
+                var type = await admin.KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
+                var bucket = FenceSql.BucketOf(type, table.KeyColumn, bucketCount);
+                // Each statement's scan starts where the last one stopped on a table larger than a quarter of shared
+                // buffers (synchronized scans), so the batches read such a table about once in all.
+                while (true)
                 {
-                    delete.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
-                    if (await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 0)
+                    var delete = new NpgsqlCommand(
+                        $"delete from {table.Table} where ctid = any(array(select ctid from {table.Table} where {bucket} = any($1) limit {options.DeleteBatchSize}))",
+                        connection);
+                    await using (delete.ConfigureAwait(false))
                     {
-                        break;
+                        delete.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
+                        if (await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 0)
+                        {
+                            break;
+                        }
                     }
-                }
 
-                await Task.Delay(options.DeletePause, cancellationToken).ConfigureAwait(false);
+                    await Task.Delay(options.DeletePause, cancellationToken).ConfigureAwait(false);
+                }
             }
         }
-
-        await ReshardingAdmin.ExecuteAsync(connection, "select set_config('shardkit.fence', '', false)", cancellationToken).ConfigureAwait(false);
+        finally
+        {
+            // The connection goes back to the app's pool: never with the fence off, even where the pool does not reset
+            // sessions (No Reset On Close) and the deletion stopped midway. A broken connection is not pooled again.
+            if (connection.State == System.Data.ConnectionState.Open)
+            {
+                try
+                {
+                    await ReshardingAdmin.ExecuteAsync(connection, "select set_config('shardkit.fence', '', false)", CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception e) when (ShardErrors.FromShard(e))
+                {
+                    // The session is gone with its setting.
+                }
+            }
+        }
     }
 
     private async Task<bool> SourceOwnsAsync(MoveInfo move, CancellationToken cancellationToken) =>

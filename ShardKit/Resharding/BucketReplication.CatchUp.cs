@@ -130,7 +130,7 @@ internal sealed partial class BucketReplication
         await WaitSlotFreeAsync(ct).ConfigureAwait(false);
         var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
         var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target,
-            new ChangeApplier(_source, target, _tables, buckets, bucketCount) { Recording = _recording }, new LogicalReplicationConnection(_source));
+            new ChangeApplier(_source, target, _tables, buckets, bucketCount) { Recording = _recording }, new LogicalReplicationConnection(MoverConnectionString(_source)));
         try
         {
             await stream.StartAsync(SlotName, Options(SlotName), ct).ConfigureAwait(false);

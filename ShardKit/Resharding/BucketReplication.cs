@@ -71,7 +71,7 @@ internal sealed partial class BucketReplication : IAsyncDisposable
             }
         }
 
-        var exporter = new LogicalReplicationConnection(sourceConnectionString);
+        var exporter = new LogicalReplicationConnection(MoverConnectionString(sourceConnectionString));
         try
         {
             await exporter.Open(ct).ConfigureAwait(false);
@@ -195,9 +195,24 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     private static PgOutputReplicationOptions Options(string publication) =>
         new(publication, PgOutputProtocolVersion.V1, binary: false, streamingMode: null, messages: true, twoPhase: null);
 
+    /// <summary>
+    /// The mover's connection string for a shard: its own pool (not the one an app's <c>new NpgsqlConnection</c> of the
+    /// same string shares), named in <c>pg_stat_activity</c>, and reset when returned to the pool, because its sessions
+    /// turn the fence off (<c>shardkit.fence = off</c>).
+    /// </summary>
+    internal static string MoverConnectionString(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString) { NoResetOnClose = false };
+        builder.ApplicationName = string.IsNullOrEmpty(builder.ApplicationName) ? MoverApplicationName : $"{builder.ApplicationName} ({MoverApplicationName})";
+        return builder.ConnectionString;
+    }
+
+    /// <summary>The <c>application_name</c> of a move's connections (after the app's own when it sets one).</summary>
+    public const string MoverApplicationName = "shardkit mover";
+
     private static async Task<NpgsqlConnection> OpenAsync(string connectionString, CancellationToken ct)
     {
-        var connection = new NpgsqlConnection(connectionString);
+        var connection = new NpgsqlConnection(MoverConnectionString(connectionString));
         try
         {
             await connection.OpenAsync(ct).ConfigureAwait(false);

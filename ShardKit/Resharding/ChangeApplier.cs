@@ -353,7 +353,7 @@ internal sealed class ChangeApplier : IAsyncDisposable
     {
         if (_source is null)
         {
-            var source = new NpgsqlConnection(_sourceConnectionString);
+            var source = new NpgsqlConnection(BucketReplication.MoverConnectionString(_sourceConnectionString));
             await source.OpenAsync(ct).ConfigureAwait(false);
             _source = source;
         }
