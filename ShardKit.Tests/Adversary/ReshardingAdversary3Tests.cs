@@ -449,6 +449,7 @@ public sealed class ReshardingAdversary3Tests
     // Known, not fixed (round 14): intermittently (3 of 7 runs of the whole file, 0 of 3 of these two alone) one of the two
     // moves stops in CatchingUp with "XX000: could not map filenode \"base/…\" to relation OID" from logical decoding, and a
     // resume fails the same way (only a cancel ends it). Ignored so that CI does not flake on it; see the closing note.
+    // Round 15: still 1 of 4 runs of the whole file after moves stopped re-creating the fences' procedures.
     [Ignore("Known defect, intermittent under load: concurrent moves' logical decoding can fail with XX000 'could not map filenode'")]
     [TestCase(false, TestName = "Disjoint_moves_from_one_source_at_once_both_finish_under_writers")]
     [TestCase(true, TestName = "Opposite_moves_between_two_shards_at_once_both_finish_under_writers")]
