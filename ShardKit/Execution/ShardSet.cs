@@ -156,7 +156,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
             {
                 if (Volatile.Read(ref probe.State) == FenceProbe.Unknown && Settings.Time.GetTimestamp() >= Volatile.Read(ref probe.AskAgainAt))
                 {
-                    Answer(shard, probe, AskSync(shard));
+                    Answer(shard, probe, AskSync(shard), hash.Buckets.Count);
                 }
             }
 
@@ -165,14 +165,16 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
 
         if (state == FenceProbe.NotFenced && due && Interlocked.CompareExchange(ref probe.Asking, 1, 0) == 0)
         {
-            _ = Task.Run(async () =>
+            // Off the write's path: the same question, on a pool thread (at most once a minute per shard, bounded by the
+            // question's own timeouts).
+            _ = Task.Run(() =>
             {
                 try
                 {
-                    var answer = await AskAsync(shard).ConfigureAwait(false);
+                    var answer = AskSync(shard);
                     if (!IsDisposed)
                     {
-                        Answer(shard, probe, answer);
+                        Answer(shard, probe, answer, hash.Buckets.Count);
                     }
                 }
                 finally
@@ -198,7 +200,7 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         }
     }
 
-    private void Answer(int shard, FenceProbe probe, int? fenceBuckets)
+    private void Answer(int shard, FenceProbe probe, int? fenceBuckets, int mapBuckets)
     {
         var now = Settings.Time.GetTimestamp();
         switch (fenceBuckets)
@@ -207,13 +209,13 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
                 // No answer: the write that follows reports the shard's failure; a later write asks again.
                 Volatile.Write(ref probe.AskAgainAt, now + Ticks(FenceAskAfterFailure));
                 return;
-            case { } count when count == ((HashShardingStrategy)Map.Strategy).Buckets.Count:
+            case { } count when count == mapBuckets:
                 Volatile.Write(ref probe.State, FenceProbe.Fenced);
                 ShardKitLog.FenceWithoutStoredMap(Logger, NameOf(shard));
                 return;
             case { } count when count > 0 && Interlocked.Exchange(ref probe.Warned, 1) == 0:
                 // Named by this map, the buckets would be other buckets of the fence: the rows' own checks still run.
-                ShardKitLog.FenceOfOtherBucketCount(Logger, NameOf(shard), count, ((HashShardingStrategy)Map.Strategy).Buckets.Count);
+                ShardKitLog.FenceOfOtherBucketCount(Logger, NameOf(shard), count, mapBuckets);
                 break;
         }
 
@@ -241,28 +243,6 @@ internal sealed class ShardSet : IAsyncDisposable, IDisposable
         catch (Exception e) when (ShardErrors.FromShard(e) || e is ObjectDisposedException or InvalidOperationException)
         {
             ShardKitLog.FenceQuestionFailed(Logger, NameOf(shard), e.Message);
-            return null;
-        }
-    }
-
-    private async Task<int?> AskAsync(int shard)
-    {
-        try
-        {
-            var connection = await FenceProbeSource(shard).OpenConnectionAsync(_stopping.Token).ConfigureAwait(false);
-            await using var _ = connection.ConfigureAwait(false);
-            var command = new NpgsqlCommand(HasFence, connection);
-            await using var __ = command.ConfigureAwait(false);
-            if (await command.ExecuteScalarAsync(_stopping.Token).ConfigureAwait(false) is not true)
-            {
-                return 0;
-            }
-
-            command.CommandText = FenceBuckets;
-            return (int)(await command.ExecuteScalarAsync(_stopping.Token).ConfigureAwait(false))!;
-        }
-        catch (Exception e) when (ShardErrors.FromShard(e) || e is ObjectDisposedException or InvalidOperationException or OperationCanceledException)
-        {
             return null;
         }
     }

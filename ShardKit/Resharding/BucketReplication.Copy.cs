@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Globalization;
 using System.Runtime.ExceptionServices;
 using Npgsql;
 
@@ -146,7 +145,7 @@ internal sealed partial class BucketReplication
         var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
         await using var _ = target.ConfigureAwait(false);
         await ExecuteAsync(target, string.Join(";\n", chunks.Select(c =>
-            $"delete from {c.Table.QualifiedName} where {c.Table.BucketSql(bucketCount)} in ({string.Join(",", c.Buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)))})")),
+            $"delete from {c.Table.QualifiedName} where {c.Table.BucketSql(bucketCount)} in ({WriteFence.BucketList(c.Buckets)})")),
             ct).ConfigureAwait(false);
     }
 
@@ -165,7 +164,7 @@ internal sealed partial class BucketReplication
         Func<MovedTable, int, long, Task> chunkDone, CancellationToken ct)
     {
         // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
-        var list = string.Join(",", buckets.Select(b => b.ToString(CultureInfo.InvariantCulture)));
+        var list = WriteFence.BucketList(buckets);
         var rows = buckets.ToDictionary(b => b, _ => 0L);
         var copy = await TargetCopy.BeginAsync(target, table, ct).ConfigureAwait(false);
         var input = (NpgsqlRawCopyStream?)null;
