@@ -113,4 +113,28 @@ public sealed class OptionsMapFenceTests
         Assert.That(await db.ExecuteAsync("update items set n = 3 where id = @Id", new Item { Id = key }), Is.EqualTo(1));
         Assert.That(await shards.ScalarAsync<int>(0, "select n from items where id = @key", new { key }), Is.EqualTo(3));
     }
+
+    // A data source whose map has another bucket count than the fence would name other buckets than the fence checks (its
+    // bucket 12 of 16 is the fence's bucket 12 of 64, owned by s0): it does not name them there, and its writes run
+    // with the rows' own checks, which compute the fence's buckets.
+    [Test]
+    public async Task A_map_of_another_bucket_count_does_not_name_its_buckets_to_the_fence()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        Assert.That(shards.Buckets, Is.Not.EqualTo(16));
+        var logs = new ShardKit.Tests.Migrations.LogCapture();
+        await using var other = new ShardedDataSourceBuilder().UseHashSharding(16).AddEntity<Item>().UseLoggerFactory(logs)
+            .AddShard("s0", shards.Direct[0]).AddShard("s1", shards.Direct[1]).Build();
+        var key = Enumerable.Range(1, 10_000).Select(i => (long)i)
+            .First(k => other.Map.ShardFor(k) == "s1" && admin.Map.ShardFor(k) == "s1" && !admin.Map.Buckets!.BucketsOf(1).Contains(other.Map.BucketOf(k)));
+        await using var db = other.CreateConnection();
+
+        Assert.That(await db.ExecuteAsync("insert into items (id, payload, n) values (@Id, 'other', 1)", new Item { Id = key }), Is.EqualTo(1));
+        Assert.That(await db.ExecuteAsync("update items set n = 2 where id = @Id", new Item { Id = key }), Is.EqualTo(1));
+        Assert.That(await shards.ScalarAsync<int>(1, "select n from items where id = @key", new { key }), Is.EqualTo(2));
+        Assert.That(logs.Logs.Count(l => l.EventId == 1707), Is.EqualTo(1), "one warning naming both bucket counts");
+        Assert.That(logs.Logs.Single(l => l.EventId == 1707).Message, Does.Contain(shards.Buckets.ToString()).And.Contain("16"));
+    }
 }
