@@ -19,11 +19,11 @@ namespace ShardKit.Benchmarks;
 public static class MovePauseRun
 {
     public sealed record Report(int Writers, long Rows, int MovedBuckets, int BucketCount, Percentiles Baseline, Percentiles Moving, Percentiles Others,
-        int Errors, MoveResult Move, int WritesPerSecond = 0)
+        int Errors, MoveResult Move, int WritesPerSecond = 0, int Rounds = 1)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"""
-            {Writers} writers ({(WritesPerSecond > 0 ? $"paced, {WritesPerSecond:N0} writes/s together" : "each writing as fast as it can")}), {Rows:N0} rows, moving {MovedBuckets} of {BucketCount} buckets ({Move.RowsCopied:N0} rows) from {Move.Source} to {Move.Target}
-              move: {Move.Duration.TotalSeconds:0.0} s, switch pause {Move.Pause.TotalMilliseconds:0.0} ms, errors {Errors}
+            {Writers} writers ({(WritesPerSecond > 0 ? $"paced, {WritesPerSecond:N0} writes/s together" : "each writing as fast as it can")}), {Rows:N0} rows, moving {MovedBuckets} of {BucketCount} buckets ({Move.RowsCopied:N0} rows) {(Rounds > 1 ? $"between {Move.Source} and {Move.Target}, {Rounds} moves each after a no-move run (all rounds together)" : $"from {Move.Source} to {Move.Target}")}
+              {(Rounds > 1 ? "last " : "")}move: {Move.Duration.TotalSeconds:0.0} s, switch pause {Move.Pause.TotalMilliseconds:0.0} ms, errors {Errors}
               writes, no move:            {Baseline}
               writes to moving buckets:   {Moving}
               writes to other buckets:    {Others}  (p99 {Others.P99 / Baseline.P99:0.00}x the no-move run)
@@ -48,7 +48,7 @@ public static class MovePauseRun
         try
         {
             Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1,
-                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism)));
+                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism), rounds: Arg(8, 1)));
         }
         finally
         {
@@ -65,7 +65,7 @@ public static class MovePauseRun
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
 
     public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
-        bool verify = true, int writesPerSecond = 0, int parallelism = 4)
+        bool verify = true, int writesPerSecond = 0, int parallelism = 4, int rounds = 1)
     {
         var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
         var database = "move_" + Guid.NewGuid().ToString("N")[..10];
@@ -106,14 +106,15 @@ public static class MovePauseRun
 
             var moving = source.Map.Buckets!.BucketsOf(0).Take(moveBuckets).ToHashSet();
             var keys = rows * 2L;
-            var phase = 0; // 0 warm-up, 1 baseline, 2 move, 3 done
-            var baselineMs = new ConcurrentBag<double>();
-            var movingMs = new ConcurrentBag<double>();
-            var otherMs = new ConcurrentBag<double>();
+            var phase = 0; // 0 warm-up, 1 baseline, 2 move, 3 done; the round in the bits above (round << 2 | phase)
+            var baselineMs = new ConcurrentBag<(int Round, double Ms)>();
+            var movingMs = new ConcurrentBag<(int Round, double Ms)>();
+            var otherMs = new ConcurrentBag<(int Round, double Ms)>();
             var slowMoving = new ConcurrentBag<(double StartedAt, double Ms)>();
             var slowBaseline = new ConcurrentBag<(double StartedAt, double Ms)>();
             var otherByTime = new ConcurrentBag<(double StartedAt, double Ms)>();
             var baselineByTime = new ConcurrentBag<(double StartedAt, double Ms)>();
+            var otherByStep = new ConcurrentBag<(int Round, double StartedAt, double Ms)>();
             var baselineStart = 0L;
             var errors = 0;
             using var stop = new CancellationTokenSource();
@@ -148,7 +149,8 @@ public static class MovePauseRun
                     var key = random.NextInt64(1, keys);
                     // A write counts in the phase it started in: the first writes of the warm-up (connections opened,
                     // code compiled) end after it, and counted by their end they put seconds into the no-move run.
-                    var startedIn = Volatile.Read(ref phase);
+                    var state = Volatile.Read(ref phase);
+                    var (round, startedIn) = (state >> 2, state & 3);
                     var started = Stopwatch.GetTimestamp();
                     try
                     {
@@ -166,7 +168,7 @@ public static class MovePauseRun
                     switch (startedIn)
                     {
                         case 1:
-                            baselineMs.Add(ms);
+                            baselineMs.Add((round, ms));
                             var at = Stopwatch.GetElapsedTime(Volatile.Read(ref baselineStart), started).TotalMilliseconds;
                             baselineByTime.Add((at, ms));
                             if (ms >= SlowBaselineMs)
@@ -177,10 +179,11 @@ public static class MovePauseRun
                             break;
                         case 2:
                             var isMoving = moving.Contains(source.Map.BucketOf(key));
-                            (isMoving ? movingMs : otherMs).Add(ms);
+                            (isMoving ? movingMs : otherMs).Add((round, ms));
                             if (!isMoving)
                             {
                                 otherByTime.Add((Stopwatch.GetElapsedTime(MoveLog.Start, started).TotalMilliseconds, ms));
+                                otherByStep.Add((round, Stopwatch.GetElapsedTime(MoveLog.Start, started).TotalMilliseconds, ms));
                             }
 
                             if (isMoving && ms >= SlowWriteMs)
@@ -194,16 +197,28 @@ public static class MovePauseRun
             })).ToArray();
 
             await Task.Delay(WarmUp);
-            Volatile.Write(ref baselineStart, Stopwatch.GetTimestamp());
-            Volatile.Write(ref phase, 1);
-            await Task.Delay(baseline);
-            MoveLog.Start = Stopwatch.GetTimestamp();
-            Volatile.Write(ref phase, 2);
-            // The writers are this process's, on the mover's own data source: they hear the announcement and the switch by
-            // notification, so the waits for followers that only check now and then are not needed here.
-            var move = await source.Resharding.MoveBucketsAsync(moving, "s1",
-                new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
-            Volatile.Write(ref phase, 3);
+            var sessionsBefore = await SessionsAsync(direct);
+            MoveResult move = null!;
+            var moves = new List<MoveResult>();
+            for (var round = 0; round < rounds; round++)
+            {
+                // Each move after a no-move run of its own, the buckets back and forth: the machine's drift over a series
+                // falls on both sides alike, and the app's pools have grown to what the writers need after the first.
+                Volatile.Write(ref baselineStart, Stopwatch.GetTimestamp());
+                Volatile.Write(ref phase, round << 2 | 1);
+                await Task.Delay(baseline);
+                MoveLog.Start = Stopwatch.GetTimestamp();
+                Volatile.Write(ref MoveLog.Round, round);
+                Volatile.Write(ref phase, round << 2 | 2);
+                // The writers are this process's, on the mover's own data source: they hear the announcement and the switch
+                // by notification, so the waits for followers that only check now and then are not needed here.
+                move = await source.Resharding.MoveBucketsAsync(moving, round % 2 == 0 ? "s1" : "s0",
+                    new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
+                Volatile.Write(ref phase, round << 2 | 3);
+                moves.Add(move);
+            }
+
+            var sessionsAfter = await SessionsAsync(direct);
             await stop.CancelAsync();
             await Task.WhenAll(tasks);
             if (log && !slowBaseline.IsEmpty)
@@ -213,12 +228,35 @@ public static class MovePauseRun
                     string.Join(", ", slowBaseline.OrderBy(w => w.StartedAt).Select(w => string.Create(CultureInfo.InvariantCulture, $"{w.StartedAt:F0}+{w.Ms:F0}"))));
             }
 
-            if (log && !otherByTime.IsEmpty)
+            if (log && rounds > 1)
+            {
+                for (var r = 0; r < rounds; r++)
+                {
+                    var (b, o, m) = (P(baselineMs, r), P(otherMs, r), P(movingMs, r));
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"  round {r + 1}: {moves[r].Source}->{moves[r].Target} {moves[r].Duration.TotalSeconds:0.0} s, pause {moves[r].Pause.TotalMilliseconds,5:0.0} ms; no move p99 {b.P99,6:0.00}, other buckets p99 {o.P99,6:0.00} ({o.P99 / b.P99:0.00}x), moving buckets p99 {m.P99,6:0.00} max {m.Max,6:0.0}"));
+                }
+            }
+
+            if (log && rounds > 1)
+            {
+                PrintSteps(otherByStep);
+            }
+
+            if (log && rounds == 1 && !otherByTime.IsEmpty)
             {
                 // Per second, on the no-move run's clock and the move log's: how much one second's p99 varies without a
                 // move, and which step of the move slows the other buckets' writes.
                 PrintSeconds("no-move writes per second (from, writes, p50, p99):", baselineByTime);
                 PrintSeconds("other buckets per second of the move (from, writes, p50, p99):", otherByTime);
+            }
+
+            if (log)
+            {
+                // Sessions the servers started during the move (the app's pools were full before it): the mover's own, each
+                // a new backend (about 30 ms of server CPU on a small VM) that competes with the other buckets' writers.
+                Console.WriteLine("  sessions started during the move, per shard: " +
+                    string.Join(", ", sessionsAfter.Zip(sessionsBefore, (a, b) => (a - b - 1).ToString(CultureInfo.InvariantCulture))));
             }
 
             if (log && !slowMoving.IsEmpty)
@@ -227,8 +265,8 @@ public static class MovePauseRun
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  writes to moving buckets of {SlowWriteMs} ms or more (started at, took): ") +
                     string.Join(", ", slowMoving.OrderBy(w => w.StartedAt).Select(w => string.Create(CultureInfo.InvariantCulture, $"{w.StartedAt:F0}+{w.Ms:F0}"))));
             }
-            return new Report(writers, rows, moveBuckets, bucketCount, Percentiles.Of([.. baselineMs]), Percentiles.Of([.. movingMs]),
-                Percentiles.Of([.. otherMs]), errors, move, writesPerSecond);
+            return new Report(writers, rows, moveBuckets, bucketCount, Percentiles.Of([.. baselineMs.Select(w => w.Ms)]), Percentiles.Of([.. movingMs.Select(w => w.Ms)]),
+                Percentiles.Of([.. otherMs.Select(w => w.Ms)]), errors, move, writesPerSecond, rounds);
         }
         finally
         {
@@ -243,11 +281,63 @@ public static class MovePauseRun
         }
     }
 
+    // The other buckets' writes of every round by the step of the move they started in (the steps' log lines end them).
+    private static void PrintSteps(IEnumerable<(int Round, double StartedAt, double Ms)> writes)
+    {
+        string[] steps = ["announced", "replication", "Copying", "CatchingUp", "Switching", "verified before the freeze", "switched", "Done"];
+        // The announcement's wait is the benchmark's 500 ms: the window after it to the slot's line is the slot's creation.
+        var bounds = MoveLog.Steps.GroupBy(s => s.Round).ToDictionary(g => g.Key, g => steps.Select(step =>
+            g.FirstOrDefault(s => s.Message.Contains(": " + step, StringComparison.Ordinal)).At).ToArray().Insert(1, a => a[0] + 500));
+        string[] names = ["preflight", "announce wait", "publication, slot", "recorded", "copy", "catch-up", "verify", "freeze, switch", "cleanup"];
+        var byStep = writes.Where(w => bounds.ContainsKey(w.Round)).GroupBy(w =>
+        {
+            var b = bounds[w.Round];
+            var i = 0;
+            while (i < b.Length && b[i] > 0 && w.StartedAt >= b[i])
+            {
+                i++;
+            }
+
+            return i;
+        }).OrderBy(g => g.Key);
+        Console.WriteLine("  other buckets' writes by the step of the move they started in, all rounds (step, ms per round, writes, p50, p99):");
+        foreach (var step in byStep)
+        {
+            var p = Percentiles.Of([.. step.Select(w => w.Ms)]);
+            var length = bounds.Values.Average(b => step.Key < b.Length ? b[step.Key] - (step.Key == 0 ? 0 : b[step.Key - 1]) : 0);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"    {(step.Key < names.Length ? names[step.Key] : "after"),-16} {length,6:F0} {p.Count,6} {p.P50,7:0.00} {p.P99,7:0.00}"));
+        }
+    }
+
+    private static double[] Insert(this double[] bounds, int at, Func<double[], double> value) =>
+        [.. bounds[..at], value(bounds), .. bounds[at..]];
+
+    private static Percentiles P(IEnumerable<(int Round, double Ms)> writes, int round) => Percentiles.Of([.. writes.Where(w => w.Round == round).Select(w => w.Ms)]);
+
+    // pg_stat_database.sessions of the move's database on each shard (the asking session counts itself).
+    private static async Task<long[]> SessionsAsync(IReadOnlyList<string> shards)
+    {
+        var counts = new long[shards.Count];
+        for (var i = 0; i < shards.Count; i++)
+        {
+            await using var conn = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(shards[i]) { Pooling = false }.ConnectionString);
+            await conn.OpenAsync();
+            counts[i] = await conn.ExecuteScalarAsync<long>("select sessions from pg_stat_database where datname = current_database()");
+        }
+
+        return counts;
+    }
+
     // Prints ShardKit's move steps (with the switch's timings) as they happen.
     private sealed class MoveLog : Microsoft.Extensions.Logging.ILoggerFactory, Microsoft.Extensions.Logging.ILogger
     {
         // When the move started; the log's times count from it.
         public static long Start;
+
+        // The steps logged, as (round, ms since Start, message), for the other buckets' latency per step.
+        public static int Round;
+        public static readonly ConcurrentQueue<(int Round, double At, string Message)> Steps = new();
 
         public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => categoryName == "ShardKit" ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
@@ -265,7 +355,10 @@ public static class MovePauseRun
         {
             if (eventId.Id == 1704)
             {
-                Console.WriteLine($"    [{Stopwatch.GetElapsedTime(Start).TotalMilliseconds,6:F0} ms] " + formatter(state, exception));
+                var at = Stopwatch.GetElapsedTime(Start).TotalMilliseconds;
+                var message = formatter(state, exception);
+                Steps.Enqueue((Volatile.Read(ref Round), at, message));
+                Console.WriteLine($"    [{at,6:F0} ms] " + message);
             }
         }
 

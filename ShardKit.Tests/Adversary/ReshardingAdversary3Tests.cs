@@ -341,7 +341,7 @@ public sealed class ReshardingAdversary3Tests
         using var stop = new CancellationTokenSource();
         string? id = null;
         var reports = new ConcurrentQueue<MoveProgress>();
-        var error = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1, CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero, AnnounceWait = TimeSpan.Zero },
+        var error = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1, CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero, AnnounceWait = TimeSpan.Zero, CopyScanBytes = 1 },
             new InlineProgress(p =>
             {
                 id ??= p.MoveId;

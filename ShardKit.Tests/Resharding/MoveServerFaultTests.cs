@@ -14,7 +14,7 @@ public sealed class MoveServerFaultTests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([new ShardedTable(ReshardingShards.Table, "id")]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
-        var options = new MoveOptions { CleanupDelay = TimeSpan.Zero, Parallelism = 1, AnnounceWait = TimeSpan.Zero };
+        var options = new MoveOptions { CleanupDelay = TimeSpan.Zero, Parallelism = 1, AnnounceWait = TimeSpan.Zero, CopyScanBytes = 1 };
 
         // The target stops while rows are copied.
         var first = admin.Map.Buckets!.BucketsOf(0).Take(12).ToArray();

@@ -76,7 +76,10 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
         await RecordAloneAsync(id, ordered, source, target, cancellationToken).ConfigureAwait(false);
         await AnnounceAsync(cancellationToken).ConfigureAwait(false);
-        await Task.Delay(options.AnnounceWait ?? FollowersCatchUp, cancellationToken).ConfigureAwait(false);
+        var wait = options.AnnounceWait ?? FollowersCatchUp;
+        ShardKitLog.MoveStep(Shards.Logger, id, "announced", string.Create(CultureInfo.InvariantCulture,
+            $"waiting {wait.TotalMilliseconds:F0} ms for apps that follow the map to read that the buckets move"));
+        await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
         return await RunAsync(move, cancellationToken, moved).ConfigureAwait(false);
     }
 
@@ -199,6 +202,9 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     : await BucketReplication.ResumeAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false);
                 await using (replication.ConfigureAwait(false))
                 {
+                    ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "replication", state is MoveState.Started
+                        ? $"slot and publication {replication.SlotName} created on '{move.Source}'"
+                        : $"slot and publication {replication.SlotName} taken up on '{move.Source}'");
                     if (state is MoveState.Started or MoveState.Copying)
                     {
                         state = await SetStateAsync(move.MoveId, MoveState.Copying, cancellationToken).ConfigureAwait(false);
@@ -206,10 +212,11 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                         _estimate = await EstimateRowsAsync(sourceIndex, moved, move.Buckets.Count, bucketCount, cancellationToken).ConfigureAwait(false);
                         var copiedBefore = rowsCopied;
                         var copied = new CopyProgress(rows => Report(move.MoveId, MoveState.Copying, copiedBefore + rows, -1, null));
+                        var perScan = await BucketsPerScanAsync(sourceIndex, moved, bucketCount, cancellationToken).ConfigureAwait(false);
                         await replication.CopyAsync(targetCs, move.Buckets, bucketCount, options.Parallelism,
                             (table, bucket) => done.Contains((table, bucket)),
-                            (table, bucket, rows, token) => ChunkDoneAsync(move.MoveId, table, bucket, rows, token),
-                            copied, cancellationToken).ConfigureAwait(false);
+                            (table, bucket, rows, token) => ChunksDoneAsync(move.MoveId, table, [(bucket, rows)], token),
+                            copied, cancellationToken, perScan, (table, chunks, token) => ChunksDoneAsync(move.MoveId, table, chunks, token)).ConfigureAwait(false);
                         rowsCopied = await RowsCopiedAsync(move.MoveId, cancellationToken).ConfigureAwait(false);
                         state = await SetStateAsync(move.MoveId, MoveState.CatchingUp, cancellationToken).ConfigureAwait(false);
                     }
@@ -521,6 +528,31 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         return rows < 0 ? -1 : rows * moving / bucketCount;
     }
 
+    // How many buckets one copy scan of each table may carry: CopyScanBytes over a bucket's share of the table's size on
+    // disk (what a scan reads whatever the buckets). Small buckets then go many to a scan, so a table is read a few times
+    // instead of once per 8 buckets; the copy clamps it to at least 8.
+    private async Task<IReadOnlyDictionary<string, int>> BucketsPerScanAsync(int shard, IReadOnlyList<MovedTable> tables, int bucketCount,
+        CancellationToken cancellationToken)
+    {
+        var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var command = new NpgsqlCommand("select pg_table_size(t::regclass) from unnest($1::text[]) with ordinality as x(t, i) order by i", connection);
+        await using var __ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });
+        var perScan = new Dictionary<string, int>(StringComparer.Ordinal);
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using (reader.ConfigureAwait(false))
+        {
+            for (var i = 0; await reader.ReadAsync(cancellationToken).ConfigureAwait(false); i++)
+            {
+                var perBucket = Math.Max(1.0, (double)reader.GetInt64(0) / bucketCount);
+                perScan[tables[i].QualifiedName] = (int)Math.Clamp(options.CopyScanBytes / perBucket, 1, bucketCount);
+            }
+        }
+
+        return perScan;
+    }
+
     private async Task<NpgsqlLogSequenceNumber> CurrentLsnAsync(int shard, CancellationToken cancellationToken)
     {
         var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -593,11 +625,13 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         return done;
     }
 
-    private Task ChunkDoneAsync(string moveId, string table, int bucket, long rows, CancellationToken cancellationToken) =>
+    // A scan's chunks, recorded in one statement (one round trip and one commit on the catalog, not one per bucket).
+    private Task ChunksDoneAsync(string moveId, string table, IReadOnlyList<(int Bucket, long Rows)> chunks, CancellationToken cancellationToken) =>
         ExecuteCatalogAsync("""
-            insert into shardkit.move_chunk (move_id, table_name, bucket, rows) values ($1, $2, $3, $4) on conflict do nothing;
+            insert into shardkit.move_chunk (move_id, table_name, bucket, rows) select $1, $2, b, r from unnest($3::int[], $4::bigint[]) as c(b, r)
+            on conflict do nothing;
             update shardkit.move set rows_copied = (select coalesce(sum(rows), 0) from shardkit.move_chunk where move_id = $1), updated = now() where id = $1;
-            """, cancellationToken, moveId, table, bucket, rows);
+            """, cancellationToken, moveId, table, chunks.Select(c => c.Bucket).ToArray(), chunks.Select(c => c.Rows).ToArray());
 
     private async Task<long> RowsCopiedAsync(string moveId, CancellationToken cancellationToken) =>
         (await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false)).RowsCopied;

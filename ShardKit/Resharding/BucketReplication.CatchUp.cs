@@ -125,24 +125,57 @@ internal sealed partial class BucketReplication
     {
         await CloseStreamAsync().ConfigureAwait(false);
 
-        // A slot streams to one connection at a time; the exporter, if still open, lets go of its snapshot first.
-        await ReleaseSnapshotAsync().ConfigureAwait(false);
+        // A slot streams to one connection at a time; the exporter, if still open, lets go of its snapshot first and
+        // streams it itself.
+        await ReleaseSnapshotAsync(keep: true).ConfigureAwait(false);
         await WaitSlotFreeAsync(ct).ConfigureAwait(false);
+        return _stream = await StartStreamAsync(targetConnectionString, buckets, bucketCount, await TakeSpareAsync(ct).ConfigureAwait(false), ct)
+            .ConfigureAwait(false);
+    }
+
+    // The exporter's connection, if it is still there and answers: it was idle through the whole copy and may be gone (the
+    // source restarted, a proxy dropped it), and streaming starts lazily, where a dead connection would fail the catch-up.
+    private async Task<LogicalReplicationConnection?> TakeSpareAsync(CancellationToken ct)
+    {
+        if (Interlocked.Exchange(ref _spare, null) is not { } spare)
+        {
+            return null;
+        }
+
+        try
+        {
+            await spare.IdentifySystem(ct).ConfigureAwait(false);
+            return spare;
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested && e is NpgsqlException or IOException or InvalidOperationException or TimeoutException)
+        {
+            await spare.DisposeAsync().ConfigureAwait(false);
+            return null;
+        }
+        catch
+        {
+            await spare.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task<ChangeStream> StartStreamAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount,
+        LogicalReplicationConnection? opened, CancellationToken ct)
+    {
         var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
         var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target,
-            new ChangeApplier(_source, target, _tables, buckets, bucketCount) { Recording = _recording }, new LogicalReplicationConnection(MoverConnectionString(_source)));
+            new ChangeApplier(_source, target, _tables, buckets, bucketCount) { Recording = _recording },
+            opened ?? new LogicalReplicationConnection(MoverConnectionString(_source)), isOpen: opened is not null);
         try
         {
             await stream.StartAsync(SlotName, Options(SlotName), ct).ConfigureAwait(false);
+            return stream;
         }
         catch
         {
             await stream.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-
-        _stream = stream;
-        return stream;
     }
 
     private async Task CloseStreamAsync()
@@ -156,7 +189,7 @@ internal sealed partial class BucketReplication
 
     /// <summary>One open replication stream of the slot with its target connection and applier.</summary>
     private sealed class ChangeStream(string target, IReadOnlyCollection<int> buckets, int bucketCount, NpgsqlConnection targetConnection,
-        ChangeApplier applier, LogicalReplicationConnection replication) : IAsyncDisposable
+        ChangeApplier applier, LogicalReplicationConnection replication, bool isOpen) : IAsyncDisposable
     {
         private readonly CancellationTokenSource _streaming = new();
         private readonly int[] _buckets = [.. buckets.Order()];
@@ -169,7 +202,11 @@ internal sealed partial class BucketReplication
 
         public async Task StartAsync(string slot, PgOutputReplicationOptions options, CancellationToken ct)
         {
-            await replication.Open(ct).ConfigureAwait(false);
+            if (!isOpen)
+            {
+                await replication.Open(ct).ConfigureAwait(false);
+            }
+
             _messages = replication.StartReplication(new PgOutputReplicationSlot(slot), options, _streaming.Token).GetAsyncEnumerator(_streaming.Token);
         }
 

@@ -9,8 +9,9 @@ internal sealed partial class BucketReplication
     private const int ReadBufferBytes = 64 * 1024;
 
     // Each scan reads the whole source table once and commits its buckets on the target in one transaction: more
-    // buckets per scan read the table fewer times, fewer lose less work to a crash.
-    private const int MaxBucketsPerScan = 8;
+    // buckets per scan read the table fewer times, fewer lose less work to a crash. At least this many to a scan, more
+    // when the caller's share of the table allows (BucketsPerScan).
+    internal const int MinBucketsPerScan = 8;
 
     // The 11-byte signature, no flags, no header extension.
     private static readonly byte[] CopyHeader = [(byte)'P', (byte)'G', (byte)'C', (byte)'O', (byte)'P', (byte)'Y', (byte)'\n', 0xff, (byte)'\r', (byte)'\n', 0,
@@ -19,8 +20,8 @@ internal sealed partial class BucketReplication
 
     /// <summary>
     /// Copies every (table, bucket) chunk of <paramref name="buckets"/> that <paramref name="isDone"/> does not call done.
-    /// Each table's remaining buckets are cut into groups of at most 8 (and at least <paramref name="parallelism"/>
-    /// groups), <paramref name="parallelism"/> groups at once; a group is one scan of the source table (a scan per bucket
+    /// Each table's remaining buckets are cut into groups of at most <paramref name="bucketsPerScan"/> of that table (8
+    /// when it does not say; and at least <paramref name="parallelism"/> groups), <paramref name="parallelism"/> groups at once; a group is one scan of the source table (a scan per bucket
     /// would read the table once per bucket) as binary COPY whose rows go to the target undecoded, in one target
     /// transaction. Before the scans, whatever the remaining chunks hold on the target is deleted (one scan of each
     /// target table), so a chunk copied again replaces itself. After
@@ -36,15 +37,20 @@ internal sealed partial class BucketReplication
     /// <param name="chunkDone">Called after a chunk committed on the target, with its rows: record it to resume from.</param>
     /// <param name="progress">Rows copied so far.</param>
     /// <param name="ct">Stops the copy: the groups in flight roll back; committed ones stay.</param>
+    /// <param name="bucketsPerScan">The most buckets one scan of a table (quoted name) copies; 8 for a table it does not name.</param>
+    /// <param name="chunksDone">When given, called once after each scan committed, with all its chunks (bucket, rows), instead of
+    /// <paramref name="chunkDone"/> once per chunk: one record of many chunks.</param>
     /// <returns>The rows copied.</returns>
     public async Task<long> CopyAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, int parallelism,
-        Func<string, int, bool> isDone, Func<string, int, long, CancellationToken, Task> chunkDone, IProgress<long>? progress, CancellationToken ct)
+        Func<string, int, bool> isDone, Func<string, int, long, CancellationToken, Task> chunkDone, IProgress<long>? progress, CancellationToken ct,
+        IReadOnlyDictionary<string, int>? bucketsPerScan = null, Func<string, IReadOnlyList<(int Bucket, long Rows)>, CancellationToken, Task>? chunksDone = null)
     {
         ValidateBuckets(buckets, bucketCount);
         ArgumentOutOfRangeException.ThrowIfLessThan(parallelism, 1);
         var remaining = _tables.Select(table => (Table: table, Buckets: buckets.Distinct().Order().Where(b => !isDone(table.QualifiedName, b)).ToArray()))
             .Where(t => t.Buckets.Length > 0).ToArray();
-        var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(remaining.SelectMany(t => Groups(t.Buckets, parallelism).Select(g => (t.Table, g))));
+        var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(remaining.SelectMany(t =>
+            Groups(t.Buckets, parallelism, bucketsPerScan?.GetValueOrDefault(t.Table.QualifiedName) ?? MinBucketsPerScan).Select(g => (t.Table, g))));
         if (remaining.Length > 0)
         {
             // Whatever the target holds of the chunks still to copy goes first, in one scan of each table (not one per
@@ -68,10 +74,21 @@ internal sealed partial class BucketReplication
         // The first failing scan stops the others, so the error surfaces without waiting for the whole copy.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         long total = 0;
-        async Task ChunkDoneAsync(MovedTable table, int bucket, long rows)
+        async Task ChunksDoneAsync(MovedTable table, IReadOnlyList<(int Bucket, long Rows)> chunks)
         {
-            Interlocked.Add(ref total, rows);
-            await chunkDone(table.QualifiedName, bucket, rows, stop.Token).ConfigureAwait(false);
+            Interlocked.Add(ref total, chunks.Sum(c => c.Rows));
+            if (chunksDone is not null)
+            {
+                await chunksDone(table.QualifiedName, chunks, stop.Token).ConfigureAwait(false);
+            }
+            else
+            {
+                foreach (var (bucket, rows) in chunks)
+                {
+                    await chunkDone(table.QualifiedName, bucket, rows, stop.Token).ConfigureAwait(false);
+                }
+            }
+
             progress?.Report(Interlocked.Read(ref total));
         }
 
@@ -94,7 +111,7 @@ internal sealed partial class BucketReplication
                 await using var targetLifetime = target.ConfigureAwait(false);
                 while (scans.TryDequeue(out var scan))
                 {
-                    await CopyScanAsync(source, target, scan.Table, scan.Buckets, bucketCount, ChunkDoneAsync, stop.Token).ConfigureAwait(false);
+                    await CopyScanAsync(source, target, scan.Table, scan.Buckets, bucketCount, ChunksDoneAsync, stop.Token).ConfigureAwait(false);
                 }
             }
             catch
@@ -118,7 +135,7 @@ internal sealed partial class BucketReplication
             {
                 // Every worker holds the snapshot in its own transaction now; the exporting connection may go.
                 await Task.WhenAny(allImported.Task, all).ConfigureAwait(false);
-                await ReleaseSnapshotAsync().ConfigureAwait(false);
+                await ReleaseSnapshotAsync(keep: true).ConfigureAwait(false);
             }
 
             try
@@ -149,11 +166,12 @@ internal sealed partial class BucketReplication
             ct).ConfigureAwait(false);
     }
 
-    // Contiguous runs of the sorted buckets, as even as they come: at least one per parallel scan, at most
-    // MaxBucketsPerScan buckets each.
-    private static IEnumerable<int[]> Groups(int[] buckets, int parallelism)
+    // Contiguous runs of the sorted buckets, as even as they come: at least one per parallel scan, at most perScan
+    // (never under MinBucketsPerScan) buckets each.
+    internal static IEnumerable<int[]> Groups(int[] buckets, int parallelism, int perScan = MinBucketsPerScan)
     {
-        var count = Math.Min(buckets.Length, Math.Max(parallelism, (buckets.Length + MaxBucketsPerScan - 1) / MaxBucketsPerScan));
+        perScan = Math.Max(perScan, MinBucketsPerScan);
+        var count = Math.Min(buckets.Length, Math.Max(parallelism, (int)((buckets.Length + (long)perScan - 1) / perScan)));
         for (var i = 0; i < count; i++)
         {
             yield return buckets[(buckets.Length * i / count)..(buckets.Length * (i + 1) / count)];
@@ -161,7 +179,7 @@ internal sealed partial class BucketReplication
     }
 
     private static async Task CopyScanAsync(NpgsqlConnection source, NpgsqlConnection target, MovedTable table, int[] buckets, int bucketCount,
-        Func<MovedTable, int, long, Task> chunkDone, CancellationToken ct)
+        Func<MovedTable, IReadOnlyList<(int Bucket, long Rows)>, Task> chunksDone, CancellationToken ct)
     {
         // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
         var list = WriteFence.BucketList(buckets);
@@ -204,10 +222,7 @@ internal sealed partial class BucketReplication
         await input.DisposeAsync().ConfigureAwait(false);
 
         // Committed: every bucket of the scan is done, even if the caller stops now.
-        foreach (var bucket in buckets)
-        {
-            await chunkDone(table, bucket, rows[bucket]).ConfigureAwait(false);
-        }
+        await chunksDone(table, [.. buckets.Select(b => (b, rows[b]))]).ConfigureAwait(false);
     }
 
     private static async Task QuietlyAsync(Func<Task> cleanup)

@@ -27,6 +27,9 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     private readonly IReadOnlyList<MovedTable> _tables;
     private LogicalReplicationConnection? _exporter;
     private string? _snapshot;
+    // The exporter's walsender once its snapshot is let go of: the first catch-up streams on it instead of starting
+    // another backend on the source (a new session there costs the other buckets' writers CPU).
+    private LogicalReplicationConnection? _spare;
     private ChangeStream? _stream;
     private ChangedKeys? _recording;
 
@@ -172,16 +175,40 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     {
         await CloseStreamAsync().ConfigureAwait(false);
         await ReleaseSnapshotAsync().ConfigureAwait(false);
+        if (Interlocked.Exchange(ref _spare, null) is { } spare)
+        {
+            await spare.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
-    private async Task ReleaseSnapshotAsync()
+    // Lets go of the exported snapshot. With keep, the exporter's connection stays open for the first catch-up: any next
+    // command on a walsender ends the snapshot it exported, and IDENTIFY_SYSTEM is the cheapest one. A connection that
+    // fails it (the source restarted) is closed; the catch-up then opens its own.
+    private async Task ReleaseSnapshotAsync(bool keep = false)
     {
         _snapshot = null;
-        if (_exporter is { } exporter)
+        if (Interlocked.Exchange(ref _exporter, null) is not { } exporter)
         {
-            _exporter = null;
-            await exporter.DisposeAsync().ConfigureAwait(false);
+            return;
         }
+
+        if (keep)
+        {
+            try
+            {
+                await exporter.IdentifySystem().ConfigureAwait(false);
+                if (Interlocked.CompareExchange(ref _spare, exporter, null) is null)
+                {
+                    return;
+                }
+            }
+            catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException or TimeoutException)
+            {
+                // Closed below.
+            }
+        }
+
+        await exporter.DisposeAsync().ConfigureAwait(false);
     }
 
     private static void ValidateMoveId(string moveId)

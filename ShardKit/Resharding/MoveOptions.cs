@@ -12,6 +12,15 @@ public sealed class MoveOptions
     public int Parallelism { get; set; } = 1;
 
     /// <summary>
+    /// How much of the source table's data one copy scan may carry, in bytes; 64 MiB by default. Each scan reads the whole
+    /// source table once for its group of buckets and commits them on the target in one transaction: buckets are grouped
+    /// up to this share of the table's size (by its size on disk and the bucket count), and never fewer than 8 to a scan.
+    /// Larger: fewer scans of the table (moving a third of 1,024 buckets of a 1 GiB table takes 6 scans instead of 43);
+    /// smaller: less copied again when a stopped move resumes.
+    /// </summary>
+    public long CopyScanBytes { get; set; } = 64L << 20;
+
+    /// <summary>
     /// The catch-up gate: the bucket is frozen only once the target is at most this many bytes of the source's WAL behind
     /// (so the frozen drain is short); 128 KiB by default. A catch-up round that takes under 50 ms also opens the gate,
     /// and after 50 rounds the freeze goes ahead whatever the lag (busy writers of other buckets keep the WAL growing).
@@ -68,10 +77,10 @@ public sealed class MoveOptions
 
     internal void Validate()
     {
-        if (Parallelism < 1 || MaxLagBytes < 0 || FreezeLockTimeout <= TimeSpan.Zero || FreezeAttempts < 1 || DeleteBatchSize < 1
+        if (Parallelism < 1 || CopyScanBytes < 1 || MaxLagBytes < 0 || FreezeLockTimeout <= TimeSpan.Zero || FreezeAttempts < 1 || DeleteBatchSize < 1
             || CleanupDelay < TimeSpan.Zero || DeletePause < TimeSpan.Zero || AnnounceWait < TimeSpan.Zero)
         {
-            throw new ArgumentException("MoveOptions: Parallelism, FreezeAttempts and DeleteBatchSize must be at least 1, " +
+            throw new ArgumentException("MoveOptions: Parallelism, CopyScanBytes, FreezeAttempts and DeleteBatchSize must be at least 1, " +
                 "FreezeLockTimeout positive, and MaxLagBytes, AnnounceWait, CleanupDelay and DeletePause zero or more.");
         }
     }

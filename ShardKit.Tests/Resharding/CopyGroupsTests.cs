@@ -1,0 +1,42 @@
+using NUnit.Framework;
+
+namespace ShardKit.Tests.Resharding;
+
+// How a move's copy cuts a table's buckets into scans: each scan reads the whole source table, so small buckets go many to
+// a scan (MoveOptions.CopyScanBytes), never fewer than 8 to one, and at least one scan per parallel worker.
+public sealed class CopyGroupsTests
+{
+    private static readonly int[] ThirtyTwo = [.. Enumerable.Range(100, 32)];
+
+    [Test]
+    public void Eight_buckets_to_a_scan_when_the_table_allows_no_more() =>
+        Assert.That(BucketReplication.Groups(ThirtyTwo, parallelism: 1).Select(g => g.Length), Is.EqualTo(new[] { 8, 8, 8, 8 }));
+
+    [Test]
+    public void Small_buckets_go_in_one_scan_per_parallel_worker()
+    {
+        Assert.That(BucketReplication.Groups(ThirtyTwo, parallelism: 1, perScan: 1000).Single(), Is.EqualTo(ThirtyTwo));
+        Assert.That(BucketReplication.Groups(ThirtyTwo, parallelism: 2, perScan: int.MaxValue).Select(g => g.Length), Is.EqualTo(new[] { 16, 16 }));
+    }
+
+    [Test]
+    public void A_share_under_eight_buckets_still_scans_eight_at_a_time() =>
+        Assert.That(BucketReplication.Groups(ThirtyTwo, parallelism: 1, perScan: 1).Select(g => g.Length), Is.EqualTo(new[] { 8, 8, 8, 8 }));
+
+    [TestCase(1, 8)]
+    [TestCase(3, 8)]
+    [TestCase(1, 12)]
+    [TestCase(4, 20)]
+    [TestCase(64, 20)]
+    public void Every_bucket_is_in_exactly_one_scan_in_order(int parallelism, int perScan)
+    {
+        var groups = BucketReplication.Groups(ThirtyTwo, parallelism, perScan).ToArray();
+        Assert.Multiple(() =>
+        {
+            Assert.That(groups.SelectMany(g => g), Is.EqualTo(ThirtyTwo));
+            Assert.That(groups, Has.All.Property("Length").GreaterThan(0));
+            Assert.That(groups.Max(g => g.Length), Is.LessThanOrEqualTo(Math.Max(perScan, BucketReplication.MinBucketsPerScan)));
+            Assert.That(groups, Has.Length.GreaterThanOrEqualTo(Math.Min(parallelism, ThirtyTwo.Length)));
+        });
+    }
+}
