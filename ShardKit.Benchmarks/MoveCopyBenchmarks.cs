@@ -95,8 +95,16 @@ public class MoveCopyBenchmarks
         _startMs.Add(watch.Elapsed.TotalMilliseconds);
         try
         {
+            // Scans as a move cuts them (MoveOptions.CopyScanBytes of the table each).
+            IReadOnlyDictionary<string, int> perScan;
+            await using (var connection = new NpgsqlConnection(_source))
+            {
+                await connection.OpenAsync();
+                perScan = await BucketReplication.BucketsPerScanAsync(connection, [_table], BucketCount, new MoveOptions().CopyScanBytes, CancellationToken.None);
+            }
+
             return Check(await move.CopyAsync(_target, AllBuckets, BucketCount, Parallelism, static (_, _) => false,
-                static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None));
+                static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None, perScan));
         }
         finally
         {

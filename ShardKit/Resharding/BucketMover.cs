@@ -277,10 +277,34 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 throw;
             }
 
+            if (UndecodableTable(e))
+            {
+                // The slot's WAL holds a change the source's decoding cannot name: replaying it fails the same way each time.
+                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
+                    $"'{move.Target}' stopped while {state}: the source's logical decoding cannot read its WAL past a change to a table it " +
+                    $"cannot name ({e.Message}), which PostgreSQL's decoding can leave behind when a table is created on the source while " +
+                    $"the move's slot exists. A resume replays the same WAL and fails again: cancel it with CancelMoveAsync(\"{move.MoveId}\") " +
+                    "(`shardkit move cancel`) and move the buckets again, with no tables created on the source meanwhile.", e);
+            }
+
             throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
                 $"'{move.Target}' stopped while {state}: {e.Message} Resume it with ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`) " +
                 "or cancel it.", e);
         }
+    }
+
+    // PostgreSQL's "could not map filenode … to relation OID" from the source's logical decoding (an internal error).
+    private static bool UndecodableTable(Exception e)
+    {
+        for (var inner = e; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is PostgresException { SqlState: PostgresErrorCodes.InternalError } p && p.MessageText.Contains("could not map filenode", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private async Task CatchUpUnderGateAsync(MoveInfo move, BucketReplication replication, int sourceIndex, string targetCs, int bucketCount,
@@ -383,6 +407,12 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         // The switch records on both fences where the buckets went (fences made by an older ShardKit lack the column); a
         // move an older mover started gets this version's fence on resuming.
         await UpgradeFencesAsync(move, source, target, cancellationToken).ConfigureAwait(false);
+        // No table may be created on the source while its slot decodes: PostgreSQL 15's decoding can then miss that the
+        // creating transaction changed the catalog, and stop for good at the new table's first row with "could not map
+        // filenode … to relation OID" (a resume replays the same WAL). The two-phase commit decision log is the table
+        // ShardKit itself creates on first use, from an app's writer: it is made here, before the slot, on both sides.
+        await DecisionLog.EnsureAsync(source, cancellationToken).ConfigureAwait(false);
+        await DecisionLog.EnsureAsync(target, cancellationToken).ConfigureAwait(false);
         foreach (var table in tables)
         {
             var onSource = await DescribeOnAsync(move, source, move.Source, table, cancellationToken).ConfigureAwait(false);
@@ -528,29 +558,12 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         return rows < 0 ? -1 : rows * moving / bucketCount;
     }
 
-    // How many buckets one copy scan of each table may carry: CopyScanBytes over a bucket's share of the table's size on
-    // disk (what a scan reads whatever the buckets). Small buckets then go many to a scan, so a table is read a few times
-    // instead of once per 8 buckets; the copy clamps it to at least 8.
     private async Task<IReadOnlyDictionary<string, int>> BucketsPerScanAsync(int shard, IReadOnlyList<MovedTable> tables, int bucketCount,
         CancellationToken cancellationToken)
     {
         var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
-        var command = new NpgsqlCommand("select pg_table_size(t::regclass) from unnest($1::text[]) with ordinality as x(t, i) order by i", connection);
-        await using var __ = command.ConfigureAwait(false);
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });
-        var perScan = new Dictionary<string, int>(StringComparer.Ordinal);
-        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        await using (reader.ConfigureAwait(false))
-        {
-            for (var i = 0; await reader.ReadAsync(cancellationToken).ConfigureAwait(false); i++)
-            {
-                var perBucket = Math.Max(1.0, (double)reader.GetInt64(0) / bucketCount);
-                perScan[tables[i].QualifiedName] = (int)Math.Clamp(options.CopyScanBytes / perBucket, 1, bucketCount);
-            }
-        }
-
-        return perScan;
+        return await BucketReplication.BucketsPerScanAsync(connection, tables, bucketCount, options.CopyScanBytes, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<NpgsqlLogSequenceNumber> CurrentLsnAsync(int shard, CancellationToken cancellationToken)

@@ -156,6 +156,32 @@ internal sealed partial class BucketReplication
         }
     }
 
+    /// <summary>
+    /// How many buckets one copy scan of each table (by quoted name) may carry: <paramref name="scanBytes"/> over a bucket's
+    /// share of the table's size on disk on <paramref name="source"/> (what a scan reads whatever its buckets). Small buckets
+    /// then go many to a scan, so a table is read a few times instead of once per 8 buckets; <see cref="CopyAsync"/> never
+    /// takes fewer than 8.
+    /// </summary>
+    public static async Task<IReadOnlyDictionary<string, int>> BucketsPerScanAsync(NpgsqlConnection source, IReadOnlyList<MovedTable> tables, int bucketCount,
+        long scanBytes, CancellationToken ct)
+    {
+        var command = new NpgsqlCommand("select pg_table_size(t::regclass) from unnest($1::text[]) with ordinality as x(t, i) order by i", source);
+        await using var _ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });
+        var perScan = new Dictionary<string, int>(StringComparer.Ordinal);
+        var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
+        await using (reader.ConfigureAwait(false))
+        {
+            for (var i = 0; await reader.ReadAsync(ct).ConfigureAwait(false); i++)
+            {
+                var perBucket = Math.Max(1.0, (double)reader.GetInt64(0) / bucketCount);
+                perScan[tables[i].QualifiedName] = (int)Math.Clamp(scanBytes / perBucket, 1, bucketCount);
+            }
+        }
+
+        return perScan;
+    }
+
     private static async Task ClearOnTargetAsync(string targetConnectionString, IEnumerable<(MovedTable Table, int[] Buckets)> chunks, int bucketCount,
         CancellationToken ct)
     {
