@@ -104,7 +104,7 @@ public class MoveCopyBenchmarks
             }
 
             return Check(await move.CopyAsync(_target, AllBuckets, BucketCount, Parallelism, static (_, _) => false,
-                static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None, perScan));
+                static (_, _, _) => Task.CompletedTask, null, perScan, CancellationToken.None));
         }
         finally
         {

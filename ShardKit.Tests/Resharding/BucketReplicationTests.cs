@@ -21,8 +21,16 @@ public sealed class BucketReplicationTests
 
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
         var copied = await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 3, NoneDone,
-            (name, bucket, rows, _) => { Assert.That(chunks.TryAdd(bucket, rows), Is.True, $"{name} bucket {bucket} once"); return Task.CompletedTask; },
-            progress, CancellationToken.None);
+            (name, done, _) =>
+            {
+                foreach (var (bucket, rows) in done)
+                {
+                    Assert.That(chunks.TryAdd(bucket, rows), Is.True, $"{name} bucket {bucket} once");
+                }
+
+                return Task.CompletedTask;
+            },
+            progress, null, CancellationToken.None);
 
         await f.AssertMovedAsync(table, Buckets, BucketCount);
         Assert.That(progress.Value, Is.EqualTo(copied), "progress ends at the rows copied");
@@ -70,7 +78,7 @@ public sealed class BucketReplicationTests
                               $"delete from {f.Table} where n between 1 and 25 and note = 'tx'; update {f.Table} set n = -n where n % 17 = 0; commit");
         using var stop = new CancellationTokenSource();
         var writer = WriteUntilStoppedAsync(f, stop.Token);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         await stop.CancelAsync();
         var written = await writer;
 
@@ -90,7 +98,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, g % 500, 'n' || g from generate_series(1, 5000) g");
         var table = await f.DescribeAsync("customer_id");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         var moving = Enumerable.Range(0, 500).Where(c => Buckets.Contains(table.BucketOfText(c.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount))).ToArray();
         var staying = Enumerable.Range(0, 500).Except(moving).ToArray();
 
@@ -120,7 +128,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} ({withId}k, n, big) select {(identity == "id" ? "g, " : "")}g, g, null from generate_series(1, 200) g where g <> {inside[0]}");
         await f.OnSourceAsync($"update {f.Table} set big = (select string_agg(md5(random()::text || i), '') from generate_series(1, 400) i) where k = {outside}");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
 
         // Only k changes: pgoutput sends the TOASTed column as unchanged, and the target has no copy of it yet.
         await f.OnSourceAsync($"update {f.Table} set k = {inside[0]} where k = {outside}");
@@ -138,7 +146,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g from generate_series(1, 2000) g");
         var table = await f.DescribeAsync("id");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         var own = Enumerable.Range(1, 100).Select(i => -(long)i)
             .First(k => !Buckets.Contains(table.BucketOfText(k.ToString(System.Globalization.CultureInfo.InvariantCulture), BucketCount)));
         await f.OnTargetAsync($"insert into {f.Table} values ({own})");
@@ -170,7 +178,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, g, 'x' from generate_series(1, 20000) g");
         var table = await f.DescribeAsync("id");
         var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         await move.DisposeAsync();
         for (var i = 0; i < 400; i++)
         {
@@ -211,26 +219,32 @@ public sealed class BucketReplicationTests
 
         await using (var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None))
         {
-            Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, buckets, BucketCount, 1, NoneDone, (_, bucket, rows, _) =>
+            Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, buckets, BucketCount, 1, NoneDone, (_, chunks, _) =>
             {
-                done[bucket] = rows;
-                if (++firstCalls == 8)
+                foreach (var (bucket, rows) in chunks)
                 {
-                    cancel.Cancel();
+                    done[bucket] = rows;
+                    firstCalls++;
                 }
 
+                // After the first scan (8 buckets): the second is stopped.
+                cancel.Cancel();
                 return Task.CompletedTask;
-            }, null, cancel.Token));
+            }, null, null, cancel.Token));
         }
 
         var secondCalls = 0;
         await using var resumed = await BucketReplication.ResumeAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await resumed.CopyAsync(f.Target, buckets, BucketCount, 2, (_, bucket) => done.ContainsKey(bucket), (_, bucket, rows, _) =>
+        await resumed.CopyAsync(f.Target, buckets, BucketCount, 2, (_, bucket) => done.ContainsKey(bucket), (_, chunks, _) =>
         {
-            Interlocked.Increment(ref secondCalls);
-            Assert.That(done.TryAdd(bucket, rows), Is.True, $"bucket {bucket} copied once");
+            foreach (var (bucket, rows) in chunks)
+            {
+                Interlocked.Increment(ref secondCalls);
+                Assert.That(done.TryAdd(bucket, rows), Is.True, $"bucket {bucket} copied once");
+            }
+
             return Task.CompletedTask;
-        }, null, CancellationToken.None);
+        }, null, null, CancellationToken.None);
 
         Assert.That(firstCalls, Is.EqualTo(8));
         Assert.That(secondCalls, Is.EqualTo(buckets.Length - 8), "only the unfinished chunks are copied again");
@@ -248,7 +262,7 @@ public sealed class BucketReplicationTests
         var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
         Assert.That(await f.LeftoversAsync(), Is.EqualTo((1L, 1L)));
         Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, Enumerable.Range(0, BucketCount).ToArray(), BucketCount, 1, NoneDone,
-            (_, _, _, _) => cancel.CancelAsync(), null, cancel.Token));
+            (_, _, _) => cancel.CancelAsync(), null, null, cancel.Token));
 
         await BucketReplication.DropAsync(f.Source, f.MoveId, CancellationToken.None);
         await BucketReplication.DropAsync(f.Source, f.MoveId, CancellationToken.None);
@@ -268,7 +282,7 @@ public sealed class BucketReplicationTests
         var calls = 0;
 
         Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, Buckets, BucketCount, 1, NoneDone,
-            (_, _, _, _) => { calls++; return Task.CompletedTask; }, null, cancel.Token));
+            (_, _, _) => { calls++; return Task.CompletedTask; }, null, null, cancel.Token));
 
         Assert.That(calls, Is.Zero, "the only scan was cut short");
         var onTarget = await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {f.Table}");
@@ -403,7 +417,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, md5(g::text), now() - g * interval '1 s', g / 3.0 from generate_series(1, 10000) g");
         var table = await f.DescribeAsync("id");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
 
         var before = await BucketReplication.VerifyAsync(f.Source, f.Target, [table], Buckets, BucketCount, CancellationToken.None);
         var victim = (await MoveFixture.QueryAsync<long>(f.Target, $"select min(id) from {f.Table}"))[0];
@@ -427,7 +441,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, g, 'n' || g from generate_series(1, 4000) g");
         var table = await f.DescribeAsync("id");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
         var moving = await MovingIdsAsync(f, table);
 
@@ -460,7 +474,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, g, 'n' || g from generate_series(1, 4000) g");
         var table = await f.DescribeAsync("id");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
         var moving = await MovingIdsAsync(f, table);
         // Wrong on the target at the snapshot, then written on the source (the catch-up repairs it): its snapshot rows
@@ -502,7 +516,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"insert into {f.Table} select g, g from generate_series(1, 3000) g");
         var table = await f.DescribeAsync("id");
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
-        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _, _) => Task.CompletedTask, null, CancellationToken.None);
+        await move.CopyAsync(f.Target, Buckets, BucketCount, 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         await move.CatchUpAsync(f.Target, Buckets, BucketCount, await f.SourceLsnAsync(), CancellationToken.None);
         var moving = await MovingIdsAsync(f, table);
         await f.OnTargetAsync($"update {f.Table} set n = 0 where id = {moving[3]}"); // wrong before the snapshot, never written again

@@ -1,4 +1,5 @@
 using Dapper;
+using Npgsql;
 
 namespace ShardKit.Tests.Resharding;
 
@@ -33,6 +34,18 @@ public sealed class MoveDdlTests
             }));
 
         Assert.That(await slotMade.Task, Is.EqualTo(new[] { true, true }), "the decision log on s0 and s1 once the slot was made");
+    }
+
+    // The error a move stopped this way carries tells to cancel, not resume (a resume replays the same WAL); PostgreSQL 16
+    // and later say "filenumber".
+    [TestCase("could not map filenode \"base/16384/16390\" to relation OID", true)]
+    [TestCase("could not map filenumber \"base/16384/16390\" to relation OID", true)]
+    [TestCase("cache lookup failed for relation 16390", false)]
+    public void A_decoding_error_for_a_table_it_cannot_name_is_told_apart(string message, bool undecodable)
+    {
+        var error = new PostgresException(message, "ERROR", "ERROR", PostgresErrorCodes.InternalError);
+        Assert.That(BucketMover.UndecodableTable(new InvalidOperationException("wrapped", error)), Is.EqualTo(undecodable));
+        Assert.That(BucketMover.UndecodableTable(new PostgresException(message, "ERROR", "ERROR", PostgresErrorCodes.InsufficientPrivilege)), Is.False);
     }
 
     [Test]

@@ -127,7 +127,7 @@ internal sealed partial class BucketReplication
 
         // A slot streams to one connection at a time; the exporter, if still open, lets go of its snapshot first and
         // streams it itself.
-        await ReleaseSnapshotAsync(keep: true).ConfigureAwait(false);
+        await ReleaseSnapshotAsync(keep: true, ct).ConfigureAwait(false);
         await WaitSlotFreeAsync(ct).ConfigureAwait(false);
         return _stream = await StartStreamAsync(targetConnectionString, buckets, bucketCount, await TakeSpareAsync(ct).ConfigureAwait(false), ct)
             .ConfigureAwait(false);
@@ -147,7 +147,7 @@ internal sealed partial class BucketReplication
             await spare.IdentifySystem(ct).ConfigureAwait(false);
             return spare;
         }
-        catch (Exception e) when (!ct.IsCancellationRequested && e is NpgsqlException or IOException or InvalidOperationException or TimeoutException)
+        catch (Exception e) when (!ct.IsCancellationRequested && (e is InvalidOperationException || ShardErrors.FromShard(e)))
         {
             await spare.DisposeAsync().ConfigureAwait(false);
             return null;
@@ -162,7 +162,22 @@ internal sealed partial class BucketReplication
     private async Task<ChangeStream> StartStreamAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount,
         LogicalReplicationConnection? opened, CancellationToken ct)
     {
-        var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
+        NpgsqlConnection target;
+        try
+        {
+            target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            // No stream took the exporter's connection: it would hold a WAL sender on the source.
+            if (opened is not null)
+            {
+                await opened.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw;
+        }
+
         var stream = new ChangeStream(targetConnectionString, buckets, bucketCount, target,
             new ChangeApplier(_source, target, _tables, buckets, bucketCount) { Recording = _recording },
             opened ?? new LogicalReplicationConnection(MoverConnectionString(_source)), isOpen: opened is not null);

@@ -25,7 +25,7 @@ internal sealed partial class BucketReplication
     /// would read the table once per bucket) as binary COPY whose rows go to the target undecoded, in one target
     /// transaction. Before the scans, whatever the remaining chunks hold on the target is deleted (one scan of each
     /// target table), so a chunk copied again replaces itself. After
-    /// that transaction commits, <paramref name="chunkDone"/> is called for each bucket of the group. The first copy after
+    /// that transaction commits, <paramref name="chunksDone"/> is called once with every bucket of the group. The first copy after
     /// <see cref="StartAsync"/> reads under the slot's exported snapshot, then lets it go; after that (and after a resume)
     /// it reads current data. Needs SELECT on the source tables; SELECT, DELETE and INSERT on the target tables.
     /// </summary>
@@ -34,23 +34,24 @@ internal sealed partial class BucketReplication
     /// <param name="bucketCount">The number of buckets the hash space is cut into.</param>
     /// <param name="parallelism">Scans (source connections, and target connections) at once.</param>
     /// <param name="isDone">Whether a chunk (quoted table name, bucket) was copied before: it is skipped.</param>
-    /// <param name="chunkDone">Called after a chunk committed on the target, with its rows: record it to resume from.</param>
+    /// <param name="chunksDone">Called after a scan committed on the target, with its chunks (table, then each bucket with its
+    /// rows): record them to resume from.</param>
     /// <param name="progress">Rows copied so far.</param>
+    /// <param name="bucketsPerScan">The most buckets one scan of a table (quoted name) may copy (<see cref="BucketsPerScanAsync"/>;
+    /// never below 8); 8 for a table it does not name, or when null.</param>
     /// <param name="ct">Stops the copy: the groups in flight roll back; committed ones stay.</param>
-    /// <param name="bucketsPerScan">The most buckets one scan of a table (quoted name) copies; 8 for a table it does not name.</param>
-    /// <param name="chunksDone">When given, called once after each scan committed, with all its chunks (bucket, rows), instead of
-    /// <paramref name="chunkDone"/> once per chunk: one record of many chunks.</param>
     /// <returns>The rows copied.</returns>
     public async Task<long> CopyAsync(string targetConnectionString, IReadOnlyCollection<int> buckets, int bucketCount, int parallelism,
-        Func<string, int, bool> isDone, Func<string, int, long, CancellationToken, Task> chunkDone, IProgress<long>? progress, CancellationToken ct,
-        IReadOnlyDictionary<string, int>? bucketsPerScan = null, Func<string, IReadOnlyList<(int Bucket, long Rows)>, CancellationToken, Task>? chunksDone = null)
+        Func<string, int, bool> isDone, Func<string, IReadOnlyList<(int Bucket, long Rows)>, CancellationToken, Task> chunksDone, IProgress<long>? progress,
+        IReadOnlyDictionary<string, int>? bucketsPerScan, CancellationToken ct)
     {
         ValidateBuckets(buckets, bucketCount);
         ArgumentOutOfRangeException.ThrowIfLessThan(parallelism, 1);
         var remaining = _tables.Select(table => (Table: table, Buckets: buckets.Distinct().Order().Where(b => !isDone(table.QualifiedName, b)).ToArray()))
             .Where(t => t.Buckets.Length > 0).ToArray();
         var scans = new ConcurrentQueue<(MovedTable Table, int[] Buckets)>(remaining.SelectMany(t =>
-            Groups(t.Buckets, parallelism, bucketsPerScan?.GetValueOrDefault(t.Table.QualifiedName) ?? MinBucketsPerScan).Select(g => (t.Table, g))));
+            Groups(t.Buckets, parallelism, bucketsPerScan is not null && bucketsPerScan.TryGetValue(t.Table.QualifiedName, out var perScan) ? perScan : MinBucketsPerScan)
+                .Select(g => (t.Table, g))));
         if (remaining.Length > 0)
         {
             // Whatever the target holds of the chunks still to copy goes first, in one scan of each table (not one per
@@ -77,18 +78,7 @@ internal sealed partial class BucketReplication
         async Task ChunksDoneAsync(MovedTable table, IReadOnlyList<(int Bucket, long Rows)> chunks)
         {
             Interlocked.Add(ref total, chunks.Sum(c => c.Rows));
-            if (chunksDone is not null)
-            {
-                await chunksDone(table.QualifiedName, chunks, stop.Token).ConfigureAwait(false);
-            }
-            else
-            {
-                foreach (var (bucket, rows) in chunks)
-                {
-                    await chunkDone(table.QualifiedName, bucket, rows, stop.Token).ConfigureAwait(false);
-                }
-            }
-
+            await chunksDone(table.QualifiedName, chunks, stop.Token).ConfigureAwait(false);
             progress?.Report(Interlocked.Read(ref total));
         }
 
@@ -158,25 +148,25 @@ internal sealed partial class BucketReplication
 
     /// <summary>
     /// How many buckets one copy scan of each table (by quoted name) may carry: <paramref name="scanBytes"/> over a bucket's
-    /// share of the table's size on disk on <paramref name="source"/> (what a scan reads whatever its buckets). Small buckets
-    /// then go many to a scan, so a table is read a few times instead of once per 8 buckets; <see cref="CopyAsync"/> never
-    /// takes fewer than 8.
+    /// share of the table's size on disk on <paramref name="source"/> (what a scan reads whatever its buckets; a partitioned
+    /// table's partitions together). Small buckets then go many to a scan, so a table is read a few times instead of once
+    /// per 8 buckets; <see cref="CopyAsync"/> never sets the limit below 8.
     /// </summary>
     public static async Task<IReadOnlyDictionary<string, int>> BucketsPerScanAsync(NpgsqlConnection source, IReadOnlyList<MovedTable> tables, int bucketCount,
         long scanBytes, CancellationToken ct)
     {
-        var command = new NpgsqlCommand("select pg_table_size(t::regclass) from unnest($1::text[]) with ordinality as x(t, i) order by i", source);
-        await using var _ = command.ConfigureAwait(false);
+        var command = new NpgsqlCommand(
+            "select (select coalesce(sum(pg_table_size(p.relid)), 0) from pg_partition_tree(t::regclass) p)::bigint " +
+            "from unnest($1::text[]) with ordinality as x(t, i) order by i", source);
+        await using var commandLifetime = command.ConfigureAwait(false);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });
         var perScan = new Dictionary<string, int>(StringComparer.Ordinal);
         var reader = await command.ExecuteReaderAsync(ct).ConfigureAwait(false);
-        await using (reader.ConfigureAwait(false))
+        await using var readerLifetime = reader.ConfigureAwait(false);
+        for (var i = 0; await reader.ReadAsync(ct).ConfigureAwait(false); i++)
         {
-            for (var i = 0; await reader.ReadAsync(ct).ConfigureAwait(false); i++)
-            {
-                var perBucket = Math.Max(1.0, (double)reader.GetInt64(0) / bucketCount);
-                perScan[tables[i].QualifiedName] = (int)Math.Clamp(scanBytes / perBucket, 1, bucketCount);
-            }
+            var perBucket = Math.Max(1.0, (double)reader.GetInt64(0) / bucketCount);
+            perScan[tables[i].QualifiedName] = (int)Math.Clamp(scanBytes / perBucket, 1, bucketCount);
         }
 
         return perScan;
@@ -193,14 +183,14 @@ internal sealed partial class BucketReplication
     }
 
     // Contiguous runs of the sorted buckets, as even as they come: at least one per parallel scan, at most perScan
-    // (never under MinBucketsPerScan) buckets each.
+    // buckets each (a limit never under MinBucketsPerScan; a run can be shorter, e.g. one bucket per parallel scan).
     internal static IEnumerable<int[]> Groups(int[] buckets, int parallelism, int perScan = MinBucketsPerScan)
     {
         perScan = Math.Max(perScan, MinBucketsPerScan);
         var count = Math.Min(buckets.Length, Math.Max(parallelism, (int)((buckets.Length + (long)perScan - 1) / perScan)));
         for (var i = 0; i < count; i++)
         {
-            yield return buckets[(buckets.Length * i / count)..(buckets.Length * (i + 1) / count)];
+            yield return buckets[(int)((long)buckets.Length * i / count)..(int)((long)buckets.Length * (i + 1) / count)];
         }
     }
 

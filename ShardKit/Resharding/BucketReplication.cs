@@ -181,10 +181,11 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         }
     }
 
-    // Lets go of the exported snapshot. With keep, the exporter's connection stays open for the first catch-up: any next
-    // command on a walsender ends the snapshot it exported, and IDENTIFY_SYSTEM is the cheapest one. A connection that
-    // fails it (the source restarted) is closed; the catch-up then opens its own.
-    private async Task ReleaseSnapshotAsync(bool keep = false)
+    // Lets go of the exported snapshot. With keep, the exporter's connection stays open for the first catch-up (it then
+    // holds its WAL sender through the copy, as one running move always does): any next command on a walsender ends the
+    // snapshot it exported, and IDENTIFY_SYSTEM is the cheapest one. A connection that fails it, or does not answer within
+    // a few seconds (a replication connection has no keepalive), is closed; the catch-up then opens its own.
+    private async Task ReleaseSnapshotAsync(bool keep = false, CancellationToken ct = default)
     {
         _snapshot = null;
         if (Interlocked.Exchange(ref _exporter, null) is not { } exporter)
@@ -192,24 +193,31 @@ internal sealed partial class BucketReplication : IAsyncDisposable
             return;
         }
 
-        if (keep)
+        var parked = false;
+        try
         {
-            try
+            if (keep)
             {
-                await exporter.IdentifySystem().ConfigureAwait(false);
-                if (Interlocked.CompareExchange(ref _spare, exporter, null) is null)
-                {
-                    return;
-                }
-            }
-            catch (Exception e) when (e is NpgsqlException or IOException or InvalidOperationException or TimeoutException)
-            {
-                // Closed below.
+                using var answer = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                answer.CancelAfter(SpareAnswerWait);
+                await exporter.IdentifySystem(answer.Token).ConfigureAwait(false);
+                parked = Interlocked.CompareExchange(ref _spare, exporter, null) is null;
             }
         }
-
-        await exporter.DisposeAsync().ConfigureAwait(false);
+        catch (Exception e) when (!ct.IsCancellationRequested && (e is OperationCanceledException or InvalidOperationException || ShardErrors.FromShard(e)))
+        {
+            // Closed below.
+        }
+        finally
+        {
+            if (!parked)
+            {
+                await exporter.DisposeAsync().ConfigureAwait(false);
+            }
+        }
     }
+
+    private static readonly TimeSpan SpareAnswerWait = TimeSpan.FromSeconds(5);
 
     private static void ValidateMoveId(string moveId)
     {

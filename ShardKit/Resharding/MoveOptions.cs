@@ -14,7 +14,7 @@ public sealed class MoveOptions
     /// <summary>
     /// How much of the source table's data one copy scan may carry, in bytes; 64 MiB by default. Each scan reads the whole
     /// source table once for its group of buckets and commits them on the target in one transaction: buckets are grouped
-    /// up to this share of the table's size (by its size on disk and the bucket count), and never fewer than 8 to a scan.
+    /// up to this share of the table's size (by its size on disk and the bucket count; a limit never under 8 buckets).
     /// Larger: fewer scans of the table (moving a third of 1,024 buckets of a 1 GiB table takes 6 scans instead of 43);
     /// smaller: less copied again when a stopped move resumes.
     /// </summary>
