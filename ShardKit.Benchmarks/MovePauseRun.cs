@@ -11,10 +11,12 @@ namespace ShardKit.Benchmarks;
 /// A live bucket move under write load, measured: <c>writers</c> concurrent writers upsert random keys through ShardKit
 /// (one statement per write), first for a baseline period with no move, then while a move of some buckets runs. It
 /// reports latency percentiles of the writes to the moving buckets and to the others, errors, the move's pause and copy
-/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s]</c>:
+/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s] [parallelism] [rounds]</c>:
 /// with no rate (or 0) each writer sends its next write as soon as the last one returned, which on a small machine keeps
 /// every core busy; with a rate the writers together send that many writes a second (each on its own even schedule),
-/// the load of a service whose servers have room left.
+/// the load of a service whose servers have room left. With rounds above 1, each round is a no-move window followed by
+/// a move of the same buckets, back and forth between s0 and s1; the summary pools the rounds, and each round and the
+/// other buckets' writes by the step of the move they started in are printed too.
 /// </summary>
 public static class MovePauseRun
 {
