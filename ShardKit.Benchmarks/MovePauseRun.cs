@@ -202,13 +202,16 @@ public static class MovePauseRun
             var sessionsBefore = await SessionsAsync(direct);
             MoveResult move = null!;
             var moves = new List<MoveResult>();
+            var gc = new List<(GcMark NoMove, GcMark Move)>();
             for (var round = 0; round < rounds; round++)
             {
                 // Each move after a no-move run of its own, the buckets back and forth: the machine's drift over a series
                 // falls on both sides alike, and the app's pools have grown to what the writers need after the first.
                 Volatile.Write(ref baselineStart, Stopwatch.GetTimestamp());
                 Volatile.Write(ref phase, round << 2 | 1);
+                var noMoveStart = GcMark.Now();
                 await Task.Delay(baseline);
+                var moveStart = GcMark.Now();
                 MoveLog.Start = Stopwatch.GetTimestamp();
                 Volatile.Write(ref MoveLog.Round, round);
                 Volatile.Write(ref phase, round << 2 | 2);
@@ -217,6 +220,8 @@ public static class MovePauseRun
                 move = await source.Resharding.MoveBucketsAsync(moving, round % 2 == 0 ? "s1" : "s0",
                     new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
                 Volatile.Write(ref phase, round << 2 | 3);
+                var moveEnd = GcMark.Now();
+                gc.Add((moveStart - noMoveStart, moveEnd - moveStart));
                 moves.Add(move);
             }
 
@@ -236,7 +241,7 @@ public static class MovePauseRun
                 {
                     var (b, o, m) = (P(baselineMs, r), P(otherMs, r), P(movingMs, r));
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"  round {r + 1}: {moves[r].Source}->{moves[r].Target} {moves[r].Duration.TotalSeconds:0.0} s, pause {moves[r].Pause.TotalMilliseconds,5:0.0} ms; no move p99 {b.P99,6:0.00}, other buckets p99 {o.P99,6:0.00} ({o.P99 / b.P99:0.00}x), moving buckets p99 {m.P99,6:0.00} max {m.Max,6:0.0}"));
+                        $"  round {r + 1}: {moves[r].Source}->{moves[r].Target} {moves[r].Duration.TotalSeconds:0.0} s, pause {moves[r].Pause.TotalMilliseconds,5:0.0} ms; no move p99 {b.P99,6:0.00}, other buckets p99 {o.P99,6:0.00} ({o.P99 / b.P99:0.00}x), moving buckets p99 {m.P99,6:0.00} max {m.Max,6:0.0}; GC no move {gc[r].NoMove}, move {gc[r].Move}"));
                 }
             }
 
@@ -314,6 +319,24 @@ public static class MovePauseRun
 
     private static double[] Insert(this double[] bounds, int at, Func<double[], double> value) =>
         [.. bounds[..at], value(bounds), .. bounds[at..]];
+
+    // This process's garbage collections over a window: the writers and (in this run) the mover share the process, and
+    // a collection stops every writer's thread at once.
+    private readonly record struct GcMark(long Ticks, TimeSpan Paused, int Gen0, int Gen1, int Gen2, long Allocated)
+    {
+        public static GcMark Now() => new(Stopwatch.GetTimestamp(), GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(1),
+            GC.CollectionCount(2), GC.GetTotalAllocatedBytes());
+
+        public static GcMark operator -(GcMark a, GcMark b) =>
+            new(a.Ticks - b.Ticks, a.Paused - b.Paused, a.Gen0 - b.Gen0, a.Gen1 - b.Gen1, a.Gen2 - b.Gen2, a.Allocated - b.Allocated);
+
+        public override string ToString()
+        {
+            var seconds = (double)Ticks / Stopwatch.Frequency;
+            return string.Create(CultureInfo.InvariantCulture,
+                $"{Paused.TotalMilliseconds / seconds:0.0} ms/s paused ({Gen0}/{Gen1}/{Gen2}), {Allocated / seconds / 1e6:0} MB/s");
+        }
+    }
 
     private static Percentiles P(IEnumerable<(int Round, double Ms)> writes, int round) => Percentiles.Of([.. writes.Where(w => w.Round == round).Select(w => w.Ms)]);
 

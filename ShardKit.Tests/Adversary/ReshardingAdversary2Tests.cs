@@ -433,6 +433,7 @@ public sealed class ReshardingAdversary2Tests
         AssertClear(await CatchAsync(() => admin.Resharding.CancelMoveAsync("'; drop table items; --")), "cancel of an injected id");
         AssertClear(await CatchAsync(() => admin.Resharding.MoveBucketsAsync([b0[0]], "s2", new MoveOptions { Parallelism = 0 })), "parallelism 0");
         AssertClear(await CatchAsync(() => admin.Resharding.MoveBucketsAsync([b0[0]], "s2", new MoveOptions { DeleteBatchSize = -5 })), "negative delete batch");
+        AssertClear(await CatchAsync(() => admin.Resharding.MoveBucketsAsync([b0[0]], "s2", new MoveOptions { CopyScanBytes = 0 })), "copy scan of 0 bytes");
         AssertClear(await CatchAsync(() => admin.Resharding.MoveBucketsAsync([b0[0]], "s2", new MoveOptions { CleanupDelay = TimeSpan.FromSeconds(-1) })),
             "negative cleanup delay");
         Assert.That(await admin.Resharding.GetMovesAsync(), Is.Empty, "a refused call recorded a move");

@@ -23,6 +23,27 @@ public sealed class CopyGroupsTests
     public void A_share_under_eight_buckets_still_scans_eight_at_a_time() =>
         Assert.That(BucketReplication.Groups(ThirtyTwo, parallelism: 1, perScan: 1).Select(g => g.Length), Is.EqualTo(new[] { 8, 8, 8, 8 }));
 
+    // The largest share there is: every bucket of the move in one scan, recorded in one statement, all placed.
+    [Test]
+    public async Task A_move_with_the_largest_scan_share_copies_every_bucket_in_one_scan()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([new ShardedTable(ReshardingShards.Table, "id")]);
+        var truth = await MoveTests.SeedRowsAsync(admin, 2000);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(12).ToArray();
+        var reports = new List<MoveProgress>();
+
+        await admin.Resharding.MoveBucketsAsync(buckets, "s1",
+            new MoveOptions { CopyScanBytes = long.MaxValue, CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.Zero, DeletePause = TimeSpan.Zero },
+            new InlineProgress(reports.Add));
+
+        Assert.That(await shards.ScalarAsync<int>(0, "select count(*)::int from shardkit.move_chunk"), Is.EqualTo(12));
+        Assert.That(reports.Where(p => p.State == MoveState.Copying && p.RowsCopied > 0).Select(p => p.RowsCopied).Distinct().Count(), Is.EqualTo(1),
+            "one scan: the rows copied went up once");
+        await MoveTests.AssertPlacedAsync(shards, admin, truth);
+    }
+
     [TestCase(1, 8)]
     [TestCase(3, 8)]
     [TestCase(1, 12)]
