@@ -44,6 +44,29 @@ public sealed class CopyGroupsTests
         await MoveTests.AssertPlacedAsync(shards, admin, truth);
     }
 
+    // The share comes from the table's size on disk: a plain table's own, a partitioned table's partitions' together
+    // (pg_partition_tree lists nothing for a plain table; summing it alone made every table 0 bytes, one scan).
+    [TestCase("create table {0} (id bigint primary key, name text)")]
+    [TestCase("create table {0} (id bigint primary key, name text) partition by hash (id); " +
+              "create table {0}_a partition of {0} for values with (modulus 2, remainder 0); " +
+              "create table {0}_b partition of {0} for values with (modulus 2, remainder 1)")]
+    public async Task The_scan_share_is_a_quarter_of_the_buckets_for_a_quarter_of_the_table(string ddl)
+    {
+        await using var f = await MoveFixture.CreateAsync(ddl);
+        await f.OnSourceAsync($"insert into {f.Table} select g, md5(g::text) from generate_series(1, 20000) g");
+        var table = await f.DescribeAsync("id");
+        await using var source = new Npgsql.NpgsqlConnection(f.Source);
+        await source.OpenAsync();
+        var size = (long)(await new Npgsql.NpgsqlCommand(
+            $"select coalesce((select sum(pg_table_size(relid)) from pg_partition_tree('{f.Table}'::regclass) where isleaf), pg_table_size('{f.Table}'::regclass))::bigint",
+            source).ExecuteScalarAsync())!;
+        Assume.That(size, Is.GreaterThan(500_000));
+
+        var perScan = await BucketReplication.BucketsPerScanAsync(source, [table], 64, size / 4, CancellationToken.None);
+
+        Assert.That(perScan[table.QualifiedName], Is.InRange(15, 16));
+    }
+
     [TestCase(1, 8)]
     [TestCase(3, 8)]
     [TestCase(1, 12)]

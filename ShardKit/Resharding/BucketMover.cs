@@ -478,6 +478,47 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
+    // The tables that hold the rows of table: itself, or a partitioned table's leaf partitions (schema-qualified, quoted).
+    private static async Task<List<string>> LeavesAsync(NpgsqlConnection connection, string table, CancellationToken cancellationToken)
+    {
+        var command = new NpgsqlCommand("select relid::regclass::text from pg_partition_tree(to_regclass($1)) where isleaf order by 1", connection);
+        await using var _ = command.ConfigureAwait(false);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = table });
+        var leaves = new List<string>();
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var __ = reader.ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            leaves.Add(reader.GetString(0));
+        }
+
+        // pg_partition_tree lists nothing for a table that is not partitioned.
+        return leaves.Count > 0 ? leaves : [table];
+    }
+
+    // Each statement's scan starts where the last one stopped on a table larger than a quarter of shared buffers
+    // (synchronized scans), so the batches read such a table about once in all.
+    private async Task DeleteBatchesAsync(NpgsqlConnection connection, string table, string bucket, IReadOnlyList<int> buckets,
+        CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var delete = new NpgsqlCommand(
+                $"delete from {table} where ctid = any(array(select ctid from {table} where {bucket} = any($1) limit {options.DeleteBatchSize}))",
+                connection);
+            await using (delete.ConfigureAwait(false))
+            {
+                delete.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
+                if (await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 0)
+                {
+                    return;
+                }
+            }
+
+            await Task.Delay(options.DeletePause, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     private async Task DeleteRowsAsync(int shard, IReadOnlyList<int> buckets, IReadOnlyList<ShardedTable> tables, CancellationToken cancellationToken)
     {
         var connection = await Shards.DataSourceAt(shard).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -490,23 +531,11 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             {
                 var type = await admin.KeyTypeAsync(connection, shard, table, cancellationToken).ConfigureAwait(false);
                 var bucket = FenceSql.BucketOf(type, table.KeyColumn, bucketCount);
-                // Each statement's scan starts where the last one stopped on a table larger than a quarter of shared
-                // buffers (synchronized scans), so the batches read such a table about once in all.
-                while (true)
+                // A row's ctid names it only within its own table: a partitioned table's rows are deleted partition by
+                // partition (matching the parent's ctids would delete other partitions' rows at the same positions).
+                foreach (var leaf in await LeavesAsync(connection, table.Table, cancellationToken).ConfigureAwait(false))
                 {
-                    var delete = new NpgsqlCommand(
-                        $"delete from {table.Table} where ctid = any(array(select ctid from {table.Table} where {bucket} = any($1) limit {options.DeleteBatchSize}))",
-                        connection);
-                    await using (delete.ConfigureAwait(false))
-                    {
-                        delete.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = buckets.ToArray() });
-                        if (await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 0)
-                        {
-                            break;
-                        }
-                    }
-
-                    await Task.Delay(options.DeletePause, cancellationToken).ConfigureAwait(false);
+                    await DeleteBatchesAsync(connection, leaf, bucket, buckets, cancellationToken).ConfigureAwait(false);
                 }
             }
         }

@@ -156,7 +156,8 @@ internal sealed partial class BucketReplication
         long scanBytes, CancellationToken ct)
     {
         var command = new NpgsqlCommand(
-            "select (select coalesce(sum(pg_table_size(p.relid)), 0) from pg_partition_tree(t::regclass) p)::bigint " +
+            // pg_partition_tree lists nothing for a table that is not partitioned.
+            "select coalesce((select sum(pg_table_size(p.relid)) from pg_partition_tree(t::regclass) p), pg_table_size(t::regclass))::bigint " +
             "from unnest($1::text[]) with ordinality as x(t, i) order by i", source);
         await using var commandLifetime = command.ConfigureAwait(false);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.QualifiedName).ToArray() });

@@ -65,8 +65,11 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         {
             try
             {
+                // A partitioned table's changes come under its own name, not its partitions' (and only so does PostgreSQL
+                // take a row filter on it); no effect on other tables.
                 await ExecuteAsync(connection, $"create publication {MovedTable.Quote(name)} for table " +
-                                               string.Join(", ", tables.Select(t => t.QualifiedName + RowFilter(t, buckets, bucketCount))), ct).ConfigureAwait(false);
+                                               string.Join(", ", tables.Select(t => t.QualifiedName + RowFilter(t, buckets, bucketCount))) +
+                                               " with (publish_via_partition_root = true)", ct).ConfigureAwait(false);
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.DuplicateObject)
             {

@@ -95,7 +95,7 @@ internal static partial class ShardKitLog
     [LoggerMessage(EventId = 1706, Level = LogLevel.Information, Message = "Shard {Shard} carries a bucket fence and this data source has no stored map: its writes name their buckets, and a write to a bucket moved away fails with ShardBucketMovedException; UseStoredMap follows moves instead")]
     public static partial void FenceWithoutStoredMap(ILogger logger, string shard);
 
-    [LoggerMessage(EventId = 1708, Level = LogLevel.Warning, Message = "Move {MoveId}: could not create the two-phase decision log on shard {Shard} ({ErrorType}); an app's first distributed transaction will create it there, and a table created while the move's slot is made can stop the move (cancel and start it again then); create the log ahead or grant CREATE")]
+    [LoggerMessage(EventId = 1708, Level = LogLevel.Warning, Message = "Move {MoveId}: could not create the two-phase decision log on shard {Shard} ({ErrorType}); if an app's distributed transaction creates it there while a move's slot is made, that move can stop (cancel and start it again then); create the log ahead or grant CREATE")]
     public static partial void DecisionLogNotCreated(ILogger logger, string moveId, string shard, string errorType);
 
     [LoggerMessage(EventId = 1707, Level = LogLevel.Warning, Message = "Shard {Shard} carries a bucket fence of {FenceBuckets} buckets, and this data source's map has {MapBuckets}: its writes do not name their buckets there (the rows' own checks still run); configure the stored map's bucket count, or UseStoredMap")]
