@@ -22,6 +22,7 @@ public sealed class DelayProxy : IAsyncDisposable
     private int _nextLinkId;
     private long _delayTicks;
     private int _accepted;
+    private int _cut;
 
     private DelayProxy(IPEndPoint upstream, TimeSpan oneWayDelay)
     {
@@ -39,7 +40,7 @@ public sealed class DelayProxy : IAsyncDisposable
     public int AcceptedConnections => Volatile.Read(ref _accepted);
 
     /// <summary>True while the proxy refuses connections.</summary>
-    public bool IsCut { get; private set; }
+    public bool IsCut => Volatile.Read(ref _cut) != 0;
 
     /// <summary>The delay added to each direction; may be changed while connections are open.</summary>
     public TimeSpan OneWayDelay
@@ -65,15 +66,13 @@ public sealed class DelayProxy : IAsyncDisposable
     }
 
     /// <summary>Refuses new connections and resets every open one, like a shard that just died.</summary>
+    /// <remarks>
+    /// The listener stays open and resets what it accepts: a stopped listener let go of its port, and in a full test run
+    /// another test's proxy could be given the same port, so the "cut" shard answered again through a live server.
+    /// </remarks>
     public void Cut()
     {
-        lock (_gate)
-        {
-            IsCut = true;
-            _listener?.Stop();
-            _listener = null;
-        }
-
+        Volatile.Write(ref _cut, 1);
         foreach (var link in _links.Values)
         {
             link.Reset();
@@ -83,16 +82,9 @@ public sealed class DelayProxy : IAsyncDisposable
     /// <summary>Accepts connections again on the same port.</summary>
     public void Restore()
     {
-        lock (_gate)
+        if (!_stopping.IsCancellationRequested)
         {
-            if (!IsCut || _stopping.IsCancellationRequested)
-            {
-                return;
-            }
-
-            _listener = Listen(Port);
-            IsCut = false;
-            _ = AcceptLoopAsync(_listener);
+            Volatile.Write(ref _cut, 0);
         }
     }
 
@@ -100,6 +92,12 @@ public sealed class DelayProxy : IAsyncDisposable
     public ValueTask DisposeAsync()
     {
         _stopping.Cancel();
+        lock (_gate)
+        {
+            _listener?.Stop();
+            _listener = null;
+        }
+
         Cut();
         _stopping.Dispose();
         return ValueTask.CompletedTask;
@@ -124,10 +122,16 @@ public sealed class DelayProxy : IAsyncDisposable
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException)
             {
-                return; // stopped by Cut or Dispose
+                return; // stopped by Dispose
             }
 
             Interlocked.Increment(ref _accepted);
+            if (IsCut)
+            {
+                Link.ResetSocket(client);
+                continue;
+            }
+
             _ = ServeAsync(client);
         }
     }

@@ -102,20 +102,136 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             return;
         }
 
-        // In Switching the source may still own the buckets (the freeze failed, or the mover stopped before giving them up).
-        if (move.State is MoveState.Switched or MoveState.Done || !await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false))
+        EnsureCancellable(move, sourceOwns: move.State is MoveState.Switched or MoveState.Done
+            || await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false));
+        // The undoing runs under the move's run lock: a mover still running it (in this process or another) would
+        // otherwise go on writing rows to the target after they were deleted, and leave them on two shards.
+        var guard = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = guard.ConfigureAwait(false);
+        if (!await TryLockRunAsync(guard, moveId, cancellationToken).ConfigureAwait(false))
         {
-            throw new ShardMoveException(moveId, $"Move {moveId} has switched its buckets to '{move.Target}' already ({move.State}); " +
-                "it cannot be cancelled. Resume it to finish, then move the buckets back if you want them on " + $"'{move.Source}'.");
+            await StopRunningMoverAsync(move, guard, cancellationToken).ConfigureAwait(false);
         }
 
-        var sourceShard = Shards.ShardAt(Shards.Map.IndexOf(move.Source));
-        await BucketReplication.DropAsync(sourceShard.ConnectionString, moveId, cancellationToken).ConfigureAwait(false);
-        var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
-        await DeleteRowsAsync(Shards.Map.IndexOf(move.Target), move.Buckets, tables, cancellationToken).ConfigureAwait(false);
-        await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, moveId).ConfigureAwait(false);
-        await SetStateAsync(moveId, MoveState.Cancelled, cancellationToken).ConfigureAwait(false);
-        await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // Read again under the lock: the mover may have switched the buckets before it stopped.
+            move = await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false);
+            if (move.State is MoveState.Cancelled)
+            {
+                return;
+            }
+
+            EnsureCancellable(move, await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false));
+            var sourceShard = Shards.ShardAt(Shards.Map.IndexOf(move.Source));
+            await BucketReplication.DropAsync(sourceShard.ConnectionString, moveId, cancellationToken).ConfigureAwait(false);
+            var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
+            await DeleteRowsAsync(Shards.Map.IndexOf(move.Target), move.Buckets, tables, cancellationToken).ConfigureAwait(false);
+            await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, moveId).ConfigureAwait(false);
+            await SetStateAsync(moveId, MoveState.Cancelled, cancellationToken).ConfigureAwait(false);
+            await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await UnlockRunAsync(guard, moveId).ConfigureAwait(false);
+        }
+    }
+
+    // In Switching the source may still own the buckets (the freeze failed, or the mover stopped before giving them up).
+    private static void EnsureCancellable(MoveInfo move, bool sourceOwns)
+    {
+        if (move.State is MoveState.Switched or MoveState.Done || !sourceOwns)
+        {
+            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} has switched its buckets to '{move.Target}' already ({move.State}); " +
+                "it cannot be cancelled. Resume it to finish, then move the buckets back if you want them on " + $"'{move.Source}'.");
+        }
+    }
+
+    // How long a cancel waits for a mover that runs the move to stop once its stream and target sessions are ended.
+    internal static TimeSpan RunningMoverStopWait { get; set; } = TimeSpan.FromSeconds(30);
+
+    // A mover runs the move: its slot goes (its stream ends) and its target sessions end (its copy or catch-up fails at
+    // the next row), then the cancel waits for it to let go of the run lock. Sessions it opens meanwhile end too.
+    private async Task StopRunningMoverAsync(MoveInfo move, NpgsqlConnection guard, CancellationToken cancellationToken)
+    {
+        var sourceCs = Shards.ShardAt(Shards.Map.IndexOf(move.Source)).ConnectionString;
+        var targetCs = Shards.ShardAt(Shards.Map.IndexOf(move.Target)).ConnectionString;
+        // The mover reads this when it stops, and says it was cancelled rather than to resume.
+        await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1", cancellationToken, move.MoveId, CancelRequested)
+            .ConfigureAwait(false);
+        await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                await BucketReplication.EndTargetSessionsAsync(targetCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InsufficientPrivilege)
+            {
+                // Another role's mover: its stream has ended with the slot, it stops at its next catch-up.
+            }
+
+            if (await TryLockRunAsync(guard, move.MoveId, cancellationToken).ConfigureAwait(false))
+            {
+                ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "cancel", string.Create(CultureInfo.InvariantCulture,
+                    $"the mover that ran the move stopped after {waited.ElapsedMilliseconds} ms"));
+                return;
+            }
+
+            if (waited.Elapsed > RunningMoverStopWait)
+            {
+                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is still running in another mover {RunningMoverStopWait.TotalSeconds:F0} s " +
+                    "after its slot was dropped and its target sessions ended; nothing was deleted. Stop that mover (cancel its token, " +
+                    "or stop its process), then cancel again.");
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    // The error a cancel records on a move while it stops the mover that runs it.
+    private const string CancelRequested = "CancelMoveAsync: cancel requested while a mover ran the move";
+
+    // Whether a cancel is stopping this run (see StopRunningMoverAsync); false when the catalog does not answer.
+    private async Task<bool> CancelRequestedAsync(string moveId)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            return (await ReadMoveAsync(moveId, timeout.Token).ConfigureAwait(false)).Error == CancelRequested;
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException or ShardMoveException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task<bool> TryLockRunAsync(NpgsqlConnection guard, string moveId, CancellationToken cancellationToken)
+    {
+        var tryLock = new NpgsqlCommand($"select pg_try_advisory_lock({MoveRunLockClass}, hashtext($1))", guard);
+        await using (tryLock.ConfigureAwait(false))
+        {
+            tryLock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = moveId });
+            return await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true;
+        }
+    }
+
+    private static async Task UnlockRunAsync(NpgsqlConnection guard, string moveId)
+    {
+        try
+        {
+            var unlock = new NpgsqlCommand($"select pg_advisory_unlock({MoveRunLockClass}, hashtext($1))", guard);
+            await using (unlock.ConfigureAwait(false))
+            {
+                unlock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = moveId });
+                await unlock.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
+        {
+            // The catalog's connection broke: the server let go of the lock with it.
+        }
     }
 
     // How long until every app following the map has read a new one even without the notification: two of this data
@@ -135,37 +251,27 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     {
         var guard = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = guard.ConfigureAwait(false);
-        var tryLock = new NpgsqlCommand($"select pg_try_advisory_lock({MoveRunLockClass}, hashtext($1))", guard);
-        await using (tryLock.ConfigureAwait(false))
+        if (!await TryLockRunAsync(guard, move.MoveId, cancellationToken).ConfigureAwait(false))
         {
-            tryLock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = move.MoveId });
-            if (await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not true)
-            {
-                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is running in another mover right now (this process or " +
-                    "another); nothing was done. Wait for it to end, or stop it (cancel its token, or stop its process) and resume it " +
-                    "then; CancelMoveAsync abandons it while it runs.");
-            }
+            throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is running in another mover right now (this process or " +
+                "another); nothing was done. Wait for it to end, or stop it (cancel its token, or stop its process) and resume it " +
+                "then; CancelMoveAsync stops it and undoes the move.");
         }
 
         try
         {
-            return await RunStepsAsync(move, cancellationToken, preflighted).ConfigureAwait(false);
+            // A cancel may have undone the move, or another mover finished it, since it was read.
+            var current = await ReadMoveAsync(move.MoveId, cancellationToken).ConfigureAwait(false);
+            if (current.State is MoveState.Done or MoveState.Cancelled)
+            {
+                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is {current.State}; there is nothing to run.");
+            }
+
+            return await RunStepsAsync(current, cancellationToken, preflighted).ConfigureAwait(false);
         }
         finally
         {
-            try
-            {
-                var unlock = new NpgsqlCommand($"select pg_advisory_unlock({MoveRunLockClass}, hashtext($1))", guard);
-                await using (unlock.ConfigureAwait(false))
-                {
-                    unlock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = move.MoveId });
-                    await unlock.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
-                }
-            }
-            catch (Exception e) when (ShardErrors.FromShard(e) || e is InvalidOperationException)
-            {
-                // The catalog's connection broke: the server let go of the lock with it.
-            }
+            await UnlockRunAsync(guard, move.MoveId).ConfigureAwait(false);
         }
     }
 
@@ -270,6 +376,13 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
         catch (Exception e) when (e is not ShardMoveException && (ShardErrors.FromShard(e) || e is OperationCanceledException))
         {
+            if (!cancellationToken.IsCancellationRequested && await CancelRequestedAsync(move.MoveId).ConfigureAwait(false))
+            {
+                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
+                    $"'{move.Target}' was cancelled while {state} (CancelMoveAsync ended its sessions); the cancel undoes it: the buckets " +
+                    $"stay on '{move.Source}'.", e);
+            }
+
             await TryRecordErrorAsync(move.MoveId, e).ConfigureAwait(false);
             if (e is OperationCanceledException)
             {
@@ -286,10 +399,29 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     "(`shardkit move cancel`) and move the buckets again, with no tables created on the source meanwhile.", e);
             }
 
+            var then = Deterministic(e)
+                ? "A resume fails the same way until that is fixed (a privilege, a definition the server refuses): fix it, then resume it with " +
+                  $"ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`), or cancel it."
+                : $"Resume it with ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`) or cancel it.";
             throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
-                $"'{move.Target}' stopped while {state}: {e.Message} Resume it with ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`) " +
-                "or cancel it.", e);
+                $"'{move.Target}' stopped while {state}: {e.Message} {then}", e);
         }
+    }
+
+    // An error the server gives again for the same statement: a missing privilege or object, a refused definition or
+    // feature (SQLSTATE classes 42 and 0A), not a broken connection, a lock or a shutdown.
+    internal static bool Deterministic(Exception e)
+    {
+        for (var inner = e; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is PostgresException p)
+            {
+                return p.SqlState.StartsWith("42", StringComparison.Ordinal) && p.SqlState != PostgresErrorCodes.UndefinedObject
+                       || p.SqlState.StartsWith("0A", StringComparison.Ordinal);
+            }
+        }
+
+        return false;
     }
 
     // PostgreSQL's "could not map filenode … to relation OID" (15; "filenumber" from 16) from the source's logical

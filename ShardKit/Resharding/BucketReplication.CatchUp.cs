@@ -165,7 +165,7 @@ internal sealed partial class BucketReplication
         NpgsqlConnection target;
         try
         {
-            target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
+            target = await OpenTargetAsync(targetConnectionString, _session, ct).ConfigureAwait(false);
         }
         catch
         {

@@ -97,7 +97,7 @@ internal sealed partial class BucketReplication
 
                 signalled = true;
                 Imported();
-                var target = await OpenTargetAsync(targetConnectionString, stop.Token).ConfigureAwait(false);
+                var target = await OpenTargetAsync(targetConnectionString, _session, stop.Token).ConfigureAwait(false);
                 await using var targetLifetime = target.ConfigureAwait(false);
                 while (scans.TryDequeue(out var scan))
                 {
@@ -173,10 +173,10 @@ internal sealed partial class BucketReplication
         return perScan;
     }
 
-    private static async Task ClearOnTargetAsync(string targetConnectionString, IEnumerable<(MovedTable Table, int[] Buckets)> chunks, int bucketCount,
+    private async Task ClearOnTargetAsync(string targetConnectionString, IEnumerable<(MovedTable Table, int[] Buckets)> chunks, int bucketCount,
         CancellationToken ct)
     {
-        var target = await OpenTargetAsync(targetConnectionString, ct).ConfigureAwait(false);
+        var target = await OpenTargetAsync(targetConnectionString, _session, ct).ConfigureAwait(false);
         await using var _ = target.ConfigureAwait(false);
         await ExecuteAsync(target, string.Join(";\n", chunks.Select(c =>
             $"delete from {c.Table.QualifiedName} where {c.Table.BucketSql(bucketCount)} in ({WriteFence.BucketList(c.Buckets)})")),

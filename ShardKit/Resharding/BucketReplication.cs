@@ -40,7 +40,11 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         _exporter = exporter;
         _snapshot = snapshot;
         SlotName = Prefix + moveId;
+        _session = MoverSessionName(moveId);
     }
+
+    // The application_name of this move's target sessions (see MoverSessionName).
+    private readonly string _session;
 
     /// <summary>The name of the slot and of the publication: <c>shardkit_move_{moveId}</c>.</summary>
     public string SlotName { get; }
@@ -263,15 +267,24 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The <c>application_name</c> of the sessions that write a move's rows to its target, for the time they do: a cancel
+    /// ends them (<see cref="EndTargetSessionsAsync"/>) before it deletes what they wrote. The pool's reset puts the
+    /// connection string's name back.
+    /// </summary>
+    internal static string MoverSessionName(string moveId) => $"{MoverApplicationName} {moveId}";
+
     // A target connection: the fence refuses writes to buckets the target does not own yet, which is every moving bucket.
-    private static async Task<NpgsqlConnection> OpenTargetAsync(string connectionString, CancellationToken ct)
+    // session: the move's name for it (MoverSessionName).
+    private static async Task<NpgsqlConnection> OpenTargetAsync(string connectionString, string session, CancellationToken ct)
     {
         var connection = await OpenAsync(connectionString, ct).ConfigureAwait(false);
         try
         {
             // A chunk is recorded done, and a position confirmed to the slot, once the target committed it: the commit must
             // be durable then, even on a server whose default is synchronous_commit=off (it could lose the last commits).
-            await ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false), set_config('synchronous_commit', 'on', false)", ct)
+            await ExecuteAsync(connection, "select set_config('shardkit.fence', 'off', false), set_config('synchronous_commit', 'on', false), " +
+                                           $"set_config('application_name', {ReshardingAdmin.Literal(session)}, false)", ct)
                 .ConfigureAwait(false);
             return connection;
         }
@@ -280,6 +293,20 @@ internal sealed partial class BucketReplication : IAsyncDisposable
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Ends the target sessions of move <paramref name="moveId"/> that are still open (a mover in another process that a
+    /// cancel overtakes) and returns how many it ended. Needs to be the role of those sessions, or a member of
+    /// <c>pg_signal_backend</c>.
+    /// </summary>
+    public static async Task<long> EndTargetSessionsAsync(string targetConnectionString, string moveId, CancellationToken ct)
+    {
+        ValidateMoveId(moveId);
+        var connection = await OpenAsync(targetConnectionString, ct).ConfigureAwait(false);
+        await using var connectionLifetime = connection.ConfigureAwait(false);
+        return await CountAsync(connection, "select count(pg_terminate_backend(pid)) from pg_stat_activity " +
+                                            "where application_name = $1 and pid <> pg_backend_pid()", MoverSessionName(moveId), ct).ConfigureAwait(false);
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken ct)
