@@ -108,9 +108,23 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         // otherwise go on writing rows to the target after they were deleted, and leave them on two shards.
         var guard = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = guard.ConfigureAwait(false);
-        if (!await TryLockRunAsync(guard, moveId, cancellationToken).ConfigureAwait(false))
+        var targetCs = Shards.ShardAt(Shards.Map.IndexOf(move.Target)).ConnectionString;
+        var marked = false;
+        try
         {
-            await StopRunningMoverAsync(move, guard, cancellationToken).ConfigureAwait(false);
+            if (!await TryLockRunAsync(guard, moveId).ConfigureAwait(false))
+            {
+                // The mover reads this when it stops, and says it was cancelled rather than to resume.
+                await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1", cancellationToken, moveId, CancelRequested)
+                    .ConfigureAwait(false);
+                marked = true;
+                await StopRunningMoverAsync(move, guard, targetCs, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch when (marked)
+        {
+            await ClearCancelMarkAsync(moveId).ConfigureAwait(false);
+            throw;
         }
 
         try
@@ -125,11 +139,21 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             EnsureCancellable(move, await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false));
             var sourceShard = Shards.ShardAt(Shards.Map.IndexOf(move.Source));
             await BucketReplication.DropAsync(sourceShard.ConnectionString, moveId, cancellationToken).ConfigureAwait(false);
+            // The lock is no proof that nothing writes: a mover whose catalog connection broke lost the lock with it and
+            // may still run. Its target sessions end, and the delete waits until they are gone.
+            await EndTargetSessionsAsync(move, targetCs, cancellationToken).ConfigureAwait(false);
             var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
             await DeleteRowsAsync(Shards.Map.IndexOf(move.Target), move.Buckets, tables, cancellationToken).ConfigureAwait(false);
             await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, moveId).ConfigureAwait(false);
-            await SetStateAsync(moveId, MoveState.Cancelled, cancellationToken).ConfigureAwait(false);
+            await ExecuteCatalogAsync("update shardkit.move set state = 'Cancelled', error = null, updated = now() where id = $1", cancellationToken, moveId)
+                .ConfigureAwait(false);
+            ShardKitLog.MoveStep(Shards.Logger, moveId, nameof(MoveState.Cancelled), "recorded");
             await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch when (marked)
+        {
+            await ClearCancelMarkAsync(moveId).ConfigureAwait(false);
+            throw;
         }
         finally
         {
@@ -151,47 +175,97 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     internal static TimeSpan RunningMoverStopWait { get; set; } = TimeSpan.FromSeconds(30);
 
     // A mover runs the move: its slot goes (its stream ends) and its target sessions end (its copy or catch-up fails at
-    // the next row), then the cancel waits for it to let go of the run lock. Sessions it opens meanwhile end too.
-    private async Task StopRunningMoverAsync(MoveInfo move, NpgsqlConnection guard, CancellationToken cancellationToken)
+    // the next row), then the cancel waits for it to let go of the run lock. Sessions it opens meanwhile end too. A
+    // mover that switches the buckets meanwhile makes the cancel fail at once.
+    private async Task StopRunningMoverAsync(MoveInfo move, NpgsqlConnection guard, string targetCs, CancellationToken cancellationToken)
     {
         var sourceCs = Shards.ShardAt(Shards.Map.IndexOf(move.Source)).ConnectionString;
-        var targetCs = Shards.ShardAt(Shards.Map.IndexOf(move.Target)).ConnectionString;
-        // The mover reads this when it stops, and says it was cancelled rather than to resume.
-        await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1", cancellationToken, move.MoveId, CancelRequested)
-            .ConfigureAwait(false);
         await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
         var waited = Stopwatch.StartNew();
-        while (true)
+        var ended = true;
+        for (var round = 0; ; round++)
         {
-            try
-            {
-                await BucketReplication.EndTargetSessionsAsync(targetCs, move.MoveId, cancellationToken).ConfigureAwait(false);
-            }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InsufficientPrivilege)
-            {
-                // Another role's mover: its stream has ended with the slot, it stops at its next catch-up.
-            }
-
-            if (await TryLockRunAsync(guard, move.MoveId, cancellationToken).ConfigureAwait(false))
+            ended &= await TryEndTargetSessionsAsync(move.MoveId, targetCs, cancellationToken).ConfigureAwait(false);
+            if (await TryLockRunAsync(guard, move.MoveId).ConfigureAwait(false))
             {
                 ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "cancel", string.Create(CultureInfo.InvariantCulture,
                     $"the mover that ran the move stopped after {waited.ElapsedMilliseconds} ms"));
                 return;
             }
 
+            if (round % 5 == 4 && await ReadMoveAsync(move.MoveId, cancellationToken).ConfigureAwait(false) is { State: MoveState.Switched or MoveState.Done } now)
+            {
+                EnsureCancellable(now, sourceOwns: false);
+            }
+
             if (waited.Elapsed > RunningMoverStopWait)
             {
-                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is still running in another mover {RunningMoverStopWait.TotalSeconds:F0} s " +
-                    "after its slot was dropped and its target sessions ended; nothing was deleted. Stop that mover (cancel its token, " +
-                    "or stop its process), then cancel again.");
+                throw new ShardMoveException(move.MoveId, string.Create(CultureInfo.InvariantCulture,
+                    $"Move {move.MoveId} is still running in another mover {RunningMoverStopWait.TotalSeconds:F0} s after its slot was dropped") +
+                    (ended ? " and its sessions on the target were ended" : " (this role may not end its sessions on the target: grant it pg_signal_backend)") +
+                    "; nothing was deleted. Stop that mover (cancel its token, or stop its process), then cancel again.");
             }
 
             await Task.Delay(100, cancellationToken).ConfigureAwait(false);
         }
     }
 
+    // Ends the move's target sessions that are working (an idle one waits in a pool: ending it would break that pool's
+    // next command) and waits up to 5 s until none is left.
+    private async Task EndTargetSessionsAsync(MoveInfo move, string targetCs, CancellationToken cancellationToken)
+    {
+        for (var round = 0; round < 50; round++)
+        {
+            var working = await BucketReplication.EndTargetSessionsAsync(targetCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+            if (working == 0)
+            {
+                return;
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+
+        throw new ShardMoveException(move.MoveId, $"Move {move.MoveId}'s sessions on '{move.Target}' (application_name " +
+            $"'{BucketReplication.MoverSessionName(move.MoveId)}') did not end within 5 s; nothing was deleted. End them, then cancel again.");
+    }
+
+    // One round of ending the move's working target sessions; false when this role may not end them. A broken connection
+    // of this round is tried again in the next.
+    private static async Task<bool> TryEndTargetSessionsAsync(string moveId, string targetCs, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await BucketReplication.EndTargetSessionsAsync(targetCs, moveId, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InsufficientPrivilege)
+        {
+            // Another role's mover: its stream ended with the slot; its copy goes on until the last scan.
+            return false;
+        }
+        catch (NpgsqlException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return true;
+        }
+    }
+
     // The error a cancel records on a move while it stops the mover that runs it.
     private const string CancelRequested = "CancelMoveAsync: cancel requested while a mover ran the move";
+
+    // A cancel that failed leaves no mark: the mover's later errors are its own.
+    private async Task ClearCancelMarkAsync(string moveId)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await ExecuteCatalogAsync("update shardkit.move set error = null where id = $1 and error = $2", timeout.Token, moveId, CancelRequested)
+                .ConfigureAwait(false);
+        }
+        catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException)
+        {
+            // The catalog does not answer: the mark stays until the next state.
+        }
+    }
 
     // Whether a cancel is stopping this run (see StopRunningMoverAsync); false when the catalog does not answer.
     private async Task<bool> CancelRequestedAsync(string moveId)
@@ -199,7 +273,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            return (await ReadMoveAsync(moveId, timeout.Token).ConfigureAwait(false)).Error == CancelRequested;
+            return await ReadMoveAsync(moveId, timeout.Token).ConfigureAwait(false) is { Error: CancelRequested, State: not (MoveState.Switched or MoveState.Done) };
         }
         catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException or ShardMoveException)
         {
@@ -207,13 +281,15 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
     }
 
-    private static async Task<bool> TryLockRunAsync(NpgsqlConnection guard, string moveId, CancellationToken cancellationToken)
+    // Without the caller's token: a cancel that landed after the server granted the lock would return the connection to
+    // its pool holding it.
+    private static async Task<bool> TryLockRunAsync(NpgsqlConnection guard, string moveId)
     {
         var tryLock = new NpgsqlCommand($"select pg_try_advisory_lock({MoveRunLockClass}, hashtext($1))", guard);
         await using (tryLock.ConfigureAwait(false))
         {
             tryLock.Parameters.Add(new NpgsqlParameter<string> { TypedValue = moveId });
-            return await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true;
+            return await tryLock.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false) is true;
         }
     }
 
@@ -251,7 +327,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     {
         var guard = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = guard.ConfigureAwait(false);
-        if (!await TryLockRunAsync(guard, move.MoveId, cancellationToken).ConfigureAwait(false))
+        if (!await TryLockRunAsync(guard, move.MoveId).ConfigureAwait(false))
         {
             throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is running in another mover right now (this process or " +
                 "another); nothing was done. Wait for it to end, or stop it (cancel its token, or stop its process) and resume it " +
@@ -853,7 +929,9 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
     private async Task<MoveState> SetStateAsync(string moveId, MoveState state, CancellationToken cancellationToken)
     {
-        await ExecuteCatalogAsync("update shardkit.move set state = $2, error = null, updated = now() where id = $1", cancellationToken, moveId, state.ToString())
+        // A cancel's mark stays: the mover it stops reads it when it fails.
+        await ExecuteCatalogAsync("update shardkit.move set state = $2, error = case when error = $3 then error end, updated = now() where id = $1",
+                cancellationToken, moveId, state.ToString(), CancelRequested)
             .ConfigureAwait(false);
         ShardKitLog.MoveStep(Shards.Logger, moveId, state.ToString(), "recorded");
         return state;

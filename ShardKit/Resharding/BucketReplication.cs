@@ -296,9 +296,10 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     }
 
     /// <summary>
-    /// Ends the target sessions of move <paramref name="moveId"/> that are still open (a mover in another process that a
-    /// cancel overtakes) and returns how many it ended. Needs to be the role of those sessions, or a member of
-    /// <c>pg_signal_backend</c>.
+    /// Ends the target sessions of move <paramref name="moveId"/> that are working (a mover in another process that a
+    /// cancel overtakes) and returns how many it found. Idle ones are left: they wait in a pool with the move's name until
+    /// its reset, and ending them would break that pool's next command. Needs to be the role of those sessions, or a
+    /// member of <c>pg_signal_backend</c>.
     /// </summary>
     public static async Task<long> EndTargetSessionsAsync(string targetConnectionString, string moveId, CancellationToken ct)
     {
@@ -306,7 +307,7 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         var connection = await OpenAsync(targetConnectionString, ct).ConfigureAwait(false);
         await using var connectionLifetime = connection.ConfigureAwait(false);
         return await CountAsync(connection, "select count(pg_terminate_backend(pid)) from pg_stat_activity " +
-                                            "where application_name = $1 and pid <> pg_backend_pid()", MoverSessionName(moveId), ct).ConfigureAwait(false);
+                                            "where application_name = $1 and state <> 'idle' and pid <> pg_backend_pid()", MoverSessionName(moveId), ct).ConfigureAwait(false);
     }
 
     private static async Task ExecuteAsync(NpgsqlConnection connection, string sql, CancellationToken ct)
