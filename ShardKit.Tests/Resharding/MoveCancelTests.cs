@@ -1,3 +1,4 @@
+using Dapper;
 using Npgsql;
 using static ShardKit.Tests.Adversary.ReshardingAdversaryTests;
 
@@ -79,6 +80,50 @@ public sealed class MoveCancelTests
         Assert.That((await admin.Resharding.GetMovesAsync()).Single().State, Is.EqualTo(MoveState.Cancelled));
         await MoveTests.AssertPlacedAsync(shards, admin, truth);
         Assert.That(admin.Map.Buckets!.BucketsOf(0), Is.SupersetOf(buckets));
+    }
+
+    // A cancel that gave up after dropping the slot (its token, or the mover did not stop in time) left a move no resume
+    // could take up ("slot missing … start the move again"). A resume now copies again from a new slot while the source
+    // still owns the buckets; the rows written meanwhile arrive.
+    [Test]
+    public async Task A_move_whose_slot_is_gone_resumes_by_copying_again()
+    {
+        await using var shards = await ReshardingShards.CreateAsync(2);
+        var admin = shards.NewSource();
+        await admin.Resharding.SeedAsync([Items]);
+        var truth = await MoveTests.SeedRowsAsync(admin, 1000);
+        var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
+        using var stop = new CancellationTokenSource();
+        string? id = null;
+        var stopped = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1",
+            new MoveOptions { AnnounceWait = TimeSpan.Zero, CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero },
+            new InlineProgress(p =>
+            {
+                id = p.MoveId;
+                if (p.State == MoveState.CatchingUp)
+                {
+                    stop.Cancel();
+                }
+            }), stop.Token));
+        Assert.That(stopped, Is.InstanceOf<OperationCanceledException>(), "the move stopped in catch-up by its token");
+        Assert.That(await shards.ScalarAsync<long>(0, $"select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots where slot_name = 'shardkit_move_{id}'"),
+            Is.EqualTo(1));
+
+        await using (var db = admin.CreateConnection())
+        {
+            foreach (var key in truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).Take(20).ToList())
+            {
+                await db.ExecuteAsync("update items set n = n + 1000 where id = @Id", new Item { Id = key });
+                truth[key] += 1000;
+            }
+        }
+
+        var result = await admin.Resharding.ResumeMoveAsync(id!, new MoveOptions { CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero });
+
+        Assert.That(result.Buckets, Is.EqualTo(buckets));
+        Assert.That((await admin.Resharding.GetMovesAsync()).Single().State, Is.EqualTo(MoveState.Done));
+        await MoveTests.AssertPlacedAsync(shards, admin, truth);
+        Assert.That(admin.Map.Buckets!.BucketsOf(1), Is.SupersetOf(buckets));
     }
 
     // A move stopped by an error the server gives again (a missing privilege, a refused definition) says to fix it before

@@ -36,7 +36,8 @@ public sealed class MoveDdlTests
         Assert.That(await slotMade.Task, Is.EqualTo(new[] { true, true }), "the decision log on s0 and s1 once the slot was made");
     }
 
-    // The error a move stopped this way carries tells to cancel, not resume (a resume replays the same WAL); PostgreSQL 16
+    // The error a move stopped this way is told apart: a resume then drops the slot and copies again from a new one (the
+    // old slot's WAL fails the same way each time); PostgreSQL 16
     // and later say "filenumber".
     [TestCase("could not map filenode \"base/16384/16390\" to relation OID", true)]
     [TestCase("could not map filenumber \"base/16384/16390\" to relation OID", true)]

@@ -17,4 +17,7 @@ internal sealed class BucketMoveException : ShardKitException
         : base(message, innerException)
     {
     }
+
+    /// <summary>The move's slot or publication is gone (a cancel dropped it): the move cannot resume, only be cancelled.</summary>
+    public bool SlotGone { get; init; }
 }

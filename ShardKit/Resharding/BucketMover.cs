@@ -115,8 +115,9 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             if (!await TryLockRunAsync(guard, moveId).ConfigureAwait(false))
             {
                 // The mover reads this when it stops, and says it was cancelled rather than to resume.
-                await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1", cancellationToken, moveId, CancelRequested)
-                    .ConfigureAwait(false);
+                // Not on a move another cancel finished meanwhile (it held the lock, not a mover).
+                await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1 and state not in ('Cancelled', 'Done')",
+                    cancellationToken, moveId, CancelRequested).ConfigureAwait(false);
                 marked = true;
                 await StopRunningMoverAsync(move, guard, targetCs, cancellationToken).ConfigureAwait(false);
             }
@@ -133,6 +134,11 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             move = await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false);
             if (move.State is MoveState.Cancelled)
             {
+                if (marked)
+                {
+                    await ClearCancelMarkAsync(moveId).ConfigureAwait(false);
+                }
+
                 return;
             }
 
@@ -203,7 +209,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 throw new ShardMoveException(move.MoveId, string.Create(CultureInfo.InvariantCulture,
                     $"Move {move.MoveId} is still running in another mover {RunningMoverStopWait.TotalSeconds:F0} s after its slot was dropped") +
                     (ended ? " and its sessions on the target were ended" : " (this role may not end its sessions on the target: grant it pg_signal_backend)") +
-                    "; nothing was deleted. Stop that mover (cancel its token, or stop its process), then cancel again.");
+                    "; no rows were deleted. Stop that mover (cancel its token, or stop its process), then cancel again (a resume instead " +
+                    "copies again from a new slot).");
             }
 
             await Task.Delay(100, cancellationToken).ConfigureAwait(false);
@@ -379,9 +386,35 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
                 }
 
-                var replication = state is MoveState.Started
-                    ? await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken, move.Buckets, bucketCount).ConfigureAwait(false)
-                    : await BucketReplication.ResumeAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false);
+                BucketReplication replication;
+                if (state is MoveState.Started)
+                {
+                    replication = await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken, move.Buckets, bucketCount).ConfigureAwait(false);
+                }
+                else
+                {
+                    try
+                    {
+                        // A slot whose WAL the source cannot decode fails the same way on every resume: a new one is made.
+                        if (move.Error is { } last && last.Contains(UndecodableText, StringComparison.Ordinal))
+                        {
+                            await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+                        }
+
+                        replication = await BucketReplication.ResumeAsync(sourceCs, move.MoveId, moved, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (BucketMoveException e) when (e.SlotGone)
+                    {
+                        // The slot is gone (a cancel that gave up dropped it, or it was undecodable): the source still owns
+                        // the buckets, so the move starts its copy again from a new slot, on a target cleared of its copies.
+                        await RestartCopyAsync(move, sourceCs, targetIndex, cancellationToken).ConfigureAwait(false);
+                        state = MoveState.Started;
+                        rowsCopied = 0;
+                        replication = await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken, move.Buckets, bucketCount)
+                            .ConfigureAwait(false);
+                    }
+                }
+
                 await using (replication.ConfigureAwait(false))
                 {
                     ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "replication", state is MoveState.Started
@@ -459,7 +492,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     $"stay on '{move.Source}'.", e);
             }
 
-            await TryRecordErrorAsync(move.MoveId, e).ConfigureAwait(false);
+            // The undecodable error is recorded in words the next resume finds (it may be wrapped).
+            await TryRecordErrorAsync(move.MoveId, e, UndecodableTable(e) ? UndecodableText + " (decoding): " : "").ConfigureAwait(false);
             if (e is OperationCanceledException)
             {
                 throw;
@@ -471,8 +505,15 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                 throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
                     $"'{move.Target}' stopped while {state}: the source's logical decoding cannot read its WAL past a change to a table it " +
                     $"cannot name ({e.Message}), which PostgreSQL's decoding can leave behind when a table is created on the source while " +
-                    $"the move's slot exists. A resume replays the same WAL and fails again: cancel it with CancelMoveAsync(\"{move.MoveId}\") " +
-                    "(`shardkit move cancel`) and move the buckets again, with no tables created on the source meanwhile.", e);
+                    $"the move's slot exists. Resume it with ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`): the resume drops that " +
+                    "slot and copies again from a new one; create no tables on the source meanwhile. Or cancel it.", e);
+            }
+
+            if (SlotGone(e))
+            {
+                throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
+                    $"'{move.Target}' stopped while {state}: its replication slot on '{move.Source}' is gone (a cancel drops it) ({e.Message}). " +
+                    $"Resume it with ResumeMoveAsync(\"{move.MoveId}\") (`shardkit move resume`) to copy again from a new slot, or cancel it.", e);
             }
 
             var then = Deterministic(e)
@@ -482,6 +523,36 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} of buckets {Describe(move.Buckets)} from '{move.Source}' to " +
                 $"'{move.Target}' stopped while {state}: {e.Message} {then}", e);
         }
+    }
+
+    // Drops what is left of the move's replication and deletes its copies and chunk records on the target: the copy
+    // then starts over. Only under the run lock and while the source owns the buckets.
+    private async Task RestartCopyAsync(MoveInfo move, string sourceCs, int targetIndex, CancellationToken cancellationToken)
+    {
+        ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "restart", $"the slot on '{move.Source}' is gone or undecodable: the copy starts again");
+        await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
+        await DeleteRowsAsync(targetIndex, move.Buckets, await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
+        await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1; update shardkit.move set rows_copied = 0 where id = $1",
+            cancellationToken, move.MoveId).ConfigureAwait(false);
+        await SetStateAsync(move.MoveId, MoveState.Started, cancellationToken).ConfigureAwait(false);
+    }
+
+    // The start of PostgreSQL's "could not map filenode/filenumber" in a move's recorded error.
+    private const string UndecodableText = "could not map file";
+
+    // The move's slot is gone: the source says it does not exist, or a resume found it missing.
+    internal static bool SlotGone(Exception e)
+    {
+        for (var inner = e; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is BucketMoveException { SlotGone: true }
+                || inner is PostgresException { SqlState: PostgresErrorCodes.UndefinedObject } p && p.MessageText.StartsWith("replication slot", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     // An error the server gives again for the same statement: a missing privilege or object, a refused definition or
@@ -937,13 +1008,13 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         return state;
     }
 
-    private async Task TryRecordErrorAsync(string moveId, Exception error)
+    private async Task TryRecordErrorAsync(string moveId, Exception error, string prefix)
     {
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
             await ExecuteCatalogAsync("update shardkit.move set error = $2, updated = now() where id = $1", timeout.Token, moveId,
-                error.GetType().Name + ": " + error.Message).ConfigureAwait(false);
+                prefix + error.GetType().Name + ": " + error.Message).ConfigureAwait(false);
         }
         catch (Exception e) when (ShardErrors.FromShard(e) || e is OperationCanceledException)
         {

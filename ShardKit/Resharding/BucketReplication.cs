@@ -131,7 +131,7 @@ internal sealed partial class BucketReplication : IAsyncDisposable
         if (reader.GetInt64(0) == 0 || reader.GetInt64(1) == 0)
         {
             throw new BucketMoveException($"Move {moveId} cannot resume: its replication slot or publication {name} is missing on the source; " +
-                                          "drop what is left of it and start the move again.");
+                                          "drop what is left of it and start the move again.") { SlotGone = true };
         }
 
         return new BucketReplication(sourceConnectionString, moveId, tables, exporter: null, snapshot: null);
