@@ -337,8 +337,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         if (!await TryLockRunAsync(guard, move.MoveId).ConfigureAwait(false))
         {
             throw new ShardMoveException(move.MoveId, $"Move {move.MoveId} is running in another mover right now (this process or " +
-                "another); nothing was done. Wait for it to end, or stop it (cancel its token, or stop its process) and resume it " +
-                "then; CancelMoveAsync stops it and undoes the move.");
+                "another), or a cancel of it is; nothing was done. Wait for it to end (GetMovesAsync, `shardkit move list`), or stop it " +
+                "(cancel its token, or stop its process) and resume it then; CancelMoveAsync stops it and undoes the move.");
         }
 
         try
