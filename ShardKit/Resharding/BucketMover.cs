@@ -143,14 +143,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             }
 
             EnsureCancellable(move, await SourceOwnsAsync(move, cancellationToken).ConfigureAwait(false));
-            var sourceShard = Shards.ShardAt(Shards.Map.IndexOf(move.Source));
-            await BucketReplication.DropAsync(sourceShard.ConnectionString, moveId, cancellationToken).ConfigureAwait(false);
-            // The lock is no proof that nothing writes: a mover whose catalog connection broke lost the lock with it and
-            // may still run. Its target sessions end, and the delete waits until they are gone.
-            await EndTargetSessionsAsync(move, targetCs, cancellationToken).ConfigureAwait(false);
-            var tables = await admin.TablesAsync(cancellationToken).ConfigureAwait(false);
-            await DeleteRowsAsync(Shards.Map.IndexOf(move.Target), move.Buckets, tables, cancellationToken).ConfigureAwait(false);
-            await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, moveId).ConfigureAwait(false);
+            await UndoCopyAsync(move, cancellationToken).ConfigureAwait(false);
             await ExecuteCatalogAsync("update shardkit.move set state = 'Cancelled', error = null, updated = now() where id = $1", cancellationToken, moveId)
                 .ConfigureAwait(false);
             ShardKitLog.MoveStep(Shards.Logger, moveId, nameof(MoveState.Cancelled), "recorded");
@@ -178,7 +171,22 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     }
 
     // How long a cancel waits for a mover that runs the move to stop once its stream and target sessions are ended.
-    internal static TimeSpan RunningMoverStopWait { get; set; } = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan RunningMoverStopWait = TimeSpan.FromSeconds(30);
+
+    // Drops the move's slot and publication, then deletes its copies on the target and its chunk records: a cancel and
+    // a restarted copy start from here. Only under the run lock and while the source owns the buckets. The lock is no
+    // proof that nothing writes (a mover whose catalog connection broke lost the lock with it and may still run): the
+    // move's working target sessions end first, and the delete waits until they are gone.
+    private async Task UndoCopyAsync(MoveInfo move, CancellationToken cancellationToken)
+    {
+        await BucketReplication.DropAsync(Shards.ShardAt(Shards.Map.IndexOf(move.Source)).ConnectionString, move.MoveId, cancellationToken)
+            .ConfigureAwait(false);
+        var targetIndex = Shards.Map.IndexOf(move.Target);
+        await EndTargetSessionsAsync(move, Shards.ShardAt(targetIndex).ConnectionString, cancellationToken).ConfigureAwait(false);
+        await DeleteRowsAsync(targetIndex, move.Buckets, await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken)
+            .ConfigureAwait(false);
+        await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1", cancellationToken, move.MoveId).ConfigureAwait(false);
+    }
 
     // A mover runs the move: its slot goes (its stream ends) and its target sessions end (its copy or catch-up fails at
     // the next row), then the cancel waits for it to let go of the run lock. Sessions it opens meanwhile end too. A
@@ -407,7 +415,10 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                     {
                         // The slot is gone (a cancel that gave up dropped it, or it was undecodable): the source still owns
                         // the buckets, so the move starts its copy again from a new slot, on a target cleared of its copies.
-                        await RestartCopyAsync(move, sourceCs, targetIndex, cancellationToken).ConfigureAwait(false);
+                        ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "restart", $"the slot on '{move.Source}' is gone or undecodable: the copy starts again");
+                        await UndoCopyAsync(move, cancellationToken).ConfigureAwait(false);
+                        await ExecuteCatalogAsync("update shardkit.move set rows_copied = 0 where id = $1", cancellationToken, move.MoveId).ConfigureAwait(false);
+                        await SetStateAsync(move.MoveId, MoveState.Started, cancellationToken).ConfigureAwait(false);
                         state = MoveState.Started;
                         rowsCopied = 0;
                         replication = await BucketReplication.StartAsync(sourceCs, move.MoveId, moved, cancellationToken, move.Buckets, bucketCount)
@@ -525,28 +536,19 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
     }
 
-    // Drops what is left of the move's replication and deletes its copies and chunk records on the target: the copy
-    // then starts over. Only under the run lock and while the source owns the buckets.
-    private async Task RestartCopyAsync(MoveInfo move, string sourceCs, int targetIndex, CancellationToken cancellationToken)
-    {
-        ShardKitLog.MoveStep(Shards.Logger, move.MoveId, "restart", $"the slot on '{move.Source}' is gone or undecodable: the copy starts again");
-        await BucketReplication.DropAsync(sourceCs, move.MoveId, cancellationToken).ConfigureAwait(false);
-        await DeleteRowsAsync(targetIndex, move.Buckets, await admin.TablesAsync(cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
-        await ExecuteCatalogAsync("delete from shardkit.move_chunk where move_id = $1; update shardkit.move set rows_copied = 0 where id = $1",
-            cancellationToken, move.MoveId).ConfigureAwait(false);
-        await SetStateAsync(move.MoveId, MoveState.Started, cancellationToken).ConfigureAwait(false);
-    }
-
     // The start of PostgreSQL's "could not map filenode/filenumber" in a move's recorded error.
     private const string UndecodableText = "could not map file";
 
     // The move's slot is gone: the source says it does not exist, or a resume found it missing.
-    internal static bool SlotGone(Exception e)
+    internal static bool SlotGone(Exception e) => AnyInner(e, inner => inner is BucketMoveException { SlotGone: true }
+        || inner is PostgresException { SqlState: PostgresErrorCodes.UndefinedObject } p && p.MessageText.StartsWith("replication slot", StringComparison.Ordinal));
+
+    // Whether the error or one it wraps passes the test.
+    private static bool AnyInner(Exception e, Func<Exception, bool> test)
     {
         for (var inner = e; inner is not null; inner = inner.InnerException)
         {
-            if (inner is BucketMoveException { SlotGone: true }
-                || inner is PostgresException { SqlState: PostgresErrorCodes.UndefinedObject } p && p.MessageText.StartsWith("replication slot", StringComparison.Ordinal))
+            if (test(inner))
             {
                 return true;
             }
@@ -573,18 +575,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
 
     // PostgreSQL's "could not map filenode … to relation OID" (15; "filenumber" from 16) from the source's logical
     // decoding: an internal error, raised untranslated.
-    internal static bool UndecodableTable(Exception e)
-    {
-        for (var inner = e; inner is not null; inner = inner.InnerException)
-        {
-            if (inner is PostgresException { SqlState: PostgresErrorCodes.InternalError } p && p.MessageText.StartsWith("could not map file", StringComparison.Ordinal))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    internal static bool UndecodableTable(Exception e) => AnyInner(e, inner =>
+        inner is PostgresException { SqlState: PostgresErrorCodes.InternalError } p && p.MessageText.StartsWith(UndecodableText, StringComparison.Ordinal));
 
     private async Task CatchUpUnderGateAsync(MoveInfo move, BucketReplication replication, int sourceIndex, string targetCs, int bucketCount,
         long rowsCopied, CancellationToken cancellationToken)
