@@ -270,12 +270,14 @@ internal sealed partial class BucketReplication
     /// </summary>
     private sealed class TargetCopy
     {
+        private readonly NpgsqlConnection _target;
         private readonly NpgsqlTransaction _transaction;
         private readonly NpgsqlRawCopyStream _copy;
         private bool _copyEnded;
 
-        private TargetCopy(NpgsqlTransaction transaction, NpgsqlRawCopyStream copy)
+        private TargetCopy(NpgsqlConnection target, NpgsqlTransaction transaction, NpgsqlRawCopyStream copy)
         {
+            _target = target;
             _transaction = transaction;
             _copy = copy;
         }
@@ -288,7 +290,7 @@ internal sealed partial class BucketReplication
                 var copy = await target.BeginRawBinaryCopyAsync(
                     $"copy {table.QualifiedName} ({table.ColumnList}) from stdin (format binary)", ct).ConfigureAwait(false);
                 await copy.WriteAsync(CopyHeader, ct).ConfigureAwait(false);
-                return new TargetCopy(transaction, copy);
+                return new TargetCopy(target, transaction, copy);
             }
             catch
             {
@@ -314,7 +316,15 @@ internal sealed partial class BucketReplication
             if (!_copyEnded)
             {
                 _copyEnded = true;
-                await _copy.CancelAsync().ConfigureAwait(false);
+                try
+                {
+                    await _copy.CancelAsync().ConfigureAwait(false);
+                }
+                catch (NullReferenceException) when (_target.FullState.HasFlag(System.Data.ConnectionState.Broken) || _target.State != System.Data.ConnectionState.Open)
+                {
+                    // Npgsql's cancel of a COPY whose session was ended (a cancel of the move ends it) fails in its own
+                    // cleanup: the session is gone, and its COPY with it.
+                }
             }
 
             await _transaction.DisposeAsync().ConfigureAwait(false);
