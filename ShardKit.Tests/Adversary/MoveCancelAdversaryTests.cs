@@ -131,7 +131,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(24).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         var opA = shards.NewSource();
         var opB = shards.NewSource();
@@ -223,7 +223,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         await Task.Delay(200);
         var operatorSource = shards.NewSource();
@@ -300,7 +300,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(24).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         var operatorSource = shards.NewSource();
         var cancelled = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -447,7 +447,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         var resumer = shards.NewSource();
         var canceller = shards.NewSource();
@@ -470,7 +470,7 @@ public sealed class MoveCancelAdversaryTests
                         stop.Cancel();
                     }
                 }), stop.Token));
-            Assert.That(id, Is.Not.Null);
+            Assert.That(id, Is.Not.Null, $"no progress before the move ended ({stopAt}, offset {offset} ms): {Describe(stopped)}");
             Assert.That(stopped, Is.InstanceOf<OperationCanceledException>(), $"the move stops at its token ({stopAt}): {Describe(stopped)}");
             var before = await MoveAsync(admin, id!);
 
@@ -524,7 +524,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(24).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         var operatorSource = shards.NewSource();
 
@@ -677,7 +677,7 @@ public sealed class MoveCancelAdversaryTests
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
         var keys = MovingKeys(admin, truth, buckets);
         var held = keys[0];
-        var writers = new KeyWriters(shards.NewSource(), keys.Skip(1).ToArray(), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), keys.Skip(1).ToArray(), truth);
         writers.Start();
         var operatorSource = shards.NewSource();
         Task? holding = null;
@@ -762,7 +762,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         await Task.Delay(200);
         var operatorSource = shards.NewSource();
@@ -859,7 +859,7 @@ public sealed class MoveCancelAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 2000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
-        var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
+        await using var writers = new KeyWriters(shards.NewSource(), MovingKeys(admin, truth, buckets), truth);
         writers.Start();
         var operatorSource = shards.NewSource();
         Task<List<Exception?>>? cancels = null;
@@ -907,7 +907,9 @@ public sealed class MoveCancelAdversaryTests
     /// returned without error; a key whose write failed is left out of the truth (its outcome is unknown) and written no
     /// more, and the failure fails the test.
     /// </summary>
-    private sealed class KeyWriters(ShardedDataSource app, long[] keys, IReadOnlyDictionary<long, int?> initial, int writers = 8)
+    // Disposed at the end of each test, failed or not: writers left running after a failed assertion starved every
+    // later test of the run of CPU and connections (a CI run's cascade of 30 s timeouts).
+    private sealed class KeyWriters(ShardedDataSource app, long[] keys, IReadOnlyDictionary<long, int?> initial, int writers = 8) : IAsyncDisposable
     {
         private readonly CancellationTokenSource _stop = new();
         private readonly List<Task> _tasks = [];
@@ -931,6 +933,20 @@ public sealed class MoveCancelAdversaryTests
         {
             await _stop.CancelAsync();
             await Task.WhenAll(_tasks).WaitAsync(TimeSpan.FromMinutes(1));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            try
+            {
+                await StopAsync();
+            }
+            catch (Exception e) when (e is TimeoutException or OperationCanceledException or ShardKitException or Npgsql.NpgsqlException)
+            {
+                // The test failed already, or its writers' errors were asserted.
+            }
+
+            _stop.Dispose();
         }
 
         public void MergeInto(Dictionary<long, int?> truth)
