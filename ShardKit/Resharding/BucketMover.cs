@@ -952,12 +952,23 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     }
 
     // A scan's chunks, recorded in one statement (one round trip and one commit on the catalog, not one per bucket).
-    private Task ChunksDoneAsync(string moveId, string table, IReadOnlyList<(int Bucket, long Rows)> chunks, CancellationToken cancellationToken) =>
-        ExecuteCatalogAsync("""
+    // Records a scan's chunks; a cancel's mark on the move stops the copy here, at the scan's end (a scan's session
+    // that is idle between scans is not ended by the cancel).
+    private async Task ChunksDoneAsync(string moveId, string table, IReadOnlyList<(int Bucket, long Rows)> chunks, CancellationToken cancellationToken)
+    {
+        var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var _ = connection.ConfigureAwait(false);
+        var error = await ExecuteCatalogAsync(connection, """
             insert into shardkit.move_chunk (move_id, table_name, bucket, rows) select $1, $2, b, r from unnest($3::int[], $4::bigint[]) as c(b, r)
             on conflict do nothing;
             update shardkit.move set rows_copied = (select coalesce(sum(rows), 0) from shardkit.move_chunk where move_id = $1), updated = now() where id = $1;
-            """, cancellationToken, moveId, table, chunks.Select(c => c.Bucket).ToArray(), chunks.Select(c => c.Rows).ToArray());
+            select error from shardkit.move where id = $1;
+            """, cancellationToken, moveId, table, chunks.Select(c => c.Bucket).ToArray(), chunks.Select(c => c.Rows).ToArray()).ConfigureAwait(false);
+        if (error is CancelRequested)
+        {
+            throw new BucketMoveException($"Move {moveId} is being cancelled: its copy stops after this scan.");
+        }
+    }
 
     private async Task<long> RowsCopiedAsync(string moveId, CancellationToken cancellationToken) =>
         (await ReadMoveAsync(moveId, cancellationToken).ConfigureAwait(false)).RowsCopied;
@@ -1021,7 +1032,8 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         await ExecuteCatalogAsync(connection, sql, cancellationToken, parameters).ConfigureAwait(false);
     }
 
-    private static async Task ExecuteCatalogAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken, params object[] parameters)
+    // Returns the first value of the script's last result, if it has one.
+    private static async Task<object?> ExecuteCatalogAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken, params object[] parameters)
     {
         // Named parameters let Npgsql split a script into statements; $n would send it as one (refused with parameters).
         // The catalog's records (a chunk done, a switch) must be durable before the move goes on.
@@ -1033,7 +1045,19 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
             command.Parameters.Add(new NpgsqlParameter("p" + (i + 1).ToString(CultureInfo.InvariantCulture), parameters[i]));
         }
 
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var ___ = reader.ConfigureAwait(false);
+        object? last = null;
+        do
+        {
+            if (reader.FieldCount > 0 && await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                last = reader.IsDBNull(0) ? null : reader.GetValue(0);
+            }
+        }
+        while (await reader.NextResultAsync(cancellationToken).ConfigureAwait(false));
+
+        return last;
     }
 
     private async Task RefreshAsync(CancellationToken cancellationToken)
