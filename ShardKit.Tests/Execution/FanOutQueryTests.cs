@@ -92,6 +92,42 @@ public sealed class FanOutQueryTests
     }
 
     [Test]
+    public async Task A_first_match_stops_a_query_whose_cancel_request_the_server_dropped()
+    {
+        // PostgreSQL drops a cancel request that reaches a backend before it has read the query (CI: on a busy machine the
+        // search on s0 ran on for its 30 s after the first match, its cancel lost). The proxy holds s0's query while the
+        // cancel request passes on a new connection, then lets the query in: only a second cancel stops it.
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, proxied: true);
+        await using var db = ctx.Source.CreateConnection();
+        await db.AllShards().ExecuteAsync("select 1"); // each shard's pool holds its open connection
+        var held = ctx.Proxies[0];
+        var fastPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[2]).Port;
+        var marker = "lost_" + Guid.NewGuid().ToString("N");
+        var acceptedBefore = held.AcceptedConnections;
+        held.HoldOpenLinks();
+        var release = Task.Run(async () =>
+        {
+            // The cancel request's connection, then a moment for the server to drop it, then the query.
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (held.AcceptedConnections == acceptedBefore && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+
+            await Task.Delay(150);
+            held.ReleaseHeld();
+        });
+
+        var found = await db.AllShards().QueryFirstAsync<int>(
+            $"select inet_server_port() from pg_sleep(case when inet_server_port() = {fastPort} then 0 else 30 end) /* {marker} */");
+        await release;
+
+        Assert.That(found, Is.EqualTo(fastPort));
+        Assert.That(held.AcceptedConnections, Is.GreaterThan(acceptedBefore), "no cancel request reached s0's proxy");
+        await ctx.AssertNotRunningAsync(marker);
+    }
+
+    [Test]
     public async Task Cancelling_a_stream_stops_the_queries_on_the_servers()
     {
         await using var ctx = await ShardTestContext.CreateAsync(Ddl);

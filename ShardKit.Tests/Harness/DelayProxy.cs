@@ -79,6 +79,28 @@ public sealed class DelayProxy : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Holds what the clients of the connections open now send to the server (the links made later pass freely) until
+    /// <see cref="ReleaseHeld"/>: a query sent on a pooled connection waits here, unread by its backend, while a cancel
+    /// request (a new connection) reaches the server.
+    /// </summary>
+    public void HoldOpenLinks()
+    {
+        foreach (var link in _links.Values)
+        {
+            link.Hold();
+        }
+    }
+
+    /// <summary>Lets what <see cref="HoldOpenLinks"/> held go on to the server.</summary>
+    public void ReleaseHeld()
+    {
+        foreach (var link in _links.Values)
+        {
+            link.Release();
+        }
+    }
+
     /// <summary>Accepts connections again on the same port.</summary>
     public void Restore()
     {
@@ -161,7 +183,7 @@ public sealed class DelayProxy : IAsyncDisposable
 
         try
         {
-            await Task.WhenAll(PumpAsync(client, upstream, link), PumpAsync(upstream, client, link));
+            await Task.WhenAll(PumpAsync(client, upstream, link, toServer: true), PumpAsync(upstream, client, link, toServer: false));
         }
         finally
         {
@@ -172,10 +194,10 @@ public sealed class DelayProxy : IAsyncDisposable
 
     // Reads are stamped on arrival and written once their delay has passed, so the delay adds latency without
     // limiting throughput: later chunks wait in the channel while earlier ones are in flight.
-    private async Task PumpAsync(Socket from, Socket to, Link link)
+    private async Task PumpAsync(Socket from, Socket to, Link link, bool toServer)
     {
         var pending = Channel.CreateUnbounded<(long Due, byte[] Data)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var writer = WriteDelayedAsync(pending.Reader, to, link);
+        var writer = WriteDelayedAsync(pending.Reader, to, link, toServer);
         var buffer = new byte[64 * 1024];
         try
         {
@@ -212,7 +234,7 @@ public sealed class DelayProxy : IAsyncDisposable
         }
     }
 
-    private static async Task WriteDelayedAsync(ChannelReader<(long Due, byte[] Data)> reader, Socket to, Link link)
+    private static async Task WriteDelayedAsync(ChannelReader<(long Due, byte[] Data)> reader, Socket to, Link link, bool toServer)
     {
         try
         {
@@ -230,6 +252,11 @@ public sealed class DelayProxy : IAsyncDisposable
                     Thread.SpinWait(50);
                 }
 
+                if (toServer)
+                {
+                    await link.HeldAsync();
+                }
+
                 await to.SendAsync(data, SocketFlags.None);
             }
         }
@@ -242,11 +269,19 @@ public sealed class DelayProxy : IAsyncDisposable
     private sealed class Link(Socket client, Socket upstream)
     {
         private int _reset;
+        private volatile TaskCompletionSource? _held;
+
+        public void Hold() => _held ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Release() => Interlocked.Exchange(ref _held, null)?.TrySetResult();
+
+        public Task HeldAsync() => _held?.Task ?? Task.CompletedTask;
 
         public void Reset()
         {
             if (Interlocked.Exchange(ref _reset, 1) == 0)
             {
+                Release();
                 ResetSocket(client);
                 ResetSocket(upstream);
             }

@@ -30,6 +30,10 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     /// <summary>How long an early stop reads on before cancelling the rest of the query on the server.</summary>
     private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
 
+    // How long a cancelled query may take to end before it is cancelled again from a second connection (a query that
+    // heeds the first cancel ends within milliseconds; Npgsql gives up on its connection after 2 s by default).
+    private static readonly TimeSpan LostCancelGrace = TimeSpan.FromMilliseconds(500);
+
     public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
         _run = run;
@@ -189,6 +193,13 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                 if (!InTransaction)
                 {
                     await _cancel.CancelAsync().ConfigureAwait(false);
+                    // PostgreSQL drops a cancel request that reaches the backend before it has begun the query (a busy
+                    // server, a query just sent): Npgsql then gives up on the connection after its cancellation timeout,
+                    // and the query runs on to its end on the server. Cancelled again by the backend's id, it stops.
+                    if (await Task.WhenAny(waiting, Task.Delay(LostCancelGrace)).ConfigureAwait(false) != waiting && _connection is { } connection)
+                    {
+                        await CancelOnServerAsync(connection).ConfigureAwait(false);
+                    }
                 }
 
                 try
@@ -223,7 +234,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             var drain = DrainAsync(_rows);
             if (!InTransaction && await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
             {
-                await CancelOnServerAsync(connection.ProcessID).ConfigureAwait(false);
+                await CancelOnServerAsync(connection).ConfigureAwait(false);
             }
 
             await drain.ConfigureAwait(false);
@@ -249,10 +260,11 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
     }
 
-    private async Task CancelOnServerAsync(int processId)
+    private async Task CancelOnServerAsync(NpgsqlConnection connection)
     {
         try
         {
+            var processId = connection.ProcessID; // throws when the connection is not open (still opening, or broken)
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
             var side = await _run.Session.Shards.DataSourceAt(_shard).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
             await using (side.ConfigureAwait(false))
