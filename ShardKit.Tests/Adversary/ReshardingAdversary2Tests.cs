@@ -168,7 +168,7 @@ public sealed class ReshardingAdversary2Tests
         var expected = new ConcurrentDictionary<long, int>(truth.ToDictionary(t => t.Key, t => t.Value!.Value));
         var errors = new ConcurrentQueue<string>();
         var reads = 0;
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         const int workers = 4;
         var tasks = Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
         {
@@ -294,10 +294,10 @@ public sealed class ReshardingAdversary2Tests
         var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).ToArray();
         var counts = new ConcurrentDictionary<long, int>();
         var errors = new ConcurrentQueue<Exception>();
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         var writers = UpdatingWriters(app, moving, done.Token, counts, errors);
 
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         string? id = null;
         var states = new ConcurrentQueue<MoveState>();
         // A prepared transaction that touched a moving bucket (README: the freeze waits for it, FreezeLockTimeout). The token
@@ -379,7 +379,7 @@ public sealed class ReshardingAdversary2Tests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 1500);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(6).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         string? id = null;
         var stopped = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick, new InlineProgress(p =>
         {
@@ -576,7 +576,7 @@ public sealed class ReshardingAdversary2Tests
         var errors = new ConcurrentQueue<string>();
         var done = 0;
         var refusedTx = 0;
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         const int workers = 4;
         var tasks = Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
         {
@@ -685,7 +685,7 @@ public sealed class ReshardingAdversary2Tests
         var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).ToArray();
         var counts = new ConcurrentDictionary<long, int>();
         var errors = new ConcurrentQueue<Exception>();
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         var writers = UpdatingWriters(app, moving, done.Token, counts, errors);
 
         Task<Exception?>? operatorCall = null;
@@ -795,7 +795,7 @@ public sealed class ReshardingAdversary2Tests
         var moving = customers.Where(c => buckets.Contains(admin.Map.BucketOf(c))).ToArray();
         Assume.That(moving.Length, Is.GreaterThan(20));
         var errors = new ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         var writers = Enumerable.Range(0, 3).Select(w => Task.Run(async () =>
         {
             await using var db = app.CreateConnection();
@@ -916,7 +916,7 @@ public sealed class ReshardingAdversary2Tests
         var moving = keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).ToArray();
         var notes = new ConcurrentDictionary<long, string>(keys.ToDictionary(k => k, _ => "n0"));
         var errors = new ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         var writer = Task.Run(async () =>
         {
             await using var db = app.CreateConnection();
@@ -1003,7 +1003,7 @@ public sealed class ReshardingAdversary2Tests
         var moving = customers.Where(c => buckets.Contains(admin.Map.BucketOf(c))).ToArray();
         var errors = new ConcurrentQueue<string>();
         var bumps = new ConcurrentDictionary<long, int>();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         var writer = Task.Run(async () =>
         {
             await using var db = app.CreateConnection();
@@ -1091,7 +1091,7 @@ public sealed class ReshardingAdversary2Tests
         var expected = new ConcurrentDictionary<long, int>(truth.ToDictionary(t => t.Key, t => t.Value!.Value));
         var errors = new ConcurrentQueue<string>();
         var ops = 0;
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         const int workers = 4;
         var tasks = Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
         {
@@ -1194,7 +1194,7 @@ public sealed class ReshardingAdversary2Tests
         await admin.Resharding.RefreshMapAsync();
         Assume.That(admin.Map.Buckets!.BucketsOf(2), Is.Empty, "the seeded map gives s2 nothing");
 
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         var finished = 0;
         var first = await CatchAsync(() => admin.Resharding.AddShardAsync("s2", Quick, new InlineProgress(p =>
         {
@@ -1276,7 +1276,7 @@ public sealed class ReshardingAdversary2Tests
         var moving = truth.Keys.Where(k => buckets.Contains(admin.Map.BucketOf(k))).ToArray();
         var expected = new ConcurrentDictionary<long, int>(truth.ToDictionary(t => t.Key, t => t.Value!.Value));
         var errors = new ConcurrentQueue<string>();
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         var tasks = Enumerable.Range(0, 3).Select(w => Task.Run(async () =>
         {
             await using var db = app.CreateConnection();

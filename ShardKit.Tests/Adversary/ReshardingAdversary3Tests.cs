@@ -338,7 +338,7 @@ public sealed class ReshardingAdversary3Tests
         var buckets = Enumerable.Range(0, 16).Where(b => admin.Map.Buckets!.ShardOfBucket(b) == 0).ToArray();
         Assume.That(buckets.Length, Is.GreaterThan(4));
         var rows = await shards.ScalarAsync<long>(0, $"select count(*) from items where ((hashint8(id)::bigint + 2147483648) * 64 >> 32) = any(array[{string.Join(",", buckets)}])");
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         string? id = null;
         var reports = new ConcurrentQueue<MoveProgress>();
         var error = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1, CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero, AnnounceWait = TimeSpan.Zero, CopyScanBytes = 1 },
@@ -393,7 +393,7 @@ public sealed class ReshardingAdversary3Tests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 2000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         string? id = null;
         var error = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1",
             new MoveOptions { CleanupDelay = TimeSpan.FromSeconds(30), AnnounceWait = TimeSpan.Zero, DeletePause = TimeSpan.Zero },
@@ -461,7 +461,7 @@ public sealed class ReshardingAdversary3Tests
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var other = shards.NewSource();
         var app = shards.NewSource();
-        var writers = new MoveWriters(app, writers: 4, keys: 3000);
+        await using var writers = new MoveWriters(app, writers: 4, keys: 3000);
         writers.Start();
         var a = admin.Map.Buckets!.BucketsOf(0).Take(5).ToArray();
         var b = opposite ? admin.Map.Buckets!.BucketsOf(1).Take(5).ToArray() : admin.Map.Buckets!.BucketsOf(0).Skip(5).Take(5).ToArray();
@@ -516,7 +516,7 @@ public sealed class ReshardingAdversary3Tests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 2000);
         var app = shards.NewSource();
-        var writers = new MoveWriters(app, writers: 4, keys: 3000);
+        await using var writers = new MoveWriters(app, writers: 4, keys: 3000);
         writers.Start();
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(3).ToArray();
         foreach (var target in new[] { "s1", "s2", "s0" })
@@ -789,7 +789,7 @@ public sealed class ReshardingAdversary3Tests
         }
 
         var expectedBlobs = await shards.ScalarAsync<string>(0, "select string_agg(md5(data), ',' order by id) from blobs");
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         var app = shards.NewSource(more: b => b.AddEntity<LineRow>().AddEntity<PaymentRow>().AddEntity<BlobRow>());
         var changes = new ConcurrentQueue<string>();
         var writer = Task.Run(async () =>
@@ -935,7 +935,7 @@ public sealed class ReshardingAdversary3Tests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 2000);
         var app = shards.NewSource();
-        var writers = new MoveWriters(app, writers: 6, keys: 4000);
+        await using var writers = new MoveWriters(app, writers: 6, keys: 4000);
         writers.Start();
         await Task.Delay(300);
         var options = new MoveOptions { MaxLagBytes = 0, AnnounceWait = TimeSpan.Zero, CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero };

@@ -60,7 +60,7 @@ public sealed class ReshardingAdversary4Tests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 4000);
         var app = shards.NewSource();
-        var writers = new MoveWriters(app, writers: 4, keys: 5000);
+        await using var writers = new MoveWriters(app, writers: 4, keys: 5000);
         writers.Start();
         await Task.Delay(300);
 
@@ -99,7 +99,7 @@ public sealed class ReshardingAdversary4Tests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
-        var writers = new MoveWriters(shards.NewSource(), writers: 3, keys: 4000);
+        await using var writers = new MoveWriters(shards.NewSource(), writers: 3, keys: 4000);
         writers.Start();
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(20).ToArray();
         var copying = new ConcurrentQueue<long>();
@@ -225,8 +225,8 @@ public sealed class ReshardingAdversary4Tests
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var moverA = shards.NewSource();
         var moverB = shards.NewSource();
-        var writers = new MoveWriters(shards.NewSource(), writers: 6, keys: 4000);
-        var twoPc = new DistributedWriter(shards.NewSource(), 3);
+        await using var writers = new MoveWriters(shards.NewSource(), writers: 6, keys: 4000);
+        await using var twoPc = new DistributedWriter(shards.NewSource(), 3);
         writers.Start();
         twoPc.Start();
         try
@@ -267,7 +267,7 @@ public sealed class ReshardingAdversary4Tests
     }
 
     /// <summary>Distributed transactions over a pair of keys on both shards (one each) incrementing both, on its own key range.</summary>
-    private sealed class DistributedWriter(ShardedDataSource source, int writers)
+    private sealed class DistributedWriter(ShardedDataSource source, int writers) : IAsyncDisposable
     {
         private readonly CancellationTokenSource _stop = new();
         private readonly List<Task> _tasks = [];
@@ -291,6 +291,11 @@ public sealed class ReshardingAdversary4Tests
         {
             await _stop.CancelAsync();
             await Task.WhenAll(_tasks);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await WriterTasks.StopAsync(_stop, _tasks);
         }
 
         private async Task RunAsync(int writer)
@@ -360,7 +365,7 @@ public sealed class ReshardingAdversary4Tests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
-        var writers = new MoveWriters(shards.NewSource(), writers: 4, keys: 4000);
+        await using var writers = new MoveWriters(shards.NewSource(), writers: 4, keys: 4000);
         writers.Start();
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
 
@@ -466,7 +471,7 @@ public sealed class ReshardingAdversary4Tests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 6000);
-        var writers = new MoveWriters(shards.NewSource(), writers: 3, keys: 7000);
+        await using var writers = new MoveWriters(shards.NewSource(), writers: 3, keys: 7000);
         writers.Start();
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(32).ToArray();
         var (error, stopped) = await StopMoveAsync(admin, buckets, "s1", Quick(o => { o.CopyScanBytes = 1; o.Parallelism = 4; }),
@@ -526,7 +531,7 @@ public sealed class ReshardingAdversary4Tests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 4000);
-        var writers = new MoveWriters(shards.NewSource(), writers: 3, keys: 5000);
+        await using var writers = new MoveWriters(shards.NewSource(), writers: 3, keys: 5000);
         writers.Start();
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(32).ToArray();
         var killed = 0;
@@ -635,7 +640,7 @@ public sealed class ReshardingAdversary4Tests
         var admin = shards.NewSource();
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
-        var writers = new MoveWriters(shards.NewSource(), writers: 4, keys: 4000);
+        await using var writers = new MoveWriters(shards.NewSource(), writers: 4, keys: 4000);
         writers.Start();
         var own = admin.Map.Buckets!.BucketsOf(0).ToArray();
         var a = own.Take(10).ToArray();

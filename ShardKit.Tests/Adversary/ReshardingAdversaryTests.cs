@@ -248,7 +248,7 @@ public sealed class ReshardingAdversaryTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 3000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         string? id = null;
         var stopped = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", Quick, new InlineProgress(p =>
         {
@@ -370,7 +370,7 @@ public sealed class ReshardingAdversaryTests
         var errors = new ConcurrentQueue<Exception>();
         var counts = new ConcurrentDictionary<long, int>();
         var ops = 0;
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         var workers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
         {
             await using var db = app.CreateConnection();
@@ -448,7 +448,7 @@ public sealed class ReshardingAdversaryTests
         var errors = new ConcurrentQueue<Exception>();
         var inserted = new ConcurrentDictionary<long, int>();
         var next = -1;
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         var workers = Enumerable.Range(0, 3).Select(_ => Task.Run(async () =>
         {
             await using var db = app.CreateConnection();

@@ -76,7 +76,7 @@ public sealed class BucketReplicationTests
         await f.OnSourceAsync($"update {f.Table} set k = {key.Replace("g", "(n + 700000)", StringComparison.Ordinal)} where n % 13 = 0");
         await f.OnSourceAsync($"begin; insert into {f.Table} select {key.Replace("g", "(g + 900000)", StringComparison.Ordinal)}, g, 'tx', null from generate_series(1, 50) g; " +
                               $"delete from {f.Table} where n between 1 and 25 and note = 'tx'; update {f.Table} set n = -n where n % 17 = 0; commit");
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         var writer = WriteUntilStoppedAsync(f, stop.Token);
         await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null, CancellationToken.None);
         await stop.CancelAsync();

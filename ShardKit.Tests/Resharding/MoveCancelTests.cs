@@ -93,7 +93,7 @@ public sealed class MoveCancelTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await MoveTests.SeedRowsAsync(admin, 1000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         string? id = null;
         var stopped = await CatchAsync(() => admin.Resharding.MoveBucketsAsync(buckets, "s1",
             new MoveOptions { AnnounceWait = TimeSpan.Zero, CleanupDelay = TimeSpan.Zero, DeletePause = TimeSpan.Zero },

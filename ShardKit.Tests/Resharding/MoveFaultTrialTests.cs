@@ -51,7 +51,7 @@ public sealed class MoveFaultTrialTests
         await admin.Resharding.SeedAsync([new ShardedTable(ReshardingShards.Table, "id")]);
         var truth = await MoveTests.SeedRowsAsync(admin, 2000);
         var app = shards.NewSource();
-        var writers = new MoveWriters(app, writers: Setting("SHARDKIT_MOVE_WRITERS", 6), keys: 3000);
+        await using var writers = new MoveWriters(app, writers: Setting("SHARDKIT_MOVE_WRITERS", 6), keys: 3000);
         writers.Start();
         using var stopRecovery = new CancellationTokenSource();
         var recovery = cluster is null ? Task.CompletedTask : RecoverUntilAsync(admin, stopRecovery.Token);

@@ -76,7 +76,7 @@ public sealed class MoveTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await SeedRowsAsync(admin, 3000);
         var app = shards.NewSource();
-        var writers = new MoveWriters(app, writers: 8, keys: 4000);
+        await using var writers = new MoveWriters(app, writers: 8, keys: 4000);
         writers.Start();
         await Task.Delay(300);
 
@@ -120,7 +120,7 @@ public sealed class MoveTests
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(12).ToArray();
         var reads = 0;
         var wrong = new ConcurrentQueue<string>();
-        using var done = new CancellationTokenSource();
+        using var done = new StopOnDispose();
         var reader = Task.Run(async () =>
         {
             await using var db = app.CreateConnection();
@@ -167,7 +167,7 @@ public sealed class MoveTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await SeedRowsAsync(admin, 2000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
 
         Assert.CatchAsync<OperationCanceledException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1, CopyScanBytes = 1 },
             new InlineProgress(p =>
@@ -198,7 +198,7 @@ public sealed class MoveTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await SeedRowsAsync(admin, 2000);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(16).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         Assert.CatchAsync<OperationCanceledException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1", new MoveOptions { Parallelism = 1, CopyScanBytes = 1 },
             new InlineProgress(p =>
             {
@@ -236,7 +236,7 @@ public sealed class MoveTests
         await admin.Resharding.SeedAsync([Items]);
         var truth = await SeedRowsAsync(admin, 500);
         var buckets = admin.Map.Buckets!.BucketsOf(0).Take(8).ToArray();
-        using var stop = new CancellationTokenSource();
+        using var stop = new StopOnDispose();
         // Stopped once switched (before the source's copies are deleted).
         Assert.CatchAsync<OperationCanceledException>(() => admin.Resharding.MoveBucketsAsync(buckets, "s1",
             new MoveOptions { CleanupDelay = TimeSpan.FromMinutes(1) }, new InlineProgress(p =>

@@ -10,7 +10,7 @@ namespace ShardKit.Tests.Resharding;
 /// reads what its keys hold once the servers answer and accepts only the value before or after the write (a
 /// distributed transaction's keys wait for recovery: <see cref="ResolveInDoubt"/>).
 /// </summary>
-internal sealed class MoveWriters(ShardedDataSource source, int writers, long keys)
+internal sealed class MoveWriters(ShardedDataSource source, int writers, long keys) : IAsyncDisposable
 {
     private readonly CancellationTokenSource _stop = new();
     private long _outageUntil = long.MinValue; // Environment.TickCount64; long.MaxValue while a server is down
@@ -49,6 +49,12 @@ internal sealed class MoveWriters(ShardedDataSource source, int writers, long ke
     {
         await _stop.CancelAsync();
         await Task.WhenAll(Tasks);
+    }
+
+    /// <summary>Stops writers a failed test left running (a stopped test's writers are already done).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await WriterTasks.StopAsync(_stop, Tasks);
     }
 
     private async Task RunAsync(int writer)
