@@ -11,12 +11,14 @@ namespace ShardKit.Benchmarks;
 /// A live bucket move under write load, measured: <c>writers</c> concurrent writers upsert random keys through ShardKit
 /// (one statement per write), first for a baseline period with no move, then while a move of some buckets runs. It
 /// reports latency percentiles of the writes to the moving buckets and to the others, errors, the move's pause and copy
-/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s] [parallelism] [rounds]</c>:
+/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s] [parallelism] [rounds] [floor 1/0]</c>:
 /// with no rate (or 0) each writer sends its next write as soon as the last one returned, which on a small machine keeps
 /// every core busy; with a rate the writers together send that many writes a second (each on its own even schedule),
 /// the load of a service whose servers have room left. With rounds above 1, each round is a no-move window followed by
 /// a move of the same buckets, back and forth between s0 and s1; the summary pools the rounds, and each round and the
-/// other buckets' writes by the step of the move they started in are printed too.
+/// other buckets' writes by the step of the move they started in are printed too. With floor 1 no move runs: each
+/// round's move is replaced by the least work any mover must do for the same rows, written by hand (<see cref="FloorAsync"/>),
+/// so the other buckets' ratio under it says what the machine allows, whatever the mover.
 /// </summary>
 public static class MovePauseRun
 {
@@ -50,7 +52,7 @@ public static class MovePauseRun
         try
         {
             Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1,
-                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism), rounds: Arg(8, 1)));
+                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism), rounds: Arg(8, 1), floor: Arg(9, 0) == 1));
         }
         finally
         {
@@ -67,7 +69,7 @@ public static class MovePauseRun
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
 
     public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
-        bool verify = true, int writesPerSecond = 0, int parallelism = 4, int rounds = 1)
+        bool verify = true, int writesPerSecond = 0, int parallelism = 4, int rounds = 1, bool floor = false)
     {
         var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
         var database = "move_" + Guid.NewGuid().ToString("N")[..10];
@@ -217,8 +219,10 @@ public static class MovePauseRun
                 Volatile.Write(ref phase, round << 2 | 2);
                 // The writers are this process's, on the mover's own data source: they hear the announcement and the switch
                 // by notification, so the waits for followers that only check now and then are not needed here.
-                move = await source.Resharding.MoveBucketsAsync(moving, round % 2 == 0 ? "s1" : "s0",
-                    new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
+                move = floor
+                    ? await FloorAsync(direct, [.. moving], bucketCount)
+                    : await source.Resharding.MoveBucketsAsync(moving, round % 2 == 0 ? "s1" : "s0",
+                        new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
                 Volatile.Write(ref phase, round << 2 | 3);
                 var moveEnd = GcMark.Now();
                 gc.Add((moveStart - noMoveStart, moveEnd - moveStart));
@@ -245,7 +249,7 @@ public static class MovePauseRun
                 }
             }
 
-            if (log && rounds > 1)
+            if (log && rounds > 1 && !floor)
             {
                 PrintSteps(otherByStep);
             }
@@ -286,6 +290,41 @@ public static class MovePauseRun
                 await admin.ExecuteAsync($"drop database if exists {database} with (force)");
             }
         }
+    }
+
+    /// <summary>
+    /// The least work any online mover must do to move these buckets' rows, by hand with Npgsql and no ShardKit: one scan
+    /// of the source table that picks the buckets' rows (there is no index on a bucket) streamed as binary COPY into the
+    /// target's table in one transaction, then the rows deleted from one side (a mover deletes the source's copies;
+    /// here the target's, so the map and the writers stay as they are and the next round finds the same rows). No slot,
+    /// catch-up, verification, freeze or catalog: a real move does all that on top.
+    /// </summary>
+    private static async Task<MoveResult> FloorAsync(IReadOnlyList<string> direct, int[] buckets, int bucketCount)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var bucket = BucketSql.BucketOf(BucketSql.HashOf("bigint", "id")!, bucketCount);
+        await using var source = new NpgsqlConnection(direct[0]);
+        await using var target = new NpgsqlConnection(direct[1]);
+        await source.OpenAsync();
+        await target.OpenAsync();
+        await target.ExecuteAsync("set shardkit.fence = off");
+        await using (var tx = await target.BeginTransactionAsync())
+        {
+            var list = string.Join(",", buckets);
+            await using (var reader = await source.BeginRawBinaryCopyAsync(
+                $"copy (select id, payload, n from move_items where {bucket} = any('{{{list}}}'::int[])) to stdout (format binary)"))
+            await using (var writer = await target.BeginRawBinaryCopyAsync("copy move_items (id, payload, n) from stdin (format binary)"))
+            {
+                await reader.CopyToAsync(writer);
+            }
+
+            await tx.CommitAsync();
+        }
+
+        var copied = await target.ExecuteScalarAsync<long>($"with gone as (delete from move_items where {bucket} = any(@buckets) returning 1) select count(*) from gone",
+            new { buckets });
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    floor: {copied:N0} rows copied and deleted in {Stopwatch.GetElapsedTime(started).TotalMilliseconds:F0} ms"));
+        return new MoveResult("floor", buckets, "s0", "s1", copied, TimeSpan.Zero, Stopwatch.GetElapsedTime(started), 0);
     }
 
     // The other buckets' writes of every round by the step of the move they started in (the steps' log lines end them).
