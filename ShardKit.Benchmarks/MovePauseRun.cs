@@ -11,7 +11,7 @@ namespace ShardKit.Benchmarks;
 /// A live bucket move under write load, measured: <c>writers</c> concurrent writers upsert random keys through ShardKit
 /// (one statement per write), first for a baseline period with no move, then while a move of some buckets runs. It
 /// reports latency percentiles of the writes to the moving buckets and to the others, errors, the move's pause and copy
-/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s] [parallelism] [rounds] [floor 1/0]</c>:
+/// rate. <c>dotnet run -c Release --project ShardKit.Benchmarks -- move-pause [writers] [rows] [buckets to move] [baseline s] [verify 1/0] [writes/s] [parallelism] [rounds] [floor 1/0] [copy rows/s]</c>:
 /// with no rate (or 0) each writer sends its next write as soon as the last one returned, which on a small machine keeps
 /// every core busy; with a rate the writers together send that many writes a second (each on its own even schedule),
 /// the load of a service whose servers have room left. With rounds above 1, each round is a no-move window followed by
@@ -52,7 +52,7 @@ public static class MovePauseRun
         try
         {
             Console.WriteLine(await MeasureAsync(Arg(1, 32), Arg(2, 200_000), Arg(3, 32), TimeSpan.FromSeconds(Arg(4, 5)), verify: Arg(5, 1) == 1,
-                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism), rounds: Arg(8, 1), floor: Arg(9, 0) == 1));
+                writesPerSecond: Arg(6, 0), parallelism: Arg(7, new MoveOptions().Parallelism), rounds: Arg(8, 1), floor: Arg(9, 0) == 1, copyRowsPerSecond: Arg(10, 0)));
         }
         finally
         {
@@ -69,7 +69,7 @@ public static class MovePauseRun
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
 
     public static async Task<Report> MeasureAsync(int writers, int rows, int moveBuckets, TimeSpan baseline, int bucketCount = 1024, bool log = true,
-        bool verify = true, int writesPerSecond = 0, int parallelism = 4, int rounds = 1, bool floor = false)
+        bool verify = true, int writesPerSecond = 0, int parallelism = 4, int rounds = 1, bool floor = false, int copyRowsPerSecond = 0)
     {
         var servers = (await TestShards.GetAsync()).ConnectionStrings.Take(2).ToArray();
         var database = "move_" + Guid.NewGuid().ToString("N")[..10];
@@ -222,7 +222,11 @@ public static class MovePauseRun
                 move = floor
                     ? await FloorAsync(direct, [.. moving], bucketCount)
                     : await source.Resharding.MoveBucketsAsync(moving, round % 2 == 0 ? "s1" : "s0",
-                        new MoveOptions { CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism });
+                        new MoveOptions
+                        {
+                            CleanupDelay = TimeSpan.Zero, AnnounceWait = TimeSpan.FromMilliseconds(500), Verify = verify, Parallelism = parallelism,
+                            CopyRowsPerSecond = copyRowsPerSecond > 0 ? copyRowsPerSecond : null,
+                        });
                 Volatile.Write(ref phase, round << 2 | 3);
                 var moveEnd = GcMark.Now();
                 gc.Add((moveStart - noMoveStart, moveEnd - moveStart));

@@ -10,6 +10,28 @@ namespace ShardKit.Tool;
 /// </summary>
 internal static class MoveCommands
 {
+    // How fast a move copies; the moving commands (shard add, move start, move resume) take it.
+    private static Option<long?> CopyRate() => new("--copy-rows-per-second")
+    {
+        Description = "Pace the copy to at most this many rows a second (all scans together), leaving the servers' cores to the app; " +
+            "by default the copy runs at full speed.",
+    };
+
+    private static MoveOptions? OptionsOf(ParseResult parsed, Option<long?> copyRate)
+    {
+        if (parsed.GetValue(copyRate) is not { } rate)
+        {
+            return null;
+        }
+
+        if (rate < 1)
+        {
+            throw new UsageException($"--copy-rows-per-second is {rate}; pass at least 1, or leave it out to copy at full speed.");
+        }
+
+        return new MoveOptions { CopyRowsPerSecond = rate };
+    }
+
     public static Command Seed(ShardOptions shards, TextWriter output)
     {
         var tables = new Option<string[]>("--table", "-t")
@@ -53,12 +75,13 @@ internal static class MoveCommands
     public static Command AddShard(ShardOptions shards, TextWriter output)
     {
         var name = new Argument<string>("name") { Description = "The new shard (configured already, empty)." };
-        var command = new Command("add", "Fence a new shard and move an even share of buckets to it, online.") { name };
+        var copyRate = CopyRate();
+        var command = new Command("add", "Fence a new shard and move an even share of buckets to it, online.") { name, copyRate };
         shards.AddTo(command);
         command.SetAction(async (parsed, token) =>
         {
             await using var tool = shards.Open(parsed);
-            var results = await tool.Source.Resharding.AddShardAsync(parsed.GetValue(name)!, null, new MovePrinter(output), token);
+            var results = await tool.Source.Resharding.AddShardAsync(parsed.GetValue(name)!, OptionsOf(parsed, copyRate), new MovePrinter(output), token);
             WriteResults(output, results);
             return ExitCodes.Ok;
         });
@@ -69,12 +92,13 @@ internal static class MoveCommands
     {
         var buckets = new Option<string>("--buckets", "-b") { Description = "The buckets to move: 1,2,3 or 10-19.", Required = true };
         var to = new Option<string>("--to") { Description = "The target shard.", Required = true };
-        var command = new Command("start", "Move buckets (all of one source shard) to another shard, online.") { buckets, to };
+        var copyRate = CopyRate();
+        var command = new Command("start", "Move buckets (all of one source shard) to another shard, online.") { buckets, to, copyRate };
         shards.AddTo(command);
         command.SetAction(async (parsed, token) =>
         {
             await using var tool = shards.Open(parsed);
-            var result = await tool.Source.Resharding.MoveBucketsAsync(ParseBuckets(parsed.GetValue(buckets)!), parsed.GetValue(to)!, null,
+            var result = await tool.Source.Resharding.MoveBucketsAsync(ParseBuckets(parsed.GetValue(buckets)!), parsed.GetValue(to)!, OptionsOf(parsed, copyRate),
                 new MovePrinter(output), token);
             WriteResults(output, [result]);
             return ExitCodes.Ok;
@@ -85,12 +109,13 @@ internal static class MoveCommands
     public static Command Resume(ShardOptions shards, TextWriter output)
     {
         var id = new Argument<string>("id") { Description = "The move's id (see 'shardkit move list')." };
-        var command = new Command("resume", "Take a stopped or crashed move up where the catalog says it is.") { id };
+        var copyRate = CopyRate();
+        var command = new Command("resume", "Take a stopped or crashed move up where the catalog says it is.") { id, copyRate };
         shards.AddTo(command);
         command.SetAction(async (parsed, token) =>
         {
             await using var tool = shards.Open(parsed);
-            WriteResults(output, [await tool.Source.Resharding.ResumeMoveAsync(parsed.GetValue(id)!, null, new MovePrinter(output), token)]);
+            WriteResults(output, [await tool.Source.Resharding.ResumeMoveAsync(parsed.GetValue(id)!, OptionsOf(parsed, copyRate), new MovePrinter(output), token)]);
             return ExitCodes.Ok;
         });
         return command;

@@ -11,6 +11,29 @@ public sealed class BucketReplicationTests
     private static readonly Func<string, int, bool> NoneDone = static (_, _) => false;
 
     [Test]
+    public async Task A_paced_copy_keeps_to_its_rows_a_second_over_all_its_scans_and_copies_every_row()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text not null)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, 'n' || g from generate_series(1, 8000) g");
+        var table = await f.DescribeAsync("id");
+        const long rate = 2000;
+
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        move.CopyRowsPerSecond = rate;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        // Two scans at once share the rate (parallelism 2, one bucket group each).
+        var copied = await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null,
+            CancellationToken.None);
+        var elapsed = clock.Elapsed;
+
+        await f.AssertMovedAsync(table, Buckets, BucketCount);
+        Assert.That(copied, Is.GreaterThan(1000), "enough rows for the pace to show");
+        // A lower bound only (the last look at the pace lets up to 256 rows a scan through): unpaced, these rows copy in tens of ms.
+        var least = TimeSpan.FromSeconds((copied - (2 * 256.0)) / rate);
+        Assert.That(elapsed, Is.GreaterThanOrEqualTo(least), $"{copied} rows at {rate}/s took {elapsed.TotalMilliseconds:F0} ms");
+    }
+
+    [Test]
     public async Task Copy_moves_exactly_the_rows_of_the_chosen_buckets()
     {
         await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text not null, amount numeric, at timestamptz)");

@@ -376,6 +376,8 @@ public sealed class MoveTests
         Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync(mixed, "s1"))!.Message, Does.Contain("one source shard"));
         Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.MoveBucketsAsync([0], "s0"))!.Message, Does.Contain("already"));
         Assert.ThrowsAsync<ArgumentException>(() => admin.Resharding.MoveBucketsAsync([0], "s1", new MoveOptions { Parallelism = 0 }));
+        Assert.That(Assert.ThrowsAsync<ArgumentException>(() => admin.Resharding.MoveBucketsAsync([0], "s1", new MoveOptions { CopyRowsPerSecond = 0 }))!.Message,
+            Does.Contain("CopyRowsPerSecond is 0"));
         Assert.That(Assert.ThrowsAsync<ShardMoveException>(() => admin.Resharding.ResumeMoveAsync("nope"))!.Message, Does.Contain("no move 'nope'"));
         Assert.That(await admin.Resharding.GetMovesAsync(), Is.Empty);
     }

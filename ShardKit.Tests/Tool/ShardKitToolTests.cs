@@ -164,6 +164,9 @@ public sealed class ShardKitToolTests
     [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--parallelism", "0" }, "--parallelism is 0")]
     [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--lock-timeout=-1" }, "--lock-timeout is negative")]
     [TestCase(new[] { "migrations", "apply", "--shard", "s0=Host=localhost", "--scripts", ".", "--canary", "s9" }, "CanaryShard 's9' is not a shard")]
+    [TestCase(new[] { "move", "start", "--shard", "s0=Host=localhost", "--shard", "s1=Host=localhost", "--buckets", "1", "--to", "s1", "--copy-rows-per-second", "0" },
+        "--copy-rows-per-second is 0")]
+    [TestCase(new[] { "move", "resume", "m1", "--shard", "s0=Host=localhost", "--copy-rows-per-second", "fast" }, "--copy-rows-per-second")]
     [TestCase(new[] { "migrations", "migrate" }, "migrate")]
     [TestCase(new string[0], "Required command was not provided")]
     public async Task Bad_arguments_exit_2_with_a_message_that_names_the_problem(string[] args, string expected)

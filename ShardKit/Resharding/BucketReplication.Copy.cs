@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using Npgsql;
 
@@ -74,6 +75,7 @@ internal sealed partial class BucketReplication
 
         // The first failing scan stops the others, so the error surfaces without waiting for the whole copy.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var pace = CopyRowsPerSecond > 0 ? new CopyPace(CopyRowsPerSecond) : null;
         long total = 0;
         async Task ChunksDoneAsync(MovedTable table, IReadOnlyList<(int Bucket, long Rows)> chunks)
         {
@@ -101,7 +103,7 @@ internal sealed partial class BucketReplication
                 await using var targetLifetime = target.ConfigureAwait(false);
                 while (scans.TryDequeue(out var scan))
                 {
-                    await CopyScanAsync(source, target, scan.Table, scan.Buckets, bucketCount, ChunksDoneAsync, stop.Token).ConfigureAwait(false);
+                    await CopyScanAsync(source, target, scan.Table, scan.Buckets, bucketCount, ChunksDoneAsync, pace, stop.Token).ConfigureAwait(false);
                 }
             }
             catch
@@ -196,7 +198,7 @@ internal sealed partial class BucketReplication
     }
 
     private static async Task CopyScanAsync(NpgsqlConnection source, NpgsqlConnection target, MovedTable table, int[] buckets, int bucketCount,
-        Func<MovedTable, IReadOnlyList<(int Bucket, long Rows)>, Task> chunksDone, CancellationToken ct)
+        Func<MovedTable, IReadOnlyList<(int Bucket, long Rows)>, Task> chunksDone, CopyPace? pace, CancellationToken ct)
     {
         // OFFSET 0 keeps the bucket computed once per row, not again in the filter.
         var list = WriteFence.BucketList(buckets);
@@ -210,6 +212,7 @@ internal sealed partial class BucketReplication
                 $"from {table.QualifiedName} offset 0) s where s.shardkit_bucket in ({list})) to stdout (format binary)", ct).ConfigureAwait(false);
             var reader = new BucketRowReader();
             var buffer = new byte[ReadBufferBytes];
+            var unpaced = 0;
             int read;
             while ((read = await input.ReadAsync(buffer, ct).ConfigureAwait(false)) > 0)
             {
@@ -218,6 +221,12 @@ internal sealed partial class BucketReplication
                 {
                     rows[bucket]++;
                     await copy.WriteAsync(row, ct).ConfigureAwait(false);
+                    if (pace is not null && ++unpaced == CopyPace.Rows)
+                    {
+                        // Not reading holds the source's scan too: its COPY waits on the full socket.
+                        await pace.TakeAsync(unpaced, ct).ConfigureAwait(false);
+                        unpaced = 0;
+                    }
                 }
             }
 
@@ -240,6 +249,23 @@ internal sealed partial class BucketReplication
 
         // Committed: every bucket of the scan is done, even if the caller stops now.
         await chunksDone(table, [.. buckets.Select(b => (b, rows[b]))]).ConfigureAwait(false);
+    }
+
+    /// <summary>The rows a second every scan of one copy shares (<see cref="MoveOptions.CopyRowsPerSecond"/>): a scan ahead of it waits.</summary>
+    private sealed class CopyPace(long rowsPerSecond)
+    {
+        /// <summary>How many rows a scan copies between two looks at the pace.</summary>
+        public const int Rows = 256;
+
+        private readonly long _start = Stopwatch.GetTimestamp();
+        private long _rows;
+
+        public Task TakeAsync(int rows, CancellationToken ct)
+        {
+            var due = TimeSpan.FromSeconds((double)Interlocked.Add(ref _rows, rows) / rowsPerSecond);
+            var wait = due - Stopwatch.GetElapsedTime(_start);
+            return wait > TimeSpan.FromMilliseconds(1) ? Task.Delay(wait, ct) : Task.CompletedTask;
+        }
     }
 
     private static async Task QuietlyAsync(Func<Task> cleanup)
