@@ -83,6 +83,13 @@ public class FanOutRowsBenchmarks
         {
             throw new InvalidOperationException("The fan-out and the hand-written loop disagree on the rows.");
         }
+
+        // The ordered sides return the same ids in the same order.
+        if (!(await OrderedAsync()).Select(r => r.Id).SequenceEqual((await SequentialOrderedLoopAsync()).Select(r => r.Id))
+            || (await ParallelByHandAsync()).Count != expected.Count)
+        {
+            throw new InvalidOperationException("The ordered fan-out and the ordered loop disagree on the rows or their order.");
+        }
     }
 
     [GlobalCleanup]
@@ -101,6 +108,45 @@ public class FanOutRowsBenchmarks
         {
             await using var connection = await shard.OpenConnectionAsync();
             rows.AddRange(await connection.QueryAsync<NameRow>(Sql));
+        }
+
+        return rows;
+    }
+
+    /// <summary>
+    /// The same loop for an ordered result, as its writer would make it: each shard's rows by <c>order by id</c> in turn,
+    /// then the concatenated list sorted by id (the ordered plans' baseline in the quick ratios).
+    /// </summary>
+    [Benchmark(Description = "sequential loop, order by + List.Sort")]
+    [BenchmarkCategory("ordered")]
+    public async Task<List<NameRow>> SequentialOrderedLoopAsync()
+    {
+        var rows = new List<NameRow>();
+        foreach (var shard in _direct)
+        {
+            await using var connection = await shard.OpenConnectionAsync();
+            rows.AddRange(await connection.QueryAsync<NameRow>(OrderedSql));
+        }
+
+        rows.Sort(static (a, b) => a.Id.CompareTo(b.Id));
+        return rows;
+    }
+
+    /// <summary>
+    /// The floor of any parallel read on this machine, without ShardKit: every shard read at once with Dapper's buffered
+    /// QueryAsync, the lists concatenated (no merge, no failure handling, no limits). For the quick ratios only.
+    /// </summary>
+    public async Task<List<NameRow>> ParallelByHandAsync()
+    {
+        var parts = await Task.WhenAll(_direct.Select(async shard =>
+        {
+            await using var connection = await shard.OpenConnectionAsync();
+            return await connection.QueryAsync<NameRow>(Sql);
+        }));
+        var rows = new List<NameRow>(parts.Sum(p => p.AsList().Count));
+        foreach (var part in parts)
+        {
+            rows.AddRange(part);
         }
 
         return rows;
@@ -178,21 +224,27 @@ public class FanOutRowsBenchmarks
         await bench.SetupAsync();
         try
         {
-            var variants = new (string Name, Func<Task> Run)[]
+            Func<Task> loop = bench.SequentialLoopAsync, orderedLoop = bench.SequentialOrderedLoopAsync;
+            var variants = new (string Name, Func<Task> Run, Func<Task> Loop)[]
             {
-                ("arrival, QueryAsync", bench.ArrivalAsync),
-                ("arrival, QueryUnbufferedAsync", bench.ArrivalUnbufferedAsync),
-                ("ordered, QueryAsync", bench.OrderedAsync),
-                ("ordered, QueryUnbufferedAsync", bench.OrderedUnbufferedAsync),
-                ("take half, QueryAsync", bench.TakeAsync),
-                ("take half, QueryUnbufferedAsync", bench.TakeUnbufferedAsync),
+                ("arrival, QueryAsync", bench.ArrivalAsync, loop),
+                ("arrival, QueryUnbufferedAsync", bench.ArrivalUnbufferedAsync, loop),
+                ("ordered, QueryAsync", bench.OrderedAsync, loop),
+                ("ordered, QueryUnbufferedAsync", bench.OrderedUnbufferedAsync, loop),
+                ("take half, QueryAsync", bench.TakeAsync, loop),
+                ("take half, QueryUnbufferedAsync", bench.TakeUnbufferedAsync, loop),
+                // The ordered plans against a loop that orders too (the loop above returns the rows unordered).
+                ("ordered, QueryAsync vs ordered loop", bench.OrderedAsync, orderedLoop),
+                ("ordered, Unbuffered vs ordered loop", bench.OrderedUnbufferedAsync, orderedLoop),
+                // Last, when both sides' code is compiled at its final tier (the first variant's loop ran slower).
+                ("parallel by hand (no ShardKit)", bench.ParallelByHandAsync, loop),
             };
             Console.WriteLine($"{bench.Case}: median of {rounds} rounds, {Environment.ProcessorCount} cores");
-            foreach (var (name, run) in variants)
+            foreach (var (name, run, baseline) in variants)
             {
-                var (mine, loop, mineCpu, loopCpu) = await Interleaved.RunAsync(rounds, run, bench.SequentialLoopAsync);
+                var (mine, loopMs, mineCpu, loopCpu) = await Interleaved.RunAsync(rounds, run, baseline);
                 var rows = name.StartsWith("take", StringComparison.Ordinal) ? bench.TakeCount : bench.Case.Rows;
-                Console.WriteLine($"  {name,-32} {mine,8:F1} ms  loop {loop,8:F1} ms  ratio {mine / loop:F2}  " +
+                Console.WriteLine($"  {name,-36} {mine,8:F1} ms  loop {loopMs,8:F1} ms  ratio {mine / loopMs:F2}  " +
                                   $"client CPU {mineCpu,7:F0} ms (loop {loopCpu,7:F0})  {rows / mineCpu / 1000:F2}M rows per CPU-second (loop {bench.Case.Rows / loopCpu / 1000:F2}M)");
             }
         }
