@@ -104,17 +104,18 @@ public sealed class FanOutQueryTests
         var fastPort = new NpgsqlConnectionStringBuilder(ctx.Shards.ConnectionStrings[2]).Port;
         var marker = "lost_" + Guid.NewGuid().ToString("N");
         var acceptedBefore = held.AcceptedConnections;
+        var closedBefore = held.ClosedConnections;
         held.HoldOpenLinks();
         var release = Task.Run(async () =>
         {
-            // The cancel request's connection, then a moment for the server to drop it, then the query.
+            // Once the server has closed the cancel request's connection it has acted on it (and dropped it: the backend
+            // had no query yet); then the query goes in.
             var deadline = DateTime.UtcNow.AddSeconds(10);
-            while (held.AcceptedConnections == acceptedBefore && DateTime.UtcNow < deadline)
+            while (held.ClosedConnections == closedBefore && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(5);
             }
 
-            await Task.Delay(150);
             held.ReleaseHeld();
         });
 

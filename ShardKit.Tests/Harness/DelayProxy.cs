@@ -22,6 +22,7 @@ public sealed class DelayProxy : IAsyncDisposable
     private int _nextLinkId;
     private long _delayTicks;
     private int _accepted;
+    private int _closed;
     private int _cut;
 
     private DelayProxy(IPEndPoint upstream, TimeSpan oneWayDelay)
@@ -38,6 +39,9 @@ public sealed class DelayProxy : IAsyncDisposable
 
     /// <summary>Connections accepted so far (a cancel request is one too: PostgreSQL takes it on a new connection).</summary>
     public int AcceptedConnections => Volatile.Read(ref _accepted);
+
+    /// <summary>Connections that have ended, either side closing (a cancel request's ends once the server has acted on it).</summary>
+    public int ClosedConnections => Volatile.Read(ref _closed);
 
     /// <summary>True while the proxy refuses connections.</summary>
     public bool IsCut => Volatile.Read(ref _cut) != 0;
@@ -189,6 +193,7 @@ public sealed class DelayProxy : IAsyncDisposable
         {
             _links.TryRemove(id, out _);
             link.Reset();
+            Interlocked.Increment(ref _closed);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using Npgsql;
 
 namespace ShardKit.Tests.Resharding;
@@ -20,7 +21,7 @@ public sealed class BucketReplicationTests
 
         await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
         move.CopyRowsPerSecond = rate;
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var clock = Stopwatch.StartNew();
         // Two scans at once share the rate (parallelism 2, one bucket group each).
         var copied = await move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone, static (_, _, _) => Task.CompletedTask, null, null,
             CancellationToken.None);
@@ -28,9 +29,11 @@ public sealed class BucketReplicationTests
 
         await f.AssertMovedAsync(table, Buckets, BucketCount);
         Assert.That(copied, Is.GreaterThan(1000), "enough rows for the pace to show");
-        // A lower bound only (the last look at the pace lets up to 256 rows a scan through): unpaced, these rows copy in tens of ms.
-        var least = TimeSpan.FromSeconds((copied - (2 * 256.0)) / rate);
-        Assert.That(elapsed, Is.GreaterThanOrEqualTo(least), $"{copied} rows at {rate}/s took {elapsed.TotalMilliseconds:F0} ms");
+        // Every row waits for its slot (a scan's last rows too), less the pace's credit: unpaced, these rows copy in tens of
+        // ms. The upper bound is loose (a busy machine is slow), only to catch a pace that waits far too long.
+        var least = TimeSpan.FromSeconds(copied / (double)rate) - CopyPace.MostCredit - TimeSpan.FromMilliseconds(50);
+        var allowed = TimeSpan.FromSeconds(4 * copied / (double)rate) + TimeSpan.FromSeconds(5);
+        Assert.That(elapsed, Is.GreaterThanOrEqualTo(least).And.LessThan(allowed), $"{copied} rows at {rate}/s took {elapsed.TotalMilliseconds:F0} ms");
     }
 
     [Test]

@@ -31,8 +31,12 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
     private static readonly TimeSpan DrainGrace = TimeSpan.FromMilliseconds(20);
 
     // How long a cancelled query may take to end before it is cancelled again from a second connection (a query that
-    // heeds the first cancel ends within milliseconds; Npgsql gives up on its connection after 2 s by default).
+    // heeds the first cancel ends within milliseconds; Npgsql gives up on its connection after 2 s by default), and how
+    // long that second cancel may take (an unreachable shard's stop waits no longer than this twice).
     private static readonly TimeSpan LostCancelGrace = TimeSpan.FromMilliseconds(500);
+
+    // How long cancelling the rest of an early-stopped read may take before the reader reads on to its end instead.
+    private static readonly TimeSpan DrainCancelBound = TimeSpan.FromSeconds(5);
 
     public ShardRowStream(FanOutRun run, int shard, Func<NpgsqlConnection, CancellationToken, IAsyncEnumerable<T>> query)
     {
@@ -198,7 +202,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                     // and the query runs on to its end on the server. Cancelled again by the backend's id, it stops.
                     if (await Task.WhenAny(waiting, Task.Delay(LostCancelGrace)).ConfigureAwait(false) != waiting && _connection is { } connection)
                     {
-                        await CancelOnServerAsync(connection).ConfigureAwait(false);
+                        await CancelOnServerAsync(connection, LostCancelGrace).ConfigureAwait(false);
                     }
                 }
 
@@ -234,7 +238,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
             var drain = DrainAsync(_rows);
             if (!InTransaction && await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
             {
-                await CancelOnServerAsync(connection).ConfigureAwait(false);
+                await CancelOnServerAsync(connection, DrainCancelBound).ConfigureAwait(false);
             }
 
             await drain.ConfigureAwait(false);
@@ -260,13 +264,14 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
     }
 
-    private async Task CancelOnServerAsync(NpgsqlConnection connection)
+    private async Task CancelOnServerAsync(NpgsqlConnection connection, TimeSpan within)
     {
         try
         {
             var processId = connection.ProcessID; // throws when the connection is not open (still opening, or broken)
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            var side = await _run.Session.Shards.DataSourceAt(_shard).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
+            using var timeout = new CancellationTokenSource(within);
+            // On the server the query runs on (a standby's backend ids mean nothing on its primary, and the reverse).
+            var side = await _run.Session.Shards.DataSourceAt(_shard, _server).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
             await using (side.ConfigureAwait(false))
             {
                 var command = new NpgsqlCommand("select pg_cancel_backend($1)", side) { Parameters = { new() { Value = processId } } };

@@ -439,7 +439,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
                         var copiedBefore = rowsCopied;
                         var copied = new CopyProgress(rows => Report(move.MoveId, MoveState.Copying, copiedBefore + rows, -1, null));
                         var perScan = await BucketsPerScanAsync(sourceIndex, moved, bucketCount, cancellationToken).ConfigureAwait(false);
-                        replication.CopyRowsPerSecond = options.CopyRowsPerSecond ?? 0;
+                        replication.CopyRowsPerSecond = options.CopyRowsPerSecond;
                         await replication.CopyAsync(targetCs, move.Buckets, bucketCount, options.Parallelism,
                             (table, bucket) => done.Contains((table, bucket)),
                             (table, chunks, token) => ChunksDoneAsync(move.MoveId, table, chunks, token), copied, perScan, cancellationToken).ConfigureAwait(false);

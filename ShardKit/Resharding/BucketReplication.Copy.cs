@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using Npgsql;
 
@@ -75,7 +74,7 @@ internal sealed partial class BucketReplication
 
         // The first failing scan stops the others, so the error surfaces without waiting for the whole copy.
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var pace = CopyRowsPerSecond > 0 ? new CopyPace(CopyRowsPerSecond) : null;
+        var pace = CopyRowsPerSecond is { } rate ? new CopyPace(rate) : null;
         long total = 0;
         async Task ChunksDoneAsync(MovedTable table, IReadOnlyList<(int Bucket, long Rows)> chunks)
         {
@@ -221,13 +220,18 @@ internal sealed partial class BucketReplication
                 {
                     rows[bucket]++;
                     await copy.WriteAsync(row, ct).ConfigureAwait(false);
-                    if (pace is not null && ++unpaced == CopyPace.Rows)
+                    if (pace is not null && ++unpaced == pace.Step)
                     {
                         // Not reading holds the source's scan too: its COPY waits on the full socket.
                         await pace.TakeAsync(unpaced, ct).ConfigureAwait(false);
                         unpaced = 0;
                     }
                 }
+            }
+
+            if (pace is not null && unpaced > 0)
+            {
+                await pace.TakeAsync(unpaced, ct).ConfigureAwait(false);
             }
 
             await copy.CommitAsync(ct).ConfigureAwait(false);
@@ -249,23 +253,6 @@ internal sealed partial class BucketReplication
 
         // Committed: every bucket of the scan is done, even if the caller stops now.
         await chunksDone(table, [.. buckets.Select(b => (b, rows[b]))]).ConfigureAwait(false);
-    }
-
-    /// <summary>The rows a second every scan of one copy shares (<see cref="MoveOptions.CopyRowsPerSecond"/>): a scan ahead of it waits.</summary>
-    private sealed class CopyPace(long rowsPerSecond)
-    {
-        /// <summary>How many rows a scan copies between two looks at the pace.</summary>
-        public const int Rows = 256;
-
-        private readonly long _start = Stopwatch.GetTimestamp();
-        private long _rows;
-
-        public Task TakeAsync(int rows, CancellationToken ct)
-        {
-            var due = TimeSpan.FromSeconds((double)Interlocked.Add(ref _rows, rows) / rowsPerSecond);
-            var wait = due - Stopwatch.GetElapsedTime(_start);
-            return wait > TimeSpan.FromMilliseconds(1) ? Task.Delay(wait, ct) : Task.CompletedTask;
-        }
     }
 
     private static async Task QuietlyAsync(Func<Task> cleanup)

@@ -49,8 +49,8 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     /// <summary>The name of the slot and of the publication: <c>shardkit_move_{moveId}</c>.</summary>
     public string SlotName { get; }
 
-    /// <summary>The most rows a second <see cref="CopyAsync"/> copies, all its scans together; 0 for no limit.</summary>
-    public long CopyRowsPerSecond { get; set; }
+    /// <summary>The most rows a second <see cref="CopyAsync"/> copies, all its scans together; null for no limit.</summary>
+    public long? CopyRowsPerSecond { get; set; }
 
     /// <summary>The exported snapshot the next copy reads under, until a copy has imported it; null after a resume.</summary>
     public string? Snapshot => _snapshot;

@@ -25,7 +25,10 @@ public sealed class MoveOptions
     /// A copy at full speed takes a core on the source and one on the target while it runs: where the servers have no
     /// core to spare, the app's writes that meet it wait for one (on a 2-core machine hosting both shards, a hand-written
     /// COPY of the same rows at full speed raised other writes' p99 1.5-5 times while it ran). Pacing the copy spreads
-    /// that work over a longer copy; the source holds the copy's snapshot (and vacuum waits) that much longer.
+    /// that work over a longer copy, and for that longer the source holds the copy's snapshot (vacuum waits), the slot
+    /// holds the WAL written since (bounded by <c>max_slot_wal_keep_size</c>), and each scan is one statement on either
+    /// side (a <c>statement_timeout</c> of the mover's role must leave room for it). A resumed move copies at the rate of
+    /// the options the resume is given.
     /// </summary>
     public long? CopyRowsPerSecond { get; set; }
 
@@ -86,16 +89,28 @@ public sealed class MoveOptions
 
     internal void Validate()
     {
-        if (CopyRowsPerSecond < 1)
+        var errors = new List<string>();
+        void Require(bool ok, string error)
         {
-            throw new ArgumentException($"MoveOptions.CopyRowsPerSecond is {CopyRowsPerSecond}; set at least 1 row a second, or null to copy at full speed.");
+            if (!ok)
+            {
+                errors.Add(error);
+            }
         }
 
-        if (Parallelism < 1 || CopyScanBytes < 1 || MaxLagBytes < 0 || FreezeLockTimeout <= TimeSpan.Zero || FreezeAttempts < 1 || DeleteBatchSize < 1
-            || CleanupDelay < TimeSpan.Zero || DeletePause < TimeSpan.Zero || AnnounceWait < TimeSpan.Zero)
+        Require(Parallelism >= 1, $"Parallelism is {Parallelism}; set at least 1");
+        Require(CopyScanBytes >= 1, $"CopyScanBytes is {CopyScanBytes}; set at least 1");
+        Require(CopyRowsPerSecond is null or >= 1, $"CopyRowsPerSecond is {CopyRowsPerSecond}; set at least 1 row a second, or null to copy at full speed");
+        Require(MaxLagBytes >= 0, $"MaxLagBytes is {MaxLagBytes}; set 0 or more");
+        Require(FreezeLockTimeout > TimeSpan.Zero, $"FreezeLockTimeout is {FreezeLockTimeout}; set a positive time");
+        Require(FreezeAttempts >= 1, $"FreezeAttempts is {FreezeAttempts}; set at least 1");
+        Require(DeleteBatchSize >= 1, $"DeleteBatchSize is {DeleteBatchSize}; set at least 1");
+        Require(CleanupDelay is null || CleanupDelay >= TimeSpan.Zero, $"CleanupDelay is {CleanupDelay}; set zero or more, or null for the default");
+        Require(DeletePause >= TimeSpan.Zero, $"DeletePause is {DeletePause}; set zero or more");
+        Require(AnnounceWait is null || AnnounceWait >= TimeSpan.Zero, $"AnnounceWait is {AnnounceWait}; set zero or more, or null for the default");
+        if (errors.Count > 0)
         {
-            throw new ArgumentException("MoveOptions: Parallelism, CopyScanBytes, FreezeAttempts and DeleteBatchSize must be at least 1, " +
-                "FreezeLockTimeout positive, and MaxLagBytes, AnnounceWait, CleanupDelay and DeletePause zero or more.");
+            throw new ArgumentException("MoveOptions: " + string.Join("; ", errors) + ".");
         }
     }
 }
