@@ -1,3 +1,4 @@
+using Dapper;
 using Npgsql;
 
 namespace ShardKit.Tests.Execution;
@@ -125,6 +126,46 @@ public sealed class FanOutQueryTests
 
         Assert.That(found, Is.EqualTo(fastPort));
         Assert.That(held.AcceptedConnections, Is.GreaterThan(acceptedBefore), "no cancel request reached s0's proxy");
+        await ctx.AssertNotRunningAsync(marker);
+    }
+
+    [TestCase("routed")]
+    [TestCase("fan-out")]
+    public async Task A_query_cancelled_by_the_callers_token_stops_on_the_server_when_its_cancel_request_was_dropped(string shape)
+    {
+        // As above, for a command cancelled by the caller's token: Npgsql's one cancel request is dropped (the proxy holds
+        // s0's query until the server closed the cancel request's connection), Npgsql gives up on the connection after
+        // its Cancellation Timeout (2 s here), and ShardKit cancels the query again by its backend's id (a routed command
+        // in its pipeline, which fails without it; a fan-out's shards as their streams stop).
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl, proxied: true);
+        await using var db = ctx.Source.CreateConnection();
+        await db.AllShards().ExecuteAsync("select 1");
+        var held = ctx.Proxies[0];
+        var marker = "dropped_" + Guid.NewGuid().ToString("N");
+        var sql = $"select 1 from pg_sleep(30) /* {marker} */";
+        var closedBefore = held.ClosedConnections;
+        held.HoldOpenLinks();
+        using var cancel = new CancellationTokenSource();
+        var release = Task.Run(async () =>
+        {
+            await Task.Delay(300); // the query is sent and held
+            await cancel.CancelAsync();
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (held.ClosedConnections == closedBefore && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5);
+            }
+
+            held.ReleaseHeld();
+        });
+
+        Task call = shape == "routed"
+            ? db.OnShard("s0").QueryAsync<int>(new CommandDefinition(sql, cancellationToken: cancel.Token))
+            : db.AllShards().QueryAsync<int>(new CommandDefinition(sql, cancellationToken: cancel.Token), Merge.Concat<int>());
+        Assert.CatchAsync(async () => await call);
+        await release;
+
+        Assert.That(held.ClosedConnections, Is.GreaterThan(closedBefore), "no cancel request reached s0's proxy");
         await ctx.AssertNotRunningAsync(marker);
     }
 

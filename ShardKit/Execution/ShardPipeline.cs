@@ -213,12 +213,20 @@ internal static class ShardPipeline
             }
 
             connection = await source.OpenAsync(shards, shard, server, command.CarriesSetup, async, token).ConfigureAwait(false);
+            var backend = token.CanBeCanceled ? BackendCancel.IdOf(connection) : 0;
             try
             {
                 var result = await work(connection, state, token).ConfigureAwait(false);
                 await source.WroteAsync(shard, command, connection, async, token).ConfigureAwait(false);
                 call.Completed();
                 return Outcome.FromResult(result);
+            }
+            catch (Exception) when (token.IsCancellationRequested && backend != 0 && connection.State != System.Data.ConnectionState.Open)
+            {
+                // Cancelled, and Npgsql gave up on the connection: the server dropped its cancel request (it reached the
+                // backend before the query did), and the query would run on to its end there. Cancelled again by its id.
+                await BackendCancel.SendAsync(shards, shard, server, backend, LostCancelBound).ConfigureAwait(false);
+                throw;
             }
             finally
             {
@@ -240,6 +248,9 @@ internal static class ShardPipeline
             }
         }
     }
+
+    // How long the second cancel of a query whose first one the server dropped may take.
+    private static readonly TimeSpan LostCancelBound = TimeSpan.FromSeconds(1);
 
     // A per-shard timeout that fired is the shard's timeout; an error a transaction gives a meaning to takes that meaning.
     private static Exception Classify(ShardSet shards, ShardConnectionSource source, int shard, in ShardCommand command, Exception error,

@@ -264,28 +264,8 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         }
     }
 
-    private async Task CancelOnServerAsync(NpgsqlConnection connection, TimeSpan within)
-    {
-        try
-        {
-            var processId = connection.ProcessID; // throws when the connection is not open (still opening, or broken)
-            using var timeout = new CancellationTokenSource(within);
-            // On the server the query runs on (a standby's backend ids mean nothing on its primary, and the reverse).
-            var side = await _run.Session.Shards.DataSourceAt(_shard, _server).OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
-            await using (side.ConfigureAwait(false))
-            {
-                var command = new NpgsqlCommand("select pg_cancel_backend($1)", side) { Parameters = { new() { Value = processId } } };
-                await using (command.ConfigureAwait(false))
-                {
-                    await command.ExecuteScalarAsync(timeout.Token).ConfigureAwait(false);
-                }
-            }
-        }
-        catch (Exception)
-        {
-            // Best effort: without the cancel the reader simply reads on to the end.
-        }
-    }
+    private Task CancelOnServerAsync(NpgsqlConnection connection, TimeSpan within) =>
+        BackendCancel.SendAsync(_run.Session.Shards, _shard, _server, BackendCancel.IdOf(connection), within);
 
     // Until a row reaches the caller a failed start is tried again where the shard's pipeline says it is safe (a
     // transient failure, attempts left); a start stopped by a timeout, the caller or another shard's failure is not.
