@@ -68,6 +68,59 @@ public class FanOutBenchmarks
         return (await db.AllShards().QueryAsync(Sql, new { Take = Newest.ShardLimit }, Newest)).ToList();
     }
 
+    /// <summary>
+    /// The floor of any parallel read on this machine, without ShardKit: every shard read at once with Dapper, then
+    /// sorted and cut to 50 (no merge, no failure handling). For the quick ratios only.
+    /// </summary>
+    public async Task<List<BenchOrder>> ParallelByHandAsync()
+    {
+        var parts = await Task.WhenAll(_direct.Select(async shard =>
+        {
+            await using var connection = await shard.OpenConnectionAsync();
+            return await connection.QueryAsync<BenchOrder>(Sql, new { Take = 50 });
+        }));
+        return parts.SelectMany(p => p).OrderByDescending(o => o.CreatedAt).ThenByDescending(o => o.Id).Take(50).ToList();
+    }
+
+    /// <summary>
+    /// `fanout [shards] [delayMs] [rounds] [reads]`: ShardKit's fan-out, a parallel read by hand, and the sequential loop,
+    /// each against the same read on one shard, alternately; medians of the time per read.
+    /// </summary>
+    public static async Task RatiosAsync(string[] args)
+    {
+        int Arg(int i, int fallback) => args.Length > i ? int.Parse(args[i], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+        var bench = new FanOutBenchmarks { Shards = Arg(1, 4), DelayMs = Arg(2, 2) };
+        var (rounds, reads) = (Arg(3, 15), Arg(4, 50));
+        await bench.SetupAsync();
+        try
+        {
+            Func<Task> Repeat(Func<Task> once) => async () =>
+            {
+                for (var i = 0; i < reads; i++)
+                {
+                    await once();
+                }
+            };
+
+            Console.WriteLine($"newest 50 of {bench.Shards} shards, {bench.DelayMs} ms away, {reads} reads per round, median of {rounds} rounds, {Environment.ProcessorCount} cores");
+            foreach (var (name, run) in new (string, Func<Task>)[]
+            {
+                ("ShardKit fan-out", bench.ShardKitFanOutAsync),
+                ("parallel by hand (no ShardKit)", bench.ParallelByHandAsync),
+                ("sequential loop", bench.SequentialLoopAsync),
+            })
+            {
+                var (mine, one, mineCpu, oneCpu) = await Interleaved.RunAsync(rounds, Repeat(run), Repeat(bench.OneShardAsync));
+                Console.WriteLine($"  {name,-32} {mine / reads,7:F2} ms  one shard {one / reads,7:F2} ms  ratio {mine / one:F2}  " +
+                                  $"client CPU {mineCpu / reads:F2} ms (one shard {oneCpu / reads:F2})");
+            }
+        }
+        finally
+        {
+            await bench.CleanupAsync();
+        }
+    }
+
     [Benchmark(Description = "the same read on one shard")]
     public async Task<int> OneShardAsync()
     {

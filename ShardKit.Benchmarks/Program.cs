@@ -10,6 +10,7 @@ if (args.Length == 0)
 // The quick checks outside BenchmarkDotNet (README, Performance).
 Func<string[], Task>? check = args[0] switch
 {
+    "fanout" => FanOutBenchmarks.RatiosAsync,
     "fanout-rows" => FanOutRowsBenchmarks.RatiosAsync,
     "batch" => BatchWriteBenchmarks.RatiosAsync,
     "commit" => DistributedCommitBenchmarks.RatiosAsync,

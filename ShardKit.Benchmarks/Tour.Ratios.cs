@@ -55,6 +55,18 @@ public static partial class Tour
             ratios.Add(new Ratio("fan-out, newest 50 of 4 shards", "sequential loop over the shards", vsLoop, "lower is better"));
             var vsOne = await TimeAsync("Measuring the same fan-out vs the read on one shard", 60, fanOut, one);
             ratios.Add(new Ratio("fan-out, newest 50 of 4 shards", "the same read on one shard", vsOne, "target at most 1.3"));
+            // The floor on this machine: the four reads at once by hand, without ShardKit.
+            Func<Task> byHand = async () =>
+            {
+                var parts = await Task.WhenAll(direct.Select(async shard =>
+                {
+                    await using var connection = await shard.OpenConnectionAsync();
+                    return await connection.QueryAsync<BenchOrder>(newest, new { Take = 50 });
+                }));
+                _ = parts.SelectMany(p => p).OrderByDescending(o => o.CreatedAt).ThenByDescending(o => o.Id).Take(50).ToList();
+            };
+            var floor = await TimeAsync("Measuring four reads at once by hand (no ShardKit) vs the read on one shard", 60, byHand, one);
+            ratios.Add(new Ratio("same, 4 reads at once by hand", "the same read on one shard", floor, "no ShardKit: the floor of the line above here"));
         }
 
         var bulk = new BulkLoadBenchmarks();
