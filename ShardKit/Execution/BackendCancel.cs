@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Npgsql;
 
 namespace ShardKit;
@@ -8,9 +9,19 @@ namespace ShardKit;
 /// </summary>
 internal static class BackendCancel
 {
+    // Whether a connection string multiplexes, by string: a multiplexed connection has no backend of its own, and asking
+    // it for one throws, which would cost every command of such a data source an exception.
+    private static readonly ConcurrentDictionary<string, bool> Multiplexed = new();
+
     /// <summary>The backend id of an open connection, or 0 when it has none to give (not open, or multiplexed).</summary>
     public static int IdOf(NpgsqlConnection connection)
     {
+        if (connection.State != System.Data.ConnectionState.Open
+            || Multiplexed.GetOrAdd(connection.ConnectionString, static cs => new NpgsqlConnectionStringBuilder(cs).Multiplexing))
+        {
+            return 0;
+        }
+
         try
         {
             return connection.ProcessID;

@@ -200,7 +200,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
                     // PostgreSQL drops a cancel request that reaches the backend before it has begun the query (a busy
                     // server, a query just sent): Npgsql then gives up on the connection after its cancellation timeout,
                     // and the query runs on to its end on the server. Cancelled again by the backend's id, it stops.
-                    if (await Task.WhenAny(waiting, Task.Delay(LostCancelGrace)).ConfigureAwait(false) != waiting && _connection is { } connection)
+                    if (!await EndsWithinAsync(waiting, LostCancelGrace).ConfigureAwait(false) && _connection is { } connection)
                     {
                         await CancelOnServerAsync(connection, LostCancelGrace).ConfigureAwait(false);
                     }
@@ -236,7 +236,7 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         if (_rows is not null && !_finished)
         {
             var drain = DrainAsync(_rows);
-            if (!InTransaction && await Task.WhenAny(drain, Task.Delay(DrainGrace)).ConfigureAwait(false) != drain && _connection is { } connection)
+            if (!InTransaction && !await EndsWithinAsync(drain, DrainGrace).ConfigureAwait(false) && _connection is { } connection)
             {
                 await CancelOnServerAsync(connection, DrainCancelBound).ConfigureAwait(false);
             }
@@ -262,6 +262,21 @@ internal sealed class ShardRowStream<T> : IAsyncEnumerator<T>
         {
             // Cancelled on purpose, or the shard failed: its rows are unwanted either way.
         }
+    }
+
+    // Whether the task ends (however) within the time; the timer is let go of as soon as it does, not left to run out
+    // (an early stop of a fan-out with a limit comes here for every shard still reading).
+    private static async Task<bool> EndsWithinAsync(Task task, TimeSpan within)
+    {
+        if (task.IsCompleted)
+        {
+            return true;
+        }
+
+        using var timer = new CancellationTokenSource();
+        var ended = await Task.WhenAny(task, Task.Delay(within, timer.Token)).ConfigureAwait(false) == task;
+        await timer.CancelAsync().ConfigureAwait(false);
+        return ended;
     }
 
     private Task CancelOnServerAsync(NpgsqlConnection connection, TimeSpan within) =>
