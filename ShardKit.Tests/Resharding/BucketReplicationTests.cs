@@ -37,6 +37,26 @@ public sealed class BucketReplicationTests
     }
 
     [Test]
+    public async Task A_paced_copy_stops_promptly_when_cancelled_and_commits_nothing_of_its_scan()
+    {
+        await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text not null)");
+        await f.OnSourceAsync($"insert into {f.Table} select g, 'n' || g from generate_series(1, 8000) g");
+        var table = await f.DescribeAsync("id");
+
+        await using var move = await BucketReplication.StartAsync(f.Source, f.MoveId, [table], CancellationToken.None);
+        move.CopyRowsPerSecond = 100; // about 20 s for these rows
+        using var stop = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+        var clock = Stopwatch.StartNew();
+        Assert.CatchAsync<OperationCanceledException>(() => move.CopyAsync(f.Target, Buckets, BucketCount, parallelism: 2, NoneDone,
+            static (_, _, _) => Task.CompletedTask, null, null, stop.Token));
+
+        // A look every 5 rows at 100 rows/s: a wait is 50 ms, and the cancel ends it.
+        Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)), "the paced wait heeds the token");
+        Assert.That((await MoveFixture.QueryAsync<long>(f.Target, $"select count(*) from {table.QualifiedName}")).Single(), Is.Zero,
+            "the scans in flight rolled back");
+    }
+
+    [Test]
     public async Task Copy_moves_exactly_the_rows_of_the_chosen_buckets()
     {
         await using var f = await MoveFixture.CreateAsync("create table {0} (id bigint primary key, name text not null, amount numeric, at timestamptz)");
