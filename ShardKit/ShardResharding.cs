@@ -128,7 +128,7 @@ public sealed class ShardResharding
     public Task RefreshMapAsync(CancellationToken cancellationToken = default) =>
         _admin.Shards.Follower?.RefreshAsync(cancellationToken) ?? Task.CompletedTask;
 
-    private BucketMover Mover(MoveOptions? options, IProgress<MoveProgress>? progress)
+    internal BucketMover Mover(MoveOptions? options, IProgress<MoveProgress>? progress)
     {
         options ??= new MoveOptions();
         options.Validate();

@@ -623,10 +623,12 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         }
     }
 
-    // The catalog names the target ($2) of the buckets ($1), records move $3 switched, and notifies.
-    private const string SwitchCatalogSql = $"""
-        update shardkit.map_bucket set shard = $2, epoch = (select epoch + 1 from shardkit.map) where bucket = any($1);
+    // The catalog names the target ($2) of the buckets ($1), records move $3 switched, and notifies. The map's epoch goes
+    // first: its row lock orders switches of disjoint moves, so each bucket gets the epoch its own switch made (read
+    // before the lock, two switches at once gave their buckets the same one).
+    internal const string SwitchCatalogSql = $"""
         update shardkit.map set epoch = epoch + 1, updated = now();
+        update shardkit.map_bucket set shard = $2, epoch = (select epoch from shardkit.map) where bucket = any($1);
         update shardkit.move set state = 'Switched', updated = now() where id = $3;
         select pg_notify('{StoredMapCatalog.Channel}', (select epoch::text from shardkit.map));
         """;
@@ -952,14 +954,17 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
         return done;
     }
 
-    // A scan's chunks, recorded in one statement (one round trip and one commit on the catalog, not one per bucket).
-    // Records a scan's chunks; a cancel's mark on the move stops the copy here, at the scan's end (a scan's session
-    // that is idle between scans is not ended by the cancel).
-    private async Task ChunksDoneAsync(string moveId, string table, IReadOnlyList<(int Bucket, long Rows)> chunks, CancellationToken cancellationToken)
+    // A scan's chunks, recorded in one round trip and one commit on the catalog (not one per bucket); a cancel's mark on
+    // the move stops the copy here, at the scan's end (a scan's session that is idle between scans is not ended by the
+    // cancel). The move's row is locked first: parallel scans record one after the other, so each total counts every
+    // chunk committed before it. Without the lock two scans' inserts ran at once and the later update, waiting on the
+    // earlier one's row lock, kept the sum of the snapshot it started with, which lacked the earlier scan's rows.
+    internal async Task ChunksDoneAsync(string moveId, string table, IReadOnlyList<(int Bucket, long Rows)> chunks, CancellationToken cancellationToken)
     {
         var connection = await admin.Catalog.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var _ = connection.ConfigureAwait(false);
         var error = await ExecuteCatalogAsync(connection, """
+            select 1 from shardkit.move where id = $1 for update;
             insert into shardkit.move_chunk (move_id, table_name, bucket, rows) select $1, $2, b, r from unnest($3::int[], $4::bigint[]) as c(b, r)
             on conflict do nothing;
             update shardkit.move set rows_copied = (select coalesce(sum(rows), 0) from shardkit.move_chunk where move_id = $1), updated = now() where id = $1;
@@ -1034,7 +1039,7 @@ internal sealed partial class BucketMover(ReshardingAdmin admin, MoveOptions opt
     }
 
     // Returns the first value of the script's last result, if it has one.
-    private static async Task<object?> ExecuteCatalogAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken, params object[] parameters)
+    internal static async Task<object?> ExecuteCatalogAsync(NpgsqlConnection connection, string sql, CancellationToken cancellationToken, params object[] parameters)
     {
         // Named parameters let Npgsql split a script into statements; $n would send it as one (refused with parameters).
         // The catalog's records (a chunk done, a switch) must be durable before the move goes on.
