@@ -267,4 +267,62 @@ public sealed class FanOutQueryTests
         Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
         await ctx.AssertNotRunningAsync(marker); // the slow shard was cancelled, not waited for
     }
+
+    // Under partial results a stream hands out the rows a shard sent before its failure, also when they were read ahead
+    // in a batch with the failure (a fan-out parses each shard's rows a batch ahead, 256 rows); a collected read leaves
+    // out every row of the failed shard.
+    [TestCase(true)]
+    [TestCase(false)]
+    public async Task A_shard_failing_mid_stream_keeps_the_rows_it_sent_before_under_partial_results(bool streamed)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await ctx.DirectAsync<long>("s1", $"insert into {ctx.Table} values (1) returning id");
+        await using var db = ctx.Source.CreateConnection();
+        var partial = db.AllShards(new FanOutOptions { Policy = FanOutPolicy.PartialResults });
+        var sql = $"select g from generate_series(1, 2000) g where 1 / (case when g = 1000 and exists (select from {ctx.Table}) then 0 else 1 end) = 1";
+        var rows = new List<int>();
+        IReadOnlyList<ShardFailure> failures;
+        if (streamed)
+        {
+            var stream = partial.QueryUnbufferedAsync<int>(sql);
+            await foreach (var g in stream)
+            {
+                rows.Add(g);
+            }
+
+            failures = stream.Failures;
+        }
+        else
+        {
+            var result = await partial.QueryAsync<int>(sql);
+            rows.AddRange(result);
+            failures = result.Failures;
+        }
+
+        Assert.That(failures.Select(f => f.Shard), Is.EqualTo(new[] { "s1" }));
+        Assert.That(failures[0].Error, Is.InstanceOf<PostgresException>().With.Property("SqlState").EqualTo("22012"));
+        var others = ctx.Shards.Count - 1;
+        var fromS1 = streamed ? 999 : 0;
+        Assert.That(rows, Has.Count.EqualTo(2000 * others + fromS1), "every row s1 sent before its failure (streamed), and every other shard's");
+        Assert.That(rows.Count(g => g < 1000), Is.EqualTo(999 * others + fromS1));
+        Assert.That(rows.Count(g => g >= 1000), Is.EqualTo(1001 * others));
+    }
+
+    // Complete results: the same failure fails the read and names the shard, and the streamed read has returned no row of
+    // s1 past the failure.
+    [Test]
+    public async Task A_shard_failing_mid_stream_fails_a_complete_read_and_names_the_shard()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await ctx.DirectAsync<long>("s1", $"insert into {ctx.Table} values (1) returning id");
+        await using var db = ctx.Source.CreateConnection();
+        var sql = $"select g from generate_series(1, 2000) g where 1 / (case when g = 1000 and exists (select from {ctx.Table}) then 0 else 1 end) = 1";
+        var error = Assert.ThrowsAsync<ShardAggregateException>(async () =>
+        {
+            await foreach (var _ in db.AllShards().QueryUnbufferedAsync<int>(sql))
+            {
+            }
+        });
+        Assert.That(error!.FailedShards, Is.EqualTo(new[] { "s1" }));
+    }
 }

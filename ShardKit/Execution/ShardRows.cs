@@ -1,5 +1,6 @@
 using System.Data;
 using System.Data.Common;
+using System.Runtime.ExceptionServices;
 using Dapper;
 using Npgsql;
 
@@ -8,7 +9,9 @@ namespace ShardKit;
 /// <summary>
 /// One shard's rows off its reader, as a hand-written enumerator rather than an async iterator: a row already in
 /// Npgsql's buffer (its <c>ReadAsync</c> then completes synchronously) costs the parse and nothing else, and a whole
-/// shard can be read into a list in one tight loop. Enumerate once.
+/// shard can be read into a list in one tight loop. A fan-out's rows (not a routed stream's) are read and parsed a batch
+/// ahead on the thread pool while the caller takes the batch before, so several shards' rows are parsed at once; a batch
+/// goes to the caller as soon as the next row is not yet in, so a slow shard's first rows are not held back. Enumerate once.
 /// </summary>
 /// <param name="connection">The shard's open connection.</param>
 /// <param name="command">The query, its parameters bound by Dapper.</param>
@@ -26,10 +29,21 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     : IAsyncEnumerable<T>, IAsyncEnumerator<T>
 {
     private const CommandBehavior ReadBehavior = CommandBehavior.SequentialAccess | CommandBehavior.SingleResult;
+
+    // A fan-out's rows are parsed ahead on the thread pool, a batch at a time, while the caller takes the batch before:
+    // each shard's rows are parsed on a core of their own instead of one after the other on the caller's thread.
+    private const int ReadAheadRows = 256;
+
     private DbDataReader? _reader;
     private Func<DbDataReader, T>? _parse;
     private bool _ended;
     private CancellationTokenSource? _linked;
+    private readonly bool _readAhead = !routed;
+    private List<T>? _batch; // read ahead, being taken
+    private int _batchIndex;
+    private Task<Batch>? _filling; // the next batch, being read (the only code touching the reader meanwhile)
+    private ExceptionDispatchInfo? _failure; // the read's failure, thrown once the rows before it are taken
+    private bool _lastBatch;
 
     public T Current { get; private set; } = default!;
 
@@ -47,6 +61,17 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 
     public ValueTask<bool> MoveNextAsync()
     {
+        if (_batch is { } batch)
+        {
+            if (++_batchIndex < batch.Count)
+            {
+                Current = batch[_batchIndex];
+                return new ValueTask<bool>(true);
+            }
+
+            return NextBatchAsync();
+        }
+
         if (_reader is not { } reader)
         {
             return _ended ? new ValueTask<bool>(false) : OpenThenReadAsync();
@@ -83,6 +108,25 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 
     public async ValueTask DisposeAsync()
     {
+        if (_filling is { } filling)
+        {
+            // The reader is the fill's until it ends, and then its batch's pending read's: a read still waiting for the
+            // server ends as the reader's own close would have waited for it (its token, or the server's end of the rows).
+            _filling = null;
+            _batch = null;
+            try
+            {
+                if ((await filling.ConfigureAwait(false)).Pending is { } pending)
+                {
+                    await pending.ConfigureAwait(false);
+                }
+            }
+            catch (Exception)
+            {
+                // The rows are no longer wanted; the reader reports its failure again when it closes, if it matters.
+            }
+        }
+
         var cancelled = false;
         if (routed && !inTransaction && _reader is IWrappedDataReader { Command: { } stopped })
         {
@@ -115,7 +159,87 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     private async ValueTask<bool> OpenThenReadAsync()
     {
         await OpenAsync().ConfigureAwait(false);
+        if (_readAhead && _reader is { } reader)
+        {
+            // The first batch is read here: the first row reaches the caller as soon as it is in, and the fan-out's
+            // retry of a failed start sees the failure itself.
+            _filling = Task.FromResult(await FillAsync(reader, null).ConfigureAwait(false));
+            return await NextBatchAsync().ConfigureAwait(false);
+        }
+
         return await MoveNextAsync().ConfigureAwait(false);
+    }
+
+    private readonly record struct Batch(List<T> Rows, Task<bool>? Pending, bool Last, ExceptionDispatchInfo? Failure);
+
+    // Takes the batch read ahead and starts reading the next one; throws the read's failure once the rows before it are
+    // all taken, and closes the reader at the end.
+    private async ValueTask<bool> NextBatchAsync()
+    {
+        while (true)
+        {
+            if (_failure is { } failure)
+            {
+                _failure = null;
+                _batch = null;
+                failure.Throw();
+            }
+
+            if (_lastBatch || _filling is not { } filling)
+            {
+                _batch = null;
+                await CloseAsync().ConfigureAwait(false);
+                return false;
+            }
+
+            var next = await filling.ConfigureAwait(false);
+            _failure = next.Failure;
+            _lastBatch = next.Last;
+            _filling = next.Last ? null : FillOnPoolAsync(_reader!, next.Pending);
+            _batch = next.Rows;
+            _batchIndex = 0;
+            if (next.Rows.Count > 0)
+            {
+                Current = next.Rows[0];
+                return true;
+            }
+        }
+    }
+
+    private Task<Batch> FillOnPoolAsync(DbDataReader reader, Task<bool>? pending) =>
+        Task.Run(() => FillAsync(reader, pending), CancellationToken.None);
+
+    // Up to ReadAheadRows rows; a batch that has rows is handed over as soon as the next row is not in yet (its read
+    // goes with the batch, for the next fill to wait on), so a slow shard's rows reach the caller one by one.
+    private async Task<Batch> FillAsync(DbDataReader reader, Task<bool>? pending)
+    {
+        var parse = _parse!;
+        var rows = new List<T>(pending is null ? 16 : ReadAheadRows);
+        try
+        {
+            while (rows.Count < ReadAheadRows)
+            {
+                var read = pending ?? reader.ReadAsync(cancellationToken);
+                pending = null;
+                if (!read.IsCompleted && rows.Count > 0)
+                {
+                    return new Batch(rows, read, Last: false, null);
+                }
+
+                if (!await read.ConfigureAwait(false))
+                {
+                    return new Batch(rows, null, Last: true, null);
+                }
+
+                rows.Add(parse(reader));
+            }
+
+            return new Batch(rows, null, Last: false, null);
+        }
+        catch (Exception e)
+        {
+            return new Batch(rows, null, Last: true, ExceptionDispatchInfo.Capture(e));
+        }
     }
 
     private async Task OpenAsync()
