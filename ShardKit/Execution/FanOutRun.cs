@@ -186,6 +186,7 @@ internal sealed partial class FanOutRun : IDisposable
         _operation.Dispose();
         _all.Dispose();
         _overall?.Dispose();
-        Slots.Dispose();
+        // Slots is not disposed: a shard's read that fails after the run ended still gives its slot back (a disposed
+        // semaphore threw there, unobserved), and a SemaphoreSlim whose wait handle was never asked for holds nothing.
     }
 }

@@ -30,9 +30,17 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 {
     private const CommandBehavior ReadBehavior = CommandBehavior.SequentialAccess | CommandBehavior.SingleResult;
 
+    // Rows read ahead are read whole: in sequential access Npgsql's ReadAsync returns once a row begins, and the parse then
+    // reads the rest of a row that spans its buffer synchronously, blocking the pool thread (and the batch) on the socket.
+    private const CommandBehavior ReadAheadBehavior = CommandBehavior.SingleResult;
+
     // A fan-out's rows are parsed ahead on the thread pool, a batch at a time, while the caller takes the batch before:
     // each shard's rows are parsed on a core of their own instead of one after the other on the caller's thread.
     private const int ReadAheadRows = 256;
+
+    // ... and at most about this much memory of rows (what the parse allocated): large rows go a few at a time, so a
+    // stream of 100 kB rows holds two batches of about 1 MiB per shard, not 256 rows.
+    private const long ReadAheadBytes = 1 << 20;
 
     private DbDataReader? _reader;
     private Func<DbDataReader, T>? _parse;
@@ -44,8 +52,15 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     private Task<Batch>? _filling; // the next batch, being read (the only code touching the reader meanwhile)
     private ExceptionDispatchInfo? _failure; // the read's failure, thrown once the rows before it are taken
     private bool _lastBatch;
+    private volatile bool _parseFailed; // a row the parse refused: the rest of the query is cancelled, not read
 
     public T Current { get; private set; } = default!;
+
+    /// <summary>The rows of the batch being taken (read ahead); 0 when the rows are not read ahead.</summary>
+    internal int BatchRows => _batch?.Count ?? 0;
+
+    /// <summary>The batches taken so far.</summary>
+    internal int Batches { get; private set; }
 
     public IAsyncEnumerator<T> GetAsyncEnumerator(CancellationToken token = default)
     {
@@ -91,7 +106,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     {
         if (_reader is null && !_ended)
         {
-            await OpenAsync().ConfigureAwait(false);
+            await OpenAsync(ReadBehavior).ConfigureAwait(false);
         }
 
         if (_reader is { } reader)
@@ -99,7 +114,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
             var parse = _parse!;
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                rows.Add(parse(reader));
+                rows.Add(ParseOrMark(parse, reader));
             }
 
             await CloseAsync().ConfigureAwait(false);
@@ -128,9 +143,10 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
         }
 
         var cancelled = false;
-        if (routed && !inTransaction && _reader is IWrappedDataReader { Command: { } stopped })
+        if ((routed || _parseFailed) && !inTransaction && _reader is IWrappedDataReader { Command: { } stopped })
         {
-            // Stopped before the end: without a cancel, closing the reader would read the rest of the rows.
+            // Stopped before the end (or at a row the parse refused, which leaves the reader where it was): without a
+            // cancel, closing the reader would read the rest of the rows.
             try
             {
                 stopped.Cancel();
@@ -158,7 +174,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 
     private async ValueTask<bool> OpenThenReadAsync()
     {
-        await OpenAsync().ConfigureAwait(false);
+        await OpenAsync(_readAhead ? ReadAheadBehavior : ReadBehavior).ConfigureAwait(false);
         if (_readAhead && _reader is { } reader)
         {
             // The first batch is read here: the first row reaches the caller as soon as it is in, and the fan-out's
@@ -198,6 +214,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
             _filling = next.Last ? null : FillOnPoolAsync(_reader!, next.Pending);
             _batch = next.Rows;
             _batchIndex = 0;
+            Batches++;
             if (next.Rows.Count > 0)
             {
                 Current = next.Rows[0];
@@ -209,29 +226,44 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     private Task<Batch> FillOnPoolAsync(DbDataReader reader, Task<bool>? pending) =>
         Task.Run(() => FillAsync(reader, pending), CancellationToken.None);
 
-    // Up to ReadAheadRows rows; a batch that has rows is handed over as soon as the next row is not in yet (its read
-    // goes with the batch, for the next fill to wait on), so a slow shard's rows reach the caller one by one.
+    // Up to ReadAheadRows rows and ReadAheadBytes; a batch that has rows is handed over as soon as the next row is not
+    // in yet (its read goes with the batch, for the next fill to wait on), so a slow shard's rows reach the caller one by
+    // one. The bytes are the thread's allocations while it parses (counted again after a wait, which may change thread).
     private async Task<Batch> FillAsync(DbDataReader reader, Task<bool>? pending)
     {
         var parse = _parse!;
         var rows = new List<T>(pending is null ? 16 : ReadAheadRows);
+        var limit = GC.GetAllocatedBytesForCurrentThread() + ReadAheadBytes;
         try
         {
             while (rows.Count < ReadAheadRows)
             {
                 var read = pending ?? reader.ReadAsync(cancellationToken);
                 pending = null;
-                if (!read.IsCompleted && rows.Count > 0)
+                if (!read.IsCompleted)
                 {
-                    return new Batch(rows, read, Last: false, null);
-                }
+                    if (rows.Count > 0)
+                    {
+                        return new Batch(rows, read, Last: false, null);
+                    }
 
-                if (!await read.ConfigureAwait(false))
+                    var more = await read.ConfigureAwait(false);
+                    limit = GC.GetAllocatedBytesForCurrentThread() + ReadAheadBytes;
+                    if (!more)
+                    {
+                        return new Batch(rows, null, Last: true, null);
+                    }
+                }
+                else if (!await read.ConfigureAwait(false))
                 {
                     return new Batch(rows, null, Last: true, null);
                 }
 
-                rows.Add(parse(reader));
+                rows.Add(ParseOrMark(parse, reader));
+                if (GC.GetAllocatedBytesForCurrentThread() > limit)
+                {
+                    break;
+                }
             }
 
             return new Batch(rows, null, Last: false, null);
@@ -242,13 +274,14 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
         }
     }
 
-    private async Task OpenAsync()
+    // As Dapper's own QueryAsync reads (ReadBehavior): columns once, in order, so Npgsql need not hold a whole row to hand
+    // it out; or whole rows, to read ahead.
+    private async Task OpenAsync(CommandBehavior behavior)
     {
-        // As Dapper's own QueryAsync reads: columns once, in order, so Npgsql need not hold a whole row to hand it out.
         var definition = routed
             ? new CommandDefinition(command.CommandText, command.Parameters, command.Transaction, command.CommandTimeout, command.CommandType, command.Flags, cancellationToken)
             : ShardRowReader.WithToken(command, cancellationToken);
-        _reader = await connection.ExecuteReaderAsync(definition, ReadBehavior).ConfigureAwait(false);
+        _reader = await connection.ExecuteReaderAsync(definition, behavior).ConfigureAwait(false);
         _parse = ShardRowReader.RowParser<T>(_reader);
     }
 
@@ -259,8 +292,21 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 
     private bool Parsed(DbDataReader reader)
     {
-        Current = _parse!(reader);
+        Current = ParseOrMark(_parse!, reader);
         return true;
+    }
+
+    private T ParseOrMark(Func<DbDataReader, T> parse, DbDataReader reader)
+    {
+        try
+        {
+            return parse(reader);
+        }
+        catch (Exception)
+        {
+            _parseFailed = true;
+            throw;
+        }
     }
 
     // The reader is closed as soon as the rows end (as the async iterator's using block did), which reads the

@@ -22,12 +22,12 @@ internal sealed class ArrivalMerge<T>(MergeSource<T>[] sources, CancellationToke
             _started = true;
             for (var i = 0; i < sources.Length; i++)
             {
-                _pending[i] = sources[i].AdvanceAsync().AsTask(); // a completed read is a cached task: no allocation
+                _pending[i] = Watched(sources[i].AdvanceAsync().AsTask()); // a completed read is a cached task: no allocation
             }
         }
         else if (_last >= 0)
         {
-            _pending[_last] = sources[_last].AdvanceAsync().AsTask();
+            _pending[_last] = Watched(sources[_last].AdvanceAsync().AsTask());
             _last = -1;
         }
 
@@ -61,6 +61,19 @@ internal sealed class ArrivalMerge<T>(MergeSource<T>[] sources, CancellationToke
         }
 
         return new ValueTask<bool>(false);
+    }
+
+    // A read the merge may never take: when one shard fails the run, the others' reads fail with the same error and the
+    // merge throws the first; the rest are observed here, not left to the finalizer as unobserved task exceptions.
+    private static Task<bool> Watched(Task<bool> read)
+    {
+        if (!read.IsCompletedSuccessfully)
+        {
+            read.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+        }
+
+        return read;
     }
 
     private async ValueTask<bool> WaitThenMoveAsync()

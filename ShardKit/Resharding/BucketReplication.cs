@@ -177,8 +177,32 @@ internal sealed partial class BucketReplication : IAsyncDisposable
             await Task.Delay(100, ct).ConfigureAwait(false);
         }
 
+        // The tables leave the publication first, and the publication goes a moment later. A writer of a published table
+        // builds the table's list of publications from the catalog and then looks each one up: a publication dropped in
+        // between failed its statement with "XX000: cache lookup failed for publication" (CI, a disjoint move's writers on
+        // 2 busy cores). Once the tables are out, the list a writer builds no longer names it by the time it goes.
+        var command = new NpgsqlCommand("select string_agg(r.prrelid::regclass::text, ', ') from pg_publication_rel r " +
+                                        "join pg_publication p on p.oid = r.prpubid where p.pubname = $1", connection) { Parameters = { new() { Value = name } } };
+        await using (command.ConfigureAwait(false))
+        {
+            if (await command.ExecuteScalarAsync(ct).ConfigureAwait(false) is string tables)
+            {
+                try
+                {
+                    await ExecuteAsync(connection, $"alter publication {MovedTable.Quote(name)} drop table {tables}", ct).ConfigureAwait(false);
+                    await Task.Delay(PublicationDropDelay, ct).ConfigureAwait(false);
+                }
+                catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedObject)
+                {
+                    // Another drop of the same move (a cancel racing the mover) took the publication or a table out first.
+                }
+            }
+        }
+
         await ExecuteAsync(connection, $"drop publication if exists {MovedTable.Quote(name)}", ct).ConfigureAwait(false);
     }
+
+    private static readonly TimeSpan PublicationDropDelay = TimeSpan.FromMilliseconds(50);
 
     /// <summary>Closes the replication stream and lets go of the exported snapshot if no copy took it. The slot and publication stay (see <see cref="DropAsync"/>).</summary>
     public async ValueTask DisposeAsync()
