@@ -49,7 +49,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     private readonly bool _readAhead = !routed;
     private List<T>? _batch; // read ahead, being taken
     private int _batchIndex;
-    private Task<Batch>? _filling; // the next batch, being read (the only code touching the reader meanwhile)
+    private Task<ReadAheadBatch>? _filling; // the next batch, being read (the only code touching the reader meanwhile)
     private ExceptionDispatchInfo? _failure; // the read's failure, thrown once the rows before it are taken
     private bool _lastBatch;
     private volatile bool _parseFailed; // a row the parse refused: the rest of the query is cancelled, not read
@@ -186,7 +186,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
         return await MoveNextAsync().ConfigureAwait(false);
     }
 
-    private readonly record struct Batch(List<T> Rows, Task<bool>? Pending, bool Last, ExceptionDispatchInfo? Failure);
+    private readonly record struct ReadAheadBatch(List<T> Rows, Task<bool>? Pending, bool Last, ExceptionDispatchInfo? Failure);
 
     // Takes the batch read ahead and starts reading the next one; throws the read's failure once the rows before it are
     // all taken, and closes the reader at the end.
@@ -223,13 +223,13 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
         }
     }
 
-    private Task<Batch> FillOnPoolAsync(DbDataReader reader, Task<bool>? pending) =>
+    private Task<ReadAheadBatch> FillOnPoolAsync(DbDataReader reader, Task<bool>? pending) =>
         Task.Run(() => FillAsync(reader, pending), CancellationToken.None);
 
     // Up to ReadAheadRows rows and ReadAheadBytes; a batch that has rows is handed over as soon as the next row is not
     // in yet (its read goes with the batch, for the next fill to wait on), so a slow shard's rows reach the caller one by
     // one. The bytes are the thread's allocations while it parses (counted again after a wait, which may change thread).
-    private async Task<Batch> FillAsync(DbDataReader reader, Task<bool>? pending)
+    private async Task<ReadAheadBatch> FillAsync(DbDataReader reader, Task<bool>? pending)
     {
         var parse = _parse!;
         var rows = new List<T>(pending is null ? 16 : ReadAheadRows);
@@ -244,19 +244,19 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
                 {
                     if (rows.Count > 0)
                     {
-                        return new Batch(rows, read, Last: false, null);
+                        return new ReadAheadBatch(rows, read, Last: false, null);
                     }
 
                     var more = await read.ConfigureAwait(false);
                     limit = GC.GetAllocatedBytesForCurrentThread() + ReadAheadBytes;
                     if (!more)
                     {
-                        return new Batch(rows, null, Last: true, null);
+                        return new ReadAheadBatch(rows, null, Last: true, null);
                     }
                 }
                 else if (!await read.ConfigureAwait(false))
                 {
-                    return new Batch(rows, null, Last: true, null);
+                    return new ReadAheadBatch(rows, null, Last: true, null);
                 }
 
                 rows.Add(ParseOrMark(parse, reader));
@@ -266,11 +266,11 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
                 }
             }
 
-            return new Batch(rows, null, Last: false, null);
+            return new ReadAheadBatch(rows, null, Last: false, null);
         }
         catch (Exception e)
         {
-            return new Batch(rows, null, Last: true, ExceptionDispatchInfo.Capture(e));
+            return new ReadAheadBatch(rows, null, Last: true, ExceptionDispatchInfo.Capture(e));
         }
     }
 
