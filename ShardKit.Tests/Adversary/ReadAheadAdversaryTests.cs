@@ -836,4 +836,65 @@ public sealed class ReadAheadAdversaryTests
         await AssertUsableAsync(db, ctx);
         AssertNoUnobservedExceptions();
     }
+
+    // A per-shard timeout that fires while a shard is slow to send its next rows stops that shard's query then, not at
+    // the command's own timeout (30 s): the collected read and a routed stream cancelled by its token read in sequential
+    // access, where the cancel did not reach the server until then.
+    [TestCase(false)]
+    [TestCase(true)]
+    public async Task A_per_shard_timeout_stops_a_collected_read_of_a_slow_shard_at_the_timeout(bool fewerSlots)
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var marker = Marker("collected-timeout");
+        var slowPort = PortOf(ctx, 3);
+        var sql = $"select g::int from generate_series(1, 2000) g, lateral (select pg_sleep(case when inet_server_port() = {slowPort} and g > 600 then 0.1 else 0 end)) s /* {marker} */";
+        var options = new FanOutOptions { Policy = FanOutPolicy.PartialResults, PerShardTimeout = TimeSpan.FromSeconds(2), MaxParallelism = fewerSlots ? 2 : null };
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var result = await db.AllShards(options).QueryAsync<int>(sql);
+        TestContext.Out.WriteLine($"ended after {watch.ElapsedMilliseconds} ms");
+        Assert.That(result.Failures.Select(f => f.Shard), Is.EqualTo(new[] { "s3" }));
+        Assert.That(result.Failures[0].Error, Is.InstanceOf<ShardTimeoutException>());
+        Assert.That(result, Has.Count.EqualTo(2000 * (ctx.Shards.Count - 1)));
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(20)), "the slow shard was stopped at its timeout, not at the command's 30 s");
+        await ctx.AssertNotRunningAsync(marker);
+        AssertNoUnobservedExceptions();
+    }
+
+    [Test]
+    public async Task A_routed_stream_cancelled_while_the_shard_is_slow_stops_at_the_cancel()
+    {
+        await using var ctx = await ShardTestContext.CreateAsync(Ddl);
+        await using var db = ctx.Source.CreateConnection();
+        var marker = Marker("routed-cancel");
+        var sql = $"select g::int from generate_series(1, 2000) g, lateral (select pg_sleep(case when g > 600 then 0.1 else 0 end)) s /* {marker} */";
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var rows = 0;
+        var error = await CatchAsync(async () =>
+        {
+            await foreach (var _ in db.ForKey(1L).QueryUnbufferedAsync<int>(new CommandDefinition(sql, cancellationToken: cancel.Token)).WithCancellation(cancel.Token))
+            {
+                rows++;
+            }
+        });
+        TestContext.Out.WriteLine($"ended after {watch.ElapsedMilliseconds} ms, {rows} rows, {error?.GetType().Name}");
+        Assert.That(error, Is.InstanceOf<OperationCanceledException>(), $"{error}");
+        Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(20)), "the stream stopped at the cancel, not at the command's 30 s");
+        await ctx.AssertNotRunningAsync(marker);
+        Assert.That(await db.ForKey(1L).ExecuteScalarAsync<int>("select 1"), Is.EqualTo(1));
+    }
+
+    private static async Task<Exception?> CatchAsync(Func<Task> action)
+    {
+        try
+        {
+            await action();
+            return null;
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
+    }
 }

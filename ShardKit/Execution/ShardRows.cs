@@ -28,11 +28,11 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     bool inTransaction = false)
     : IAsyncEnumerable<T>, IAsyncEnumerator<T>
 {
-    private const CommandBehavior ReadBehavior = CommandBehavior.SequentialAccess | CommandBehavior.SingleResult;
-
-    // Rows read ahead are read whole: in sequential access Npgsql's ReadAsync returns once a row begins, and the parse then
-    // reads the rest of a row that spans its buffer synchronously, blocking the pool thread (and the batch) on the socket.
-    private const CommandBehavior ReadAheadBehavior = CommandBehavior.SingleResult;
+    // Whole rows, not Dapper's sequential access: there Npgsql's ReadAsync returns once a row begins and the parse reads
+    // the rest of a row that spans its buffer synchronously, blocking the pool thread (and the batch) on the socket; and a
+    // cancel or per-shard timeout that fired while the reader waited for the server's next rows did not stop the query
+    // (the read ended at the command's own timeout, 30 s, instead).
+    private const CommandBehavior ReadBehavior = CommandBehavior.SingleResult;
 
     // A fan-out's rows are parsed ahead on the thread pool, a batch at a time, while the caller takes the batch before:
     // each shard's rows are parsed on a core of their own instead of one after the other on the caller's thread.
@@ -106,7 +106,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
     {
         if (_reader is null && !_ended)
         {
-            await OpenAsync(ReadBehavior).ConfigureAwait(false);
+            await OpenAsync().ConfigureAwait(false);
         }
 
         if (_reader is { } reader)
@@ -174,7 +174,7 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
 
     private async ValueTask<bool> OpenThenReadAsync()
     {
-        await OpenAsync(_readAhead ? ReadAheadBehavior : ReadBehavior).ConfigureAwait(false);
+        await OpenAsync().ConfigureAwait(false);
         if (_readAhead && _reader is { } reader)
         {
             // The first batch is read here: the first row reaches the caller as soon as it is in, and the fan-out's
@@ -274,14 +274,12 @@ internal sealed class ShardRows<T>(NpgsqlConnection connection, CommandDefinitio
         }
     }
 
-    // As Dapper's own QueryAsync reads (ReadBehavior): columns once, in order, so Npgsql need not hold a whole row to hand
-    // it out; or whole rows, to read ahead.
-    private async Task OpenAsync(CommandBehavior behavior)
+    private async Task OpenAsync()
     {
         var definition = routed
             ? new CommandDefinition(command.CommandText, command.Parameters, command.Transaction, command.CommandTimeout, command.CommandType, command.Flags, cancellationToken)
             : ShardRowReader.WithToken(command, cancellationToken);
-        _reader = await connection.ExecuteReaderAsync(definition, behavior).ConfigureAwait(false);
+        _reader = await connection.ExecuteReaderAsync(definition, ReadBehavior).ConfigureAwait(false);
         _parse = ShardRowReader.RowParser<T>(_reader);
     }
 
