@@ -22,14 +22,13 @@ public abstract partial class ShardCommandTarget
         var route = ResolveChecked(command, typeof(T));
         var writes = WriteFence.ChangesData(command.CommandText);
         using var operation = Owner.EnterOperation();
-        var inTransaction = Owner.Session.InTransaction;
         for (var attempt = 0; ; attempt++)
         {
             try
             {
                 return route.IsSingle
                     ? await RunRoutedAsync(route.Shard, "Query", command.CommandText, writes, QueryBound(command, route, writes),
-                        (c, cmd) => ShardRowReader.ReadRoutedListAsync<T>(c, cmd, inTransaction), command.CancellationToken).ConfigureAwait(false)
+                        static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)
                     : await QuerySplitAsync<T>(route, epoch, command, writes).ConfigureAwait(false);
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: true))
@@ -458,8 +457,7 @@ public abstract partial class ShardCommandTarget
     {
         try
         {
-            var inTransaction = Owner.Session.InTransaction;
-            var perShard = await RunPartsAsync(route, command, "Query", writes, (c, cmd) => ShardRowReader.ReadRoutedListAsync<T>(c, cmd, inTransaction),
+            var perShard = await RunPartsAsync(route, command, "Query", writes, static (c, cmd) => c.QueryAsync<T>(cmd),
                 writes ? static rows => rows.Count() : null).ConfigureAwait(false);
             return perShard.SelectMany(rows => rows).ToList();
         }
@@ -537,9 +535,8 @@ public abstract partial class ShardCommandTarget
 
             try
             {
-                var inTransaction = Owner.Session.InTransaction;
                 return (await RunRoutedAsync(route.Shard, "Query", command.CommandText, true, QueryBound(command, route, true),
-                    (c, cmd) => ShardRowReader.ReadRoutedListAsync<T>(c, cmd, inTransaction), command.CancellationToken).ConfigureAwait(false)).AsList();
+                    static (c, cmd) => c.QueryAsync<T>(cmd), command.CancellationToken).ConfigureAwait(false)).AsList();
             }
             catch (Exception e) when (MayFollowMove(e, attempt, route, command, read: false))
             {

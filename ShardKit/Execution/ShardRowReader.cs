@@ -46,27 +46,6 @@ internal static class ShardRowReader
     public static IAsyncEnumerable<T> ReadRoutedAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool inTransaction) =>
         new ShardRows<T>(connection, command, command.CancellationToken, routed: true, inTransaction);
 
-    /// <summary>
-    /// A routed buffered query: every row into a list, as Dapper's <c>QueryAsync</c> does, but reading whole rows, so the
-    /// caller's token stops a query whose shard is slow to send its next rows at once (in Dapper's sequential access it
-    /// ran on to the command timeout). A read that fails part way cancels the rest on the server, or reads it inside a
-    /// transaction, which a cancel would abort.
-    /// </summary>
-    public static async Task<IEnumerable<T>> ReadRoutedListAsync<T>(NpgsqlConnection connection, CommandDefinition command, bool inTransaction)
-    {
-        var rows = new ShardRows<T>(connection, command, command.CancellationToken, routed: true, inTransaction);
-        try
-        {
-            var list = new List<T>();
-            await rows.ReadAllAsync(list).ConfigureAwait(false);
-            return list;
-        }
-        finally
-        {
-            await rows.DisposeAsync().ConfigureAwait(false);
-        }
-    }
-
     /// <summary>The same command with the shard's own token (and no transaction: a fan-out runs outside one).</summary>
     public static CommandDefinition WithToken(CommandDefinition command, CancellationToken token) =>
         new(command.CommandText, command.Parameters, null, command.CommandTimeout, command.CommandType, command.Flags, token);
