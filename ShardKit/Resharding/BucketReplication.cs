@@ -331,7 +331,10 @@ internal sealed partial class BucketReplication : IAsyncDisposable
     public static async Task<long> EndTargetSessionsAsync(string targetConnectionString, string moveId, CancellationToken ct)
     {
         ValidateMoveId(moveId);
-        var connection = await OpenAsync(targetConnectionString, ct).ConfigureAwait(false);
+        // Not a pooled connection: one the move's sessions used keeps the move's name until its reset, which runs with the
+        // next command, so two cancels at once ended each other's sessions here (CI: 57P01 in one of them).
+        var connection = await OpenAsync(new NpgsqlConnectionStringBuilder(targetConnectionString) { Pooling = false }.ConnectionString, ct)
+            .ConfigureAwait(false);
         await using var connectionLifetime = connection.ConfigureAwait(false);
         return await CountAsync(connection, "select count(pg_terminate_backend(pid)) from pg_stat_activity " +
                                             "where application_name = $1 and state <> 'idle' and pid <> pg_backend_pid()", MoverSessionName(moveId), ct).ConfigureAwait(false);
