@@ -250,8 +250,11 @@ public abstract partial class ShardCommandTarget
             return route; // the same route at once, now without the check where the fence lacks it
         }
 
+        // Any attempt routed by the map still current may follow the refusal (a map refreshed during the first attempt that
+        // still names the refusing shard used to end in a wait for a newer map, which does not come while a stopped move
+        // leaves the target owning buckets the catalog has not switched).
         var map = Owner.DataSource.Map;
-        if (attempt != 0 || !route.IsSingle || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
+        if (!route.IsSingle || map.Epoch != epoch || ShardBucketMovedException.Find(error, map.ShardNames[route.Shard]) is not
             { MovedTo: { } movedTo } refusal || !map.Contains(movedTo))
         {
             return null;
