@@ -885,16 +885,5 @@ public sealed class ReadAheadAdversaryTests
         Assert.That(await db.ForKey(1L).ExecuteScalarAsync<int>("select 1"), Is.EqualTo(1));
     }
 
-    private static async Task<Exception?> CatchAsync(Func<Task> action)
-    {
-        try
-        {
-            await action();
-            return null;
-        }
-        catch (Exception e)
-        {
-            return e;
-        }
-    }
+    private static Task<Exception?> CatchAsync(Func<Task> action) => ReshardingAdversaryTests.CatchAsync(action);
 }
